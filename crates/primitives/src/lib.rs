@@ -1,0 +1,26 @@
+//! Primitives shared by every verinet crate; no I/O.
+//!
+//! - [`ModelId`]: the content address of a model, `sha256:<hex>` of its exact ONNX bytes.
+//! - [`Tensor`], [`DType`], [`TensorMap`]: tensors and their JSON form (`data` or `b64`).
+//! - [`IoSignature`], [`TensorSpec`], [`Dim`]: a model's declared inputs and outputs, and the
+//!   check of a request's inputs against them ([`InputMismatch`]).
+//! - [`ModelRef`]: how a request names a model (`name`, `name@version`, `sha256:<hex>`).
+//! - [`PublishAuth`]: the owner-signed (EIP-191) authorisation to publish a model version.
+//! - [`wire`]: the JSON bodies of the HTTP API, shared by server and client.
+//! - [`Address`]: an Ethereum account address (re-exported from alloy).
+
+mod error;
+mod model_id;
+mod model_ref;
+mod publish;
+mod signature;
+mod tensor;
+pub mod wire;
+
+pub use alloy_primitives::Address;
+pub use error::{Error, Result};
+pub use model_id::{ModelId, Sha256Hasher};
+pub use model_ref::{ModelRef, validate_model_name};
+pub use publish::PublishAuth;
+pub use signature::{Dim, InputMismatch, IoSignature, TensorSpec};
+pub use tensor::{DType, Tensor, TensorMap};

@@ -1,0 +1,221 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DType, TensorMap};
+
+/// A model's declared inputs and outputs, read from its ONNX graph at publish time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IoSignature {
+    /// Graph inputs that must be fed (initialisers excluded), in graph order.
+    pub inputs: Vec<TensorSpec>,
+    /// Graph outputs, in graph order.
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// One named tensor slot in a signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Tensor name in the graph.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Dims; symbolic ones are named (e.g. `batch`) and bound per request.
+    pub shape: Vec<Dim>,
+}
+
+/// One dimension: fixed, or a named symbol bound per request (JSON: a number or a string).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(u64),
+    /// A symbol such as `batch` or `sequence`; equal names must bind to equal sizes.
+    Symbolic(String),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbolic(s) => f.write_str(s),
+        }
+    }
+}
+
+impl fmt::Display for TensorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.shape.iter().map(Dim::to_string).collect();
+        write!(f, "{}: {}[{}]", self.name, self.dtype, dims.join(", "))
+    }
+}
+
+/// Why a request's inputs do not fit a signature. Each variant names the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputMismatch {
+    /// A declared input was not given.
+    #[error("missing input {name:?} (expected {expected})")]
+    Missing {
+        /// Input name.
+        name: String,
+        /// Its declared spec.
+        expected: String,
+    },
+    /// An input the model does not declare was given.
+    #[error("unknown input {name:?}; the model takes {expected}")]
+    Unknown {
+        /// The given name.
+        name: String,
+        /// The names the model takes.
+        expected: String,
+    },
+    /// Wrong element type.
+    #[error("input {name:?} has dtype {got}, expected {expected}")]
+    DType {
+        /// Input name.
+        name: String,
+        /// Given dtype.
+        got: DType,
+        /// Declared dtype.
+        expected: DType,
+    },
+    /// Wrong number of dims.
+    #[error("input {name:?} has rank {got}, expected {expected}")]
+    Rank {
+        /// Input name.
+        name: String,
+        /// Given rank.
+        got: usize,
+        /// Declared rank.
+        expected: usize,
+    },
+    /// A fixed dim or a symbol bound elsewhere disagrees.
+    #[error("input {name:?} dim {axis} is {got}, expected {expected}")]
+    Dim {
+        /// Input name.
+        name: String,
+        /// Axis index.
+        axis: usize,
+        /// Given size.
+        got: usize,
+        /// What was required (a number, or `symbol=size`).
+        expected: String,
+    },
+    /// The request carries more elements than the node allows.
+    #[error("inputs have {got} elements in total, the limit is {limit}")]
+    TooLarge {
+        /// Total elements given.
+        got: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+}
+
+impl IoSignature {
+    /// Checks `inputs` against the declared inputs: names, dtypes, ranks, fixed dims, consistent
+    /// symbol bindings, zero-sized dims and a total element limit. Returns the symbol bindings.
+    pub fn check_inputs(
+        &self,
+        inputs: &TensorMap,
+        max_elements: usize,
+    ) -> Result<BTreeMap<String, usize>, InputMismatch> {
+        if let Some(extra) = inputs.keys().find(|k| !self.inputs.iter().any(|s| &s.name == *k)) {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(InputMismatch::Unknown { name: extra.clone(), expected: names.join(", ") });
+        }
+        let total: usize = inputs.values().map(|t| t.len()).sum();
+        if total > max_elements {
+            return Err(InputMismatch::TooLarge { got: total, limit: max_elements });
+        }
+        let mut bound: BTreeMap<String, usize> = BTreeMap::new();
+        for spec in &self.inputs {
+            let t = inputs
+                .get(&spec.name)
+                .ok_or_else(|| InputMismatch::Missing { name: spec.name.clone(), expected: spec.to_string() })?;
+            let name = || spec.name.clone();
+            if t.dtype() != spec.dtype {
+                return Err(InputMismatch::DType { name: name(), got: t.dtype(), expected: spec.dtype });
+            }
+            if t.shape().len() != spec.shape.len() {
+                return Err(InputMismatch::Rank { name: name(), got: t.shape().len(), expected: spec.shape.len() });
+            }
+            for (axis, (&got, dim)) in t.shape().iter().zip(&spec.shape).enumerate() {
+                let expected = match dim {
+                    Dim::Fixed(n) if *n as usize != got => n.to_string(),
+                    Dim::Symbolic(s) => match bound.get(s) {
+                        Some(&b) if b != got => format!("{s}={b}"),
+                        Some(_) => continue,
+                        None if got == 0 => format!("{s}>=1"),
+                        None => {
+                            bound.insert(s.clone(), got);
+                            continue;
+                        }
+                    },
+                    Dim::Fixed(_) => continue,
+                };
+                return Err(InputMismatch::Dim { name: name(), axis, got, expected });
+            }
+        }
+        Ok(bound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Tensor;
+
+    fn sig() -> IoSignature {
+        let spec = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype: DType::Int64,
+            shape: vec![Dim::Symbolic("batch".into()), Dim::Symbolic("seq".into())],
+        };
+        IoSignature {
+            inputs: vec![
+                spec("ids"),
+                spec("mask"),
+                TensorSpec { name: "x".into(), dtype: DType::Float32, shape: vec![Dim::Symbolic("batch".into()), Dim::Fixed(3)] },
+            ],
+            outputs: vec![],
+        }
+    }
+
+    fn inputs(ids: &[usize], mask: &[usize], x: &[usize]) -> TensorMap {
+        let i = |s: &[usize]| Tensor::from_i64(s.to_vec(), &vec![0; s.iter().product()]).unwrap();
+        let f = Tensor::from_f32(x.to_vec(), &vec![0.0; x.iter().product()]).unwrap();
+        [("ids".to_string(), i(ids)), ("mask".to_string(), i(mask)), ("x".to_string(), f)].into()
+    }
+
+    #[test]
+    fn accepts_and_binds_symbols() {
+        let b = sig().check_inputs(&inputs(&[2, 7], &[2, 7], &[2, 3]), 1000).unwrap();
+        assert_eq!(b["batch"], 2);
+        assert_eq!(b["seq"], 7);
+    }
+
+    #[test]
+    fn rejects_each_mismatch_with_its_reason() {
+        let s = sig();
+        let err = |m: TensorMap| s.check_inputs(&m, 1000).unwrap_err();
+        assert!(matches!(err(inputs(&[2, 7], &[2, 6], &[2, 3])), InputMismatch::Dim { axis: 1, got: 6, .. }));
+        assert!(matches!(err(inputs(&[2, 7], &[2, 7], &[2, 4])), InputMismatch::Dim { axis: 1, got: 4, .. }));
+        assert!(matches!(err(inputs(&[2, 7], &[2, 7], &[3, 3])), InputMismatch::Dim { axis: 0, .. }));
+        assert!(matches!(err(inputs(&[2, 7, 1], &[2, 7], &[2, 3])), InputMismatch::Rank { got: 3, .. }));
+        assert!(matches!(err(inputs(&[0, 7], &[0, 7], &[0, 3])), InputMismatch::Dim { axis: 0, got: 0, .. }));
+        let mut m = inputs(&[2, 7], &[2, 7], &[2, 3]);
+        m.remove("mask");
+        assert!(matches!(err(m), InputMismatch::Missing { .. }));
+        let mut m = inputs(&[2, 7], &[2, 7], &[2, 3]);
+        m.insert("y".into(), Tensor::from_f32(vec![1], &[0.0]).unwrap());
+        assert!(matches!(err(m), InputMismatch::Unknown { .. }));
+        let mut m = inputs(&[2, 7], &[2, 7], &[2, 3]);
+        m.insert("x".into(), Tensor::from_i64(vec![2, 3], &[0; 6]).unwrap());
+        assert!(matches!(err(m), InputMismatch::DType { got: DType::Int64, expected: DType::Float32, .. }));
+        assert!(matches!(
+            s.check_inputs(&inputs(&[2, 7], &[2, 7], &[2, 3]), 10).unwrap_err(),
+            InputMismatch::TooLarge { got: 34, limit: 10 }
+        ));
+    }
+}

@@ -1,0 +1,259 @@
+//! JSON bodies of the HTTP API, shared by the server (`verinet-api`) and the client
+//! (`verinet-client`) so the two can never drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Address, IoSignature, ModelId, TensorMap};
+
+/// Metadata part of `POST /v1/models` (the other part is the ONNX bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Model name (see [`crate::validate_model_name`]).
+    pub name: String,
+    /// Semver version.
+    pub version: semver::Version,
+    /// Free text, at most 4096 bytes.
+    #[serde(default)]
+    pub description: String,
+    /// Search tags, at most 16, each a valid name.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// SPDX license id or short text.
+    #[serde(default)]
+    pub license: String,
+    /// Creator royalty per call in base units (decimal string; 18 decimals).
+    #[serde(default = "zero")]
+    pub price: String,
+    /// The address the publisher claims to be; must equal the recovered signer.
+    pub owner: Address,
+    /// Unix seconds the signature was made.
+    pub timestamp: u64,
+    /// EIP-191 signature (hex) over [`crate::PublishAuth::message`].
+    pub signature: String,
+    /// `sha256:<hex>` of the bytes, if the client wants the hub to check it before signing
+    /// verification (optional: the hub always hashes what it receives).
+    #[serde(default)]
+    pub sha256: Option<ModelId>,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+
+/// Usage counters of a model or version. Usage, not inventory, is the headline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageInfo {
+    /// Successful calls.
+    pub calls: u64,
+    /// Failed calls (bad input that reached execution, timeouts, errors).
+    pub failures: u64,
+    /// Last call, unix milliseconds.
+    pub last_called_at_ms: Option<i64>,
+}
+
+/// One published version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelVersionInfo {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: semver::Version,
+    /// Content id of the ONNX bytes.
+    pub sha256: ModelId,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner address.
+    pub owner: Address,
+    /// Description.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// License.
+    pub license: String,
+    /// Price breakdown per call.
+    pub price: PriceInfo,
+    /// Inputs and outputs.
+    pub io: IoSignature,
+    /// Publish time, unix milliseconds.
+    pub published_at_ms: i64,
+    /// Usage of this version.
+    pub usage: UsageInfo,
+}
+
+/// Price of one call in base units (decimal strings, 18 decimals).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceInfo {
+    /// Creator royalty set at publish.
+    pub royalty: String,
+    /// Total the caller pays (royalty plus fees; fees arrive with payments).
+    pub total: String,
+}
+
+/// `GET /v1/models/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Model name.
+    pub name: String,
+    /// Owner address.
+    pub owner: Address,
+    /// The newest version (highest semver).
+    pub latest: ModelVersionInfo,
+    /// All versions, newest first.
+    pub versions: Vec<semver::Version>,
+    /// Usage summed over versions.
+    pub usage: UsageInfo,
+}
+
+/// One row of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelListItem {
+    /// Model name.
+    pub name: String,
+    /// Owner address.
+    pub owner: Address,
+    /// Newest version.
+    pub latest_version: semver::Version,
+    /// Its content id.
+    pub sha256: ModelId,
+    /// Its description.
+    pub description: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its price per call (total, base units).
+    pub price: String,
+    /// Number of versions.
+    pub versions: u32,
+    /// Usage summed over versions.
+    pub usage: UsageInfo,
+}
+
+/// `GET /v1/models` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// Matching models, most used first unless another sort was asked.
+    pub models: Vec<ModelListItem>,
+}
+
+/// Verification mode of a request (only `none` runs until the verification issue lands).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationMode {
+    /// Signed receipt only.
+    #[default]
+    None,
+    /// Re-executed by a validator with some probability.
+    Sampled,
+    /// Executed by k workers, majority answer returned.
+    Quorum,
+}
+
+/// How output tensors are encoded in the response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputEncoding {
+    /// `"data": [...]` numbers.
+    #[default]
+    Data,
+    /// `"b64": "..."` little-endian bytes.
+    B64,
+}
+
+/// `POST /v1/infer` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferRequest {
+    /// `name`, `name@version` or `sha256:<hex>`.
+    pub model: String,
+    /// Named input tensors.
+    pub inputs: TensorMap,
+    /// Application id tagging the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Verification mode.
+    #[serde(default)]
+    pub verification: VerificationMode,
+    /// Output encoding.
+    #[serde(default)]
+    pub output_encoding: OutputEncoding,
+}
+
+/// The model a request resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedModel {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: semver::Version,
+    /// Content id.
+    pub sha256: ModelId,
+}
+
+/// Where the time of a request went, in milliseconds (fractional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimingsMs {
+    /// Fetching bytes and compiling the plan (0 when cached).
+    pub load: f64,
+    /// Waiting for an execution slot.
+    pub queue: f64,
+    /// Running the model.
+    pub compute: f64,
+    /// Whole request inside the node, from receipt of the body to the response.
+    pub total: f64,
+}
+
+/// `POST /v1/infer` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferResponse {
+    /// Request id (UUID-like hex).
+    pub request_id: String,
+    /// Resolved model.
+    pub model: ResolvedModel,
+    /// Output tensors by name (as JSON: `data` or `b64` form).
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Price charged, base units.
+    pub price: String,
+    /// Verification mode applied.
+    pub verification: VerificationMode,
+    /// Timings.
+    pub timings_ms: TimingsMs,
+}
+
+impl InferResponse {
+    /// Decodes the outputs into tensors.
+    pub fn tensors(&self) -> Result<TensorMap, serde_json::Error> {
+        self.outputs
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), serde_json::from_value(v.clone())?)))
+            .collect()
+    }
+}
+
+/// The error body of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code plus a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// snake_case code, stable.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `ok` when answering.
+    pub status: String,
+    /// Node software version.
+    pub version: String,
+    /// Inference backend name.
+    pub backend: String,
+    /// Storage backend name.
+    pub storage: String,
+}
