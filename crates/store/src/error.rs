@@ -1,0 +1,55 @@
+use verinet_primitives::Address;
+
+/// Result alias for this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a store.
+///
+/// The first variants are outcomes a caller acts on (refuse a publish, answer 404); the rest are
+/// failures of the layer below or of the stored data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The name is owned by another address; only its owner may publish new versions.
+    #[error("model {name:?} is owned by {owner}")]
+    NotOwner {
+        /// Model name.
+        name: String,
+        /// The address that owns it.
+        owner: Address,
+    },
+    /// This exact version was published before; versions are immutable.
+    #[error("model {name}@{version} already exists")]
+    VersionExists {
+        /// Model name.
+        name: String,
+        /// The version that exists.
+        version: semver::Version,
+    },
+    /// The named thing (a model version, a blob) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A value the store refuses or cannot represent (bad name, number out of range).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A database URL the store does not understand.
+    #[error("unsupported database url {url:?}: expected sqlite://... or postgres://...")]
+    UnsupportedUrl {
+        /// The URL, as given.
+        url: String,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The blob store failed.
+    #[error("blob store: {0}")]
+    Blob(#[from] object_store::Error),
+    /// Stored data does not parse back (a bug or a tampered database).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Local file I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,24 @@
+//! Storage for verinet: traits at the I/O boundary and their implementations.
+//!
+//! - [`ModelStore`]: published model versions, their owners and usage counters, with the
+//!   records [`NewModelVersion`], [`ModelVersion`], [`ModelSummary`], [`Usage`] and the list
+//!   query [`ModelQuery`] / [`ModelSort`].
+//! - [`SqlStore`]: the SQL implementation, one code path over SQLite (embedded default) and
+//!   PostgreSQL, with the schema migrations in `migrations/`.
+//! - [`BlobStore`]: content-addressed model bytes; [`ObjectBlobStore`] implements it over any
+//!   `object_store` (local directory by default, S3-compatible at scale).
+//! - [`StoreError`] and [`Result`]: the one error type of the crate.
+//! - `conformance` (feature `test-utils`): the behaviour every [`ModelStore`] must show, run
+//!   against SQLite and PostgreSQL.
+
+mod blob;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod conformance;
+mod error;
+mod model;
+mod sql;
+
+pub use blob::{BlobStore, ObjectBlobStore};
+pub use error::{Result, StoreError};
+pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
+pub use sql::SqlStore;

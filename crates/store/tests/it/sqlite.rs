@@ -1,0 +1,77 @@
+//! The conformance suite and SQLite specifics, each test on its own database file.
+
+use std::{future::Future, sync::Arc};
+
+use sqlx::{Connection, Row, SqliteConnection};
+use verinet_store::{ModelStore, SqlStore, conformance};
+
+fn url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display())
+}
+
+async fn with_store<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn ModelStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::connect(&url(&dir)).await.expect("connect sqlite");
+    assert_eq!(store.backend(), "sqlite");
+    test(Arc::new(store)).await;
+}
+
+mod conformance_sqlite {
+    use super::with_store;
+    verinet_store::model_store_conformance!(with_store);
+}
+
+#[tokio::test]
+async fn file_is_wal_with_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&url(&dir)).await.unwrap();
+    let mut conn = SqliteConnection::connect(&url(&dir)).await.unwrap();
+    let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(mode, "wal");
+    // The schema's foreign keys hold: no version without its model.
+    let fk: i64 = sqlx::query("PRAGMA foreign_keys").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(fk, 1);
+    let orphan = sqlx::query(
+        "INSERT INTO model_versions (name, version, major, minor, patch, pre, sha256, size, description, tags, \
+         license, price, signature, publish_signature, published_at, search) \
+         VALUES ('ghost', '1.0.0', 1, 0, 0, '', 'x', 0, '', '[]', '', '0', '{}', '', 0, '')",
+    );
+    assert!(orphan.execute(&mut conn).await.is_err(), "foreign key enforced");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = conformance::sample("persisted", "1.0.0", conformance::owner(1));
+    {
+        let store = SqlStore::connect(&url(&dir)).await.unwrap();
+        store.insert_version(&v).await.unwrap();
+        store.close().await;
+    }
+    let store = SqlStore::connect(&url(&dir)).await.unwrap();
+    assert_eq!(store.latest("persisted").await.unwrap().unwrap().id, v.id);
+}
+
+#[tokio::test]
+async fn in_memory_database_works() {
+    let store = SqlStore::connect("sqlite::memory:").await.unwrap();
+    let v = conformance::sample("memory", "1.0.0", conformance::owner(1));
+    store.insert_version(&v).await.unwrap();
+    // Reads through the pool see the write: one shared in-memory database, not one per connection.
+    for _ in 0..4 {
+        assert_eq!(store.owner("memory").await.unwrap(), Some(v.owner));
+    }
+}
+
+#[tokio::test]
+async fn unknown_url_is_refused() {
+    match SqlStore::connect("mysql://localhost/x").await {
+        Err(verinet_store::StoreError::UnsupportedUrl { url }) => assert_eq!(url, "mysql://localhost/x"),
+        other => panic!("expected UnsupportedUrl, got {other:?}"),
+    }
+}
