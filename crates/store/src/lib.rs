@@ -9,16 +9,20 @@
 //!   `object_store` (local directory by default, S3-compatible at scale).
 //! - [`StoreError`] and [`Result`]: the one error type of the crate.
 //! - `conformance` (feature `test-utils`): the behaviour every [`ModelStore`] must show, run
-//!   against SQLite and PostgreSQL.
+//!   against SQLite and PostgreSQL; `PgTestDb`, throwaway PostgreSQL databases for tests.
 
 mod blob;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
 mod error;
 mod model;
+#[cfg(any(test, feature = "test-utils"))]
+mod pg_test;
 mod sql;
 
 pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};
 pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
 pub use sql::SqlStore;
+#[cfg(any(test, feature = "test-utils"))]
+pub use pg_test::{PG_ENV, PgTestDb, pg_server_url};

@@ -1,92 +1,16 @@
 //! The conformance suite and PostgreSQL specifics, each test on a fresh database of the server
 //! named by `VERINET_TEST_POSTGRES_URL`, dropped afterwards.
 
-use std::{
-    future::Future,
-    panic::AssertUnwindSafe,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{future::Future, sync::Arc};
 
-use futures::FutureExt;
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
-use verinet_store::{ModelStore, SqlStore, conformance};
+use verinet_store::{ModelStore, PgTestDb, SqlStore, conformance};
 
-const ENV: &str = "VERINET_TEST_POSTGRES_URL";
-
-/// The server URL. Missing is a failure, not a skip: a green run must mean PostgreSQL was tested.
-fn server_url() -> String {
-    match std::env::var(ENV) {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "{ENV} is not set: the PostgreSQL tests need a server. Start one and export its URL with\n\
-             \n    export {ENV}=$(bash scripts/postgres.sh | tail -n 1)\n\n\
-             or run the whole suite the README way: bash scripts/test.sh"
-        ),
-    }
-}
-
-/// A database created for one test, dropped by [`TestDb::drop_db`].
-struct TestDb {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let server = server_url();
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let name = format!(
-            "verinet_test_{}_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {ENV}={server}: {e} (run scripts/postgres.sh)"));
-        // A collation that skips punctuation, as glibc's en_US.UTF-8 (a common server default)
-        // does, so the suite catches SQL that relies on byte-order text comparison.
-        let icu = format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US-u-ka-shifted' LOCALE 'C'"
-        );
-        if let Err(e) = admin.execute(AssertSqlSafe(icu)).await {
-            eprintln!("server without ICU ({e}); test database uses the server's default collation");
-            admin.execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create database");
-        }
-        admin.close().await.ok();
-        let mut url = url::Url::parse(&server).expect("server url");
-        url.set_path(&name);
-        Self { server, name, url: url.to_string() }
-    }
-
-    async fn drop_db(self) {
-        let mut admin = PgConnection::connect(&self.server).await.expect("connect to drop");
-        admin
-            .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
-            .await
-            .expect("drop database");
-    }
-}
-
-/// Runs `test` against a store on a fresh database; drops the database even if the test panics.
 async fn on_fresh_db<F, Fut>(test: F)
 where
-    F: FnOnce(TestDb) -> Fut,
+    F: FnOnce(PgTestDb) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let db = TestDb::create().await;
-    let keep = TestDb { server: db.server.clone(), name: db.name.clone(), url: db.url.clone() };
-    let outcome = AssertUnwindSafe(test(db)).catch_unwind().await;
-    keep.drop_db().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    PgTestDb::with(test).await
 }
 
 async fn with_store<F, Fut>(test: F)
