@@ -1,0 +1,139 @@
+//! Hub endpoints: publish, list, detail, blobs.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Multipart, Path, Query, State, multipart::MultipartRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use tracing::instrument;
+use verinet_hub::Staged;
+use verinet_primitives::{
+    ModelId,
+    wire::{ModelInfo, ModelList, ModelVersionInfo, PublishRequest},
+};
+use verinet_store::{ModelQuery, ModelSort};
+
+use crate::{ApiError, AppState, dto};
+
+/// Metadata parts are small JSON; anything bigger is a mistake or an attack.
+const MAX_METADATA_BYTES: usize = 64 << 10;
+/// Room for multipart framing and the metadata part on top of the model.
+const MULTIPART_OVERHEAD: u64 = 1 << 20;
+
+/// `POST /v1/models`: multipart with a `metadata` JSON part and a `model` part (ONNX bytes).
+/// The model part is streamed to disk while hashed; it is never held whole in memory.
+#[instrument(skip_all)]
+pub(crate) async fn publish(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<ModelVersionInfo>), ApiError> {
+    let limit = st.hub.config().max_model_bytes;
+    // Refuse an announced oversize body before reading a byte of it.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut multipart = multipart.map_err(|e| ApiError::BadUpload(format!("{e}; send multipart/form-data with parts `metadata` and `model`")))?;
+
+    let mut meta: Option<PublishRequest> = None;
+    let mut staged: Option<Staged> = None;
+    while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::BadUpload(e.body_text()))? {
+        match field.name() {
+            Some("metadata") if meta.is_none() => {
+                let mut buf = Vec::new();
+                let mut field = field;
+                while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::BadUpload(e.body_text()))? {
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() > MAX_METADATA_BYTES {
+                        return Err(ApiError::BadUpload(format!("metadata part is larger than {MAX_METADATA_BYTES} bytes")));
+                    }
+                }
+                meta = Some(serde_json::from_slice(&buf).map_err(|e| ApiError::InvalidJson(format!("metadata: {e}")))?);
+            }
+            Some("model") if staged.is_none() => {
+                let body = field.map_err(|e| e.body_text());
+                staged = Some(st.hub.stage(body).await?);
+            }
+            other => {
+                return Err(ApiError::BadUpload(format!(
+                    "unexpected or repeated part {other:?}; send exactly one `metadata` and one `model` part"
+                )));
+            }
+        }
+    }
+    let meta = meta.ok_or_else(|| ApiError::BadUpload("missing `metadata` part".into()))?;
+    let staged = staged.ok_or_else(|| ApiError::BadUpload("missing `model` part".into()))?;
+    let stored = st.hub.publish(meta, staged).await?;
+    Ok((StatusCode::CREATED, Json(dto::version_info(&stored))))
+}
+
+/// Query of `GET /v1/models`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    q: Option<String>,
+    tag: Option<String>,
+    sort: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+/// `GET /v1/models[?q=&tag=&sort=usage|name|newest&limit=&offset=]`, most used first.
+pub(crate) async fn list(
+    State(st): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ModelList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidJson(format!("query: {}", e.body_text())))?;
+    let sort = match q.sort.as_deref() {
+        None | Some("usage") => ModelSort::Usage,
+        Some("name") => ModelSort::Name,
+        Some("newest") => ModelSort::Newest,
+        Some(other) => return Err(ApiError::InvalidJson(format!("sort {other:?}: use usage, name or newest"))),
+    };
+    let query = ModelQuery {
+        q: q.q.filter(|s| !s.is_empty()),
+        tag: q.tag.filter(|s| !s.is_empty()),
+        sort,
+        limit: q.limit.unwrap_or(50).min(500),
+        offset: q.offset.unwrap_or(0),
+    };
+    let models = st.hub.list(&query).await?;
+    Ok(Json(ModelList { models: models.iter().map(dto::list_item).collect() }))
+}
+
+/// `GET /v1/models/{name}`.
+pub(crate) async fn detail(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+    let versions = st.hub.versions(&name).await?;
+    dto::model_info(&versions).map(Json).ok_or_else(|| ApiError::NotFound(format!("model {name:?} not found")))
+}
+
+/// `GET /v1/models/{name}/{version}`.
+pub(crate) async fn version_detail(
+    State(st): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ModelVersionInfo>, ApiError> {
+    let r = format!("{name}@{version}").parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
+    let v = st.hub.resolve(&r).await?;
+    Ok(Json(dto::version_info(&v)))
+}
+
+/// `GET /v1/blobs/{sha256}`: the exact bytes, streamed, with a strong ETag.
+pub(crate) async fn blob(State(st): State<AppState>, Path(sha): Path<String>) -> Result<Response, ApiError> {
+    let id = ModelId::parse_lenient(&sha).map_err(|e| ApiError::InvalidModelRef(e.to_string()))?;
+    let (size, stream) = st.hub.blob_stream(&id).await?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::CONTENT_LENGTH, size.to_string()),
+        (header::ETAG, format!("\"{id}\"")),
+        (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
+    ];
+    Ok((headers, Body::from_stream(stream.map_err(std::io::Error::other))).into_response())
+}

@@ -1,0 +1,47 @@
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    routing::{get, post},
+};
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+
+use crate::{ApiError, AppState, health::health, infer::infer, models};
+
+/// The node's HTTP API. Uploads get their own (long) timeout and no buffered-body limit:
+/// the hub streams and bounds them itself.
+pub fn router(state: AppState) -> Router {
+    let cfg = state.config.clone();
+    let uploads = Router::new()
+        .route("/v1/models", post(models::publish))
+        .layer(DefaultBodyLimit::disable())
+        .layer(timeout(cfg.upload_timeout));
+    let rest = Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{name}", get(models::detail))
+        .route("/v1/models/{name}/{version}", get(models::version_detail))
+        .route("/v1/blobs/{sha256}", get(models::blob))
+        .route("/v1/infer", post(infer).layer(DefaultBodyLimit::max(cfg.max_infer_body)))
+        .layer(timeout(cfg.request_timeout));
+    uploads
+        .merge(rest)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn timeout(d: Duration) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, d)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

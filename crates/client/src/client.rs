@@ -1,0 +1,153 @@
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::{Response, multipart};
+use serde::de::DeserializeOwned;
+use verinet_primitives::{
+    ModelId,
+    wire::{ErrorBody, Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelVersionInfo, PublishRequest},
+};
+
+use crate::{ClientError, Result};
+
+/// A node's HTTP API.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Query of [`Client::list_models`].
+#[derive(Debug, Default, Clone)]
+pub struct ListParams {
+    /// Text search.
+    pub q: Option<String>,
+    /// Exact tag.
+    pub tag: Option<String>,
+    /// `usage` (default), `name` or `newest`.
+    pub sort: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+}
+
+impl Client {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
+        Self { base: base.into().trim_end_matches('/').to_owned(), http }
+    }
+
+    /// Base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health> {
+        decode(self.http.get(self.url("/health")).send().await?).await
+    }
+
+    /// `POST /v1/infer`.
+    pub async fn infer(&self, req: &InferRequest) -> Result<InferResponse> {
+        decode(self.http.post(self.url("/v1/infer")).json(req).send().await?).await
+    }
+
+    /// `POST /v1/infer` with a raw body (for tests of malformed input).
+    pub async fn infer_raw(&self, body: impl Into<reqwest::Body>) -> Result<InferResponse> {
+        let resp = self.http.post(self.url("/v1/infer")).header("content-type", "application/json").body(body).send().await?;
+        decode(resp).await
+    }
+
+    /// `GET /v1/models`.
+    pub async fn list_models(&self, p: &ListParams) -> Result<ModelList> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        p.q.as_ref().map(|v| q.push(("q", v.clone())));
+        p.tag.as_ref().map(|v| q.push(("tag", v.clone())));
+        p.sort.as_ref().map(|v| q.push(("sort", v.clone())));
+        p.limit.map(|v| q.push(("limit", v.to_string())));
+        decode(self.http.get(self.url("/v1/models")).query(&q).send().await?).await
+    }
+
+    /// `GET /v1/models/{name}`.
+    pub async fn model(&self, name: &str) -> Result<ModelInfo> {
+        decode(self.http.get(self.url(&format!("/v1/models/{name}"))).send().await?).await
+    }
+
+    /// `GET /v1/models/{name}/{version}`.
+    pub async fn model_version(&self, name: &str, version: &str) -> Result<ModelVersionInfo> {
+        decode(self.http.get(self.url(&format!("/v1/models/{name}/{version}"))).send().await?).await
+    }
+
+    /// `GET /v1/blobs/{sha256}`, whole.
+    pub async fn blob(&self, id: &ModelId) -> Result<Bytes> {
+        let resp = ok(self.http.get(self.url(&format!("/v1/blobs/{}", id.hex()))).send().await?).await?;
+        Ok(resp.bytes().await?)
+    }
+
+    /// `POST /v1/models` from a file, streamed; `progress` is called with bytes sent so far.
+    pub async fn publish_file(
+        &self,
+        meta: &PublishRequest,
+        path: &Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<ModelVersionInfo> {
+        let file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        let mut sent = 0u64;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                sent += c.len() as u64;
+                progress(sent);
+            }
+            chunk
+        });
+        let part = multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+            .file_name("model.onnx")
+            .mime_str("application/octet-stream")?;
+        self.publish_part(meta, part).await
+    }
+
+    /// `POST /v1/models` from any byte stream of known length (tests use this for odd bodies).
+    pub async fn publish_stream<S>(&self, meta: &PublishRequest, body: S, len: u64) -> Result<ModelVersionInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    {
+        let part = multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), len).file_name("model.onnx");
+        self.publish_part(meta, part).await
+    }
+
+    /// `POST /v1/models` with bytes in memory.
+    pub async fn publish_bytes(&self, meta: &PublishRequest, bytes: Vec<u8>) -> Result<ModelVersionInfo> {
+        self.publish_part(meta, multipart::Part::bytes(bytes).file_name("model.onnx")).await
+    }
+
+    async fn publish_part(&self, meta: &PublishRequest, part: multipart::Part) -> Result<ModelVersionInfo> {
+        let meta_json = serde_json::to_string(meta).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let form = multipart::Form::new()
+            .part("metadata", multipart::Part::text(meta_json).mime_str("application/json")?)
+            .part("model", part);
+        decode(self.http.post(self.url("/v1/models")).multipart(form).send().await?).await
+    }
+}
+
+async fn ok(resp: Response) -> Result<Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => ClientError::Api { status, code: b.error.code, message: b.error.message },
+        Err(_) => ClientError::Api { status, code: "http_error".into(), message: text },
+    })
+}
+
+async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+    let bytes = ok(resp).await?.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+}

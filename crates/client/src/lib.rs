@@ -1,0 +1,13 @@
+//! Typed HTTP client for a verinet node, used by the CLI, the tests and the benchmarks.
+//!
+//! - [`Client`]: one method per endpoint, JSON bodies from [`verinet_primitives::wire`].
+//! - [`ClientError`]: an API error keeps the node's status, code and message.
+//! - [`sign_publish`]: builds the owner-signed metadata of a publish.
+
+mod client;
+mod error;
+mod publish;
+
+pub use client::{Client, ListParams};
+pub use error::{ClientError, Result};
+pub use publish::sign_publish;

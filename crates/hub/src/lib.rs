@@ -1,0 +1,18 @@
+//! The model hub: content-addressed ONNX models with owner-signed names and versions.
+//!
+//! - [`Hub`]: publish (stage the upload to disk while hashing, check the owner's signature,
+//!   compile the graph to prove it runs, store blob + record), resolve a [`ModelRef`], list,
+//!   and read model bytes.
+//! - [`Staged`]: an upload written to a temporary file with its hash and size.
+//! - [`HubConfig`]: size limit, clock skew, staging directory.
+//! - [`HubError`]: everything that can go wrong, each with a caller-facing meaning.
+//!
+//! [`ModelRef`]: verinet_primitives::ModelRef
+
+mod error;
+mod hub;
+mod stage;
+
+pub use error::{HubError, Result};
+pub use hub::{Hub, HubConfig};
+pub use stage::Staged;
