@@ -1,0 +1,180 @@
+//! Argument structs (clap derive; doc comments are the help text) and dispatch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// verinet: a verifiable, pay-per-inference AI network.
+#[derive(Debug, Parser)]
+#[command(name = "verinet", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Nodes log at info; client commands only warn, so their output stays clean.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Up(_) => "info,tower_http=warn,sqlx=warn",
+            _ => "warn",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node with embedded defaults (SQLite + local blobs under --data-dir, bundled models).
+    Up(UpArgs),
+    /// Manage the local wallet key.
+    #[command(subcommand)]
+    Wallet(WalletCmd),
+    /// Publish and inspect models.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Run a model: `verinet infer digits --input sample.json`.
+    Infer(InferArgs),
+}
+
+/// Which node a client command talks to.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// Node URL.
+    #[arg(long, env = "VERINET_NODE", default_value = "http://127.0.0.1:8080", global = true)]
+    pub node: String,
+}
+
+/// Where the wallet key lives.
+#[derive(Debug, Args, Clone)]
+pub struct WalletArgs {
+    /// Wallet key file (hex secp256k1 private key). Default: ~/.verinet/wallet.key
+    #[arg(long, env = "VERINET_WALLET", global = true)]
+    pub wallet: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory for the SQLite database, blobs and the node key.
+    #[arg(long, env = "VERINET_DATA_DIR", default_value = ".verinet")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "VERINET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML config file (CLI flags override it).
+    #[arg(long, env = "VERINET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL to share state between nodes (default: SQLite in --data-dir).
+    #[arg(long, env = "VERINET_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Inference backend: tract or onnxruntime (needs a build with --features ort).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Do not publish the bundled models.
+    #[arg(long)]
+    pub no_bundled: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCmd {
+    /// Create a new key file (refuses to overwrite one).
+    New(WalletArgs),
+    /// Show the wallet address.
+    Show(WalletArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCmd {
+    /// Publish an ONNX file, signed with the wallet.
+    Push(PushArgs),
+    /// List models, most used first.
+    Ls(LsArgs),
+    /// Show a model (`name` or `name@version`).
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// ONNX file.
+    pub file: PathBuf,
+    /// Model name (lowercase letters, digits, - _ .).
+    #[arg(long)]
+    pub name: String,
+    /// Semver version.
+    #[arg(long)]
+    pub version: semver::Version,
+    /// Description.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// License.
+    #[arg(long, default_value = "")]
+    pub license: String,
+    /// Royalty per call in base units (18 decimals).
+    #[arg(long, default_value = "0")]
+    pub price: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// Print the stored record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Text search over name, description and tags.
+    #[arg(long)]
+    pub q: Option<String>,
+    /// Exact tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// usage (default), name or newest.
+    #[arg(long)]
+    pub sort: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// `name` or `name@version`.
+    pub model: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// `name`, `name@version` or `sha256:<hex>`.
+    pub model: String,
+    /// Inputs: a JSON file path or inline JSON, `{"name": {"dtype":..,"shape":..,"data":..}}`.
+    #[arg(long, short)]
+    pub input: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Print the whole response as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(a) => crate::up::run(a).await,
+        Command::Wallet(WalletCmd::New(w)) => crate::wallet::new(&w),
+        Command::Wallet(WalletCmd::Show(w)) => crate::wallet::show(&w),
+        Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
+        Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
+        Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,
+        Command::Infer(a) => crate::infer::run(a).await,
+    }
+}

@@ -1,0 +1,46 @@
+//! `verinet infer MODEL --input FILE|JSON`.
+
+use anyhow::Context;
+use verinet_client::Client;
+use verinet_primitives::{TensorMap, wire::InferRequest};
+
+use crate::{cli::InferArgs, output};
+
+pub async fn run(a: InferArgs) -> anyhow::Result<()> {
+    let inputs = read_inputs(&a.input)?;
+    let client = Client::new(&a.node.node);
+    let req = InferRequest {
+        model: a.model,
+        inputs,
+        app: None,
+        verification: Default::default(),
+        output_encoding: Default::default(),
+    };
+    let resp = client.infer(&req).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(());
+    }
+    println!("{}@{}  {}", resp.model.name, resp.model.version, resp.model.sha256);
+    let t = &resp.timings_ms;
+    println!(
+        "request {}  price {}  load {:.2} ms  queue {:.2} ms  compute {:.2} ms  total {:.2} ms",
+        resp.request_id, resp.price, t.load, t.queue, t.compute, t.total
+    );
+    output::print_tensors(&resp.tensors()?);
+    Ok(())
+}
+
+/// Inline JSON when it looks like JSON, else a file; accepts `{"inputs": {...}}` too.
+fn read_inputs(arg: &str) -> anyhow::Result<TensorMap> {
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_owned()
+    } else {
+        std::fs::read_to_string(arg).with_context(|| format!("cannot read input file {arg}"))?
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&text).context("inputs are not valid JSON")?;
+    if let Some(inner) = v.get_mut("inputs") {
+        v = inner.take();
+    }
+    serde_json::from_value(v).context("inputs must map names to tensors {\"dtype\",\"shape\",\"data\"}")
+}

@@ -1,0 +1,75 @@
+//! `verinet up`: a whole node on embedded defaults.
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use verinet_node::{Config, Node};
+
+use crate::cli::UpArgs;
+
+/// A real digit from the UCI set (a "0"), for the ready-to-paste example.
+const SAMPLE: &str = include_str!("../../../fixtures/digits/sample.json");
+
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    let mut config = match &a.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    config.storage.data_dir = a.data_dir.clone();
+    if let Some(l) = a.listen {
+        config.server.listen = l;
+    }
+    if let Some(url) = a.database_url {
+        config.storage.database_url = Some(url);
+    }
+    if let Some(b) = a.backend {
+        config.runtime.backend = b;
+    }
+    if a.no_bundled {
+        config.bundled.publish = false;
+    }
+
+    let node = Node::build(&config).await?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (pass --listen 127.0.0.1:0 for any free port)", config.server.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let state = node.state();
+    println!("verinet node up at {url}");
+    println!(
+        "  data {}  storage {}  backend {}  node {}",
+        config.storage.data_dir.display(),
+        state.config.storage_name,
+        state.runtime.backend_name(),
+        node.address()
+    );
+    if config.bundled.publish {
+        let sample: serde_json::Value = serde_json::from_str(SAMPLE)?;
+        let body = serde_json::json!({"model": "digits", "inputs": sample});
+        println!("\ntry it:");
+        println!("  verinet infer digits --node {url} --input '{}'", serde_json::to_string(&sample)?);
+        println!("  curl -s {url}/v1/infer -H 'content-type: application/json' -d '{body}'");
+    }
+    println!("\nCtrl-C stops the node gracefully.");
+    node.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,92 @@
+//! The CLI as a user runs it: `verinet up` in one process, client commands in others.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_verinet"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `verinet up` on a free port; returns the child and the URL it printed.
+fn up(data: &Path) -> (Child, String) {
+    let mut child = bin()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn verinet up");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf8");
+    let url = first.strip_prefix("verinet node up at ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_owned();
+    // Keep draining stdout so the node never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run verinet");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stop(mut child: Child) {
+    // SIGTERM: graceful shutdown must end the process with success.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "node exited with {exit:?} after SIGTERM");
+}
+
+#[test]
+fn up_infer_push_ls_show() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, url) = up(&tmp.path().join("data"));
+
+    // The quick-start call: the bundled model gives onnxruntime's class for the sample.
+    let sample = root().join("fixtures/digits/sample.json");
+    let out = run(bin().args(["infer", "digits", "--json", "--node", &url, "--input"]).arg(&sample));
+    let resp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("fixtures/digits/reference.json")).unwrap()).unwrap();
+    assert_eq!(resp["outputs"]["label"]["data"], reference["cases"][0]["outputs"]["label"]["data"]);
+    // The table form names the class too.
+    let out = run(bin().args(["infer", "digits", "--node", &url, "--input"]).arg(&sample));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("digits@1.0.0") && text.contains("label"), "{text}");
+
+    // Wallet, then publish with it, then find it.
+    let wallet = tmp.path().join("wallet.key");
+    let out = run(bin().args(["wallet", "new", "--wallet"]).arg(&wallet));
+    let address = String::from_utf8(out.stdout).unwrap().lines().next().unwrap().trim_start_matches("address ").to_owned();
+    assert!(bin().args(["wallet", "new", "--wallet"]).arg(&wallet).output().unwrap().status.code() == Some(1), "never overwrites a key");
+    let model = root().join("models/digits-mlp.onnx");
+    let out = run(bin()
+        .args(["model", "push", "--json", "--name", "mine", "--version", "0.1.0", "--tag", "cli", "--node", &url, "--wallet"])
+        .arg(&wallet)
+        .arg(&model));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["owner"].as_str().unwrap().to_lowercase(), address.to_lowercase());
+    let out = run(bin().args(["model", "ls", "--json", "--tag", "cli", "--node", &url]));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["models"][0]["name"], "mine");
+    let out = run(bin().args(["model", "show", "mine@0.1.0", "--node", &url]));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("pixels: float32[batch, 64]"));
+
+    // Errors are a clean failure with the node's code, not a panic.
+    let out = bin().args(["infer", "nope", "--node", &url, "--input", "{}"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+
+    stop(node);
+}

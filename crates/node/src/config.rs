@@ -1,0 +1,166 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeError, Result};
+
+/// Whole node configuration (`verinet.toml`). Every field has a default, so an empty file works.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Database and blobs.
+    pub storage: StorageConfig,
+    /// Inference runtime.
+    pub runtime: RuntimeSection,
+    /// Model hub.
+    pub hub: HubSection,
+    /// Models shipped in the binary.
+    pub bundled: BundledConfig,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Database URL: the configured one, else an SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.storage.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}?mode=rwc", self.storage.data_dir.join("verinet.db").display()),
+        }
+    }
+
+    /// Blob directory: the configured one, else `blobs/` in the data dir.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.storage.blobs_dir.clone().unwrap_or_else(|| self.storage.data_dir.join("blobs"))
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address (loopback by default).
+    pub listen: SocketAddr,
+    /// Timeout of every request but uploads, seconds.
+    pub request_timeout_secs: u64,
+    /// Timeout of a model upload, seconds.
+    pub upload_timeout_secs: u64,
+    /// Largest inference request body, MiB.
+    pub max_infer_body_mib: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout_secs: 60,
+            upload_timeout_secs: 1800,
+            max_infer_body_mib: 64,
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Everything local lives here: SQLite file, blobs, staging, node key.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to share state between nodes; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Blob directory; default `data_dir/blobs`.
+    pub blobs_dir: Option<PathBuf>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from(".verinet"), database_url: None, blobs_dir: None }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// `tract` (default) or `onnxruntime` (needs the `ort` build feature).
+    pub backend: String,
+    /// Path of `libonnxruntime.so` for the onnxruntime backend (else `ORT_DYLIB_PATH`).
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Concurrent executions; 0 means one per CPU.
+    pub max_concurrency: usize,
+    /// Requests allowed to wait for a slot before new ones get 503.
+    pub max_queue: usize,
+    /// Per-request execution timeout (queue + compute), seconds.
+    pub timeout_secs: u64,
+    /// Compiled-plan cache budget, MiB.
+    pub cache_mib: usize,
+    /// Largest total number of input elements per request.
+    pub max_input_elements: usize,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        let d = verinet_runtime::RuntimeConfig::default();
+        Self {
+            backend: "tract".into(),
+            onnxruntime_library: None,
+            max_concurrency: 0,
+            max_queue: d.max_queue,
+            timeout_secs: d.timeout.as_secs(),
+            cache_mib: d.cache_bytes >> 20,
+            max_input_elements: d.max_input_elements,
+        }
+    }
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubSection {
+    /// Largest model accepted, MiB.
+    pub max_model_mib: u64,
+    /// Allowed clock distance of publish signatures, seconds.
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        Self { max_model_mib: 512, max_clock_skew_secs: 600 }
+    }
+}
+
+/// `[bundled]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BundledConfig {
+    /// Publish the bundled models on start when missing.
+    pub publish: bool,
+}
+
+impl Default for BundledConfig {
+    fn default() -> Self {
+        Self { publish: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert!(c.database_url().starts_with("sqlite://"));
+        let c: Config = toml::from_str("[storage]\ndatabase_url = \"postgres://x/y\"\n").unwrap();
+        assert_eq!(c.database_url(), "postgres://x/y");
+        assert!(toml::from_str::<Config>("[server]\nlisten_typo = 1\n").is_err());
+    }
+}

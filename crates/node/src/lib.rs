@@ -1,0 +1,19 @@
+//! Wiring only: a [`Config`] becomes concrete stores, a backend, a hub and a router, served
+//! until shutdown.
+//!
+//! - [`Config`]: TOML with one section per concern, every field defaulted.
+//! - [`Node`]: a built node (state + router); [`Node::serve`] runs it on a listener until a
+//!   shutdown future resolves; [`Node::spawn`] does that in the background for tests and benches.
+//! - [`bundled`]: models shipped inside the binary and published on first start.
+//! - [`KeyFile`]: a secp256k1 key file (the node key, owner of bundled models; the CLI wallet).
+
+pub mod bundled;
+mod config;
+mod error;
+mod key;
+mod node;
+
+pub use config::{BundledConfig, Config, HubSection, RuntimeSection, ServerConfig, StorageConfig};
+pub use error::{NodeError, Result};
+pub use key::KeyFile;
+pub use node::{Node, RunningNode};

