@@ -1,0 +1,28 @@
+//! Model execution for a verinet node: ONNX bytes in, outputs out, within limits.
+//!
+//! - [`InferenceBackend`] compiles ONNX bytes into a [`Plan`] that runs tensors; [`TractBackend`]
+//!   is the default (pure Rust), [`OrtBackend`] (cargo feature `ort`) loads `libonnxruntime` at
+//!   run time. Both read the [`IoSignature`](verinet_primitives::IoSignature) from the ONNX graph.
+//! - [`Runtime`] puts a backend behind the limits a node needs: a plan cache by model id
+//!   (memory-weighted LRU, one compile per id however many callers race), input checks before
+//!   queueing, a bounded queue, a concurrency cap on the blocking pool and a per-request timeout.
+//!   [`RuntimeConfig`] holds the limits, [`RunOutput`] and [`Timings`] what one run returns,
+//!   [`CacheStats`] what the cache did.
+//! - [`RuntimeError`] is every way a run can fail.
+
+mod backend;
+mod cache;
+mod error;
+mod graph;
+#[cfg(feature = "ort")]
+mod onnxruntime;
+mod runtime;
+mod tract;
+
+pub use backend::{InferenceBackend, Plan};
+pub use cache::CacheStats;
+pub use error::{Result, RuntimeError};
+#[cfg(feature = "ort")]
+pub use onnxruntime::OrtBackend;
+pub use runtime::{RunOutput, Runtime, RuntimeConfig, Timings};
+pub use tract::TractBackend;

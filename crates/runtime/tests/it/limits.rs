@@ -1,0 +1,149 @@
+//! Input checks, timeout, queue bound and concurrency cap.
+
+use std::time::{Duration, Instant};
+
+use verinet_primitives::{InputMismatch, Tensor, TensorMap};
+use verinet_runtime::{Runtime, RuntimeConfig, RuntimeError};
+
+use crate::helpers::*;
+
+/// Rows of digits input that keep one core busy for a while (tens of milliseconds or more),
+/// within the default element limit.
+const HEAVY_BATCH: usize = 200_000;
+
+async fn run_digits(rt: &Runtime, input: TensorMap) -> Result<verinet_runtime::RunOutput, RuntimeError> {
+    let bytes = digits_bytes();
+    rt.run(id(&bytes), loader(&bytes), input).await
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn mismatched_inputs_are_input_errors() {
+    let rt = tract_runtime(RuntimeConfig { max_input_elements: 1000, ..RuntimeConfig::default() });
+    let pixels = |t: Tensor| TensorMap::from([("pixels".to_string(), t)]);
+    type Expected = fn(&InputMismatch) -> bool;
+    let cases: Vec<(TensorMap, Expected)> = vec![
+        (TensorMap::new(), |m| matches!(m, InputMismatch::Missing { .. })),
+        (pixels(Tensor::from_i64(vec![1, 64], &[0; 64]).expect("t")), |m| matches!(m, InputMismatch::DType { .. })),
+        (pixels(Tensor::from_f32(vec![1, 63], &[0.0; 63]).expect("t")), |m| {
+            matches!(m, InputMismatch::Dim { axis: 1, .. })
+        }),
+        (pixels(Tensor::from_f32(vec![64], &[0.0; 64]).expect("t")), |m| matches!(m, InputMismatch::Rank { .. })),
+        (
+            {
+                let mut m = digits_input(1);
+                m.insert("extra".into(), Tensor::from_f32(vec![1], &[0.0]).expect("t"));
+                m
+            },
+            |m| matches!(m, InputMismatch::Unknown { .. }),
+        ),
+        (digits_input(16), |m| matches!(m, InputMismatch::TooLarge { got: 1024, limit: 1000 })),
+    ];
+    for (inputs, expected) in cases {
+        match run_digits(&rt, inputs).await {
+            Err(RuntimeError::Input(m)) => assert!(expected(&m), "unexpected mismatch {m:?}"),
+            other => panic!("expected an input error, got {other:?}"),
+        }
+    }
+    assert_eq!(rt.running(), 0);
+}
+
+#[tokio::test]
+async fn a_one_nanosecond_timeout_times_out() {
+    let rt = tract_runtime(RuntimeConfig { timeout: Duration::from_nanos(1), ..RuntimeConfig::default() });
+    match run_digits(&rt, digits_input(1)).await {
+        Err(RuntimeError::Timeout(d)) => assert_eq!(d, Duration::from_nanos(1)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(rt.cache_stats().entries, 1, "compiling is not under the timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_run_keeps_its_slot_until_it_finishes() {
+    let rt = tract_runtime(RuntimeConfig {
+        max_concurrency: 1,
+        timeout: Duration::from_millis(1),
+        ..RuntimeConfig::default()
+    });
+    let started = Instant::now();
+    match run_digits(&rt, digits_input(HEAVY_BATCH)).await {
+        Err(RuntimeError::Timeout(_)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The caller has its answer, the computation goes on and still counts against the limit.
+    assert_eq!(rt.running(), 1);
+    until("the abandoned run ends", || rt.running() == 0).await;
+    assert!(started.elapsed() > Duration::from_millis(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_queue_a_busy_runtime_turns_requests_away() {
+    let rt = tract_runtime(RuntimeConfig { max_concurrency: 1, max_queue: 0, ..RuntimeConfig::default() });
+    run_digits(&rt, digits_input(1)).await.expect("warm the cache");
+    let heavy = {
+        let rt = rt.clone();
+        tokio::spawn(async move { run_digits(&rt, digits_input(HEAVY_BATCH)).await })
+    };
+    until("the heavy run holds the slot", || rt.running() == 1).await;
+    let (a, b, c) = tokio::join!(
+        run_digits(&rt, digits_input(1)),
+        run_digits(&rt, digits_input(1)),
+        run_digits(&rt, digits_input(1))
+    );
+    for r in [a, b, c] {
+        assert!(matches!(r, Err(RuntimeError::Overloaded { queued: 0 })), "{r:?}");
+    }
+    let out = heavy.await.expect("task").expect("the heavy run completes");
+    assert_eq!(out.outputs["label"].shape(), [HEAVY_BATCH]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_holds_max_queue_waiters() {
+    let rt = tract_runtime(RuntimeConfig { max_concurrency: 1, max_queue: 1, ..RuntimeConfig::default() });
+    run_digits(&rt, digits_input(1)).await.expect("warm the cache");
+    let spawn = |batch| {
+        let rt = rt.clone();
+        tokio::spawn(async move { run_digits(&rt, digits_input(batch)).await })
+    };
+    let heavy = spawn(HEAVY_BATCH);
+    until("the heavy run holds the slot", || rt.running() == 1).await;
+    let waiter = spawn(1);
+    until("one request waits", || rt.queued() == 1).await;
+    match run_digits(&rt, digits_input(1)).await {
+        Err(RuntimeError::Overloaded { queued: 1 }) => {}
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    heavy.await.expect("task").expect("heavy run");
+    let out = waiter.await.expect("task").expect("the waiter runs once the slot frees");
+    assert!(out.timings.queue > Duration::ZERO);
+    assert_eq!((rt.queued(), rt.running()), (0, 0));
+}
+
+#[test]
+fn run_futures_are_send() {
+    fn send<T: Send>(_: T) {}
+    let rt = tract_runtime(RuntimeConfig::default());
+    let bytes = digits_bytes();
+    send(rt.run(id(&bytes), loader(&bytes), TensorMap::new()));
+    send(rt.inspect(id(&bytes), bytes.clone()));
+}
+
+#[test]
+fn defaults_are_documented_values() {
+    let c = RuntimeConfig::default();
+    assert!(c.max_concurrency >= 1);
+    assert_eq!(c.max_queue, 256);
+    assert_eq!(c.timeout, Duration::from_secs(30));
+    assert_eq!(c.cache_bytes, 2 << 30);
+    assert_eq!(c.max_input_elements, 16 << 20);
+    let rt = tract_runtime(RuntimeConfig { max_concurrency: 0, ..c });
+    assert_eq!(rt.config().max_concurrency, 1, "zero slots would never run anything");
+}
