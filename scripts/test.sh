@@ -33,8 +33,7 @@ export VERINET_TEST_POSTGRES_URL
 VERINET_TEST_POSTGRES_URL=$(bash scripts/postgres.sh | tail -n 1)
 echo "postgres at $VERINET_TEST_POSTGRES_URL" >&2
 
-log "cargo test (workspace: SQLite + PostgreSQL, tract)"
-cargo test --workspace --locked "$@"
-
-log "cargo test (onnxruntime backend)"
-cargo test -p verinet-runtime --features ort --locked "$@"
+# One build for everything: the onnxruntime backend is an additive feature, and building it in
+# a second invocation would compile tract a second time with other dependency features.
+log "cargo test (workspace: SQLite + PostgreSQL, tract + onnxruntime)"
+cargo test --workspace --locked --features verinet-runtime/ort "$@"

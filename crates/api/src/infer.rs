@@ -20,7 +20,6 @@ use verinet_primitives::{
     wire::{InferRequest, InferResponse, OutputEncoding, ResolvedModel, TimingsMs, VerificationMode},
 };
 use verinet_runtime::RuntimeError;
-use verinet_store::ModelVersion;
 
 use crate::{ApiError, AppState, dto};
 
@@ -68,8 +67,8 @@ pub(crate) async fn infer(
     let load = || async move { hub.load_bytes(&id).await.map_err(load_error) };
     let result = st.runtime.run(model.id, load, req.inputs).await;
 
-    // 7. Account usage whatever happened in execution; a failed count must not fail the answer.
-    account(&st, &model, result.is_ok()).await;
+    // 7. Account usage whatever happened in execution (buffered, never on the durable path).
+    st.hub.record_call(&model, result.is_ok());
     let out = result?;
 
     // 8. Answer.
@@ -100,12 +99,6 @@ pub(crate) async fn infer(
         verification: req.verification,
         timings_ms,
     }))
-}
-
-async fn account(st: &AppState, model: &ModelVersion, ok: bool) {
-    if let Err(e) = st.hub.record_call(model, ok).await {
-        tracing::warn!(error = %e, "usage not recorded");
-    }
 }
 
 fn load_error(e: HubError) -> RuntimeError {

@@ -121,6 +121,7 @@ pub(crate) async fn version_detail(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ModelVersionInfo>, ApiError> {
     let r = format!("{name}@{version}").parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
+    st.hub.flush_usage().await;
     let v = st.hub.resolve(&r).await?;
     Ok(Json(dto::version_info(&v)))
 }

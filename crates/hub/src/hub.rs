@@ -11,7 +11,7 @@ use verinet_primitives::{
 use verinet_runtime::{Runtime, RuntimeError};
 use verinet_store::{BlobStore, ModelQuery, ModelStore, ModelSummary, ModelVersion, NewModelVersion, StoreError};
 
-use crate::{HubError, Result, Staged, stage::stage};
+use crate::{HubError, Result, Staged, stage::stage, usage::UsageBuffer};
 
 const MAX_DESCRIPTION: usize = 4096;
 const MAX_LICENSE: usize = 128;
@@ -40,13 +40,15 @@ pub struct Hub {
     models: Arc<dyn ModelStore>,
     blobs: Arc<dyn BlobStore>,
     runtime: Arc<Runtime>,
+    usage: Arc<UsageBuffer>,
     config: HubConfig,
 }
 
 impl Hub {
     /// Wires a hub over its stores and the runtime that validates uploads.
     pub fn new(models: Arc<dyn ModelStore>, blobs: Arc<dyn BlobStore>, runtime: Arc<Runtime>, config: HubConfig) -> Self {
-        Self { models, blobs, runtime, config }
+        let usage = UsageBuffer::start(models.clone());
+        Self { models, blobs, runtime, usage, config }
     }
 
     /// The configuration in force.
@@ -149,13 +151,15 @@ impl Hub {
         found.ok_or_else(|| HubError::NotFound(format!("model {r}")))
     }
 
-    /// All versions of a name, newest first (empty when unknown).
+    /// All versions of a name, newest first (empty when unknown), usage up to date.
     pub async fn versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
+        self.usage.flush().await;
         Ok(self.models.versions(name).await?)
     }
 
-    /// Search and list models.
+    /// Search and list models, usage up to date.
     pub async fn list(&self, q: &ModelQuery) -> Result<Vec<ModelSummary>> {
+        self.usage.flush().await;
         Ok(self.models.list(q).await?)
     }
 
@@ -184,9 +188,15 @@ impl Hub {
         })
     }
 
-    /// Counts one call of a version (usage is the headline metric).
-    pub async fn record_call(&self, v: &ModelVersion, ok: bool) -> Result<()> {
-        Ok(self.models.record_call(&v.name, &v.version, ok, now_ms()).await?)
+    /// Counts one call of a version (usage is the headline metric). Buffered: written within
+    /// 200 ms, before any usage read of this hub, and by [`Hub::flush_usage`].
+    pub fn record_call(&self, v: &ModelVersion, ok: bool) {
+        self.usage.add(&v.name, &v.version, ok, now_ms());
+    }
+
+    /// Writes buffered usage now (called on shutdown).
+    pub async fn flush_usage(&self) {
+        self.usage.flush().await;
     }
 }
 

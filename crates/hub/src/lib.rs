@@ -5,6 +5,7 @@
 //!   and read model bytes.
 //! - [`Staged`]: an upload written to a temporary file with its hash and size.
 //! - [`HubConfig`]: size limit, clock skew, staging directory.
+//! - usage counters, buffered and flushed in batches off the request path.
 //! - [`HubError`]: everything that can go wrong, each with a caller-facing meaning.
 //!
 //! [`ModelRef`]: verinet_primitives::ModelRef
@@ -12,6 +13,7 @@
 mod error;
 mod hub;
 mod stage;
+mod usage;
 
 pub use error::{HubError, Result};
 pub use hub::{Hub, HubConfig};

@@ -76,6 +76,7 @@ impl Node {
         let addr = listener.local_addr()?;
         info!(%addr, node = %self.key.address(), "serving");
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
+        self.state.hub.flush_usage().await;
         info!("stopped");
         Ok(())
     }

@@ -345,6 +345,14 @@ pub async fn record_call_counts_usage(store: Arc<dyn ModelStore>) {
     assert_eq!(listed[1].usage, Usage::default());
     assert_eq!(listed[2].usage, Usage { calls: 0, failures: 3, last_called_at_ms: Some(30) });
 
+    // A flushed batch adds its counts at once and keeps the latest time.
+    store.record_calls("aaa-idle", &v1, 5, 2, 40).await.unwrap();
+    store.record_calls("aaa-idle", &v1, 1, 0, 35).await.unwrap();
+    assert_eq!(
+        store.version("aaa-idle", &v1).await.unwrap().expect("stored").usage,
+        Usage { calls: 6, failures: 2, last_called_at_ms: Some(40) }
+    );
+
     for (name, version) in [("zzz-used", ver("3.0.0")), ("absent", v1.clone())] {
         match store.record_call(name, &version, true, 1).await {
             Err(StoreError::NotFound(_)) => {}

@@ -43,7 +43,14 @@ pub trait ModelStore: Send + Sync {
     /// `failures`; `last_called_at_ms` keeps the latest time seen. Increments are atomic, so
     /// concurrent calls are never lost. [`StoreError::NotFound`](crate::StoreError::NotFound) if
     /// the version does not exist.
-    async fn record_call(&self, name: &str, version: &semver::Version, ok: bool, at_ms: i64) -> Result<()>;
+    async fn record_call(&self, name: &str, version: &semver::Version, ok: bool, at_ms: i64) -> Result<()> {
+        self.record_calls(name, version, u64::from(ok), u64::from(!ok), at_ms).await
+    }
+
+    /// Adds a batch of counts to `name@version` in one atomic statement (callers buffer usage
+    /// and flush it, so the request path never waits for a durable write).
+    async fn record_calls(&self, name: &str, version: &semver::Version, calls: u64, failures: u64, last_at_ms: i64)
+    -> Result<()>;
 }
 
 /// A version about to be published, as checked and signed by the hub.

@@ -207,15 +207,23 @@ impl ModelStore for SqlStore {
             .collect()
     }
 
-    async fn record_call(&self, name: &str, version: &semver::Version, ok: bool, at_ms: i64) -> Result<()> {
+    async fn record_calls(
+        &self,
+        name: &str,
+        version: &semver::Version,
+        calls: u64,
+        failures: u64,
+        at_ms: i64,
+    ) -> Result<()> {
+        let count = |n: u64| i64::try_from(n).map_err(|_| StoreError::Invalid(format!("count {n} out of range")));
         // One statement, so the increment is atomic on both backends.
         let done = sqlx::query(
             "UPDATE model_versions SET calls = calls + $1, failures = failures + $2, \
              last_called_at = CASE WHEN last_called_at IS NULL OR last_called_at < $3 THEN $3 ELSE last_called_at END \
              WHERE name = $4 AND version = $5",
         )
-        .bind(i64::from(ok))
-        .bind(i64::from(!ok))
+        .bind(count(calls)?)
+        .bind(count(failures)?)
         .bind(at_ms)
         .bind(name)
         .bind(version.to_string())

@@ -46,7 +46,17 @@ async fn two_nodes_share_one_postgres_hub() {
         };
         let resp = cb.infer(&req).await.unwrap();
         assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
-        assert_eq!(ca.model("shared").await.unwrap().usage.calls, 1, "usage counted in the shared database");
+        assert_eq!(cb.model("shared").await.unwrap().usage.calls, 1, "usage counted in the shared database");
+        // The other node sees it once the serving node's buffer flushed (every 200 ms).
+        let mut seen = 0;
+        for _ in 0..50 {
+            seen = ca.model("shared").await.unwrap().usage.calls;
+            if seen == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen, 1, "usage reaches the shared database");
 
         // Ownership holds across nodes.
         let err = cb.publish_bytes(&signed("shared", "2.0.0", &bytes, &PrivateKeySigner::random()), bytes).await.unwrap_err();
