@@ -9,6 +9,8 @@
 //!   [`RuntimeConfig`] holds the limits, [`RunOutput`] and [`Timings`] what one run returns,
 //!   [`CacheStats`] what the cache did.
 //! - [`RuntimeError`] is every way a run can fail.
+//! - `test_utils` (feature `test-utils`): onnxruntime reference outputs and their comparison
+//!   with a tolerance, shared by the tests of every crate.
 
 mod backend;
 mod cache;
@@ -17,6 +19,8 @@ mod graph;
 #[cfg(feature = "ort")]
 mod onnxruntime;
 mod runtime;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 mod tract;
 
 pub use backend::{InferenceBackend, Plan};

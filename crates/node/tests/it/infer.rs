@@ -8,8 +8,13 @@ use verinet_primitives::{
     wire::{InferRequest, OutputEncoding},
 };
 
+use verinet_runtime::test_utils::{Tolerance, assert_outputs, parse_reference};
+
 use crate::helpers::{TestNode, repo_root, signed, test_models_dir};
-use crate::reference::{assert_close, load};
+
+/// Digits is tiny and exact to a few ulps; the registry models get the usual float slack.
+const DIGITS_TOL: Tolerance = Tolerance { abs: 1e-5, rel: 1e-5 };
+const MODEL_TOL: Tolerance = Tolerance { abs: 1e-4, rel: 1e-4 };
 
 fn req(model: &str, inputs: TensorMap) -> InferRequest {
     InferRequest { model: model.into(), inputs, app: None, verification: Default::default(), output_encoding: Default::default() }
@@ -18,14 +23,14 @@ fn req(model: &str, inputs: TensorMap) -> InferRequest {
 #[tokio::test]
 async fn bundled_digits_matches_onnxruntime_for_every_fixture() {
     let n = TestNode::start().await;
-    let reference = load(&repo_root().join("fixtures/digits/reference.json"));
+    let reference = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
     assert!(reference.cases.len() >= 5);
     for case in &reference.cases {
         let resp = n.client.infer(&req("digits", case.inputs.clone())).await.unwrap();
         assert_eq!(resp.model.name, "digits");
         assert_eq!(resp.price, "0");
         assert!(resp.timings_ms.total >= resp.timings_ms.compute);
-        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
+        assert_outputs("digits over http", &resp.tensors().unwrap(), &case.outputs, DIGITS_TOL);
     }
     // Same answer by version and by content id, and in b64 encoding.
     let case = &reference.cases[0];
@@ -36,35 +41,31 @@ async fn bundled_digits_matches_onnxruntime_for_every_fixture() {
         r.output_encoding = OutputEncoding::B64;
         let resp = n.client.infer(&r).await.unwrap();
         assert!(resp.outputs["label"].get("b64").is_some());
-        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
+        assert_outputs(&model, &resp.tensors().unwrap(), &case.outputs, DIGITS_TOL);
+    }
+}
+
+/// Publishes a registry-fetched model over HTTP and checks every reference case through the node.
+async fn publish_and_match_onnxruntime(name: &str, first_input: &str) {
+    let dir = test_models_dir().join(name);
+    let n = TestNode::start().await;
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let v = n.client.publish_bytes(&signed(name, "1.0.0", &bytes, &PrivateKeySigner::random()), bytes).await.unwrap();
+    assert!(v.io.inputs.iter().any(|s| s.name == first_input), "{:?}", v.io);
+    for (i, case) in parse_reference(&dir.join("reference.json")).cases.into_iter().enumerate() {
+        let resp = n.client.infer(&req(name, case.inputs.clone())).await.unwrap();
+        assert_outputs(&format!("{name} case {i}"), &resp.tensors().unwrap(), &case.outputs, MODEL_TOL);
     }
 }
 
 #[tokio::test]
 async fn minilm_transformer_published_and_served_matches_onnxruntime() {
-    let dir = test_models_dir().join("minilm");
-    let n = TestNode::start().await;
-    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
-    let key = PrivateKeySigner::random();
-    let v = n.client.publish_bytes(&signed("minilm", "1.0.0", &bytes, &key), bytes).await.unwrap();
-    assert!(v.io.inputs.iter().any(|s| s.name == "input_ids"), "{:?}", v.io);
-    for case in load(&dir.join("reference.json")).cases {
-        let resp = n.client.infer(&req("minilm", case.inputs.clone())).await.unwrap();
-        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-4, 1e-4);
-    }
+    publish_and_match_onnxruntime("minilm", "input_ids").await;
 }
 
 #[tokio::test]
 async fn magika_classifier_published_and_served_matches_onnxruntime() {
-    let dir = test_models_dir().join("magika");
-    let n = TestNode::start().await;
-    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
-    let key = PrivateKeySigner::random();
-    n.client.publish_bytes(&signed("magika", "1.0.0", &bytes, &key), bytes).await.unwrap();
-    for case in load(&dir.join("reference.json")).cases {
-        let resp = n.client.infer(&req("magika", case.inputs.clone())).await.unwrap();
-        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-4, 1e-4);
-    }
+    publish_and_match_onnxruntime("magika", "bytes").await;
 }
 
 #[tokio::test]

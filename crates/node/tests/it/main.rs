@@ -4,4 +4,3 @@ mod helpers;
 mod hub;
 mod infer;
 mod postgres;
-mod reference;

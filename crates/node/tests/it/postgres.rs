@@ -7,7 +7,7 @@ use verinet_primitives::wire::InferRequest;
 use verinet_store::PgTestDb;
 
 use crate::helpers::{digits_bytes, signed};
-use crate::reference::{assert_close, load};
+use verinet_runtime::test_utils::{Tolerance, assert_outputs, parse_reference};
 
 #[tokio::test]
 async fn two_nodes_share_one_postgres_hub() {
@@ -35,7 +35,7 @@ async fn two_nodes_share_one_postgres_hub() {
         let key = PrivateKeySigner::random();
         let bytes = digits_bytes();
         ca.publish_bytes(&signed("shared", "1.0.0", &bytes, &key), bytes.clone()).await.unwrap();
-        let reference = load(&crate::helpers::repo_root().join("fixtures/digits/reference.json"));
+        let reference = parse_reference(&crate::helpers::repo_root().join("fixtures/digits/reference.json"));
         let case = &reference.cases[0];
         let req = InferRequest {
             model: "shared@1.0.0".into(),
@@ -45,7 +45,7 @@ async fn two_nodes_share_one_postgres_hub() {
             output_encoding: Default::default(),
         };
         let resp = cb.infer(&req).await.unwrap();
-        assert_close(&resp.tensors().unwrap(), &case.outputs, 1e-5, 1e-5);
+        assert_outputs("served by b", &resp.tensors().unwrap(), &case.outputs, Tolerance { abs: 1e-5, rel: 1e-5 });
         assert_eq!(cb.model("shared").await.unwrap().usage.calls, 1, "usage counted in the shared database");
         // The other node sees it once the serving node's buffer flushed (every 200 ms).
         let mut seen = 0;

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+pub use verinet_runtime::test_utils::*;
 use verinet_primitives::{DType, ModelId, Tensor, TensorMap};
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, RuntimeError, TractBackend};
 
@@ -49,21 +50,6 @@ pub fn test_model(name: &str) -> (Vec<u8>, Reference) {
     (read(&dir.join("model.onnx")), parse_reference(&dir.join("reference.json")))
 }
 
-#[derive(Deserialize)]
-pub struct Reference {
-    pub cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-pub struct Case {
-    pub inputs: TensorMap,
-    pub outputs: TensorMap,
-}
-
-fn parse_reference(path: &Path) -> Reference {
-    serde_json::from_slice(&read(path)).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
-}
-
 /// The declared graph I/O that `fetch_test_models.py` writes: dims as numbers or names.
 #[derive(Deserialize)]
 pub struct Manifest {
@@ -81,46 +67,6 @@ pub struct ManifestSpec {
 pub fn manifest(name: &str) -> Manifest {
     let path = test_model_dir(name).join("manifest.json");
     serde_json::from_slice(&read(&path)).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
-}
-
-/// Float tolerance: `|got - want| <= abs + rel * |want|`.
-#[derive(Clone, Copy, Debug)]
-pub struct Tolerance {
-    pub abs: f64,
-    pub rel: f64,
-}
-
-pub const DIGITS_TOL: Tolerance = Tolerance { abs: 1e-5, rel: 0.0 };
-pub const MODEL_TOL: Tolerance = Tolerance { abs: 1e-4, rel: 1e-4 };
-
-/// Every expected output is present with the same dtype and shape; integers equal, floats
-/// within `tol`. `what` names the case in failures.
-pub fn assert_outputs(what: &str, got: &TensorMap, want: &TensorMap, tol: Tolerance) {
-    let names = |m: &TensorMap| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(got), names(want), "{what}: output names");
-    for (name, w) in want {
-        assert_tensor(&format!("{what}: {name}"), &got[name], w, tol);
-    }
-}
-
-pub fn assert_tensor(what: &str, got: &Tensor, want: &Tensor, tol: Tolerance) {
-    assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    if !want.dtype().is_float() {
-        assert!(got.raw() == want.raw(), "{what}: {:?} != {:?}", got.to_f64_vec(), want.to_f64_vec());
-        return;
-    }
-    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
-    let mut worst = (0.0f64, 0usize);
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let excess = (a - b).abs() - (tol.abs + tol.rel * b.abs());
-        assert!(!a.is_nan() || b.is_nan(), "{what}[{i}]: NaN, expected {b}");
-        if excess > worst.0 {
-            worst = (excess, i);
-        }
-    }
-    let i = worst.1;
-    assert!(worst.0 <= 0.0, "{what}[{i}]: {} vs {} is beyond {tol:?}", g[i], w[i]);
 }
 
 pub fn tract_runtime(config: RuntimeConfig) -> Runtime {
