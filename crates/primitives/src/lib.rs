@@ -2,6 +2,7 @@
 //!
 //! - [`ModelId`]: the content address of a model, `sha256:<hex>` of its exact ONNX bytes.
 //! - [`Tensor`], [`DType`], [`TensorMap`]: tensors and their JSON form (`data` or `b64`).
+//! - [`tensors_hash`]: the canonical keccak256 of named tensors that receipts and payments bind.
 //! - [`IoSignature`], [`TensorSpec`], [`Dim`]: a model's declared inputs and outputs, and the
 //!   check of a request's inputs against them ([`InputMismatch`]).
 //! - [`ModelRef`]: how a request names a model (`name`, `name@version`, `sha256:<hex>`).
@@ -10,6 +11,7 @@
 //! - [`Address`]: an Ethereum account address (re-exported from alloy).
 
 mod error;
+mod hash;
 mod model_id;
 mod model_ref;
 mod publish;
@@ -19,6 +21,7 @@ pub mod wire;
 
 pub use alloy_primitives::Address;
 pub use error::{Error, Result};
+pub use hash::tensors_hash;
 pub use model_id::{ModelId, Sha256Hasher};
 pub use model_ref::{ModelRef, validate_model_name};
 pub use publish::PublishAuth;

@@ -25,6 +25,47 @@ pub enum StoreError {
         /// The version that exists.
         version: semver::Version,
     },
+    /// A payer nonce (EIP-3009 authorization or session signature) was used before.
+    #[error("nonce {nonce} of {payer} was already used")]
+    NonceUsed {
+        /// The payer.
+        payer: Address,
+        /// The nonce.
+        nonce: String,
+    },
+    /// A balance would go below zero.
+    #[error("insufficient {bucket} balance of {account}: needs {needed}, has {available}")]
+    Insufficient {
+        /// The account.
+        account: Address,
+        /// Which balance (`available`, `escrow`, `stake`).
+        bucket: String,
+        /// What the transaction takes.
+        needed: u128,
+        /// What is there.
+        available: u128,
+    },
+    /// A paid request is not in the state the transaction expects (opened twice, closed twice).
+    #[error("payment {request_id}: expected {expected}, found {found}")]
+    PaymentState {
+        /// Request id.
+        request_id: String,
+        /// Expected status.
+        expected: String,
+        /// Actual status (`absent` if there is no such payment, `present` if opened twice).
+        found: String,
+    },
+    /// A spending session cannot pay: over its cap, expired, or unknown.
+    #[error("spending session {id}: {reason}")]
+    Budget {
+        /// Session id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The app id is taken.
+    #[error("app {0:?} already exists")]
+    AppExists(String),
     /// The named thing (a model version, a blob) does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -5,6 +5,9 @@
 //!   query [`ModelQuery`] / [`ModelSort`].
 //! - [`SqlStore`]: the SQL implementation, one code path over SQLite (embedded default) and
 //!   PostgreSQL, with the schema migrations in `migrations/`.
+//! - [`LedgerStore`]: the money store: a double-entry ledger whose one write path,
+//!   [`LedgerStore::commit`], applies a [`LedgerTx`] (postings, a claimed nonce, a paid request
+//!   opened or closed, a session debit) atomically; plus apps and spending sessions.
 //! - [`BlobStore`]: content-addressed model bytes; [`ObjectBlobStore`] implements it over any
 //!   `object_store` (local directory by default, S3-compatible at scale).
 //! - [`StoreError`] and [`Result`]: the one error type of the crate.
@@ -15,13 +18,21 @@ mod blob;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
 mod error;
+mod ledger;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod ledger_conformance;
 mod model;
 #[cfg(any(test, feature = "test-utils"))]
 mod pg_test;
 mod sql;
+mod sql_ledger;
 
 pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};
+pub use ledger::{
+    App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
+    PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,
+};
 pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
 pub use sql::SqlStore;
 #[cfg(any(test, feature = "test-utils"))]

@@ -25,8 +25,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// backend-specific code is connection setup. Cloning shares the pool.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
-    backend: &'static str,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: &'static str,
 }
 
 impl SqlStore {
@@ -380,12 +380,12 @@ fn parse_version(s: &str) -> Result<semver::Version> {
     semver::Version::parse(s).map_err(|e| StoreError::Corrupt(format!("version {s:?}: {e}")))
 }
 
-fn parse_address(s: &str) -> Result<Address> {
+pub(crate) fn parse_address(s: &str) -> Result<Address> {
     Address::from_str(s).map_err(|e| StoreError::Corrupt(format!("address {s:?}: {e}")))
 }
 
 /// Lowercase `0x` hex, not the EIP-55 checksum form, so equal addresses are equal text.
-fn address_text(a: &Address) -> String {
+pub(crate) fn address_text(a: &Address) -> String {
     format!("{a:#x}")
 }
 

@@ -3,7 +3,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use verinet_store::{ModelStore, PgTestDb, SqlStore, conformance};
+use verinet_store::{LedgerStore, ModelStore, PgTestDb, SqlStore, conformance};
 
 async fn on_fresh_db<F, Fut>(test: F)
 where
@@ -30,6 +30,24 @@ where
 mod conformance_postgres {
     use super::with_store;
     verinet_store::model_store_conformance!(with_store);
+}
+
+async fn with_ledger<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    on_fresh_db(|db| async move {
+        let store = SqlStore::connect(&db.url).await.expect("connect postgres");
+        test(Arc::new(store.clone())).await;
+        store.close().await;
+    })
+    .await;
+}
+
+mod ledger_conformance_postgres {
+    use super::with_ledger;
+    verinet_store::ledger_store_conformance!(with_ledger);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::{future::Future, sync::Arc};
 
 use sqlx::{Connection, Row, SqliteConnection};
-use verinet_store::{ModelStore, SqlStore, conformance};
+use verinet_store::{LedgerStore, ModelStore, SqlStore, conformance};
 
 fn url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display())
@@ -23,6 +23,21 @@ where
 mod conformance_sqlite {
     use super::with_store;
     verinet_store::model_store_conformance!(with_store);
+}
+
+async fn with_ledger<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::connect(&url(&dir)).await.expect("connect sqlite");
+    test(Arc::new(store)).await;
+}
+
+mod ledger_conformance_sqlite {
+    use super::with_ledger;
+    verinet_store::ledger_store_conformance!(with_ledger);
 }
 
 #[tokio::test]

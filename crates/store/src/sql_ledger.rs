@@ -1,0 +1,452 @@
+//! [`LedgerStore`] over SQL: one locked transaction per [`LedgerTx`].
+//!
+//! Amounts are decimal text, so balances are read, checked and written back in Rust while the
+//! transaction holds their locks. SQLite takes the database write lock up front
+//! (`BEGIN IMMEDIATE`: no deferred upgrade that could fail mid-way); PostgreSQL row-locks each
+//! balance with `FOR UPDATE`, always in (account, bucket) order, so two transactions never wait
+//! on each other in a cycle, and several gateways sharing the database spend a balance once.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction, any::AnyRow};
+use verinet_primitives::Address;
+
+use crate::{
+    App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, PaymentChange, PaymentRecord, PaymentStatus, Result,
+    Role, SpendingSession, SqlStore, StoreError, TxKind,
+    ledger::MINT_ACCOUNT,
+    sql::{address_text, parse_address},
+};
+
+impl SqlStore {
+    /// A transaction that will write: SQLite takes the write lock now, PostgreSQL locks rows.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(if self.backend == "sqlite" { self.pool.begin_with("BEGIN IMMEDIATE").await? } else { self.pool.begin().await? })
+    }
+
+    /// Row-lock clause for reads that precede a write (SQLite already holds the database lock).
+    fn for_update(&self) -> &'static str {
+        if self.backend == "sqlite" { "" } else { " FOR UPDATE" }
+    }
+
+    async fn commit_in(&self, db: &mut AnyConnection, tx: &LedgerTx) -> Result<()> {
+        let request_id = match &tx.payment {
+            Some(PaymentChange::Open(p)) => Some(p.request_id.as_str()),
+            Some(PaymentChange::Close { request_id, .. }) => Some(request_id.as_str()),
+            None => None,
+        };
+        sqlx::query("INSERT INTO ledger_txs (id, kind, request_id, memo, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&tx.id)
+            .bind(tx.kind.as_str())
+            .bind(request_id)
+            .bind(&tx.memo)
+            .bind(tx.at_ms)
+            .execute(&mut *db)
+            .await?;
+
+        if let Some(n) = &tx.nonce {
+            let claimed = sqlx::query(
+                "INSERT INTO payment_nonces (payer, nonce, tx_id, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (payer, nonce) DO NOTHING",
+            )
+            .bind(address_text(&n.payer))
+            .bind(n.nonce.to_lowercase())
+            .bind(&tx.id)
+            .bind(tx.at_ms)
+            .execute(&mut *db)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Err(StoreError::NonceUsed { payer: n.payer, nonce: n.nonce.clone() });
+            }
+        }
+
+        match &tx.payment {
+            Some(PaymentChange::Open(p)) => {
+                let opened = sqlx::query(
+                    "INSERT INTO payments (request_id, payer, amount, quote, model, app, gateway, method, reference, \
+                     status, input_hash, escrow_tx, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (request_id) DO NOTHING",
+                )
+                .bind(&p.request_id)
+                .bind(address_text(&p.payer))
+                .bind(p.amount.to_string())
+                .bind(&p.quote)
+                .bind(&p.model)
+                .bind(p.app.as_deref())
+                .bind(address_text(&p.gateway))
+                .bind(&p.method)
+                .bind(&p.reference)
+                .bind(PaymentStatus::Escrowed.as_str())
+                .bind(&p.input_hash)
+                .bind(&tx.id)
+                .bind(tx.at_ms)
+                .execute(&mut *db)
+                .await?;
+                if opened.rows_affected() == 0 {
+                    return Err(StoreError::PaymentState {
+                        request_id: p.request_id.clone(),
+                        expected: "absent".into(),
+                        found: "present".into(),
+                    });
+                }
+            }
+            Some(PaymentChange::Close { request_id, to, output_hash, reason }) => {
+                let closed = sqlx::query(
+                    "UPDATE payments SET status = $1, output_hash = $2, reason = $3, settle_tx = $4, settled_at = $5 \
+                     WHERE request_id = $6 AND status = $7",
+                )
+                .bind(to.as_str())
+                .bind(output_hash.as_deref())
+                .bind(reason.as_deref())
+                .bind(&tx.id)
+                .bind(tx.at_ms)
+                .bind(request_id)
+                .bind(PaymentStatus::Escrowed.as_str())
+                .execute(&mut *db)
+                .await?;
+                if closed.rows_affected() == 0 {
+                    let found = sqlx::query("SELECT status FROM payments WHERE request_id = $1")
+                        .bind(request_id)
+                        .fetch_optional(&mut *db)
+                        .await?
+                        .map(|r| r.try_get::<String, _>("status"))
+                        .transpose()?
+                        .unwrap_or_else(|| "absent".into());
+                    return Err(StoreError::PaymentState {
+                        request_id: request_id.clone(),
+                        expected: PaymentStatus::Escrowed.to_string(),
+                        found,
+                    });
+                }
+            }
+            None => {}
+        }
+
+        if let Some(spend) = &tx.session_spend {
+            let sql = format!("SELECT spent, max_total, expires_at FROM spending_sessions WHERE id = $1{}", self.for_update());
+            let row = sqlx::query(AssertSqlSafe(sql)).bind(&spend.id).fetch_optional(&mut *db).await?;
+            let budget = |reason: String| StoreError::Budget { id: spend.id.clone(), reason };
+            let row = row.ok_or_else(|| budget("no such session".into()))?;
+            let spent = amount(&row, "spent")?;
+            let max = amount(&row, "max_total")?;
+            let expires_at: i64 = row.try_get("expires_at")?;
+            if tx.at_ms >= expires_at.saturating_mul(1000) {
+                return Err(budget(format!("expired at {expires_at}")));
+            }
+            let after = spent.checked_add(spend.amount).filter(|a| *a <= max).ok_or_else(|| {
+                budget(format!("spending {} would exceed the cap {max} (spent {spent})", spend.amount))
+            })?;
+            sqlx::query("UPDATE spending_sessions SET spent = $1 WHERE id = $2")
+                .bind(after.to_string())
+                .bind(&spend.id)
+                .execute(&mut *db)
+                .await?;
+        }
+
+        // Net change per balance, in lock order.
+        let mut net: BTreeMap<(String, Bucket), (Address, i128)> = BTreeMap::new();
+        for p in &tx.postings {
+            let e = net.entry((address_text(&p.account), p.bucket)).or_insert((p.account, 0));
+            e.1 = e.1.checked_add(p.delta).ok_or_else(|| StoreError::Invalid("posting overflows".into()))?;
+        }
+        let lock = format!("SELECT amount FROM ledger_balances WHERE account = $1 AND bucket = $2{}", self.for_update());
+        for ((account_text, bucket), (account, delta)) in &net {
+            sqlx::query(
+                "INSERT INTO ledger_balances (account, bucket, amount) VALUES ($1, $2, '0') \
+                 ON CONFLICT (account, bucket) DO NOTHING",
+            )
+            .bind(account_text)
+            .bind(bucket.as_str())
+            .execute(&mut *db)
+            .await?;
+            let row = sqlx::query(AssertSqlSafe(lock.clone()))
+                .bind(account_text)
+                .bind(bucket.as_str())
+                .fetch_one(&mut *db)
+                .await?;
+            let old = signed(&row, "amount")?;
+            let new = old.checked_add(*delta).ok_or_else(|| StoreError::Invalid("balance overflows".into()))?;
+            let system = *bucket == Bucket::Minted && *account == MINT_ACCOUNT;
+            if new < 0 && !system {
+                return Err(StoreError::Insufficient {
+                    account: *account,
+                    bucket: bucket.to_string(),
+                    needed: delta.unsigned_abs(),
+                    available: old.max(0).unsigned_abs(),
+                });
+            }
+            if *delta != 0 {
+                sqlx::query("UPDATE ledger_balances SET amount = $1 WHERE account = $2 AND bucket = $3")
+                    .bind(new.to_string())
+                    .bind(account_text)
+                    .bind(bucket.as_str())
+                    .execute(&mut *db)
+                    .await?;
+            }
+        }
+
+        for (idx, p) in tx.postings.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO ledger_entries (tx_id, idx, account, bucket, delta, role) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&tx.id)
+            .bind(idx as i64)
+            .bind(address_text(&p.account))
+            .bind(p.bucket.as_str())
+            .bind(p.delta.to_string())
+            .bind(p.role.map(Role::as_str))
+            .execute(&mut *db)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqlStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %tx.id, kind = %tx.kind))]
+    async fn commit(&self, tx: &LedgerTx) -> Result<()> {
+        let mut sum: i128 = 0;
+        for p in &tx.postings {
+            sum = sum.checked_add(p.delta).ok_or_else(|| StoreError::Invalid("postings overflow".into()))?;
+            if p.bucket == Bucket::Minted && p.account != MINT_ACCOUNT {
+                return Err(StoreError::Invalid("only the mint account has a minted bucket".into()));
+            }
+        }
+        if sum != 0 {
+            return Err(StoreError::Invalid(format!("postings of {} sum to {sum}, not zero", tx.id)));
+        }
+        let mut db = self.begin_write().await?;
+        match self.commit_in(&mut db, tx).await {
+            Ok(()) => Ok(db.commit().await?),
+            Err(e) => {
+                if let Err(rollback) = db.rollback().await {
+                    tracing::warn!(%rollback, "rolling back a refused ledger transaction");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn nonce_used(&self, payer: Address, nonce: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM payment_nonces WHERE payer = $1 AND nonce = $2")
+            .bind(address_text(&payer))
+            .bind(nonce.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn balances(&self, account: Address) -> Result<Balances> {
+        let rows = sqlx::query("SELECT bucket, amount FROM ledger_balances WHERE account = $1")
+            .bind(address_text(&account))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut b = Balances::default();
+        for r in &rows {
+            let v = amount(r, "amount")?;
+            match r.try_get::<String, _>("bucket")?.parse::<Bucket>()? {
+                Bucket::Available => b.available = v,
+                Bucket::Escrow => b.escrow = v,
+                Bucket::Stake => b.stake = v,
+                Bucket::Minted => {}
+            }
+        }
+        Ok(b)
+    }
+
+    async fn earnings(&self, account: Address) -> Result<BTreeMap<Role, u128>> {
+        let rows = sqlx::query("SELECT role, delta FROM ledger_entries WHERE account = $1 AND role IS NOT NULL")
+            .bind(address_text(&account))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in &rows {
+            let role: Role = r.try_get::<String, _>("role")?.parse()?;
+            let v = amount(r, "delta")?;
+            let e = out.entry(role).or_insert(0u128);
+            *e = e.checked_add(v).ok_or_else(|| StoreError::Corrupt("earnings overflow".into()))?;
+        }
+        Ok(out)
+    }
+
+    async fn totals(&self) -> Result<LedgerTotals> {
+        let rows = sqlx::query("SELECT bucket, amount FROM ledger_balances").fetch_all(&self.pool).await?;
+        let mut sums: BTreeMap<Bucket, i128> = BTreeMap::new();
+        for r in &rows {
+            let bucket: Bucket = r.try_get::<String, _>("bucket")?.parse()?;
+            let e = sums.entry(bucket).or_insert(0);
+            *e = e.checked_add(signed(r, "amount")?).ok_or_else(|| StoreError::Corrupt("totals overflow".into()))?;
+        }
+        let get = |b: Bucket| sums.get(&b).copied().unwrap_or(0);
+        let unsigned =
+            |v: i128, what: &str| u128::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} total is {v}")));
+        Ok(LedgerTotals {
+            minted: unsigned(-get(Bucket::Minted), "minted")?,
+            available: unsigned(get(Bucket::Available), "available")?,
+            escrow: unsigned(get(Bucket::Escrow), "escrow")?,
+            stake: unsigned(get(Bucket::Stake), "stake")?,
+        })
+    }
+
+    async fn payment(&self, request_id: &str) -> Result<Option<PaymentRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE request_id = $1")))
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(payment_from_row).transpose()
+    }
+
+    async fn payments_with_status(
+        &self,
+        status: PaymentStatus,
+        gateway: Address,
+        before_ms: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = $1 AND gateway = $2 AND created_at < $3 \
+             ORDER BY created_at"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(status.as_str())
+            .bind(address_text(&gateway))
+            .bind(before_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
+    async fn request_txs(&self, request_id: &str) -> Result<Vec<TxKind>> {
+        let rows = sqlx::query("SELECT kind, created_at FROM ledger_txs WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut txs = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("created_at")?, r.try_get::<String, _>("kind")?.parse::<TxKind>()?)))
+            .collect::<Result<Vec<_>>>()?;
+        // Within one millisecond the escrow still comes first: it opens what the others close.
+        txs.sort_by_key(|(at, kind)| (*at, *kind != TxKind::Escrow));
+        Ok(txs.into_iter().map(|(_, kind)| kind).collect())
+    }
+
+    async fn insert_app(&self, app: &App) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO apps (id, name, owner, markup, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&app.id)
+        .bind(&app.name)
+        .bind(address_text(&app.owner))
+        .bind(app.markup.to_string())
+        .bind(app.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::AppExists(app.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn app(&self, id: &str) -> Result<Option<App>> {
+        let row = sqlx::query("SELECT id, name, owner, markup, created_at FROM apps WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(App {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                owner: parse_address(&r.try_get::<String, _>("owner")?)?,
+                markup: amount(&r, "markup")?,
+                created_at_ms: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_session(&self, s: &SpendingSession) -> Result<()> {
+        let models = serde_json::to_string(&s.models).map_err(|e| StoreError::Invalid(format!("models: {e}")))?;
+        let done = sqlx::query(
+            "INSERT INTO spending_sessions (id, token_hash, payer, max_total, spent, expires_at, models, nonce, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(&s.id)
+        .bind(&s.token_hash)
+        .bind(address_text(&s.payer))
+        .bind(s.max_total.to_string())
+        .bind(s.spent.to_string())
+        .bind(s.expires_at)
+        .bind(models)
+        .bind(s.nonce.to_lowercase())
+        .bind(s.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NonceUsed { payer: s.payer, nonce: s.nonce.clone() });
+        }
+        Ok(())
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<SpendingSession>> {
+        let row = sqlx::query(
+            "SELECT id, token_hash, payer, max_total, spent, expires_at, models, nonce, created_at \
+             FROM spending_sessions WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SpendingSession {
+                id: r.try_get("id")?,
+                token_hash: r.try_get("token_hash")?,
+                payer: parse_address(&r.try_get::<String, _>("payer")?)?,
+                max_total: amount(&r, "max_total")?,
+                spent: amount(&r, "spent")?,
+                expires_at: r.try_get("expires_at")?,
+                models: serde_json::from_str(&r.try_get::<String, _>("models")?)
+                    .map_err(|e| StoreError::Corrupt(format!("session models: {e}")))?,
+                nonce: r.try_get("nonce")?,
+                created_at_ms: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "request_id, payer, amount, quote, model, app, gateway, method, reference, status, \
+     input_hash, output_hash, reason, escrow_tx, settle_tx, created_at, settled_at";
+
+fn payment_from_row(r: &AnyRow) -> Result<PaymentRecord> {
+    Ok(PaymentRecord {
+        request_id: r.try_get("request_id")?,
+        payer: parse_address(&r.try_get::<String, _>("payer")?)?,
+        amount: amount(r, "amount")?,
+        quote: r.try_get("quote")?,
+        model: r.try_get("model")?,
+        app: r.try_get("app")?,
+        gateway: parse_address(&r.try_get::<String, _>("gateway")?)?,
+        method: r.try_get("method")?,
+        reference: r.try_get("reference")?,
+        status: r.try_get::<String, _>("status")?.parse()?,
+        input_hash: r.try_get("input_hash")?,
+        output_hash: r.try_get("output_hash")?,
+        reason: r.try_get("reason")?,
+        escrow_tx: r.try_get("escrow_tx")?,
+        settle_tx: r.try_get("settle_tx")?,
+        created_at_ms: r.try_get("created_at")?,
+        settled_at_ms: r.try_get("settled_at")?,
+    })
+}
+
+fn amount(r: &AnyRow, col: &str) -> Result<u128> {
+    let s: String = r.try_get(col)?;
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
+}
+
+fn signed(r: &AnyRow, col: &str) -> Result<i128> {
+    let s: String = r.try_get(col)?;
+    s.parse().map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
+}
