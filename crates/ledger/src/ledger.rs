@@ -1,0 +1,289 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use verinet_primitives::Address;
+use verinet_store::{
+    Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
+    PaymentStatus, Posting, Role, SessionSpend, TxKind,
+};
+
+use crate::{LedgerError, Quote, Result};
+
+/// The money service: builds balanced transactions and commits each atomically.
+///
+/// Every public method is one [`LedgerTx`]; a refusal (insufficient funds, nonce reused, request
+/// already settled) changes nothing. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+}
+
+/// A paid request held in escrow: what the capture or refund needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escrow {
+    /// Request id.
+    pub request_id: String,
+    /// Who paid.
+    pub payer: Address,
+    /// The quote the payment covers; the capture splits it.
+    pub quote: Quote,
+    /// The escrow transaction id.
+    pub tx_id: String,
+}
+
+/// What `GET /v1/accounts/{address}` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The account.
+    pub address: Address,
+    /// Balances.
+    pub balances: Balances,
+    /// Earnings by role since the ledger began.
+    pub earnings: BTreeMap<Role, u128>,
+}
+
+/// A fresh transaction id: `0x` + 64 hex (the shape of an EVM transaction hash, which x402
+/// settlement responses carry).
+pub fn new_tx_id() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("0x{}", hex::encode(b))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn signed(amount: u128) -> Result<i128> {
+    i128::try_from(amount).map_err(|_| LedgerError::InvalidAmount(format!("{amount} is out of range")))
+}
+
+fn positive(amount: u128, what: &str) -> Result<i128> {
+    if amount == 0 {
+        return Err(LedgerError::InvalidAmount(format!("{what} must be positive")));
+    }
+    signed(amount)
+}
+
+fn tx(kind: TxKind, postings: Vec<Posting>, memo: String) -> LedgerTx {
+    LedgerTx {
+        id: new_tx_id(),
+        kind,
+        postings,
+        memo,
+        at_ms: now_ms(),
+        nonce: None,
+        payment: None,
+        session_spend: None,
+    }
+}
+
+/// How an escrow is authorised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaidBy {
+    /// An EIP-3009 authorization whose nonce is claimed with the escrow.
+    Authorization {
+        /// `0x` + 64 hex.
+        nonce: String,
+    },
+    /// A spending session whose budget is debited with the escrow.
+    Session {
+        /// Session id.
+        id: String,
+    },
+}
+
+/// A request to hold `quote.total` of `payer` for `request_id`.
+#[derive(Debug, Clone)]
+pub struct EscrowRequest<'a> {
+    /// Request id.
+    pub request_id: &'a str,
+    /// Who pays.
+    pub payer: Address,
+    /// The price.
+    pub quote: &'a Quote,
+    /// Model id.
+    pub model: &'a str,
+    /// App id.
+    pub app: Option<&'a str>,
+    /// The gateway taking the payment.
+    pub gateway: Address,
+    /// Canonical input hash.
+    pub input_hash: &'a str,
+    /// The authorisation.
+    pub paid_by: PaidBy,
+}
+
+impl Ledger {
+    /// A ledger over `store`.
+    pub fn new(store: Arc<dyn LedgerStore>) -> Self {
+        Self { store }
+    }
+
+    /// The store below (reads, tests).
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    /// New money for `to` (devnet faucet). Returns the transaction id.
+    pub async fn mint(&self, to: Address, amount: u128) -> Result<String> {
+        let a = positive(amount, "mint amount")?;
+        let t = tx(
+            TxKind::Mint,
+            vec![Posting::new(MINT_ACCOUNT, Bucket::Minted, -a), Posting::new(to, Bucket::Available, a)],
+            format!("faucet {amount} to {to}"),
+        );
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
+    /// Holds the quoted total of the payer in escrow, records the request and claims the nonce
+    /// (or debits the session), all in one transaction.
+    pub async fn escrow(&self, r: EscrowRequest<'_>) -> Result<Escrow> {
+        let a = positive(r.quote.total, "price")?;
+        let quote = serde_json::to_string(r.quote).map_err(|e| LedgerError::InvalidAmount(e.to_string()))?;
+        let mut t = tx(
+            TxKind::Escrow,
+            vec![Posting::new(r.payer, Bucket::Available, -a), Posting::new(r.payer, Bucket::Escrow, a)],
+            format!("escrow for request {}", r.request_id),
+        );
+        let (method, reference) = match &r.paid_by {
+            PaidBy::Authorization { nonce } => {
+                t.nonce = Some(NonceClaim { payer: r.payer, nonce: nonce.clone() });
+                ("x402", nonce.clone())
+            }
+            PaidBy::Session { id } => {
+                t.session_spend = Some(SessionSpend { id: id.clone(), amount: r.quote.total });
+                ("session", id.clone())
+            }
+        };
+        t.payment = Some(PaymentChange::Open(NewPayment {
+            request_id: r.request_id.to_owned(),
+            payer: r.payer,
+            amount: r.quote.total,
+            quote,
+            model: r.model.to_owned(),
+            app: r.app.map(str::to_owned),
+            gateway: r.gateway,
+            method: method.into(),
+            reference,
+            input_hash: r.input_hash.to_owned(),
+        }));
+        self.store.commit(&t).await?;
+        Ok(Escrow { request_id: r.request_id.to_owned(), payer: r.payer, quote: r.quote.clone(), tx_id: t.id })
+    }
+
+    /// Pays the quote's split out of escrow and records the result hash: the request produced a
+    /// result. Refused if the request is not escrowed (captured or refunded before).
+    pub async fn capture(&self, e: &Escrow, output_hash: &str) -> Result<String> {
+        let total = signed(e.quote.total)?;
+        let mut postings = vec![Posting::new(e.payer, Bucket::Escrow, -total)];
+        for (to, role, amount) in e.quote.split() {
+            postings.push(Posting::earned(to, role, signed(amount)?));
+        }
+        let mut t = tx(TxKind::Capture, postings, format!("capture for request {}", e.request_id));
+        t.payment = Some(PaymentChange::Close {
+            request_id: e.request_id.clone(),
+            to: PaymentStatus::Captured,
+            output_hash: Some(output_hash.to_owned()),
+            reason: None,
+        });
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
+    /// Returns the escrow to the payer: the request produced no result.
+    pub async fn refund(&self, request_id: &str, payer: Address, amount: u128, reason: &str) -> Result<String> {
+        let a = signed(amount)?;
+        let mut t = tx(
+            TxKind::Refund,
+            vec![Posting::new(payer, Bucket::Escrow, -a), Posting::new(payer, Bucket::Available, a)],
+            format!("refund for request {request_id}: {reason}"),
+        );
+        t.payment = Some(PaymentChange::Close {
+            request_id: request_id.to_owned(),
+            to: PaymentStatus::Refunded,
+            output_hash: None,
+            reason: Some(reason.to_owned()),
+        });
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
+    /// Moves `amount` from `from` to `to` claiming `nonce` (x402 facilitator settle).
+    pub async fn transfer(&self, from: Address, to: Address, amount: u128, nonce: &str) -> Result<String> {
+        let a = positive(amount, "amount")?;
+        let mut t = tx(
+            TxKind::Transfer,
+            vec![Posting::new(from, Bucket::Available, -a), Posting::earned(to, Role::Payee, a)],
+            format!("x402 settle {amount} from {from} to {to}"),
+        );
+        t.nonce = Some(NonceClaim { payer: from, nonce: nonce.to_owned() });
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
+    /// Bonds `amount` of `who`'s balance as stake.
+    pub async fn stake(&self, who: Address, amount: u128) -> Result<String> {
+        let a = positive(amount, "stake")?;
+        let t = tx(
+            TxKind::Stake,
+            vec![Posting::new(who, Bucket::Available, -a), Posting::new(who, Bucket::Stake, a)],
+            format!("stake {amount}"),
+        );
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
+    /// Releases `amount` of `who`'s stake.
+    pub async fn unstake(&self, who: Address, amount: u128) -> Result<String> {
+        let a = positive(amount, "unstake")?;
+        let t = tx(
+            TxKind::Unstake,
+            vec![Posting::new(who, Bucket::Stake, -a), Posting::new(who, Bucket::Available, a)],
+            format!("unstake {amount}"),
+        );
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
+    /// Balances and earnings of an account.
+    pub async fn account(&self, address: Address) -> Result<AccountView> {
+        Ok(AccountView {
+            address,
+            balances: self.store.balances(address).await?,
+            earnings: self.store.earnings(address).await?,
+        })
+    }
+
+    /// Sums over every account (the invariant check).
+    pub async fn totals(&self) -> Result<LedgerTotals> {
+        Ok(self.store.totals().await?)
+    }
+
+    /// Refunds this gateway's escrows opened before `before_ms` that never settled: their
+    /// requests died with a crashed process and produced no result the payer received.
+    /// Returns how many were refunded.
+    pub async fn recover(&self, gateway: Address, before_ms: i64) -> Result<usize> {
+        let stale = self.store.payments_with_status(PaymentStatus::Escrowed, gateway, before_ms).await?;
+        let mut n = 0;
+        for p in stale {
+            match self.refund(&p.request_id, p.payer, p.amount, "node restarted before a result").await {
+                Ok(_) => n += 1,
+                // Closed meanwhile (another recovery): nothing to do.
+                Err(LedgerError::Store(verinet_store::StoreError::PaymentState { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n > 0 {
+            warn!(refunded = n, "refunded escrows left by an earlier run");
+        } else {
+            info!("no stale escrows");
+        }
+        Ok(n)
+    }
+}
