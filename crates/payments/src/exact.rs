@@ -1,0 +1,277 @@
+//! Scheme `exact` on EVM: EIP-3009 `TransferWithAuthorization` over the ledger token's EIP-712
+//! domain, checked without a chain (the ledger is the token).
+
+use alloy_primitives::{Address, B256, Signature, U256, keccak256};
+use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+use serde_json::json;
+
+use crate::{
+    PaymentError,
+    wire::{Authorization, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SupportedKind},
+};
+
+sol! {
+    /// EIP-3009 `TransferWithAuthorization`, the message x402's `exact` EVM scheme signs.
+    #[derive(Debug)]
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+}
+
+/// A node's x402 terms: its chain, token and payee. From the `[payments]` config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct X402Config {
+    /// EIP-155 chain id (devnet default 31337).
+    pub chain_id: u64,
+    /// The ledger token's address (EIP-712 `verifyingContract`, x402 `asset`).
+    pub asset: Address,
+    /// The token's EIP-712 domain name (x402 `extra.name`).
+    pub token_name: String,
+    /// The token's EIP-712 domain version (x402 `extra.version`).
+    pub token_version: String,
+    /// Where authorizations must pay to: the gateway's escrow account.
+    pub pay_to: Address,
+    /// `maxTimeoutSeconds` advertised: clients sign authorizations valid for this long.
+    pub max_timeout_secs: u64,
+    /// Seconds of clock skew tolerated on `validAfter` (a client clock slightly ahead).
+    pub clock_skew_secs: u64,
+}
+
+/// The devnet token address: the last 20 bytes of keccak256("verinet devnet token").
+pub fn devnet_asset() -> Address {
+    Address::from_slice(&keccak256(b"verinet devnet token")[12..])
+}
+
+/// A payload that passed every check that needs no database: the ledger still claims the nonce
+/// and takes the balance, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPayment {
+    /// Recovered signer, equal to `authorization.from`.
+    pub payer: Address,
+    /// Authorized amount (equals the price).
+    pub value: u128,
+    /// The nonce, `0x` + 64 lowercase hex.
+    pub nonce: String,
+}
+
+impl X402Config {
+    /// `eip155:<chainId>`.
+    pub fn network(&self) -> String {
+        format!("eip155:{}", self.chain_id)
+    }
+
+    /// The token's EIP-712 domain.
+    pub fn domain(&self) -> Eip712Domain {
+        Eip712Domain::new(
+            Some(self.token_name.clone().into()),
+            Some(self.token_version.clone().into()),
+            Some(U256::from(self.chain_id)),
+            Some(self.asset),
+            None,
+        )
+    }
+
+    /// The one requirement this node offers for `amount` base units.
+    pub fn requirements(&self, amount: u128) -> PaymentRequirements {
+        PaymentRequirements {
+            scheme: "exact".into(),
+            network: self.network(),
+            asset: self.asset.to_checksum(None),
+            amount: amount.to_string(),
+            pay_to: self.pay_to.to_checksum(None),
+            max_timeout_seconds: self.max_timeout_secs,
+            extra: json!({"name": self.token_name, "version": self.token_version}),
+        }
+    }
+
+    /// The body of `PAYMENT-REQUIRED` for `amount` at `url`, with `error` set after a refusal.
+    pub fn payment_required(&self, amount: u128, url: &str, error: Option<&PaymentError>) -> PaymentRequired {
+        PaymentRequired {
+            x402_version: 2,
+            error: error.map(|e| e.x402_reason().to_owned()),
+            resource: Some(ResourceInfo {
+                url: url.to_owned(),
+                description: Some("verinet inference".into()),
+                mime_type: Some("application/json".into()),
+            }),
+            accepts: vec![self.requirements(amount)],
+        }
+    }
+
+    /// What `GET /x402/supported` lists.
+    pub fn supported_kind(&self) -> SupportedKind {
+        SupportedKind {
+            x402_version: 2,
+            scheme: "exact".into(),
+            network: self.network(),
+            extra: Some(json!({"name": self.token_name, "version": self.token_version})),
+        }
+    }
+
+    /// Checks a payload against `required` (what the node asks) at unix time `now`: scheme,
+    /// network (chain id), asset, recipient, amount, validity window and signature. Each
+    /// failure is a distinct [`PaymentError`].
+    pub fn verify(
+        &self,
+        payload: &PaymentPayload,
+        required: &PaymentRequirements,
+        now: u64,
+    ) -> Result<VerifiedPayment, PaymentError> {
+        let (scheme, network) = match &payload.accepted {
+            Some(a) => (a.scheme.as_str(), a.network.as_str()),
+            None => (
+                payload.scheme.as_deref().unwrap_or_default(),
+                payload.network.as_deref().unwrap_or_default(),
+            ),
+        };
+        if scheme != "exact" || required.scheme != "exact" {
+            return Err(PaymentError::UnsupportedScheme(scheme.to_owned()));
+        }
+        if network != required.network || required.network != self.network() {
+            return Err(PaymentError::NetworkMismatch { got: network.to_owned(), expected: self.network() });
+        }
+        if let Some(a) = &payload.accepted
+            && parse_address(&a.asset, "asset").ok() != Some(self.asset)
+        {
+            return Err(PaymentError::AssetMismatch { got: a.asset.clone(), expected: self.asset.to_checksum(None) });
+        }
+
+        let auth = &payload.payload.authorization;
+        let from = parse_address(&auth.from, "from")?;
+        let to = parse_address(&auth.to, "to")?;
+        let pay_to = parse_address(&required.pay_to, "payTo")?;
+        if to != pay_to || pay_to != self.pay_to {
+            return Err(PaymentError::RecipientMismatch { got: to, expected: self.pay_to });
+        }
+        let value = parse_u256(&auth.value, "value")?;
+        let price = parse_u256(&required.amount, "amount")?;
+        if value != price {
+            return Err(PaymentError::AmountMismatch { got: auth.value.clone(), expected: required.amount.clone() });
+        }
+        let valid_after = parse_u256(&auth.valid_after, "validAfter")?;
+        let valid_before = parse_u256(&auth.valid_before, "validBefore")?;
+        // Like the reference facilitator: the authorization must outlive the next few seconds
+        // (the time to escrow it), and must have started, allowing for a client clock ahead.
+        if valid_before < U256::from(now.saturating_add(6)) {
+            return Err(PaymentError::Expired { valid_before: auth.valid_before.clone(), now });
+        }
+        if valid_after > U256::from(now.saturating_add(self.clock_skew_secs)) {
+            return Err(PaymentError::NotYetValid { valid_after: auth.valid_after.clone(), now });
+        }
+        let nonce = parse_nonce(&auth.nonce)?;
+
+        let message = TransferWithAuthorization {
+            from,
+            to,
+            value,
+            validAfter: valid_after,
+            validBefore: valid_before,
+            nonce,
+        };
+        let hash = message.eip712_signing_hash(&self.domain());
+        let signer = recover(&payload.payload.signature, hash)?;
+        if signer != from {
+            return Err(PaymentError::InvalidSignature(format!("signed by {signer}, not by from = {from}")));
+        }
+        let value = u128::try_from(value).map_err(|_| PaymentError::Malformed("value out of range".into()))?;
+        Ok(VerifiedPayment { payer: from, value, nonce: format!("{nonce:#x}") })
+    }
+}
+
+/// Signs `auth` with the EIP-712 hash of this domain (the client side, for the CLI and tests).
+pub fn authorization_hash(config: &X402Config, auth: &Authorization) -> Result<B256, PaymentError> {
+    let message = TransferWithAuthorization {
+        from: parse_address(&auth.from, "from")?,
+        to: parse_address(&auth.to, "to")?,
+        value: parse_u256(&auth.value, "value")?,
+        validAfter: parse_u256(&auth.valid_after, "validAfter")?,
+        validBefore: parse_u256(&auth.valid_before, "validBefore")?,
+        nonce: parse_nonce(&auth.nonce)?,
+    };
+    Ok(message.eip712_signing_hash(&config.domain()))
+}
+
+/// Recovers the signer of a 65-byte `0x` hex signature (v = 27/28 or 0/1) over `hash`.
+pub fn recover(signature: &str, hash: B256) -> Result<Address, PaymentError> {
+    let hex_sig = signature.strip_prefix("0x").unwrap_or(signature);
+    let bytes = hex::decode(hex_sig).map_err(|e| PaymentError::InvalidSignature(format!("not hex: {e}")))?;
+    if bytes.len() != 65 {
+        return Err(PaymentError::InvalidSignature(format!("expected 65 bytes, got {}", bytes.len())));
+    }
+    let sig = Signature::try_from(bytes.as_slice()).map_err(|e| PaymentError::InvalidSignature(e.to_string()))?;
+    sig.recover_address_from_prehash(&hash).map_err(|e| PaymentError::InvalidSignature(e.to_string()))
+}
+
+fn parse_address(s: &str, field: &str) -> Result<Address, PaymentError> {
+    s.parse().map_err(|e| PaymentError::Malformed(format!("{field} {s:?} is not an address: {e}")))
+}
+
+fn parse_u256(s: &str, field: &str) -> Result<U256, PaymentError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PaymentError::Malformed(format!("{field} {s:?} is not a decimal integer")));
+    }
+    U256::from_str_radix(s, 10).map_err(|e| PaymentError::Malformed(format!("{field} {s:?}: {e}")))
+}
+
+fn parse_nonce(s: &str) -> Result<B256, PaymentError> {
+    let h = s.strip_prefix("0x").unwrap_or(s);
+    if h.len() != 64 {
+        return Err(PaymentError::Malformed(format!("nonce {s:?} is not 32 bytes of hex")));
+    }
+    s.parse().map_err(|e| PaymentError::Malformed(format!("nonce {s:?}: {e}")))
+}
+
+/// The client side of `exact`: signs an EIP-3009 authorization paying `req` with `signer`,
+/// valid from 0 until `now + maxTimeoutSeconds`, with a fresh random nonce, and wraps it in
+/// the v2 payload (echoing `req` as `accepted`), as the official x402 clients do.
+pub fn sign_payment(
+    req: &PaymentRequirements,
+    resource: Option<ResourceInfo>,
+    signer: &alloy_signer_local::PrivateKeySigner,
+    now: u64,
+) -> Result<PaymentPayload, PaymentError> {
+    use alloy_signer::SignerSync;
+    use rand::RngCore;
+
+    let chain_id = req
+        .network
+        .strip_prefix("eip155:")
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or_else(|| PaymentError::NetworkMismatch { got: req.network.clone(), expected: "eip155:<chainId>".into() })?;
+    let text = |k: &str, default: &str| req.extra.get(k).and_then(|v| v.as_str()).unwrap_or(default).to_owned();
+    let config = X402Config {
+        chain_id,
+        asset: parse_address(&req.asset, "asset")?,
+        token_name: text("name", ""),
+        token_version: text("version", "1"),
+        pay_to: parse_address(&req.pay_to, "payTo")?,
+        max_timeout_secs: req.max_timeout_seconds,
+        clock_skew_secs: 0,
+    };
+    let mut nonce = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let timeout = if req.max_timeout_seconds == 0 { 3600 } else { req.max_timeout_seconds };
+    let authorization = Authorization {
+        from: signer.address().to_checksum(None),
+        to: req.pay_to.clone(),
+        value: req.amount.clone(),
+        valid_after: "0".into(),
+        valid_before: (now + timeout).to_string(),
+        nonce: format!("0x{}", hex::encode(nonce)),
+    };
+    let hash = authorization_hash(&config, &authorization)?;
+    let sig = signer.sign_hash_sync(&hash).map_err(|e| PaymentError::InvalidSignature(e.to_string()))?;
+    Ok(PaymentPayload {
+        x402_version: 2,
+        payload: crate::wire::ExactPayload { signature: format!("0x{}", hex::encode(sig.as_bytes())), authorization },
+        accepted: Some(req.clone()),
+        resource,
+        scheme: None,
+        network: None,
+    })
+}
