@@ -1,12 +1,29 @@
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use tracing::error;
 use verinet_hub::HubError;
+use verinet_ledger::LedgerError;
+use verinet_payments::{
+    PaymentError,
+    wire::{PAYMENT_REQUIRED, PaymentRequired, encode_header},
+};
 use verinet_primitives::wire::{ErrorBody, ErrorDetail};
 use verinet_runtime::RuntimeError;
+use verinet_store::StoreError;
+
+use crate::{AppState, pay};
+
+/// A refused payment and the requirements to try again with.
+#[derive(Debug)]
+pub struct PaymentRefusal {
+    /// Why.
+    pub error: PaymentError,
+    /// A fresh `PAYMENT-REQUIRED` (its `error` names the reason).
+    pub required: PaymentRequired,
+}
 
 /// Every way a request can fail. The match in [`ApiError::parts`] has no `_` arm on purpose:
 /// a new variant anywhere below forces a decision about its status code.
@@ -36,6 +53,36 @@ pub enum ApiError {
     /// The route exists but not with this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The request names an app that is not registered.
+    #[error("unknown app {0:?}")]
+    UnknownApp(String),
+    /// Not an Ethereum address.
+    #[error("{0}")]
+    InvalidAddress(String),
+    /// An amount that is not a positive base-unit integer, or out of bounds.
+    #[error("{0}")]
+    InvalidAmount(String),
+    /// A signature that does not check out.
+    #[error("{0}")]
+    BadSignature(String),
+    /// A signature whose timestamp is too far from the node's clock.
+    #[error("{0}")]
+    StaleSignature(String),
+    /// The faucet runs on devnet nodes only.
+    #[error("the faucet is disabled on this node (it runs on devnet nodes only)")]
+    FaucetDisabled,
+    /// The payment step refused the request.
+    #[error("{}", .0.error)]
+    Payment(Box<PaymentRefusal>),
+    /// Our fault, with details for the log.
+    #[error("{0}")]
+    Internal(String),
+    /// Ledger failures.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Store failures outside the ledger's operations.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Hub failures.
     #[error(transparent)]
     Hub(#[from] HubError),
@@ -45,10 +92,41 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A payment refusal for a call costing `amount`, with fresh requirements.
+    pub(crate) fn payment(error: PaymentError, st: &AppState, amount: u128, headers: &HeaderMap) -> Self {
+        let required = st.payments.x402.payment_required(amount, &pay::resource_url(headers), Some(&error));
+        ApiError::Payment(Box::new(PaymentRefusal { error, required }))
+    }
+
     /// Status, stable code and whether the message may be shown (internal ones are logged).
     fn parts(&self) -> (StatusCode, &'static str, bool) {
         use StatusCode as S;
         match self {
+            ApiError::UnknownApp(_) => (S::NOT_FOUND, "unknown_app", true),
+            ApiError::InvalidAddress(_) => (S::BAD_REQUEST, "invalid_address", true),
+            ApiError::InvalidAmount(_) => (S::UNPROCESSABLE_ENTITY, "invalid_amount", true),
+            ApiError::BadSignature(_) => (S::UNAUTHORIZED, "bad_signature", true),
+            ApiError::StaleSignature(_) => (S::UNAUTHORIZED, "stale_signature", true),
+            ApiError::FaucetDisabled => (S::FORBIDDEN, "faucet_disabled", true),
+            ApiError::Payment(p) => match &p.error {
+                PaymentError::SessionInvalid(_) => (S::UNAUTHORIZED, p.error.code(), true),
+                PaymentError::Required { .. }
+                | PaymentError::Malformed(_)
+                | PaymentError::UnsupportedScheme(_)
+                | PaymentError::NetworkMismatch { .. }
+                | PaymentError::AssetMismatch { .. }
+                | PaymentError::RecipientMismatch { .. }
+                | PaymentError::AmountMismatch { .. }
+                | PaymentError::Expired { .. }
+                | PaymentError::NotYetValid { .. }
+                | PaymentError::InvalidSignature(_)
+                | PaymentError::NonceUsed(_)
+                | PaymentError::InsufficientFunds { .. }
+                | PaymentError::BudgetExceeded(_) => (S::PAYMENT_REQUIRED, p.error.code(), true),
+            },
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
+            ApiError::Ledger(LedgerError::InvalidAmount(_)) => (S::UNPROCESSABLE_ENTITY, "invalid_amount", true),
+            ApiError::Ledger(LedgerError::Store(e)) | ApiError::Store(e) => store_parts(e),
             ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", true),
             ApiError::InvalidModelRef(_) => (S::BAD_REQUEST, "invalid_model_ref", true),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "bad_upload", true),
@@ -81,9 +159,35 @@ impl ApiError {
     }
 }
 
+/// Store outcomes a caller can act on get their own status; failures are internal.
+fn store_parts(e: &StoreError) -> (StatusCode, &'static str, bool) {
+    use StatusCode as S;
+    match e {
+        StoreError::NotOwner { .. } => (S::FORBIDDEN, "not_owner", true),
+        StoreError::VersionExists { .. } => (S::CONFLICT, "version_exists", true),
+        StoreError::NonceUsed { .. } => (S::CONFLICT, "nonce_used", true),
+        StoreError::Insufficient { .. } => (S::PAYMENT_REQUIRED, "insufficient_funds", true),
+        StoreError::PaymentState { .. } => (S::CONFLICT, "payment_state", true),
+        StoreError::Budget { .. } => (S::PAYMENT_REQUIRED, "budget_exceeded", true),
+        StoreError::AppExists(_) => (S::CONFLICT, "app_exists", true),
+        StoreError::NotFound(_) => (S::NOT_FOUND, "not_found", true),
+        StoreError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "invalid", true),
+        StoreError::UnsupportedUrl { .. }
+        | StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::Blob(_)
+        | StoreError::Corrupt(_)
+        | StoreError::Io(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, public) = self.parts();
+        let required = match &self {
+            ApiError::Payment(p) => HeaderValue::from_str(&encode_header(&p.required)).ok(),
+            _ => None,
+        };
         let message = if public {
             self.to_string()
         } else {
@@ -94,6 +198,11 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(v) = required {
+            // x402 clients read the requirements from this header, never from the body.
+            resp.headers_mut().insert(PAYMENT_REQUIRED, v);
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         resp
     }

@@ -1,8 +1,12 @@
-//! `POST /v1/infer`: one request, top to bottom.
+//! `POST /v1/infer`: one paid request, top to bottom.
 //!
-//! resolve the model -> validate inputs against its signature -> price -> pay -> execute ->
-//! account usage -> answer with outputs and timings. Payment is a step of its own so that the
-//! x402 flow (402, escrow, capture) slots in without moving anything else.
+//! resolve the model -> validate inputs against its signature -> price -> pay (escrow) ->
+//! execute -> capture (fee split, with the result hash) or refund -> answer with outputs,
+//! timings and `PAYMENT-RESPONSE`.
+//!
+//! Nothing costs money before the inputs are known to fit the model, and once money is in
+//! escrow, execution and settlement run in a task of their own: a client that hangs up or an
+//! HTTP timeout cannot leave an escrow half-settled.
 
 use std::time::Instant;
 
@@ -10,25 +14,30 @@ use axum::{
     Json,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue},
+    response::{IntoResponse, Response},
 };
 use rand::RngCore;
 use serde_json::{Map, Value};
-use tracing::{Span, info, instrument};
+use tracing::{Span, error, info, instrument, warn};
 use verinet_hub::HubError;
+use verinet_ledger::{Escrow, Quote};
+use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
 use verinet_primitives::{
-    ModelRef,
-    wire::{InferRequest, InferResponse, OutputEncoding, ResolvedModel, TimingsMs, VerificationMode},
+    ModelRef, tensors_hash,
+    wire::{InferRequest, InferResponse, OutputEncoding, PaymentSummary, ResolvedModel, TimingsMs, VerificationMode},
 };
 use verinet_runtime::RuntimeError;
 
-use crate::{ApiError, AppState, dto};
+use crate::{ApiError, AppState, pay};
 
 /// The handler. Each numbered step is one concern.
 #[instrument(skip_all, fields(request_id, model))]
 pub(crate) async fn infer(
     State(st): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<InferResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let request_id = new_request_id();
     Span::current().record("request_id", request_id.as_str());
@@ -57,19 +66,44 @@ pub(crate) async fn infer(
         .check_inputs(&req.inputs, st.runtime.config().max_input_elements)
         .map_err(|e| ApiError::Runtime(RuntimeError::Input(e)))?;
 
-    // 4. Price and 5. pay. Requests are free until the payments issue: the quote is reported,
-    //    nothing is charged, and nothing can be captured without a result.
-    let price = dto::price_of(&model).total;
+    // 4. Price: royalty + compute + verification + protocol (+ app markup).
+    let app = match &req.app {
+        Some(id) => Some(st.ledger.store().app(id).await?.ok_or_else(|| ApiError::UnknownApp(id.clone()))?),
+        None => None,
+    };
+    let quote = pay::quote(&st, &model, req.verification, app.as_ref());
 
-    // 6. Execute on the runtime's blocking pool (queue, compile-on-miss, timeout).
-    let hub = st.hub.clone();
-    let id = model.id;
-    let load = || async move { hub.load_bytes(&id).await.map_err(load_error) };
-    let result = st.runtime.run(model.id, load, req.inputs).await;
+    // 5. Pay: free, or an x402 authorization / session token turned into an escrow, atomically
+    //    with the request record. Refusals are 402 with a fresh PAYMENT-REQUIRED.
+    let input_hash = format!("{:#x}", tensors_hash(&req.inputs));
+    let escrow = pay::take(&st, &headers, &quote, &model, req.app.as_deref(), &request_id, &input_hash).await?;
 
-    // 7. Account usage whatever happened in execution (buffered, never on the durable path).
-    st.hub.record_call(&model, result.is_ok());
+    // 6. Execute, then 7. settle: capture with the result hash, or refund. In its own task so
+    //    that nothing can cancel it between the escrow and its settlement.
+    let settle = {
+        let (st, model, escrow) = (st.clone(), model.clone(), escrow.clone());
+        let inputs = req.inputs;
+        async move {
+            let hub = st.hub.clone();
+            let id = model.id;
+            let load = || async move { hub.load_bytes(&id).await.map_err(load_error) };
+            let result = st.runtime.run(model.id, load, inputs).await;
+            // Usage counts whatever happened (buffered, never on the durable path).
+            st.hub.record_call(&model, result.is_ok());
+            let settled = match (&escrow, &result) {
+                (None, _) => Ok(None),
+                (Some(e), Ok(out)) => capture(&st, e, &format!("{:#x}", tensors_hash(&out.outputs))).await.map(Some),
+                (Some(e), Err(err)) => {
+                    refund(&st, e, &err.to_string()).await;
+                    Ok(None)
+                }
+            };
+            (result, settled)
+        }
+    };
+    let (result, settled) = tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
     let out = result?;
+    let capture_tx = settled?;
 
     // 8. Answer.
     let outputs: Map<String, Value> = out
@@ -90,15 +124,64 @@ pub(crate) async fn infer(
         compute: ms(out.timings.compute),
         total: ms(started.elapsed()),
     };
-    info!(compute_ms = timings_ms.compute, total_ms = timings_ms.total, "inference served");
-    Ok(Json(InferResponse {
+    let payment = match (&escrow, capture_tx) {
+        (Some(e), Some(tx)) => Some(PaymentSummary {
+            method: e.method.to_owned(),
+            payer: e.escrow.payer,
+            amount: e.escrow.quote.total.to_string(),
+            escrow_tx: e.escrow.tx_id.clone(),
+            capture_tx: tx,
+        }),
+        _ => None,
+    };
+    info!(compute_ms = timings_ms.compute, total_ms = timings_ms.total, price = %quote.total, "inference served");
+    let settle_header = payment.as_ref().filter(|p| p.method == "x402").map(|p| SettleResponse {
+        success: true,
+        transaction: p.capture_tx.clone(),
+        network: st.payments.x402.network(),
+        payer: Some(p.payer.to_checksum(None)),
+        amount: Some(p.amount.clone()),
+        error_reason: None,
+        error_message: None,
+    });
+    let mut resp = Json(InferResponse {
         request_id,
         model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
         outputs,
-        price,
+        price: quote.total.to_string(),
         verification: req.verification,
+        payment,
         timings_ms,
-    }))
+    })
+    .into_response();
+    if let Some(s) = settle_header
+        && let Ok(v) = HeaderValue::from_str(&encode_header(&s))
+    {
+        resp.headers_mut().insert(PAYMENT_RESPONSE, v);
+    }
+    Ok(resp)
+}
+
+/// Pays the split and records the result hash. If that fails the payer must not lose: the
+/// escrow is refunded (or, if even that fails, left for recovery at the next start).
+async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str) -> Result<String, ApiError> {
+    match st.ledger.capture(&e.escrow, output_hash).await {
+        Ok(tx) => Ok(tx),
+        Err(err) => {
+            error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");
+            refund(st, e, "capture failed").await;
+            Err(err.into())
+        }
+    }
+}
+
+async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
+    let esc: &Escrow = &e.escrow;
+    let q: &Quote = &esc.quote;
+    if let Err(err) = st.ledger.refund(&esc.request_id, esc.payer, q.total, reason).await {
+        // The escrow stays; recovery refunds it at the next start.
+        warn!(request_id = %esc.request_id, %err, "refund failed; left for recovery");
+    }
 }
 
 fn load_error(e: HubError) -> RuntimeError {

@@ -3,8 +3,9 @@
 //! - [`router`]: every stable path of DESIGN.md that exists so far.
 //! - [`AppState`], [`ApiConfig`]: what handlers share.
 //! - [`ApiError`]: the one error type; its `IntoResponse` decides every status.
-//! - `infer`: the request pipeline (resolve, validate, price, pay, execute, account, answer),
-//!   readable top to bottom in one file.
+//! - `infer`: the request pipeline (resolve, validate, price, pay, execute, settle, answer),
+//!   readable top to bottom in one file; `pay`: its payment step (x402 or session -> escrow).
+//! - `money`: accounts, faucet, apps, spending sessions, payment records, x402 facilitator.
 //!
 //! [`Router`]: axum::Router
 
@@ -13,9 +14,11 @@ mod error;
 mod health;
 mod infer;
 mod models;
+mod money;
+mod pay;
 mod routes;
 mod state;
 
-pub use error::ApiError;
+pub use error::{ApiError, PaymentRefusal};
 pub use routes::router;
-pub use state::{ApiConfig, AppState};
+pub use state::{ApiConfig, AppState, PaymentsConfig};

@@ -72,7 +72,7 @@ pub(crate) async fn publish(
     let meta = meta.ok_or_else(|| ApiError::BadUpload("missing `metadata` part".into()))?;
     let staged = staged.ok_or_else(|| ApiError::BadUpload("missing `model` part".into()))?;
     let stored = st.hub.publish(meta, staged).await?;
-    Ok((StatusCode::CREATED, Json(dto::version_info(&stored))))
+    Ok((StatusCode::CREATED, Json(dto::version_info(&stored, &st.payments.fees))))
 }
 
 /// Query of `GET /v1/models`.
@@ -106,13 +106,13 @@ pub(crate) async fn list(
         offset: q.offset.unwrap_or(0),
     };
     let models = st.hub.list(&query).await?;
-    Ok(Json(ModelList { models: models.iter().map(dto::list_item).collect() }))
+    Ok(Json(ModelList { models: models.iter().map(|m| dto::list_item(m, &st.payments.fees)).collect() }))
 }
 
 /// `GET /v1/models/{name}`.
 pub(crate) async fn detail(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
     let versions = st.hub.versions(&name).await?;
-    dto::model_info(&versions).map(Json).ok_or_else(|| ApiError::NotFound(format!("model {name:?} not found")))
+    dto::model_info(&versions, &st.payments.fees).map(Json).ok_or_else(|| ApiError::NotFound(format!("model {name:?} not found")))
 }
 
 /// `GET /v1/models/{name}/{version}`.
@@ -123,7 +123,7 @@ pub(crate) async fn version_detail(
     let r = format!("{name}@{version}").parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
     st.hub.flush_usage().await;
     let v = st.hub.resolve(&r).await?;
-    Ok(Json(dto::version_info(&v)))
+    Ok(Json(dto::version_info(&v, &st.payments.fees)))
 }
 
 /// `GET /v1/blobs/{sha256}`: the exact bytes, streamed, with a strong ETag.

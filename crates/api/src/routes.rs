@@ -8,7 +8,7 @@ use axum::{
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
-use crate::{ApiError, AppState, health::health, infer::infer, models};
+use crate::{ApiError, AppState, health::health, infer::infer, models, money};
 
 /// The node's HTTP API. Uploads get their own (long) timeout and no buffered-body limit:
 /// the hub streams and bounds them itself.
@@ -25,6 +25,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{name}/{version}", get(models::version_detail))
         .route("/v1/blobs/{sha256}", get(models::blob))
         .route("/v1/infer", post(infer).layer(DefaultBodyLimit::max(cfg.max_infer_body)))
+        .route("/v1/accounts/{address}", get(money::account))
+        .route("/v1/faucet", post(money::faucet))
+        .route("/v1/apps", post(money::register_app))
+        .route("/v1/apps/{id}", get(money::app))
+        .route("/v1/sessions", post(money::open_session))
+        .route("/v1/payments/{request_id}", get(money::payment))
+        .route("/x402/supported", get(money::x402_supported))
+        .route("/x402/verify", post(money::x402_verify))
+        .route("/x402/settle", post(money::x402_settle))
         .layer(timeout(cfg.request_timeout));
     uploads
         .merge(rest)

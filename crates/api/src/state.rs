@@ -2,6 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use verinet_hub::Hub;
+use verinet_ledger::{FeeSchedule, Ledger};
+use verinet_payments::{Facilitator, X402Config};
+use verinet_primitives::Address;
 use verinet_runtime::Runtime;
 
 /// Limits of the HTTP layer.
@@ -28,6 +31,25 @@ impl Default for ApiConfig {
     }
 }
 
+/// How this node prices and takes payment.
+#[derive(Clone)]
+pub struct PaymentsConfig {
+    /// x402 terms: chain, token, payee (the gateway's escrow account).
+    pub x402: X402Config,
+    /// Fees on top of the creator royalty.
+    pub fees: FeeSchedule,
+    /// Receives the compute fee.
+    pub operator: Address,
+    /// Receives the protocol fee (and verification fees until validators are paid directly).
+    pub protocol: Address,
+    /// The gateway's identity on payment records (crash recovery is per gateway).
+    pub gateway: Address,
+    /// Devnet faucet: the largest amount one call mints; `None` turns the faucet off.
+    pub faucet_max: Option<u128>,
+    /// Amount a faucet call mints when it names none.
+    pub faucet_drip: u128,
+}
+
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +57,12 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The inference runtime.
     pub runtime: Arc<Runtime>,
+    /// The money ledger.
+    pub ledger: Ledger,
+    /// The x402 facilitator over the ledger.
+    pub facilitator: Facilitator,
+    /// Pricing and payment terms.
+    pub payments: Arc<PaymentsConfig>,
     /// HTTP limits.
     pub config: Arc<ApiConfig>,
 }

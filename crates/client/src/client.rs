@@ -4,9 +4,17 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::{Response, multipart};
 use serde::de::DeserializeOwned;
+use alloy_signer_local::PrivateKeySigner;
+use verinet_payments::{
+    SpendingCap, sign_payment, unix_now,
+    wire::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PaymentRequired, SettleResponse, decode_header, encode_header},
+};
 use verinet_primitives::{
-    ModelId,
-    wire::{ErrorBody, Health, InferRequest, InferResponse, ModelInfo, ModelList, ModelVersionInfo, PublishRequest},
+    Address, ModelId,
+    wire::{
+        AccountInfo, AppInfo, AppRegistration, ErrorBody, FaucetRequest, FaucetResponse, Health, InferRequest,
+        InferResponse, ModelInfo, ModelList, ModelVersionInfo, PaymentInfo, PublishRequest, SessionInfo,
+    },
 };
 
 use crate::{ClientError, Result};
@@ -55,6 +63,87 @@ impl Client {
     /// `POST /v1/infer`.
     pub async fn infer(&self, req: &InferRequest) -> Result<InferResponse> {
         decode(self.http.post(self.url("/v1/infer")).json(req).send().await?).await
+    }
+
+    /// `POST /v1/infer`, paying with x402 if the node answers 402: signs an EIP-3009
+    /// authorization for the quoted price with `signer` and retries once. Also returns the
+    /// decoded `PAYMENT-RESPONSE` when there was one.
+    pub async fn infer_paid(
+        &self,
+        req: &InferRequest,
+        signer: &PrivateKeySigner,
+    ) -> Result<(InferResponse, Option<SettleResponse>)> {
+        let resp = self.http.post(self.url("/v1/infer")).json(req).send().await?;
+        if resp.status().as_u16() != 402 {
+            return Ok((decode(resp).await?, None));
+        }
+        let required = payment_required(&resp)?;
+        let accepted = required
+            .accepts
+            .first()
+            .ok_or_else(|| ClientError::Decode("402 without any accepted payment".into()))?;
+        let payload = sign_payment(accepted, required.resource.clone(), signer, unix_now())
+            .map_err(|e| ClientError::Decode(format!("cannot sign the payment: {e}")))?;
+        self.infer_with_header(req, PAYMENT_SIGNATURE, &encode_header(&payload)).await
+    }
+
+    /// `POST /v1/infer` with one extra header (a payment, or a `Authorization: Bearer` token).
+    pub async fn infer_with_header(
+        &self,
+        req: &InferRequest,
+        name: &str,
+        value: &str,
+    ) -> Result<(InferResponse, Option<SettleResponse>)> {
+        let resp = self.http.post(self.url("/v1/infer")).header(name, value).json(req).send().await?;
+        let settled = resp
+            .headers()
+            .get(PAYMENT_RESPONSE)
+            .and_then(|v| v.to_str().ok())
+            .map(decode_header::<SettleResponse>)
+            .transpose()
+            .map_err(ClientError::Decode)?;
+        Ok((decode(resp).await?, settled))
+    }
+
+    /// The node's `PAYMENT-REQUIRED` for `req` (sends it unpaid; errors if it is not a 402).
+    pub async fn quote(&self, req: &InferRequest) -> Result<PaymentRequired> {
+        let resp = self.http.post(self.url("/v1/infer")).json(req).send().await?;
+        if resp.status().as_u16() != 402 {
+            ok(resp).await?;
+            return Err(ClientError::Decode("the node did not ask for payment".into()));
+        }
+        payment_required(&resp)
+    }
+
+    /// `GET /v1/accounts/{address}`.
+    pub async fn account(&self, address: Address) -> Result<AccountInfo> {
+        decode(self.http.get(self.url(&format!("/v1/accounts/{address}"))).send().await?).await
+    }
+
+    /// `POST /v1/faucet` (devnet).
+    pub async fn faucet(&self, address: Address, amount: Option<u128>) -> Result<FaucetResponse> {
+        let body = FaucetRequest { address, amount: amount.map(|a| a.to_string()) };
+        decode(self.http.post(self.url("/v1/faucet")).json(&body).send().await?).await
+    }
+
+    /// `POST /v1/apps`.
+    pub async fn register_app(&self, reg: &AppRegistration) -> Result<AppInfo> {
+        decode(self.http.post(self.url("/v1/apps")).json(reg).send().await?).await
+    }
+
+    /// `GET /v1/apps/{id}`.
+    pub async fn app(&self, id: &str) -> Result<AppInfo> {
+        decode(self.http.get(self.url(&format!("/v1/apps/{id}"))).send().await?).await
+    }
+
+    /// `POST /v1/sessions`: a signed spending cap for a bearer token.
+    pub async fn open_session(&self, cap: &SpendingCap) -> Result<SessionInfo> {
+        decode(self.http.post(self.url("/v1/sessions")).json(cap).send().await?).await
+    }
+
+    /// `GET /v1/payments/{request_id}`.
+    pub async fn payment(&self, request_id: &str) -> Result<PaymentInfo> {
+        decode(self.http.get(self.url(&format!("/v1/payments/{request_id}"))).send().await?).await
     }
 
     /// `POST /v1/infer` with a raw body (for tests of malformed input).
@@ -133,6 +222,15 @@ impl Client {
             .part("model", part);
         decode(self.http.post(self.url("/v1/models")).multipart(form).send().await?).await
     }
+}
+
+fn payment_required(resp: &Response) -> Result<PaymentRequired> {
+    let header = resp
+        .headers()
+        .get(PAYMENT_REQUIRED)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ClientError::Decode("402 without a PAYMENT-REQUIRED header".into()))?;
+    decode_header(header).map_err(ClientError::Decode)
 }
 
 async fn ok(resp: Response) -> Result<Response> {

@@ -19,6 +19,8 @@ pub struct Config {
     pub hub: HubSection,
     /// Models shipped in the binary.
     pub bundled: BundledConfig,
+    /// Pricing, x402 terms, devnet faucet.
+    pub payments: PaymentsSection,
 }
 
 impl Config {
@@ -147,6 +149,75 @@ pub struct BundledConfig {
 impl Default for BundledConfig {
     fn default() -> Self {
         Self { publish: true }
+    }
+}
+
+/// `[payments]`. Amounts are base-unit integers (18 decimals) written as strings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsSection {
+    /// Devnet: the faucet mints test money. Off for a node holding real value.
+    pub devnet: bool,
+    /// EIP-155 chain id of the x402 network `eip155:<id>`.
+    pub chain_id: u64,
+    /// The ledger token's address; default: the devnet token
+    /// (last 20 bytes of keccak256("verinet devnet token")).
+    pub token_address: Option<String>,
+    /// EIP-712 domain name of the token (x402 `extra.name`).
+    pub token_name: String,
+    /// EIP-712 domain version of the token (x402 `extra.version`).
+    pub token_version: String,
+    /// Operator compute fee per call.
+    pub operator_fee: String,
+    /// Verification fee per call in `sampled` mode.
+    pub sampled_fee: String,
+    /// Verification fee per call in `quorum` mode.
+    pub quorum_fee: String,
+    /// Protocol fee, basis points of royalty + compute + verification.
+    pub protocol_fee_bps: u32,
+    /// Protocol treasury; default: last 20 bytes of keccak256("verinet protocol treasury").
+    pub protocol_address: Option<String>,
+    /// x402 `maxTimeoutSeconds`: how long a signed authorization stays valid.
+    pub max_timeout_secs: u64,
+    /// What one faucet call mints by default.
+    pub faucet_drip: String,
+    /// The most one faucet call may mint.
+    pub faucet_max: String,
+}
+
+impl Default for PaymentsSection {
+    fn default() -> Self {
+        Self {
+            devnet: true,
+            chain_id: 31337,
+            token_address: None,
+            token_name: "verinet USD".into(),
+            token_version: "1".into(),
+            operator_fee: "0".into(),
+            sampled_fee: "0".into(),
+            quorum_fee: "0".into(),
+            protocol_fee_bps: 0,
+            protocol_address: None,
+            max_timeout_secs: 300,
+            // 1000 and 1,000,000 tokens of 18 decimals.
+            faucet_drip: "1000000000000000000000".into(),
+            faucet_max: "1000000000000000000000000".into(),
+        }
+    }
+}
+
+impl PaymentsSection {
+    /// Parses an amount field.
+    pub fn amount(value: &str, field: &str) -> Result<u128> {
+        value.parse().map_err(|e| NodeError::Config(format!("payments.{field} {value:?} is not a base-unit integer: {e}")))
+    }
+
+    /// Parses an optional address field.
+    pub fn address(value: &Option<String>, field: &str) -> Result<Option<alloy_primitives::Address>> {
+        value
+            .as_deref()
+            .map(|v| v.parse().map_err(|e| NodeError::Config(format!("payments.{field} {v:?} is not an address: {e}"))))
+            .transpose()
     }
 }
 

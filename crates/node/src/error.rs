@@ -15,6 +15,9 @@ pub enum NodeError {
     /// The runtime could not be created.
     #[error(transparent)]
     Runtime(#[from] verinet_runtime::RuntimeError),
+    /// The ledger refused or failed (recovery at start).
+    #[error(transparent)]
+    Ledger(#[from] verinet_ledger::LedgerError),
     /// Publishing a bundled model failed.
     #[error(transparent)]
     Hub(#[from] verinet_hub::HubError),

@@ -6,12 +6,14 @@ use std::time::Duration;
 use axum::Router;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::info;
-use verinet_api::{ApiConfig, AppState};
+use verinet_api::{ApiConfig, AppState, PaymentsConfig};
+use verinet_ledger::{FeeSchedule, Ledger};
+use verinet_payments::{Facilitator, X402Config, devnet_asset};
 use verinet_hub::{Hub, HubConfig};
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
 use verinet_store::{ObjectBlobStore, SqlStore};
 
-use crate::{Config, NodeError, KeyFile, Result, bundled};
+use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, bundled};
 
 /// A node built from its configuration: state and router, not yet serving.
 pub struct Node {
@@ -41,9 +43,15 @@ impl Node {
         let mut hub_config = HubConfig::new(data_dir.join("staging"));
         hub_config.max_model_bytes = config.hub.max_model_mib << 20;
         hub_config.max_clock_skew = Duration::from_secs(config.hub.max_clock_skew_secs);
-        let hub = Arc::new(Hub::new(Arc::new(store), Arc::new(blobs), runtime.clone(), hub_config));
+        let store = Arc::new(store);
+        let hub = Arc::new(Hub::new(store.clone(), Arc::new(blobs), runtime.clone(), hub_config));
 
         let key = KeyFile::load_or_create(&data_dir.join("node.key"))?;
+        let ledger = Ledger::new(store);
+        let payments = payments_config(&config.payments, key.address())?;
+        // Escrows this gateway opened in an earlier run never got a result to their payer.
+        ledger.recover(key.address(), now_ms()).await?;
+        let facilitator = Facilitator::new(payments.x402.clone(), ledger.clone());
         if config.bundled.publish {
             bundled::publish_missing(&hub, &key).await?;
         }
@@ -53,7 +61,17 @@ impl Node {
             upload_timeout: Duration::from_secs(config.server.upload_timeout_secs),
             storage_name,
         };
-        Ok(Self { state: AppState { hub, runtime, config: Arc::new(api) }, key })
+        Ok(Self {
+            state: AppState {
+                hub,
+                runtime,
+                ledger,
+                facilitator,
+                payments: Arc::new(payments),
+                config: Arc::new(api),
+            },
+            key,
+        })
     }
 
     /// Handler state (for in-process tests).
@@ -92,6 +110,45 @@ impl Node {
         }));
         Ok(RunningNode { addr, shutdown: Some(tx), task })
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The protocol treasury when none is configured.
+pub fn default_protocol_address() -> alloy_primitives::Address {
+    alloy_primitives::Address::from_slice(&alloy_primitives::keccak256(b"verinet protocol treasury")[12..])
+}
+
+fn payments_config(p: &PaymentsSection, node: alloy_primitives::Address) -> Result<PaymentsConfig> {
+    let amount = PaymentsSection::amount;
+    if p.protocol_fee_bps > 10_000 {
+        return Err(NodeError::Config(format!("payments.protocol_fee_bps {} is over 10000 (100%)", p.protocol_fee_bps)));
+    }
+    Ok(PaymentsConfig {
+        x402: X402Config {
+            chain_id: p.chain_id,
+            asset: PaymentsSection::address(&p.token_address, "token_address")?.unwrap_or_else(devnet_asset),
+            token_name: p.token_name.clone(),
+            token_version: p.token_version.clone(),
+            pay_to: node,
+            max_timeout_secs: p.max_timeout_secs,
+            clock_skew_secs: 30,
+        },
+        fees: FeeSchedule {
+            operator_fee: amount(&p.operator_fee, "operator_fee")?,
+            sampled_fee: amount(&p.sampled_fee, "sampled_fee")?,
+            quorum_fee: amount(&p.quorum_fee, "quorum_fee")?,
+            protocol_fee_bps: p.protocol_fee_bps,
+        },
+        operator: node,
+        protocol: PaymentsSection::address(&p.protocol_address, "protocol_address")?
+            .unwrap_or_else(default_protocol_address),
+        gateway: node,
+        faucet_max: if p.devnet { Some(amount(&p.faucet_max, "faucet_max")?) } else { None },
+        faucet_drip: amount(&p.faucet_drip, "faucet_drip")?,
+    })
 }
 
 fn backend(config: &Config) -> Result<Arc<dyn InferenceBackend>> {

@@ -81,12 +81,20 @@ pub struct ModelVersionInfo {
     pub usage: UsageInfo,
 }
 
-/// Price of one call in base units (decimal strings, 18 decimals).
+/// Price of one call in base units (decimal strings, 18 decimals), with verification `none`
+/// and no app: `total = royalty + operator_fee + protocol_fee`. Other modes add their
+/// verification fee, apps their markup; every 402 quotes the exact total.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceInfo {
     /// Creator royalty set at publish.
     pub royalty: String,
-    /// Total the caller pays (royalty plus fees; fees arrive with payments).
+    /// This node's compute fee.
+    #[serde(default)]
+    pub operator_fee: String,
+    /// Protocol fee (basis points of royalty + compute + verification).
+    #[serde(default)]
+    pub protocol_fee: String,
+    /// Total the caller pays.
     pub total: String,
 }
 
@@ -215,8 +223,162 @@ pub struct InferResponse {
     pub price: String,
     /// Verification mode applied.
     pub verification: VerificationMode,
+    /// How the call was paid (absent when free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentSummary>,
     /// Timings.
     pub timings_ms: TimingsMs,
+}
+
+/// How a request was paid and settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSummary {
+    /// `x402` or `session`.
+    pub method: String,
+    /// Who paid.
+    pub payer: Address,
+    /// Amount, base units.
+    pub amount: String,
+    /// The escrow transaction.
+    pub escrow_tx: String,
+    /// The capture transaction (the fee split).
+    pub capture_tx: String,
+}
+
+/// `GET /v1/payments/{request_id}`: one paid request and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentInfo {
+    /// Request id.
+    pub request_id: String,
+    /// `escrowed`, `captured` or `refunded`.
+    pub status: String,
+    /// Who paid.
+    pub payer: Address,
+    /// Amount, base units.
+    pub amount: String,
+    /// Model id.
+    pub model: String,
+    /// App id.
+    pub app: Option<String>,
+    /// `x402` or `session`.
+    pub method: String,
+    /// Canonical input hash.
+    pub input_hash: String,
+    /// Canonical output hash, once captured.
+    pub output_hash: Option<String>,
+    /// Why it was refunded.
+    pub reason: Option<String>,
+    /// Escrow transaction.
+    pub escrow_tx: String,
+    /// Capture or refund transaction.
+    pub settle_tx: Option<String>,
+    /// The price breakdown and payees, as quoted.
+    pub quote: serde_json::Value,
+}
+
+/// `GET /v1/accounts/{address}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// The account.
+    pub address: Address,
+    /// Spendable, base units.
+    pub balance: String,
+    /// Held for requests in flight.
+    pub escrow: String,
+    /// Bonded.
+    pub stake: String,
+    /// Earned so far by role (`creator`, `operator`, `validator`, `protocol`, `app`, `payee`).
+    pub earnings: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /v1/faucet` (devnet only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaucetRequest {
+    /// Who receives.
+    pub address: Address,
+    /// How much, base units; default the node's faucet drip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+}
+
+/// `POST /v1/faucet` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaucetResponse {
+    /// The mint transaction.
+    pub transaction: String,
+    /// Amount minted.
+    pub amount: String,
+    /// The account afterwards.
+    pub account: AccountInfo,
+}
+
+/// `POST /v1/apps`: an owner registers an app (EIP-191 signature over
+/// [`AppRegistration::message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRegistration {
+    /// Display name (1-64 of `a-z 0-9 - _ .`).
+    pub name: String,
+    /// Owner, who earns the markup.
+    pub owner: Address,
+    /// Markup per call, base units.
+    #[serde(default = "zero")]
+    pub markup: String,
+    /// Unix seconds of the signature.
+    pub timestamp: u64,
+    /// EIP-191 signature, hex.
+    pub signature: String,
+}
+
+impl AppRegistration {
+    /// The signed text.
+    pub fn message(&self) -> String {
+        format!(
+            "verinet app register\nname: {}\nowner: {:#x}\nmarkup: {}\ntimestamp: {}",
+            self.name, self.owner, self.markup, self.timestamp
+        )
+    }
+
+    /// The app id: `app-` + the first 16 hex of keccak256(owner ++ name). Stable, so one
+    /// owner cannot register one name twice, and two owners may each have a "chat".
+    pub fn app_id(&self) -> String {
+        let mut b = self.owner.to_vec();
+        b.extend_from_slice(self.name.as_bytes());
+        format!("app-{}", &hex::encode(alloy_primitives::keccak256(&b))[..16])
+    }
+}
+
+/// A registered app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// Id requests carry in `app`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Owner.
+    pub owner: Address,
+    /// Markup per call, base units.
+    pub markup: String,
+    /// Registered, unix ms.
+    pub created_at_ms: i64,
+}
+
+/// `POST /v1/sessions` answer: the bearer token is shown once, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: String,
+    /// `Authorization: Bearer <token>` pays from the budget.
+    pub token: String,
+    /// Who pays.
+    pub payer: Address,
+    /// Cap, base units.
+    pub max_total: String,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+    /// Allowed models (empty: any).
+    pub models: Vec<String>,
 }
 
 impl InferResponse {

@@ -1,0 +1,211 @@
+//! Money endpoints: accounts, the devnet faucet, apps, spending sessions, payment records and
+//! the x402 facilitator API.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State, rejection::BytesRejection},
+    http::StatusCode,
+};
+use serde::de::DeserializeOwned;
+use tracing::{info, instrument};
+use verinet_ledger::AccountView;
+use verinet_payments::{
+    SpendingCap, new_session_token, token_hash, unix_now,
+    wire::{FacilitatorRequest, SettleResponse, Supported, VerifyResponse},
+};
+use verinet_primitives::{
+    Address, validate_model_name,
+    wire::{AccountInfo, AppInfo, AppRegistration, FaucetRequest, FaucetResponse, PaymentInfo, SessionInfo},
+};
+use verinet_store::{App, SpendingSession, StoreError};
+
+use crate::{ApiError, AppState};
+
+/// How far an app registration's timestamp may be from the node's clock.
+const MAX_SKEW_SECS: u64 = 600;
+
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::InvalidJson(e.body_text()))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn amount(s: &str, what: &str) -> Result<u128, ApiError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::InvalidAmount(format!("{what} {s:?} is not a base-unit integer")));
+    }
+    s.parse().map_err(|_| ApiError::InvalidAmount(format!("{what} {s:?} is out of range")))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub(crate) fn account_info(v: &AccountView) -> AccountInfo {
+    AccountInfo {
+        address: v.address,
+        balance: v.balances.available.to_string(),
+        escrow: v.balances.escrow.to_string(),
+        stake: v.balances.stake.to_string(),
+        earnings: v.earnings.iter().map(|(r, a)| (r.to_string(), a.to_string())).collect(),
+    }
+}
+
+/// `GET /v1/accounts/{address}`.
+pub(crate) async fn account(State(st): State<AppState>, Path(address): Path<String>) -> Result<Json<AccountInfo>, ApiError> {
+    let address: Address =
+        address.parse().map_err(|e| ApiError::InvalidAddress(format!("{address:?} is not an address: {e}")))?;
+    Ok(Json(account_info(&st.ledger.account(address).await?)))
+}
+
+/// `POST /v1/faucet`: devnet money, up to the configured maximum per call.
+#[instrument(skip_all)]
+pub(crate) async fn faucet(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<FaucetResponse>, ApiError> {
+    let max = st.payments.faucet_max.ok_or(ApiError::FaucetDisabled)?;
+    let req: FaucetRequest = parse(body)?;
+    let value = match &req.amount {
+        Some(a) => amount(a, "amount")?,
+        None => st.payments.faucet_drip,
+    };
+    if value == 0 || value > max {
+        return Err(ApiError::InvalidAmount(format!("the faucet mints between 1 and {max} base units per call")));
+    }
+    let tx = st.ledger.mint(req.address, value).await?;
+    info!(to = %req.address, amount = %value, "faucet");
+    Ok(Json(FaucetResponse {
+        transaction: tx,
+        amount: value.to_string(),
+        account: account_info(&st.ledger.account(req.address).await?),
+    }))
+}
+
+fn app_info(a: &App) -> AppInfo {
+    AppInfo { id: a.id.clone(), name: a.name.clone(), owner: a.owner, markup: a.markup.to_string(), created_at_ms: a.created_at_ms }
+}
+
+/// `POST /v1/apps`: the owner's EIP-191 signature registers an app; its id is derived from
+/// (owner, name).
+#[instrument(skip_all)]
+pub(crate) async fn register_app(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AppInfo>), ApiError> {
+    let req: AppRegistration = parse(body)?;
+    validate_model_name(&req.name).map_err(|e| ApiError::InvalidJson(format!("app name: {e}")))?;
+    let markup = amount(&req.markup, "markup")?;
+    let now = unix_now();
+    if req.timestamp.abs_diff(now) > MAX_SKEW_SECS {
+        return Err(ApiError::StaleSignature(format!(
+            "timestamp {} is more than {MAX_SKEW_SECS} s from the node's clock ({now})",
+            req.timestamp
+        )));
+    }
+    let sig = verinet_payments::recover(&req.signature, alloy_primitives::eip191_hash_message(req.message()))
+        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
+    if sig != req.owner {
+        return Err(ApiError::BadSignature(format!("signed by {sig}, not by owner {}", req.owner)));
+    }
+    let app = App { id: req.app_id(), name: req.name, owner: req.owner, markup, created_at_ms: now_ms() };
+    st.ledger.store().insert_app(&app).await?;
+    info!(id = %app.id, owner = %app.owner, "app registered");
+    Ok((StatusCode::CREATED, Json(app_info(&app))))
+}
+
+/// `GET /v1/apps/{id}`.
+pub(crate) async fn app(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<AppInfo>, ApiError> {
+    let app = st.ledger.store().app(&id).await?.ok_or_else(|| ApiError::UnknownApp(id))?;
+    Ok(Json(app_info(&app)))
+}
+
+/// `POST /v1/sessions`: a payer's EIP-712 signed spending cap -> a bearer token.
+#[instrument(skip_all)]
+pub(crate) async fn open_session(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<SessionInfo>), ApiError> {
+    let cap: SpendingCap = parse(body)?;
+    let chain_id = st.payments.x402.chain_id;
+    let max_total = cap.verify(chain_id, unix_now()).map_err(|e| ApiError::payment(e, &st, 0, &Default::default()))?;
+    let expires_at = i64::try_from(cap.expiry).map_err(|_| ApiError::InvalidAmount("expiry out of range".into()))?;
+    let token = new_session_token();
+    let session = SpendingSession {
+        id: format!("ses-{}", &token_hash(&token)[2..18]),
+        token_hash: token_hash(&token),
+        payer: cap.payer,
+        max_total,
+        spent: 0,
+        expires_at,
+        models: cap.models.clone(),
+        nonce: format!("{:#x}", cap.nonce),
+        created_at_ms: now_ms(),
+    };
+    st.ledger.store().insert_session(&session).await?;
+    info!(id = %session.id, payer = %session.payer, "spending session opened");
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionInfo {
+            id: session.id,
+            token,
+            payer: cap.payer,
+            max_total: max_total.to_string(),
+            expires_at: cap.expiry,
+            models: cap.models,
+        }),
+    ))
+}
+
+/// `GET /v1/payments/{request_id}`.
+pub(crate) async fn payment(
+    State(st): State<AppState>,
+    Path(request_id): Path<String>,
+) -> Result<Json<PaymentInfo>, ApiError> {
+    let p = st
+        .ledger
+        .store()
+        .payment(&request_id)
+        .await?
+        .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("payment for request {request_id}"))))?;
+    Ok(Json(PaymentInfo {
+        request_id: p.request_id,
+        status: p.status.to_string(),
+        payer: p.payer,
+        amount: p.amount.to_string(),
+        model: p.model,
+        app: p.app,
+        method: p.method,
+        input_hash: p.input_hash,
+        output_hash: p.output_hash,
+        reason: p.reason,
+        escrow_tx: p.escrow_tx,
+        settle_tx: p.settle_tx,
+        quote: serde_json::from_str(&p.quote).unwrap_or_default(),
+    }))
+}
+
+/// `GET /x402/supported`.
+pub(crate) async fn x402_supported(State(st): State<AppState>) -> Json<Supported> {
+    Json(st.facilitator.supported())
+}
+
+/// `POST /x402/verify`: HTTP 200 with `isValid`, as x402 facilitator clients expect.
+pub(crate) async fn x402_verify(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let req: FacilitatorRequest = parse(body)?;
+    Ok(Json(st.facilitator.verify(&req).await?))
+}
+
+/// `POST /x402/settle`: HTTP 200 with `success`.
+pub(crate) async fn x402_settle(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SettleResponse>, ApiError> {
+    let req: FacilitatorRequest = parse(body)?;
+    Ok(Json(st.facilitator.settle(&req).await?))
+}

@@ -1,0 +1,108 @@
+//! The payment step of `POST /v1/infer`: price a call, and turn what the client attached (an
+//! x402 `PAYMENT-SIGNATURE` / legacy `X-PAYMENT`, or a session bearer token) into an escrow.
+
+use axum::http::{HeaderMap, header};
+use verinet_ledger::{Escrow, EscrowRequest, PaidBy, Payees, Quote};
+use verinet_payments::{
+    PaymentError, from_ledger_error, token_hash, unix_now,
+    wire::{PAYMENT_SIGNATURE, PaymentPayload, X_PAYMENT, decode_header},
+};
+use verinet_primitives::wire::VerificationMode;
+use verinet_store::{App, ModelVersion};
+
+use crate::{ApiError, AppState};
+
+/// An escrow taken for a request, and how it was paid.
+#[derive(Debug, Clone)]
+pub(crate) struct Paid {
+    /// The escrow.
+    pub escrow: Escrow,
+    /// `x402` or `session`.
+    pub method: &'static str,
+}
+
+/// The price of one call of `model` in `mode`, through `app` if any.
+pub(crate) fn quote(st: &AppState, model: &ModelVersion, mode: VerificationMode, app: Option<&App>) -> Quote {
+    let p = &st.payments;
+    let payees = Payees { creator: model.owner, operator: p.operator, protocol: p.protocol, app: app.map(|a| a.owner) };
+    p.fees.quote(model.price, mode, app.map_or(0, |a| a.markup), payees)
+}
+
+/// Takes payment for `quote`: `None` when the call is free, else the escrow. Refusals carry
+/// the requirements for a fresh 402.
+pub(crate) async fn take(
+    st: &AppState,
+    headers: &HeaderMap,
+    quote: &Quote,
+    model: &ModelVersion,
+    app: Option<&str>,
+    request_id: &str,
+    input_hash: &str,
+) -> Result<Option<Paid>, ApiError> {
+    if quote.total == 0 {
+        return Ok(None);
+    }
+    let refuse = |e: PaymentError| ApiError::payment(e, st, quote.total, headers);
+    let model_id = model.id.to_string();
+    let mut request = EscrowRequest {
+        request_id,
+        payer: Default::default(),
+        quote,
+        model: &model_id,
+        app,
+        gateway: st.payments.gateway,
+        input_hash,
+        paid_by: PaidBy::Session { id: String::new() },
+    };
+
+    let x402 = headers.get(PAYMENT_SIGNATURE).or_else(|| headers.get(X_PAYMENT));
+    let method = if let Some(value) = x402 {
+        let value = value.to_str().map_err(|_| refuse(PaymentError::Malformed("header is not ASCII".into())))?;
+        let payload: PaymentPayload = decode_header(value).map_err(|e| refuse(PaymentError::Malformed(e)))?;
+        let required = st.payments.x402.requirements(quote.total);
+        let ok = st.payments.x402.verify(&payload, &required, unix_now()).map_err(refuse)?;
+        request.payer = ok.payer;
+        request.paid_by = PaidBy::Authorization { nonce: ok.nonce };
+        "x402"
+    } else if let Some(token) = bearer(headers) {
+        let session = st
+            .ledger
+            .store()
+            .session_by_token(&token_hash(token))
+            .await?
+            .ok_or_else(|| refuse(PaymentError::SessionInvalid("unknown bearer token".into())))?;
+        if !session.models.is_empty()
+            && !session.models.iter().any(|m| *m == model.name || *m == model_id)
+        {
+            return Err(refuse(PaymentError::BudgetExceeded(format!(
+                "the session does not cover model {}",
+                model.name
+            ))));
+        }
+        request.payer = session.payer;
+        request.paid_by = PaidBy::Session { id: session.id };
+        "session"
+    } else {
+        return Err(refuse(PaymentError::Required { amount: quote.total }));
+    };
+
+    match st.ledger.escrow(request).await {
+        Ok(escrow) => Ok(Some(Paid { escrow, method })),
+        Err(e) => Err(match from_ledger_error(e) {
+            Ok(p) => refuse(p),
+            Err(other) => other.into(),
+        }),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `http://<host>/v1/infer`, the x402 resource URL.
+pub(crate) fn resource_url(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}/v1/infer")
+}
