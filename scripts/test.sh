@@ -15,6 +15,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r fixtures/requirements.txt
 
+# Tests that drive Python (the official x402 client) use this interpreter.
+export VERINET_TEST_PYTHON="$venv/bin/python"
+
 log "test models and onnxruntime reference outputs"
 export VERINET_TEST_MODELS="$root/target/test-models"
 "$venv/bin/python" scripts/fetch_test_models.py "$VERINET_TEST_MODELS"

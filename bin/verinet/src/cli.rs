@@ -33,8 +33,13 @@ pub enum Command {
     /// Publish and inspect models.
     #[command(subcommand)]
     Model(ModelCmd),
-    /// Run a model: `verinet infer digits --input sample.json`.
+    /// Run a model: `verinet infer digits --input sample.json [--pay]`.
     Infer(InferArgs),
+    /// Get devnet money for the wallet (or --address).
+    Faucet(FaucetArgs),
+    /// Register and inspect apps (their owner earns a markup per call).
+    #[command(subcommand)]
+    App(AppCmd),
 }
 
 /// Which node a client command talks to.
@@ -81,6 +86,65 @@ pub enum WalletCmd {
     New(WalletArgs),
     /// Show the wallet address.
     Show(WalletArgs),
+    /// Show the wallet's (or --address's) balance, escrow, stake and earnings on a node.
+    Balance(BalanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BalanceArgs {
+    /// Account to show instead of the wallet's.
+    #[arg(long)]
+    pub address: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FaucetArgs {
+    /// Amount in base units (default: the node's drip).
+    #[arg(long)]
+    pub amount: Option<u128>,
+    /// Account to fund instead of the wallet's.
+    #[arg(long)]
+    pub address: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCmd {
+    /// Register an app owned by the wallet.
+    Register(AppRegisterArgs),
+    /// Show an app.
+    Show(AppShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppRegisterArgs {
+    /// App name (lowercase letters, digits, - _ .).
+    pub name: String,
+    /// Markup per call in base units, paid to the owner.
+    #[arg(long, default_value = "0")]
+    pub markup: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AppShowArgs {
+    /// App id (`app-...`).
+    pub id: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,8 +224,16 @@ pub struct InferArgs {
     /// Inputs: a JSON file path or inline JSON, `{"name": {"dtype":..,"shape":..,"data":..}}`.
     #[arg(long, short)]
     pub input: String,
+    /// Pay with the wallet when the node asks (x402: signs an EIP-3009 authorization).
+    #[arg(long)]
+    pub pay: bool,
+    /// App id to tag the request with.
+    #[arg(long)]
+    pub app: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
     /// Print the whole response as JSON.
     #[arg(long)]
     pub json: bool,
@@ -172,6 +244,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Up(a) => crate::up::run(a).await,
         Command::Wallet(WalletCmd::New(w)) => crate::wallet::new(&w),
         Command::Wallet(WalletCmd::Show(w)) => crate::wallet::show(&w),
+        Command::Wallet(WalletCmd::Balance(a)) => crate::money::balance(a).await,
+        Command::Faucet(a) => crate::money::faucet(a).await,
+        Command::App(AppCmd::Register(a)) => crate::money::app_register(a).await,
+        Command::App(AppCmd::Show(a)) => crate::money::app_show(a).await,
         Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,

@@ -1,7 +1,7 @@
 //! `verinet infer MODEL --input FILE|JSON`.
 
 use anyhow::Context;
-use verinet_client::Client;
+use verinet_client::{Client, ClientError};
 use verinet_primitives::{TensorMap, wire::InferRequest};
 
 use crate::{cli::InferArgs, output};
@@ -12,11 +12,21 @@ pub async fn run(a: InferArgs) -> anyhow::Result<()> {
     let req = InferRequest {
         model: a.model,
         inputs,
-        app: None,
+        app: a.app,
         verification: Default::default(),
         output_encoding: Default::default(),
     };
-    let resp = client.infer(&req).await?;
+    let resp = if a.pay {
+        let key = crate::wallet::load(&a.wallet)?;
+        client.infer_paid(&req, key.signer()).await?.0
+    } else {
+        match client.infer(&req).await {
+            Err(ClientError::Api { status: 402, message, .. }) => {
+                anyhow::bail!("{message}\n(pay with the wallet: add --pay; devnet money: `verinet faucet`)")
+            }
+            other => other?,
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&resp)?);
         return Ok(());
@@ -27,6 +37,9 @@ pub async fn run(a: InferArgs) -> anyhow::Result<()> {
         "request {}  price {}  load {:.2} ms  queue {:.2} ms  compute {:.2} ms  total {:.2} ms",
         resp.request_id, resp.price, t.load, t.queue, t.compute, t.total
     );
+    if let Some(p) = &resp.payment {
+        println!("paid {} by {} ({}), capture {}", p.amount, p.payer, p.method, p.capture_tx);
+    }
     output::print_tensors(&resp.tensors()?);
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod infer;
 mod model;
+mod money;
 mod output;
 mod up;
 mod wallet;

@@ -3,4 +3,5 @@
 mod helpers;
 mod hub;
 mod infer;
+mod payments;
 mod postgres;
