@@ -90,3 +90,55 @@ fn up_infer_push_ls_show() {
 
     stop(node);
 }
+
+/// `up` with an operator fee; the wallet pays with `infer --pay` after `faucet`.
+#[test]
+fn faucet_pay_balance_and_apps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("verinet.toml");
+    std::fs::write(&config, "[payments]\noperator_fee = \"250\"\n").unwrap();
+    let mut child = bin()
+        .args(["up", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().strip_prefix("verinet node up at ").unwrap().to_owned();
+    std::thread::spawn(move || for _ in lines {});
+
+    let wallet = tmp.path().join("wallet.key");
+    run(bin().args(["wallet", "new", "--wallet"]).arg(&wallet));
+    let with = |cmd: &mut Command| -> String {
+        let out = run(cmd.args(["--node", &url, "--wallet"]).arg(&wallet));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sample = root().join("fixtures/digits/sample.json");
+
+    // Unpaid: a clean failure that says how to pay.
+    let out = bin().args(["infer", "digits", "--node", &url, "--input"]).arg(&sample).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("250") && err.contains("--pay"), "{err}");
+
+    let text = with(bin().args(["faucet", "--amount", "1000"]));
+    assert!(text.contains("minted 1000"), "{text}");
+    let text = with(bin().args(["infer", "digits", "--pay", "--input"]).arg(&sample));
+    assert!(text.contains("paid 250") && text.contains("label"), "{text}");
+    let balance: serde_json::Value = serde_json::from_str(&with(bin().args(["wallet", "balance", "--json"]))).unwrap();
+    assert_eq!((balance["balance"].as_str(), balance["escrow"].as_str()), (Some("750"), Some("0")));
+
+    // An app owned by the wallet earns its markup on the calls it tags.
+    let text = with(bin().args(["app", "register", "chat", "--markup", "50"]));
+    let id = text.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(id.starts_with("app-"), "{text}");
+    with(bin().args(["infer", "digits", "--pay", "--app", &id, "--input"]).arg(&sample));
+    let balance: serde_json::Value = serde_json::from_str(&with(bin().args(["wallet", "balance", "--json"]))).unwrap();
+    // Paid 300 (250 + 50 markup), earned the 50 back as the app owner.
+    assert_eq!(balance["balance"].as_str(), Some("500"));
+    assert_eq!(balance["earnings"]["app"].as_str(), Some("50"));
+    stop(child);
+}

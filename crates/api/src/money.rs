@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, instrument};
 use verinet_ledger::AccountView;
 use verinet_payments::{
-    SpendingCap, new_session_token, token_hash, unix_now,
+    PaymentError, SpendingCap, new_session_token, token_hash, unix_now,
     wire::{FacilitatorRequest, SettleResponse, Supported, VerifyResponse},
 };
 use verinet_primitives::{
@@ -130,7 +130,10 @@ pub(crate) async fn open_session(
 ) -> Result<(StatusCode, Json<SessionInfo>), ApiError> {
     let cap: SpendingCap = parse(body)?;
     let chain_id = st.payments.x402.chain_id;
-    let max_total = cap.verify(chain_id, unix_now()).map_err(|e| ApiError::payment(e, &st, 0, &Default::default()))?;
+    let max_total = cap.verify(chain_id, unix_now()).map_err(|e| match e {
+        PaymentError::InvalidSignature(m) => ApiError::BadSignature(m),
+        other => ApiError::InvalidAmount(other.to_string()),
+    })?;
     let expires_at = i64::try_from(cap.expiry).map_err(|_| ApiError::InvalidAmount("expiry out of range".into()))?;
     let token = new_session_token();
     let session = SpendingSession {

@@ -4,16 +4,17 @@
 //! cargo bench -p verinet-node --bench infer_overhead
 //! (VERINET_TEST_MODELS must point at the models fetched by scripts/test.sh for MiniLM.)
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
 use verinet_client::{Client, sign_publish};
 use verinet_node::{Config, Node};
 use verinet_primitives::{Address, ModelId, TensorMap, wire::{InferRequest, PublishRequest}};
 use verinet_runtime::{Runtime, RuntimeConfig, TractBackend};
+
+mod common;
+use common::{drive, ms};
 
 #[derive(serde::Deserialize)]
 struct Reference {
@@ -22,49 +23,6 @@ struct Reference {
 #[derive(serde::Deserialize)]
 struct Case {
     inputs: TensorMap,
-}
-
-struct Stats {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `total` calls of `f` with `conc` in flight at once; throughput and latency percentiles.
-async fn drive<F, Fut>(conc: usize, total: usize, f: F) -> Stats
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let f = Arc::new(f);
-    let per = total / conc;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..conc)
-        .map(|_| {
-            let f = f.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(per);
-                for _ in 0..per {
-                    let t = Instant::now();
-                    f().await;
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(total);
-    for t in tasks {
-        all.extend(t.await.expect("bench task"));
-    }
-    let wall = start.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Stats { rps: all.len() as f64 / wall.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn load_model(name: &str) -> (Vec<u8>, TensorMap) {

@@ -275,3 +275,88 @@ pub fn sign_payment(
         network: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use alloy_signer_local::PrivateKeySigner;
+
+    use super::*;
+    use crate::wire::{decode_header, encode_header};
+
+    fn config(pay_to: Address) -> X402Config {
+        X402Config {
+            chain_id: 31337,
+            asset: devnet_asset(),
+            token_name: "verinet USD".into(),
+            token_version: "1".into(),
+            pay_to,
+            max_timeout_secs: 60,
+            clock_skew_secs: 30,
+        }
+    }
+
+    #[test]
+    fn signed_payload_verifies_through_the_header_encoding() {
+        let payer = PrivateKeySigner::random();
+        let c = config(Address::repeat_byte(0xee));
+        let req = c.requirements(1234);
+        let payload = sign_payment(&req, None, &payer, 1_000).unwrap();
+        // Padded standard base64 out; unpadded and URL-safe forms decode too.
+        let header = encode_header(&payload);
+        let unpadded = header.trim_end_matches('=');
+        for h in [header.as_str(), unpadded] {
+            let back: PaymentPayload = decode_header(h).unwrap();
+            let ok = c.verify(&back, &req, 1_000).unwrap();
+            assert_eq!((ok.payer, ok.value), (payer.address(), 1234));
+            assert_eq!(ok.nonce, payload.payload.authorization.nonce.to_lowercase());
+        }
+    }
+
+    #[test]
+    fn legacy_v1_shape_and_lowercase_addresses_are_accepted() {
+        let payer = PrivateKeySigner::random();
+        let c = config(Address::repeat_byte(0xab));
+        let mut req = c.requirements(5);
+        req.pay_to = req.pay_to.to_lowercase();
+        let mut payload = sign_payment(&req, None, &payer, 1_000).unwrap();
+        payload.x402_version = 1;
+        payload.accepted = None;
+        payload.scheme = Some("exact".into());
+        payload.network = Some("eip155:31337".into());
+        assert!(c.verify(&payload, &c.requirements(5), 1_000).is_ok());
+        payload.network = Some("base-sepolia".into());
+        assert!(matches!(c.verify(&payload, &c.requirements(5), 1_000), Err(PaymentError::NetworkMismatch { .. })));
+    }
+
+    #[test]
+    fn time_window_edges() {
+        let payer = PrivateKeySigner::random();
+        let c = config(Address::repeat_byte(1));
+        let req = c.requirements(5);
+        let payload = sign_payment(&req, None, &payer, 1_000).unwrap(); // validBefore = 1060
+        assert!(c.verify(&payload, &req, 1_053).is_ok());
+        // Fewer than 6 seconds left: refused as expired, like the reference facilitator.
+        assert!(matches!(c.verify(&payload, &req, 1_055), Err(PaymentError::Expired { .. })));
+        let mut early = payload.clone();
+        early.payload.authorization.valid_after = "1031".into();
+        // The signature no longer matches, but the window is checked first: the reason is clear.
+        assert!(matches!(c.verify(&early, &req, 1_000), Err(PaymentError::NotYetValid { .. })));
+        early.payload.authorization.valid_after = "1030".into();
+        assert!(matches!(c.verify(&early, &req, 1_000), Err(PaymentError::InvalidSignature(_))));
+    }
+
+    #[test]
+    fn malformed_numbers_are_refused_not_truncated() {
+        let payer = PrivateKeySigner::random();
+        let c = config(Address::repeat_byte(1));
+        let req = c.requirements(5);
+        for bad in ["-5", "5.0", "0x5", "", " 5"] {
+            let mut p = sign_payment(&req, None, &payer, 1_000).unwrap();
+            p.payload.authorization.value = bad.into();
+            assert!(matches!(c.verify(&p, &req, 1_000), Err(PaymentError::Malformed(_))), "{bad:?}");
+        }
+        let mut p = sign_payment(&req, None, &payer, 1_000).unwrap();
+        p.payload.authorization.nonce = "0x1234".into();
+        assert!(matches!(c.verify(&p, &req, 1_000), Err(PaymentError::Malformed(_))));
+    }
+}

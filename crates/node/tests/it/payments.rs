@@ -414,12 +414,16 @@ async fn spending_sessions_pay_by_bearer_token_within_their_cap() {
     // A cap signed by someone else, a replayed cap, an expired cap: refused.
     let mut forged = cap(&payer, PRICE, &[], now() + 600);
     forged.payer = PrivateKeySigner::random().address();
-    assert!(n.client.open_session(&forged).await.is_err());
+    let forged = n.client.open_session(&forged).await.unwrap_err();
+    assert!(matches!(forged, ClientError::Api { status: 401, ref code, .. } if code == "bad_signature"), "{forged}");
     let once = cap(&payer, PRICE, &[], now() + 600);
     n.client.open_session(&once).await.unwrap();
     let replay = n.client.open_session(&once).await.unwrap_err();
     assert!(matches!(replay, ClientError::Api { status: 409, .. }), "{replay}");
-    assert!(n.client.open_session(&cap(&payer, PRICE, &[], now() - 1)).await.is_err());
+    let expired = n.client.open_session(&cap(&payer, PRICE, &[], now() - 1)).await.unwrap_err();
+    assert!(matches!(expired, ClientError::Api { status: 422, .. }), "{expired}");
+    let zero = n.client.open_session(&cap(&payer, 0, &[], now() + 600)).await.unwrap_err();
+    assert!(matches!(zero, ClientError::Api { status: 422, .. }), "{zero}");
 }
 
 #[tokio::test]

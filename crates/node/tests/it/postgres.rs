@@ -67,3 +67,57 @@ async fn two_nodes_share_one_postgres_hub() {
     })
     .await;
 }
+
+/// Two gateways on one PostgreSQL ledger: a payer's balance is spent once across both, and the
+/// ledger balances afterwards.
+#[tokio::test]
+async fn two_gateways_on_postgres_never_double_spend() {
+    PgTestDb::with(|db| async move {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let shared_blobs = tempfile::tempdir().unwrap();
+        let config = |dir: &std::path::Path| {
+            let mut c = Config::default();
+            c.storage.data_dir = dir.to_path_buf();
+            c.storage.database_url = Some(db.url.clone());
+            c.storage.blobs_dir = Some(shared_blobs.path().to_path_buf());
+            c.server.listen = "127.0.0.1:0".parse().unwrap();
+            c.payments.operator_fee = "100".into();
+            c
+        };
+        let a = Node::spawn(&config(dir_a.path())).await.unwrap();
+        let b = Node::spawn(&config(dir_b.path())).await.unwrap();
+        let (ca, cb) = (Client::new(a.url()), Client::new(b.url()));
+        let payer = PrivateKeySigner::random();
+        ca.faucet(payer.address(), Some(500)).await.unwrap();
+        let reference = parse_reference(&crate::helpers::repo_root().join("fixtures/digits/reference.json"));
+        let req = InferRequest {
+            model: "digits".into(),
+            inputs: reference.cases[0].inputs.clone(),
+            app: None,
+            verification: Default::default(),
+            output_encoding: Default::default(),
+        };
+        let tasks = (0..12).map(|i| {
+            let (client, payer, req) = (if i % 2 == 0 { ca.clone() } else { cb.clone() }, payer.clone(), req.clone());
+            tokio::spawn(async move { client.infer_paid(&req, &payer).await })
+        });
+        let mut ok = 0;
+        for r in futures::future::join_all(tasks).await {
+            match r.unwrap() {
+                Ok(_) => ok += 1,
+                Err(ClientError::Api { status: 402, code, .. }) => assert_eq!(code, "insufficient_funds"),
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(ok, 5, "500 pays for exactly five calls of 100");
+        let account = cb.account(payer.address()).await.unwrap();
+        assert_eq!((account.balance.as_str(), account.escrow.as_str()), ("0", "0"));
+        let store = verinet_store::SqlStore::connect(&db.url).await.unwrap();
+        let totals = verinet_store::LedgerStore::totals(&store).await.unwrap();
+        assert!(totals.balanced() && totals.minted == 500, "{totals:?}");
+        store.close().await;
+        a.stop().await.unwrap();
+        b.stop().await.unwrap();
+    })
+    .await;
+}

@@ -1,0 +1,235 @@
+//! What payments cost, measured side by side in one process:
+//!
+//! 1. x402 payload verification (EIP-712 hash + secp256k1 recovery), on one thread and on every
+//!    core;
+//! 2. settlement on the ledger (SQLite file, WAL): facilitator `settle` (verify + one transfer
+//!    transaction) and the inference pair escrow + capture, at concurrency 1 and 8;
+//! 3. the request path: the same model and input through a node that charges (x402 header
+//!    signed ahead, or a session token) and through a node that does not, interleaved.
+//!
+//! cargo bench -p verinet-node --bench payments
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy_signer_local::PrivateKeySigner;
+use verinet_client::Client;
+use verinet_ledger::{EscrowRequest, FeeSchedule, Ledger, PaidBy, Payees};
+use verinet_node::{Config, Node};
+use verinet_payments::{
+    Facilitator, SpendingCap, X402Config, devnet_asset, sign_payment, unix_now,
+    wire::{FacilitatorRequest, PAYMENT_SIGNATURE, PaymentPayload, encode_header},
+};
+use verinet_primitives::{Address, TensorMap, wire::{InferRequest, VerificationMode}};
+use verinet_store::SqlStore;
+
+mod common;
+use common::{drive, ms};
+
+fn terms(pay_to: Address) -> X402Config {
+    X402Config {
+        chain_id: 31337,
+        asset: devnet_asset(),
+        token_name: "verinet USD".into(),
+        token_version: "1".into(),
+        pay_to,
+        max_timeout_secs: 3600,
+        clock_skew_secs: 30,
+    }
+}
+
+fn sample() -> TensorMap {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    serde_json::from_str(&std::fs::read_to_string(root.join("fixtures/digits/sample.json")).expect("sample")).expect("json")
+}
+
+async fn verify_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
+    const N: usize = 4000;
+    let req = config.requirements(1000);
+    let payloads: Arc<Vec<PaymentPayload>> = Arc::new(
+        (0..N).map(|i| sign_payment(&req, None, &payers[i % payers.len()], unix_now()).expect("sign")).collect(),
+    );
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!("| x402 verify (EIP-712 + ecrecover) | threads | payloads/s |");
+    println!("|---|---|---|");
+    for threads in [1, cores] {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (payloads, config, req) = (payloads.clone(), config.clone(), req.clone());
+                s.spawn(move || {
+                    for p in payloads.iter().skip(t).step_by(threads) {
+                        config.verify(p, &req, unix_now()).expect("valid");
+                    }
+                });
+            }
+        });
+        println!("| verify | {threads} | {:.0} |", N as f64 / start.elapsed().as_secs_f64());
+    }
+}
+
+async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
+    const N: usize = 1200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())).await.expect("db");
+    let ledger = Ledger::new(Arc::new(store));
+    for p in payers {
+        ledger.mint(p.address(), 1 << 100).await.expect("mint");
+    }
+    let facilitator = Facilitator::new(config.clone(), ledger.clone());
+    let req = config.requirements(1000);
+    println!("\n| ledger (SQLite, WAL) | concurrency | operations/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for conc in [1usize, 8] {
+        let bodies: Vec<FacilitatorRequest> = (0..N)
+            .map(|i| FacilitatorRequest {
+                x402_version: 2,
+                payment_payload: sign_payment(&req, None, &payers[i % payers.len()], unix_now()).expect("sign"),
+                payment_requirements: req.clone(),
+            })
+            .collect();
+        let queue = Arc::new(std::sync::Mutex::new(bodies));
+        let f = facilitator.clone();
+        let s = drive(conc, N, move || {
+            let (f, queue) = (f.clone(), queue.clone());
+            async move {
+                let body = queue.lock().expect("queue").pop().expect("a body");
+                assert!(f.settle(&body).await.expect("settle").success);
+            }
+        })
+        .await;
+        println!("| x402 settle (verify + transfer tx) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
+
+        let fees = FeeSchedule { operator_fee: 300, protocol_fee_bps: 1000, ..FeeSchedule::default() };
+        let payees = Payees { creator: Address::repeat_byte(1), operator: Address::repeat_byte(2), protocol: Address::repeat_byte(3), app: None };
+        let quote = Arc::new(fees.quote(1000, VerificationMode::None, 0, payees));
+        let (ledger, payers) = (ledger.clone(), Arc::new(payers.to_vec()));
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = drive(conc, N, move || {
+            let (ledger, quote, payers, counter) = (ledger.clone(), quote.clone(), payers.clone(), counter.clone());
+            async move {
+                let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = format!("bench-{conc}-{i}");
+                let escrow = ledger
+                    .escrow(EscrowRequest {
+                        request_id: &id,
+                        payer: payers[i % payers.len()].address(),
+                        quote: &quote,
+                        model: "sha256:bench",
+                        app: None,
+                        gateway: Address::repeat_byte(9),
+                        input_hash: "0x",
+                        paid_by: PaidBy::Authorization { nonce: format!("0x{:064x}", i + conc * 1_000_000) },
+                    })
+                    .await
+                    .expect("escrow");
+                ledger.capture(&escrow, "0x").await.expect("capture");
+            }
+        })
+        .await;
+        println!("| escrow + capture (2 txs, 5-way split) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
+    }
+}
+
+async fn request_path() {
+    let dirs = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let node = |dir: &tempfile::TempDir, fee: &str| {
+        let mut c = Config::default();
+        c.storage.data_dir = dir.path().to_path_buf();
+        c.server.listen = "127.0.0.1:0".parse().expect("addr");
+        c.payments.operator_fee = fee.into();
+        c
+    };
+    let free = Node::spawn(&node(&dirs.0, "0")).await.expect("free node");
+    let paid = Node::spawn(&node(&dirs.1, "300")).await.expect("paid node");
+    let (free_client, paid_client) = (Client::new(free.url()), Client::new(paid.url()));
+    let req = Arc::new(InferRequest {
+        model: "digits".into(),
+        inputs: sample(),
+        app: None,
+        verification: Default::default(),
+        output_encoding: Default::default(),
+    });
+    let payer = PrivateKeySigner::random();
+    paid_client.faucet(payer.address(), None).await.expect("faucet");
+    let accepted = paid_client.quote(&req).await.expect("402").accepts[0].clone();
+    let mut cap = SpendingCap {
+        payer: payer.address(),
+        max_total: (u64::MAX as u128).to_string(),
+        expiry: unix_now() + 3600,
+        models: vec![],
+        nonce: PrivateKeySigner::random().to_bytes(),
+        signature: String::new(),
+    };
+    use alloy_signer::SignerSync;
+    let sig = payer.sign_hash_sync(&cap.signing_hash(31337).expect("hash")).expect("sign");
+    cap.signature = format!("0x{}", hex::encode(sig.as_bytes()));
+    let bearer = Arc::new(format!("Bearer {}", paid_client.open_session(&cap).await.expect("session").token));
+
+    println!("\n| POST /v1/infer digits | concurrency | free req/s | x402 req/s | session req/s | free p50 ms | x402 p50 ms | session p50 ms | x402 p99 ms | x402 adds p50 ms | free/x402 throughput |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for conc in [1usize, 4] {
+        const N: usize = 1500;
+        // Headers signed ahead: the bench measures what the node does with a payment.
+        let headers: Vec<String> =
+            (0..N + 40).map(|_| encode_header(&sign_payment(&accepted, None, &payer, unix_now()).expect("sign"))).collect();
+        let headers = Arc::new(std::sync::Mutex::new(headers));
+        let f = {
+            let (c, r) = (free_client.clone(), req.clone());
+            move || {
+                let (c, r) = (c.clone(), r.clone());
+                async move {
+                    c.infer(&r).await.expect("free");
+                }
+            }
+        };
+        let x = {
+            let (c, r, h) = (paid_client.clone(), req.clone(), headers.clone());
+            move || {
+                let (c, r, h) = (c.clone(), r.clone(), h.clone());
+                async move {
+                    let header = h.lock().expect("headers").pop().expect("a header");
+                    c.infer_with_header(&r, PAYMENT_SIGNATURE, &header).await.expect("x402");
+                }
+            }
+        };
+        let s = {
+            let (c, r, b) = (paid_client.clone(), req.clone(), bearer.clone());
+            move || {
+                let (c, r, b) = (c.clone(), r.clone(), b.clone());
+                async move {
+                    c.infer_with_header(&r, "authorization", &b).await.expect("session");
+                }
+            }
+        };
+        drive(2, 20, f.clone()).await;
+        drive(2, 20, x.clone()).await;
+        drive(2, 20, s.clone()).await;
+        let (fr, xr, sr) = (drive(conc, N, f).await, drive(conc, N, x).await, drive(conc, N, s).await);
+        println!(
+            "| digits | {conc} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            fr.rps,
+            xr.rps,
+            sr.rps,
+            ms(fr.p50),
+            ms(xr.p50),
+            ms(sr.p50),
+            ms(xr.p99),
+            ms(xr.p50) - ms(fr.p50),
+            fr.rps / xr.rps
+        );
+    }
+    free.stop().await.expect("stop");
+    paid.stop().await.expect("stop");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    rt.block_on(async {
+        let payers: Vec<PrivateKeySigner> = (0..64).map(|_| PrivateKeySigner::random()).collect();
+        let config = terms(Address::repeat_byte(0xee));
+        verify_rates(&config, &payers).await;
+        settle_rates(&config, &payers).await;
+        request_path().await;
+    });
+}
