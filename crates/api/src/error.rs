@@ -177,6 +177,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, &'static str, bool) {
         | StoreError::Migrate(_)
         | StoreError::Blob(_)
         | StoreError::Corrupt(_)
+        | StoreError::CommitFailed(_)
         | StoreError::Io(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
     }
 }

@@ -78,6 +78,10 @@ pub enum StoreError {
         /// The URL, as given.
         url: String,
     },
+    /// A group commit failed as a whole (the database refused the batch's COMMIT, or the
+    /// writer stopped); nothing of the transaction was applied.
+    #[error("ledger commit failed: {0}")]
+    CommitFailed(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

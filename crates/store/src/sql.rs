@@ -27,6 +27,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) backend: &'static str,
+    /// SQLite only: the group-commit writer every ledger transaction goes through.
+    pub(crate) ledger_writer: Option<crate::sql_ledger::LedgerWriter>,
 }
 
 impl SqlStore {
@@ -73,7 +75,11 @@ impl SqlStore {
         let pool = options.connect(url).await?;
         MIGRATOR.run(&pool).await?;
         tracing::info!(backend, "store connected, schema up to date");
-        Ok(Self { pool, backend })
+        let mut store = Self { pool, backend, ledger_writer: None };
+        if backend == "sqlite" {
+            store.ledger_writer = Some(crate::sql_ledger::LedgerWriter::spawn(store.clone()));
+        }
+        Ok(store)
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -5,11 +5,19 @@
 //! (`BEGIN IMMEDIATE`: no deferred upgrade that could fail mid-way); PostgreSQL row-locks each
 //! balance with `FOR UPDATE`, always in (account, bucket) order, so two transactions never wait
 //! on each other in a cycle, and several gateways sharing the database spend a balance once.
+//!
+//! On SQLite every ledger transaction goes through one writer task that groups whatever is
+//! waiting into a single database transaction, one SAVEPOINT per ledger transaction, and one
+//! COMMIT (one fsync) for the group: a refused transaction rolls back to its savepoint and
+//! leaves the others alone, and no caller hears "done" before the group's COMMIT. SQLite has
+//! one writer anyway; this turns its lock-and-sleep busy handler into a queue and amortises
+//! the fsync over concurrent payments.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction, any::AnyRow};
+use tokio::sync::{mpsc, oneshot};
 use verinet_primitives::Address;
 
 use crate::{
@@ -151,21 +159,17 @@ impl SqlStore {
             let e = net.entry((address_text(&p.account), p.bucket)).or_insert((p.account, 0));
             e.1 = e.1.checked_add(p.delta).ok_or_else(|| StoreError::Invalid("posting overflows".into()))?;
         }
-        let lock = format!("SELECT amount FROM ledger_balances WHERE account = $1 AND bucket = $2{}", self.for_update());
+        // The upsert creates a missing row and, on PostgreSQL, row-locks an existing one
+        // (ON CONFLICT DO UPDATE locks the conflicting row) while reading it: one round trip.
         for ((account_text, bucket), (account, delta)) in &net {
-            sqlx::query(
+            let row = sqlx::query(
                 "INSERT INTO ledger_balances (account, bucket, amount) VALUES ($1, $2, '0') \
-                 ON CONFLICT (account, bucket) DO NOTHING",
+                 ON CONFLICT (account, bucket) DO UPDATE SET amount = ledger_balances.amount RETURNING amount",
             )
             .bind(account_text)
             .bind(bucket.as_str())
-            .execute(&mut *db)
+            .fetch_one(&mut *db)
             .await?;
-            let row = sqlx::query(AssertSqlSafe(lock.clone()))
-                .bind(account_text)
-                .bind(bucket.as_str())
-                .fetch_one(&mut *db)
-                .await?;
             let old = signed(&row, "amount")?;
             let new = old.checked_add(*delta).ok_or_else(|| StoreError::Invalid("balance overflows".into()))?;
             let system = *bucket == Bucket::Minted && *account == MINT_ACCOUNT;
@@ -187,18 +191,29 @@ impl SqlStore {
             }
         }
 
-        for (idx, p) in tx.postings.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO ledger_entries (tx_id, idx, account, bucket, delta, role) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&tx.id)
-            .bind(idx as i64)
-            .bind(address_text(&p.account))
-            .bind(p.bucket.as_str())
-            .bind(p.delta.to_string())
-            .bind(p.role.map(Role::as_str))
-            .execute(&mut *db)
-            .await?;
+        // All legs in one statement.
+        if !tx.postings.is_empty() {
+            let rows: Vec<String> = (0..tx.postings.len())
+                .map(|i| {
+                    let b = i * 6;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO ledger_entries (tx_id, idx, account, bucket, delta, role) VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (idx, p) in tx.postings.iter().enumerate() {
+                q = q
+                    .bind(&tx.id)
+                    .bind(idx as i64)
+                    .bind(address_text(&p.account))
+                    .bind(p.bucket.as_str())
+                    .bind(p.delta.to_string())
+                    .bind(p.role.map(Role::as_str));
+            }
+            q.execute(&mut *db).await?;
         }
         Ok(())
     }
@@ -217,6 +232,9 @@ impl LedgerStore for SqlStore {
         }
         if sum != 0 {
             return Err(StoreError::Invalid(format!("postings of {} sum to {sum}, not zero", tx.id)));
+        }
+        if let Some(writer) = &self.ledger_writer {
+            return writer.commit(tx.clone()).await;
         }
         let mut db = self.begin_write().await?;
         match self.commit_in(&mut db, tx).await {
@@ -449,4 +467,88 @@ fn amount(r: &AnyRow, col: &str) -> Result<u128> {
 fn signed(r: &AnyRow, col: &str) -> Result<i128> {
     let s: String = r.try_get(col)?;
     s.parse().map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
+}
+
+/// The most ledger transactions one group commit carries.
+const MAX_GROUP: usize = 64;
+
+type Job = (LedgerTx, oneshot::Sender<Result<()>>);
+
+/// Handle of the SQLite group-commit writer (see the module docs).
+#[derive(Debug, Clone)]
+pub(crate) struct LedgerWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LedgerWriter {
+    /// Starts the writer on the current tokio runtime; it stops when the last handle is dropped.
+    pub(crate) fn spawn(store: SqlStore) -> Self {
+        let (jobs, rx) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(write_loop(store, rx));
+        Self { jobs }
+    }
+
+    async fn commit(&self, tx: LedgerTx) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        let stopped = || StoreError::CommitFailed("the ledger writer stopped".into());
+        self.jobs.send((tx, reply)).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_loop(store: SqlStore, mut jobs: mpsc::Receiver<Job>) {
+    // The writer's own handle must not keep itself alive.
+    let store = SqlStore { ledger_writer: None, ..store };
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = store.commit_group(&group).await;
+        for ((_, reply), result) in group.into_iter().zip(results) {
+            // The caller may have gone; its transaction is committed (or not) all the same.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl SqlStore {
+    /// One database transaction for the whole group, one savepoint per ledger transaction.
+    async fn commit_group(&self, group: &[Job]) -> Vec<Result<()>> {
+        let failed_all = |why: String| group.iter().map(|_| Err(StoreError::CommitFailed(why.clone()))).collect();
+        let mut db = match self.begin_write().await {
+            Ok(db) => db,
+            Err(e) => return failed_all(e.to_string()),
+        };
+        let mut results = Vec::with_capacity(group.len());
+        for (tx, _) in group {
+            let outcome = async {
+                sqlx::query("SAVEPOINT ledger_tx").execute(&mut *db).await?;
+                let result = self.commit_in(&mut db, tx).await;
+                if result.is_err() {
+                    sqlx::query("ROLLBACK TO SAVEPOINT ledger_tx").execute(&mut *db).await?;
+                }
+                sqlx::query("RELEASE SAVEPOINT ledger_tx").execute(&mut *db).await?;
+                Ok::<_, sqlx::Error>(result)
+            }
+            .await;
+            match outcome {
+                Ok(result) => results.push(result),
+                // The savepoint machinery itself failed: trust nothing of this group.
+                Err(e) => {
+                    if let Err(rollback) = db.rollback().await {
+                        tracing::warn!(%rollback, "rolling back a failed ledger group");
+                    }
+                    return failed_all(e.to_string());
+                }
+            }
+        }
+        match db.commit().await {
+            Ok(()) => results,
+            Err(e) => failed_all(e.to_string()),
+        }
+    }
 }
