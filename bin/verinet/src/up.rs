@@ -49,6 +49,15 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         println!("  verinet infer digits --node {url} --input '{}'", serde_json::to_string(&sample)?);
         println!("  curl -s {url}/v1/infer -H 'content-type: application/json' -d '{body}'");
     }
+    let fees = &state.payments.fees;
+    println!(
+        "\npayments: x402 on {} (payTo {}), operator fee {}, protocol fee {} bps{}",
+        state.payments.x402.network(),
+        state.payments.x402.pay_to,
+        fees.operator_fee,
+        fees.protocol_fee_bps,
+        if state.payments.faucet_max.is_some() { "; devnet faucet: verinet faucet --node URL" } else { "" },
+    );
     println!("\nCtrl-C stops the node gracefully.");
     node.serve(listener, shutdown_signal()).await?;
     Ok(())
