@@ -127,7 +127,7 @@ async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
             }
         })
         .await;
-        println!("| escrow + capture (2 txs, 5-way split) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
+        println!("| escrow + capture (2 txs, 3-way split) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
     }
 }
 
