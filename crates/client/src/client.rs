@@ -154,11 +154,15 @@ impl Client {
 
     /// `GET /v1/models`.
     pub async fn list_models(&self, p: &ListParams) -> Result<ModelList> {
-        let mut q: Vec<(&str, String)> = Vec::new();
-        p.q.as_ref().map(|v| q.push(("q", v.clone())));
-        p.tag.as_ref().map(|v| q.push(("tag", v.clone())));
-        p.sort.as_ref().map(|v| q.push(("sort", v.clone())));
-        p.limit.map(|v| q.push(("limit", v.to_string())));
+        let q: Vec<(&str, String)> = [
+            ("q", p.q.clone()),
+            ("tag", p.tag.clone()),
+            ("sort", p.sort.clone()),
+            ("limit", p.limit.map(|v| v.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
         decode(self.http.get(self.url("/v1/models")).query(&q).send().await?).await
     }
 

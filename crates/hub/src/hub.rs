@@ -78,16 +78,16 @@ impl Hub {
     #[instrument(skip_all, fields(name = %meta.name, version = %meta.version, sha256 = %staged.id))]
     pub async fn publish(&self, meta: PublishRequest, staged: Staged) -> Result<ModelVersion> {
         let price = check_metadata(&meta)?;
-        if let Some(claimed) = meta.sha256 {
-            if claimed != staged.id {
-                return Err(HubError::HashMismatch { got: staged.id.to_string(), expected: claimed.to_string() });
-            }
+        if let Some(claimed) = meta.sha256
+            && claimed != staged.id
+        {
+            return Err(HubError::HashMismatch { got: staged.id.to_string(), expected: claimed.to_string() });
         }
         self.check_signature(&meta, staged.id)?;
-        if let Some(owner) = self.models.owner(&meta.name).await? {
-            if owner != meta.owner {
-                return Err(HubError::NotOwner { name: meta.name, owner });
-            }
+        if let Some(owner) = self.models.owner(&meta.name).await?
+            && owner != meta.owner
+        {
+            return Err(HubError::NotOwner { name: meta.name, owner });
         }
         if self.models.version(&meta.name, &meta.version).await?.is_some() {
             return Err(HubError::VersionExists { name: meta.name, version: meta.version.to_string() });

@@ -3,7 +3,7 @@ use verinet_primitives::{Address, wire::VerificationMode};
 use verinet_store::Role;
 
 /// What a node charges on top of the creator's royalty. From the node's `[payments]` config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeeSchedule {
     /// Operator compute fee per call, base units.
     pub operator_fee: u128,
@@ -13,12 +13,6 @@ pub struct FeeSchedule {
     pub quorum_fee: u128,
     /// Protocol fee in basis points of royalty + compute + verification, rounded down.
     pub protocol_fee_bps: u32,
-}
-
-impl Default for FeeSchedule {
-    fn default() -> Self {
-        Self { operator_fee: 0, sampled_fee: 0, quorum_fee: 0, protocol_fee_bps: 0 }
-    }
 }
 
 /// Who receives each part of a price.

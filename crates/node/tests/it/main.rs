@@ -1,5 +1,7 @@
 //! Node integration tests: real nodes on 127.0.0.1:0, driven through the real client.
 
+#![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
 mod helpers;
 mod hub;
 mod infer;
