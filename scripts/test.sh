@@ -18,6 +18,16 @@ fi
 # Tests that drive Python (the official x402 client) use this interpreter.
 export VERINET_TEST_PYTHON="$venv/bin/python"
 
+log "npm packages (OpenZeppelin merkle-tree reference for Merkle batches)"
+oz_merkle_version=1.0.8
+npm_prefix="$root/target/npm"
+oz_merkle_manifest="$npm_prefix/node_modules/@openzeppelin/merkle-tree/package.json"
+if [ "$(node -p "require(process.argv[1]).version" "$oz_merkle_manifest" 2>/dev/null)" != "$oz_merkle_version" ]; then
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --silent "@openzeppelin/merkle-tree@$oz_merkle_version"
+fi
+# crates/verify/tests/oz_merkle.rs runs scripts/oz_merkle.mjs against this install.
+export VERINET_NODE_MODULES="$npm_prefix/node_modules"
+
 log "test models and onnxruntime reference outputs"
 export VERINET_TEST_MODELS="$root/target/test-models"
 "$venv/bin/python" scripts/fetch_test_models.py "$VERINET_TEST_MODELS"

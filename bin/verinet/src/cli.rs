@@ -40,6 +40,25 @@ pub enum Command {
     /// Register and inspect apps (their owner earns a markup per call).
     #[command(subcommand)]
     App(AppCmd),
+    /// Check receipts offline.
+    #[command(subcommand)]
+    Receipt(ReceiptCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCmd {
+    /// Verify a receipt file (a receipt, or a saved `infer --json` response) with no node:
+    /// the digest is its EIP-712 hash and the signature recovers the node it names.
+    Verify(ReceiptVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptVerifyArgs {
+    /// JSON file.
+    pub file: PathBuf,
+    /// Also require this signer (the node you paid).
+    #[arg(long)]
+    pub node: Option<String>,
 }
 
 /// Which node a client command talks to.
@@ -248,6 +267,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Faucet(a) => crate::money::faucet(a).await,
         Command::App(AppCmd::Register(a)) => crate::money::app_register(a).await,
         Command::App(AppCmd::Show(a)) => crate::money::app_show(a).await,
+        Command::Receipt(ReceiptCmd::Verify(a)) => crate::receipt::verify(a),
         Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,

@@ -7,6 +7,7 @@ mod infer;
 mod model;
 mod money;
 mod output;
+mod receipt;
 mod up;
 mod wallet;
 

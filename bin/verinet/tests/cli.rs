@@ -60,6 +60,17 @@ fn up_infer_push_ls_show() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("fixtures/digits/reference.json")).unwrap()).unwrap();
     assert_eq!(resp["outputs"]["label"]["data"], reference["cases"][0]["outputs"]["label"]["data"]);
+    // The saved response's receipt checks offline; a tampered one does not.
+    let saved = tmp.path().join("response.json");
+    std::fs::write(&saved, &out.stdout).unwrap();
+    let text = String::from_utf8(run(bin().args(["receipt", "verify"]).arg(&saved)).stdout).unwrap();
+    assert!(text.starts_with("valid receipt signed by"), "{text}");
+    let mut tampered = resp.clone();
+    tampered["receipt"]["receipt"]["price"] = serde_json::json!("1");
+    std::fs::write(&saved, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let bad = bin().args(["receipt", "verify"]).arg(&saved).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID"));
     // The table form names the class too.
     let out = run(bin().args(["infer", "digits", "--node", &url, "--input"]).arg(&sample));
     let text = String::from_utf8(out.stdout).unwrap();

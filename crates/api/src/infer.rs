@@ -1,8 +1,8 @@
 //! `POST /v1/infer`: one paid request, top to bottom.
 //!
 //! resolve the model -> validate inputs against its signature -> price -> pay (escrow) ->
-//! execute -> capture (fee split, with the result hash) or refund -> answer with outputs,
-//! timings and `PAYMENT-RESPONSE`.
+//! execute -> capture (fee split, with the result hash) or refund -> sign the receipt ->
+//! answer with outputs, receipt, timings and `PAYMENT-RESPONSE`.
 //!
 //! Nothing costs money before the inputs are known to fit the model, and once money is in
 //! escrow, execution and settlement run in a task of their own: a client that hangs up or an
@@ -23,10 +23,15 @@ use tracing::{Span, error, info, instrument, warn};
 use verinet_hub::HubError;
 use verinet_ledger::{Escrow, Quote};
 use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
+use alloy_primitives::B256;
 use verinet_primitives::{
-    ModelRef, tensors_hash,
-    wire::{InferRequest, InferResponse, OutputEncoding, PaymentSummary, ResolvedModel, TimingsMs, VerificationMode},
+    Address, ModelRef, tensors_hash,
+    wire::{
+        InferRequest, InferResponse, OutputEncoding, PaymentSummary, ReceiptBody, ResolvedModel, TimingsMs,
+        VerificationMode,
+    },
 };
+use verinet_verify::sign_receipt;
 use verinet_runtime::RuntimeError;
 
 use crate::{ApiError, AppState, pay};
@@ -75,8 +80,9 @@ pub(crate) async fn infer(
 
     // 5. Pay: free, or an x402 authorization / session token turned into an escrow, atomically
     //    with the request record. Refusals are 402 with a fresh PAYMENT-REQUIRED.
-    let input_hash = format!("{:#x}", tensors_hash(&req.inputs));
-    let escrow = pay::take(&st, &headers, &quote, &model, req.app.as_deref(), &request_id, &input_hash).await?;
+    let input_hash = tensors_hash(&req.inputs);
+    let escrow =
+        pay::take(&st, &headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
 
     // 6. Execute, then 7. settle: capture with the result hash, or refund. In its own task so
     //    that nothing can cancel it between the escrow and its settlement.
@@ -90,22 +96,40 @@ pub(crate) async fn infer(
             let result = st.runtime.run(model.id, load, inputs).await;
             // Usage counts whatever happened (buffered, never on the durable path).
             st.hub.record_call(&model, result.is_ok());
-            let settled = match (&escrow, &result) {
+            let output_hash = result.as_ref().ok().map(|out| tensors_hash(&out.outputs));
+            let settled = match (&escrow, output_hash) {
                 (None, _) => Ok(None),
-                (Some(e), Ok(out)) => capture(&st, e, &format!("{:#x}", tensors_hash(&out.outputs))).await.map(Some),
-                (Some(e), Err(err)) => {
-                    refund(&st, e, &err.to_string()).await;
+                (Some(e), Some(h)) => capture(&st, e, &format!("{h:#x}")).await.map(Some),
+                (Some(e), None) => {
+                    let reason = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+                    refund(&st, e, &reason).await;
                     Ok(None)
                 }
             };
-            (result, settled)
+            (result, settled, output_hash)
         }
     };
-    let (result, settled) = tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
+    let (result, settled, output_hash) =
+        tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
     let out = result?;
     let capture_tx = settled?;
 
-    // 8. Answer.
+    // 8. Sign the receipt: this node states what it computed, for whom, at what price.
+    let receipt = ReceiptBody {
+        request_id: request_id.clone(),
+        model_hash: B256::from(*model.id.digest()),
+        input_hash,
+        output_hash: output_hash.unwrap_or_default(),
+        node: st.node_key.address(),
+        mode: "none".into(),
+        price: quote.total.to_string(),
+        payer: escrow.as_ref().map_or(Address::ZERO, |e| e.escrow.payer),
+        timestamp: u64::try_from(now_ms()).unwrap_or_default(),
+    };
+    let receipt = sign_receipt(receipt, &st.node_key, st.payments.x402.chain_id)
+        .map_err(|e| ApiError::Internal(format!("signing the receipt: {e}")))?;
+
+    // 9. Answer.
     let outputs: Map<String, Value> = out
         .outputs
         .iter()
@@ -151,6 +175,7 @@ pub(crate) async fn infer(
         price: quote.total.to_string(),
         verification: req.verification,
         payment,
+        receipt: Some(receipt),
         timings_ms,
     })
     .into_response();
@@ -182,6 +207,10 @@ async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
         // The escrow stays; recovery refunds it at the next start.
         warn!(request_id = %esc.request_id, %err, "refund failed; left for recovery");
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn load_error(e: HubError) -> RuntimeError {

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy_signer_local::PrivateKeySigner;
 use verinet_hub::Hub;
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config};
@@ -63,6 +64,8 @@ pub struct AppState {
     pub facilitator: Facilitator,
     /// Pricing and payment terms.
     pub payments: Arc<PaymentsConfig>,
+    /// The node key: signs receipts (and is the operator and x402 payee).
+    pub node_key: Arc<PrivateKeySigner>,
     /// HTTP limits.
     pub config: Arc<ApiConfig>,
 }

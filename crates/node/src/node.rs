@@ -68,6 +68,7 @@ impl Node {
                 ledger,
                 facilitator,
                 payments: Arc::new(payments),
+                node_key: Arc::new(key.signer().clone()),
                 config: Arc::new(api),
             },
             key,

@@ -55,7 +55,7 @@ mod tests {
         }
     }
 
-    /// The documented test vector (docs/formats.md): one float32 tensor "x" = [[1, 2]].
+    /// The documented test vector (docs/receipts.md): one float32 tensor "x" = [[1, 2]].
     #[test]
     fn test_vector() {
         let mut m = TensorMap::new();
@@ -68,5 +68,10 @@ mod tests {
         bytes.extend(1.0f32.to_le_bytes());
         bytes.extend(2.0f32.to_le_bytes());
         assert_eq!(tensors_hash(&m), alloy_primitives::keccak256(&bytes));
+        // Computed independently (Python eth_utils.keccak over the same bytes); docs/receipts.md.
+        assert_eq!(
+            format!("{:#x}", tensors_hash(&m)),
+            "0x48a5a882dd73f5d1ae3054f3da2a9d0b97222f056abe34c4d498e56f79780cf2"
+        );
     }
 }

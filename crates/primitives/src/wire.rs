@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use alloy_primitives::B256;
+
 use crate::{Address, IoSignature, ModelId, TensorMap};
 
 /// Metadata part of `POST /v1/models` (the other part is the ONNX bytes).
@@ -226,6 +228,9 @@ pub struct InferResponse {
     /// How the call was paid (absent when free).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<PaymentSummary>,
+    /// The node's signed receipt for this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<SignedReceipt>,
     /// Timings.
     pub timings_ms: TimingsMs,
 }
@@ -419,3 +424,46 @@ pub struct Health {
     /// Storage backend name.
     pub storage: String,
 }
+
+/// What a receipt states, in JSON (hex strings for hashes, decimal string for the price).
+///
+/// Signed as EIP-712 typed data `Receipt(string requestId,bytes32 modelHash,bytes32 inputHash,
+/// bytes32 outputHash,address node,string mode,uint256 price,address payer,uint64 timestamp)` in
+/// the domain `{name: "verinet", version: "1", chainId}`; see docs/receipts.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    /// The request.
+    pub request_id: String,
+    /// sha256 of the model's ONNX bytes (the hex of its `sha256:` id), `0x` hex.
+    pub model_hash: B256,
+    /// Canonical keccak256 of the inputs.
+    pub input_hash: B256,
+    /// Canonical keccak256 of the outputs returned.
+    pub output_hash: B256,
+    /// The node that computed it (the signer).
+    pub node: Address,
+    /// Verification mode: `none`, `sampled` or `quorum`.
+    pub mode: String,
+    /// Price paid, base units (decimal string).
+    pub price: String,
+    /// Who paid (the zero address for a free call).
+    pub payer: Address,
+    /// Unix milliseconds.
+    pub timestamp: u64,
+}
+
+/// A receipt with its signature and the chain id of its EIP-712 domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedReceipt {
+    /// What is stated.
+    pub receipt: ReceiptBody,
+    /// EIP-712 domain chain id.
+    pub chain_id: u64,
+    /// The EIP-712 signing hash (what batches commit to), `0x` hex.
+    pub digest: B256,
+    /// 65-byte signature by `receipt.node`, `0x` hex.
+    pub signature: String,
+}
+

@@ -7,3 +7,4 @@ mod hub;
 mod infer;
 mod payments;
 mod postgres;
+mod receipts;

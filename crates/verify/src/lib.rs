@@ -1,0 +1,19 @@
+//! Verification and trust for verinet.
+//!
+//! - [`sign_receipt`], [`verify_receipt`], [`receipt_hash`]: the EIP-712 receipt a node signs
+//!   for every result (types in `verinet_primitives::wire`), checkable offline by any Ethereum
+//!   library.
+//! - [`Tolerance`], [`Mismatch`]: output comparison for re-execution (exact for integers,
+//!   absolute + relative for floats).
+//! - `merkle`: OpenZeppelin StandardMerkleTree-compatible batches of receipts and their
+//!   inclusion proofs.
+//! - [`VerifyError`].
+
+mod error;
+pub mod merkle;
+mod receipt;
+mod tolerance;
+
+pub use error::VerifyError;
+pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};
+pub use tolerance::{Mismatch, Tolerance};

@@ -1,0 +1,119 @@
+//! Signed receipts: the node's EIP-712 statement of what it computed for whom.
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+use verinet_primitives::wire::{ReceiptBody, SignedReceipt};
+
+use crate::VerifyError;
+
+sol! {
+    /// The EIP-712 message a node signs for every result.
+    #[derive(Debug)]
+    struct Receipt {
+        string requestId;
+        bytes32 modelHash;
+        bytes32 inputHash;
+        bytes32 outputHash;
+        address node;
+        string mode;
+        uint256 price;
+        address payer;
+        uint64 timestamp;
+    }
+}
+
+/// The domain receipts are signed in.
+pub fn receipt_domain(chain_id: u64) -> Eip712Domain {
+    Eip712Domain::new(Some("verinet".into()), Some("1".into()), Some(U256::from(chain_id)), None, None)
+}
+
+/// The EIP-712 signing hash of a receipt body.
+pub fn receipt_hash(body: &ReceiptBody, chain_id: u64) -> Result<B256, VerifyError> {
+    {
+        let this = body;
+        let price = U256::from_str_radix(&this.price, 10)
+            .map_err(|e| VerifyError::Malformed(format!("price {:?}: {e}", this.price)))?;
+        let message = Receipt {
+            requestId: this.request_id.clone(),
+            modelHash: this.model_hash,
+            inputHash: this.input_hash,
+            outputHash: this.output_hash,
+            node: this.node,
+            mode: this.mode.clone(),
+            price,
+            payer: this.payer,
+            timestamp: this.timestamp,
+        };
+        Ok(message.eip712_signing_hash(&receipt_domain(chain_id)))
+    }
+}
+
+/// Signs a receipt with the node key (which must be the node the receipt names).
+pub fn sign_receipt(body: ReceiptBody, key: &PrivateKeySigner, chain_id: u64) -> Result<SignedReceipt, VerifyError> {
+    if key.address() != body.node {
+        return Err(VerifyError::WrongSigner { got: key.address(), expected: body.node });
+    }
+    let digest = receipt_hash(&body, chain_id)?;
+    let sig = key.sign_hash_sync(&digest).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    Ok(SignedReceipt { receipt: body, chain_id, digest, signature: format!("0x{}", hex::encode(sig.as_bytes())) })
+}
+
+/// Checks a receipt offline: the digest is the EIP-712 hash of the body, and the signature
+/// recovers the node it names. Returns the signer.
+pub fn verify_receipt(r: &SignedReceipt) -> Result<Address, VerifyError> {
+    let digest = receipt_hash(&r.receipt, r.chain_id)?;
+    if digest != r.digest {
+        return Err(VerifyError::DigestMismatch { got: r.digest, expected: digest });
+    }
+    let hex_sig = r.signature.strip_prefix("0x").unwrap_or(&r.signature);
+    let bytes = hex::decode(hex_sig).map_err(|e| VerifyError::BadSignature(format!("not hex: {e}")))?;
+    let sig =
+        alloy_primitives::Signature::try_from(bytes.as_slice()).map_err(|e| VerifyError::BadSignature(e.to_string()))?;
+    let signer = sig.recover_address_from_prehash(&digest).map_err(|e| VerifyError::BadSignature(e.to_string()))?;
+    if signer != r.receipt.node {
+        return Err(VerifyError::WrongSigner { got: signer, expected: r.receipt.node });
+    }
+    Ok(signer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(node: Address) -> ReceiptBody {
+        ReceiptBody {
+            request_id: "9f00".into(),
+            model_hash: B256::repeat_byte(1),
+            input_hash: B256::repeat_byte(2),
+            output_hash: B256::repeat_byte(3),
+            node,
+            mode: "none".into(),
+            price: "1430".into(),
+            payer: Address::repeat_byte(4),
+            timestamp: 1_764_000_000_000,
+        }
+    }
+
+    #[test]
+    fn signs_verifies_and_catches_every_tampering() {
+        let key = PrivateKeySigner::random();
+        let signed = sign_receipt(body(key.address()), &key, 31337).unwrap();
+        assert_eq!(verify_receipt(&signed).unwrap(), key.address());
+        let json = serde_json::to_string(&signed).unwrap();
+        assert_eq!(verify_receipt(&serde_json::from_str::<SignedReceipt>(&json).unwrap()).unwrap(), key.address());
+
+        let mut t = signed.clone();
+        t.receipt.output_hash = B256::repeat_byte(9);
+        assert!(matches!(verify_receipt(&t), Err(VerifyError::DigestMismatch { .. })));
+        // Digest recomputed by a forger: the signature no longer recovers the node.
+        t.digest = receipt_hash(&t.receipt, 31337).unwrap();
+        assert!(matches!(verify_receipt(&t), Err(VerifyError::WrongSigner { .. })));
+        let mut t = signed.clone();
+        t.chain_id = 1;
+        assert!(verify_receipt(&t).is_err());
+        let other = PrivateKeySigner::random();
+        assert!(matches!(sign_receipt(body(key.address()), &other, 31337), Err(VerifyError::WrongSigner { .. })));
+    }
+}
