@@ -13,6 +13,7 @@ use verinet_payments::{
 use verinet_primitives::wire::{ErrorBody, ErrorDetail};
 use verinet_runtime::RuntimeError;
 use verinet_store::StoreError;
+use verinet_verify::VerifyError;
 
 use crate::{AppState, pay};
 
@@ -77,6 +78,12 @@ pub enum ApiError {
     /// Our fault, with details for the log.
     #[error("{0}")]
     Internal(String),
+    /// The receipt exists but is not sealed in a batch yet.
+    #[error("receipt {0} is not sealed in a batch yet; try again after the next seal")]
+    ReceiptPending(String),
+    /// Receipt log failures.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// Ledger failures.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -125,6 +132,15 @@ impl ApiError {
                 | PaymentError::BudgetExceeded(_) => (S::PAYMENT_REQUIRED, p.error.code(), true),
             },
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
+            ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),
+            ApiError::Verify(VerifyError::Store(e)) => store_parts(e),
+            ApiError::Verify(
+                VerifyError::EmptyBatch
+                | VerifyError::Malformed(_)
+                | VerifyError::DigestMismatch { .. }
+                | VerifyError::BadSignature(_)
+                | VerifyError::WrongSigner { .. },
+            ) => (S::INTERNAL_SERVER_ERROR, "internal", false),
             ApiError::Ledger(LedgerError::InvalidAmount(_)) => (S::UNPROCESSABLE_ENTITY, "invalid_amount", true),
             ApiError::Ledger(LedgerError::Store(e)) | ApiError::Store(e) => store_parts(e),
             ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", true),

@@ -128,6 +128,7 @@ pub(crate) async fn infer(
     };
     let receipt = sign_receipt(receipt, &st.node_key, st.payments.x402.chain_id)
         .map_err(|e| ApiError::Internal(format!("signing the receipt: {e}")))?;
+    st.receipts.record(&receipt);
 
     // 9. Answer.
     let outputs: Map<String, Value> = out

@@ -6,6 +6,7 @@
 //! - `infer`: the request pipeline (resolve, validate, price, pay, execute, settle, answer),
 //!   readable top to bottom in one file; `pay`: its payment step (x402 or session -> escrow).
 //! - `money`: accounts, faucet, apps, spending sessions, payment records, x402 facilitator.
+//! - `receipts`: a receipt's status and its Merkle inclusion proof.
 //!
 //! [`Router`]: axum::Router
 
@@ -16,6 +17,7 @@ mod infer;
 mod models;
 mod money;
 mod pay;
+mod receipts;
 mod routes;
 mod state;
 

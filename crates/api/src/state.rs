@@ -7,6 +7,7 @@ use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config};
 use verinet_primitives::Address;
 use verinet_runtime::Runtime;
+use verinet_verify::ReceiptLog;
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -66,6 +67,8 @@ pub struct AppState {
     pub payments: Arc<PaymentsConfig>,
     /// The node key: signs receipts (and is the operator and x402 payee).
     pub node_key: Arc<PrivateKeySigner>,
+    /// Receipts: stored off the request path, sealed into Merkle batches, proofs on demand.
+    pub receipts: Arc<ReceiptLog>,
     /// HTTP limits.
     pub config: Arc<ApiConfig>,
 }

@@ -21,6 +21,24 @@ pub struct Config {
     pub bundled: BundledConfig,
     /// Pricing, x402 terms, devnet faucet.
     pub payments: PaymentsSection,
+    /// Receipt batches.
+    pub receipts: ReceiptsSection,
+}
+
+/// `[receipts]`: when receipts are sealed into signed Merkle batches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptsSection {
+    /// Seal as soon as this many receipts wait (and at most this many per batch).
+    pub batch_max: u32,
+    /// Seal whatever waits at least this often, milliseconds.
+    pub batch_interval_ms: u64,
+}
+
+impl Default for ReceiptsSection {
+    fn default() -> Self {
+        Self { batch_max: 256, batch_interval_ms: 5_000 }
+    }
 }
 
 impl Config {

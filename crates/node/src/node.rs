@@ -9,6 +9,7 @@ use tracing::info;
 use verinet_api::{ApiConfig, AppState, PaymentsConfig};
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
+use verinet_verify::{BatchConfig, ReceiptLog};
 use verinet_hub::{Hub, HubConfig};
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
 use verinet_store::{ObjectBlobStore, SqlStore};
@@ -47,11 +48,17 @@ impl Node {
         let hub = Arc::new(Hub::new(store.clone(), Arc::new(blobs), runtime.clone(), hub_config));
 
         let key = KeyFile::load_or_create(&data_dir.join("node.key"))?;
-        let ledger = Ledger::new(store);
+        let ledger = Ledger::new(store.clone());
         let payments = payments_config(&config.payments, key.address())?;
         // Escrows this gateway opened in an earlier run never got a result to their payer.
         ledger.recover(key.address(), now_ms()).await?;
         let facilitator = Facilitator::new(payments.x402.clone(), ledger.clone());
+        let node_key = Arc::new(key.signer().clone());
+        let batches = BatchConfig {
+            max_receipts: config.receipts.batch_max.max(1),
+            interval: Duration::from_millis(config.receipts.batch_interval_ms.max(1)),
+        };
+        let receipts = Arc::new(ReceiptLog::new(store.clone(), node_key.clone(), payments.x402.chain_id, batches));
         if config.bundled.publish {
             bundled::publish_missing(&hub, &key).await?;
         }
@@ -68,7 +75,8 @@ impl Node {
                 ledger,
                 facilitator,
                 payments: Arc::new(payments),
-                node_key: Arc::new(key.signer().clone()),
+                node_key,
+                receipts,
                 config: Arc::new(api),
             },
             key,
@@ -94,8 +102,17 @@ impl Node {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let addr = listener.local_addr()?;
         info!(%addr, node = %self.key.address(), "serving");
+        let (stop_sealing, sealing_stopped) = oneshot::channel::<()>();
+        let sealer = tokio::spawn(self.state.receipts.clone().run(async move {
+            let _ = sealing_stopped.await;
+        }));
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
         self.state.hub.flush_usage().await;
+        // Seal what the last requests left before going down.
+        let _ = stop_sealing.send(());
+        if let Err(e) = sealer.await {
+            tracing::warn!(error = %e, "receipt sealer ended badly");
+        }
         info!("stopped");
         Ok(())
     }

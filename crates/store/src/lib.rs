@@ -8,6 +8,8 @@
 //! - [`LedgerStore`]: the money store: a double-entry ledger whose one write path,
 //!   [`LedgerStore::commit`], applies a [`LedgerTx`] (postings, a claimed nonce, a paid request
 //!   opened or closed, a session debit) atomically; plus apps and spending sessions.
+//! - [`ReceiptStore`]: signed receipts ([`ReceiptRecord`]) and the Merkle batches that seal
+//!   them ([`BatchRecord`]).
 //! - [`BlobStore`]: content-addressed model bytes; [`ObjectBlobStore`] implements it over any
 //!   `object_store` (local directory by default, S3-compatible at scale).
 //! - [`StoreError`] and [`Result`]: the one error type of the crate.
@@ -22,10 +24,14 @@ mod ledger;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod ledger_conformance;
 mod model;
+mod receipt;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod receipt_conformance;
 #[cfg(any(test, feature = "test-utils"))]
 mod pg_test;
 mod sql;
 mod sql_ledger;
+mod sql_receipt;
 
 pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};
@@ -33,6 +39,7 @@ pub use ledger::{
     App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,
 };
+pub use receipt::{BatchRecord, ReceiptRecord, ReceiptStore};
 pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
 pub use sql::SqlStore;
 #[cfg(any(test, feature = "test-utils"))]

@@ -1,11 +1,14 @@
 use alloy_primitives::{Address, B256};
 
-/// Why a receipt or proof does not check out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a receipt or proof does not check out, or the receipt log failed.
+#[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// A Merkle tree needs at least one value (OZ: "Expected non-zero number of leaves").
     #[error("cannot build a Merkle tree over no values")]
     EmptyBatch,
+    /// The receipt store failed.
+    #[error(transparent)]
+    Store(#[from] verinet_store::StoreError),
     /// A field does not parse.
     #[error("malformed: {0}")]
     Malformed(String),

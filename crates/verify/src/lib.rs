@@ -7,13 +7,17 @@
 //!   absolute + relative for floats).
 //! - `merkle`: OpenZeppelin StandardMerkleTree-compatible batches of receipts and their
 //!   inclusion proofs.
+//! - [`ReceiptLog`]: receipts buffered off the request path, sealed into signed batches every N
+//!   receipts or T seconds, with [`InclusionProof`]s on demand.
 //! - [`VerifyError`].
 
+mod batches;
 mod error;
 pub mod merkle;
 mod receipt;
 mod tolerance;
 
+pub use batches::{BatchConfig, BatchInfo, InclusionProof, ReceiptInfo, ReceiptLog, ReceiptStatus, batch_hash};
 pub use error::VerifyError;
 pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};
 pub use tolerance::{Mismatch, Tolerance};

@@ -13,11 +13,12 @@
 //!   END of the array backwards, so the smallest leaf hash sits in the last slot. With a leaf count
 //!   that is not a power of two the leaves span two levels; the tree is complete, not perfect.
 
-use crate::VerifyError;
 use std::collections::HashMap;
 
 use alloy_primitives::{B256, keccak256};
 use serde_json::{Value, json};
+
+use crate::VerifyError;
 
 /// A Merkle tree over `bytes32` values in OpenZeppelin `StandardMerkleTree` layout.
 ///

@@ -3,7 +3,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use verinet_store::{LedgerStore, ModelStore, PgTestDb, SqlStore, conformance};
+use verinet_store::{LedgerStore, ReceiptStore, ModelStore, PgTestDb, SqlStore, conformance};
 
 async fn on_fresh_db<F, Fut>(test: F)
 where
@@ -43,6 +43,24 @@ where
         store.close().await;
     })
     .await;
+}
+
+async fn with_receipts<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn ReceiptStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    on_fresh_db(|db| async move {
+        let store = SqlStore::connect(&db.url).await.expect("connect postgres");
+        test(Arc::new(store.clone())).await;
+        store.close().await;
+    })
+    .await;
+}
+
+mod receipt_conformance_postgres {
+    use super::with_receipts;
+    verinet_store::receipt_store_conformance!(with_receipts);
 }
 
 mod ledger_conformance_postgres {

@@ -3,7 +3,7 @@
 use std::{future::Future, sync::Arc};
 
 use sqlx::{Connection, Row, SqliteConnection};
-use verinet_store::{LedgerStore, ModelStore, SqlStore, conformance};
+use verinet_store::{LedgerStore, ReceiptStore, ModelStore, SqlStore, conformance};
 
 fn url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display())
@@ -33,6 +33,21 @@ where
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqlStore::connect(&url(&dir)).await.expect("connect sqlite");
     test(Arc::new(store)).await;
+}
+
+async fn with_receipts<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn ReceiptStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::connect(&url(&dir)).await.expect("connect sqlite");
+    test(Arc::new(store)).await;
+}
+
+mod receipt_conformance_sqlite {
+    use super::with_receipts;
+    verinet_store::receipt_store_conformance!(with_receipts);
 }
 
 mod ledger_conformance_sqlite {

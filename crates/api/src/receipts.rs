@@ -1,0 +1,32 @@
+//! `GET /v1/receipts/{id}` and `GET /v1/receipts/{id}/proof`.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use verinet_verify::{InclusionProof, ReceiptInfo};
+
+use crate::{ApiError, AppState};
+
+/// The signed receipt of a request and whether it is sealed in a batch yet.
+pub(crate) async fn receipt(
+    State(st): State<AppState>,
+    Path(request_id): Path<String>,
+) -> Result<Json<ReceiptInfo>, ApiError> {
+    let info = st.receipts.receipt(&request_id).await?;
+    info.map(Json).ok_or_else(|| ApiError::NotFound(format!("no receipt for request {request_id:?} on this node")))
+}
+
+/// The Merkle inclusion proof of a sealed receipt, with the node-signed batch root.
+pub(crate) async fn proof(
+    State(st): State<AppState>,
+    Path(request_id): Path<String>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    if let Some(p) = st.receipts.proof(&request_id).await? {
+        return Ok(Json(p));
+    }
+    match st.receipts.receipt(&request_id).await? {
+        Some(_) => Err(ApiError::ReceiptPending(request_id)),
+        None => Err(ApiError::NotFound(format!("no receipt for request {request_id:?} on this node"))),
+    }
+}

@@ -1,0 +1,67 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use verinet_primitives::Address;
+
+use crate::Result;
+
+/// Signed receipts and the Merkle batches that seal them.
+///
+/// Receipts arrive in bulk from a buffer (the signed copy is already with the client; storage is
+/// for lookups and proofs). Sealing is one transaction: the batch row and the batch id of each
+/// of its receipts commit together, and only receipts still unbatched are taken, so concurrent
+/// sealers never put one receipt in two batches.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// Stores receipts; a request id stored before is left as it was.
+    async fn insert_receipts(&self, receipts: &[ReceiptRecord]) -> Result<()>;
+
+    /// One receipt.
+    async fn receipt(&self, request_id: &str) -> Result<Option<ReceiptRecord>>;
+
+    /// Up to `limit` of `node`'s unbatched receipts, oldest first.
+    async fn unbatched(&self, node: Address, limit: u32) -> Result<Vec<ReceiptRecord>>;
+
+    /// Seals `batch` over `request_ids`; [`crate::StoreError::Invalid`] (and nothing written)
+    /// if any of them is unknown or already sealed.
+    async fn seal_batch(&self, batch: &BatchRecord, request_ids: &[String]) -> Result<()>;
+
+    /// One batch.
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>>;
+
+    /// The digests sealed in a batch (in no particular order; the tree sorts them).
+    async fn batch_digests(&self, id: &str) -> Result<Vec<String>>;
+}
+
+/// A stored receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    /// Request id.
+    pub request_id: String,
+    /// Signing node.
+    pub node: Address,
+    /// EIP-712 digest, `0x` hex (the Merkle leaf value).
+    pub digest: String,
+    /// The signed receipt JSON.
+    pub body: String,
+    /// The sealing batch, if sealed.
+    pub batch_id: Option<String>,
+    /// Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// A sealed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// Batch id.
+    pub id: String,
+    /// Sealing node.
+    pub node: Address,
+    /// Merkle root, `0x` hex.
+    pub root: String,
+    /// Number of receipts.
+    pub size: u64,
+    /// The node's signature over the root.
+    pub signature: String,
+    /// Unix ms.
+    pub created_at_ms: i64,
+}

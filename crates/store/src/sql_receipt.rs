@@ -1,0 +1,120 @@
+//! [`ReceiptStore`] over SQL.
+
+use async_trait::async_trait;
+use sqlx::{Row, any::AnyRow};
+use verinet_primitives::Address;
+
+use crate::{
+    BatchRecord, ReceiptRecord, ReceiptStore, Result, SqlStore, StoreError,
+    sql::{address_text, parse_address},
+};
+
+fn receipt_from_row(r: &AnyRow) -> Result<ReceiptRecord> {
+    Ok(ReceiptRecord {
+        request_id: r.try_get("request_id")?,
+        node: parse_address(&r.try_get::<String, _>("node")?)?,
+        digest: r.try_get("digest")?,
+        body: r.try_get("body")?,
+        batch_id: r.try_get("batch_id")?,
+        created_at_ms: r.try_get("created_at")?,
+    })
+}
+
+const RECEIPT_COLUMNS: &str = "request_id, node, digest, body, batch_id, created_at";
+
+#[async_trait]
+impl ReceiptStore for SqlStore {
+    async fn insert_receipts(&self, receipts: &[ReceiptRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in receipts {
+            sqlx::query(
+                "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) \
+                 VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (request_id) DO NOTHING",
+            )
+            .bind(&r.request_id)
+            .bind(address_text(&r.node))
+            .bind(&r.digest)
+            .bind(&r.body)
+            .bind(r.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn receipt(&self, request_id: &str) -> Result<Option<ReceiptRecord>> {
+        let sql = format!("SELECT {RECEIPT_COLUMNS} FROM receipts WHERE request_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(request_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(receipt_from_row).transpose()
+    }
+
+    async fn unbatched(&self, node: Address, limit: u32) -> Result<Vec<ReceiptRecord>> {
+        let sql = format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE node = $1 AND batch_id IS NULL \
+             ORDER BY created_at, request_id LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(address_text(&node))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(receipt_from_row).collect()
+    }
+
+    async fn seal_batch(&self, batch: &BatchRecord, request_ids: &[String]) -> Result<()> {
+        let size = i64::try_from(batch.size).map_err(|_| StoreError::Invalid("batch size out of range".into()))?;
+        if batch.size != request_ids.len() as u64 {
+            return Err(StoreError::Invalid(format!("batch of {} names {} receipts", batch.size, request_ids.len())));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO receipt_batches (id, node, root, size, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&batch.id)
+        .bind(address_text(&batch.node))
+        .bind(&batch.root)
+        .bind(size)
+        .bind(&batch.signature)
+        .bind(batch.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        for id in request_ids {
+            let done = sqlx::query("UPDATE receipts SET batch_id = $1 WHERE request_id = $2 AND batch_id IS NULL")
+                .bind(&batch.id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                // Dropping the transaction rolls it back: nothing of this batch is written.
+                return Err(StoreError::Invalid(format!("receipt {id} is unknown or already sealed")));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<BatchRecord>> {
+        let row = sqlx::query("SELECT id, node, root, size, signature, created_at FROM receipt_batches WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let size: i64 = r.try_get("size")?;
+            Ok(BatchRecord {
+                id: r.try_get("id")?,
+                node: parse_address(&r.try_get::<String, _>("node")?)?,
+                root: r.try_get("root")?,
+                size: u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("batch size {size}")))?,
+                signature: r.try_get("signature")?,
+                created_at_ms: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn batch_digests(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT digest FROM receipts WHERE batch_id = $1").bind(id).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
+    }
+}

@@ -1,0 +1,276 @@
+//! Receipt log: receipts buffered off the request path, stored in bulk, sealed into signed
+//! Merkle batches every N receipts or T seconds; inclusion proofs on demand.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::{SolStruct, sol};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use verinet_primitives::wire::SignedReceipt;
+use verinet_store::{BatchRecord, ReceiptRecord, ReceiptStore};
+
+use crate::{VerifyError, merkle::MerkleTree, receipt_domain};
+
+sol! {
+    /// The EIP-712 message a node signs for each sealed batch.
+    #[derive(Debug)]
+    struct ReceiptBatch {
+        bytes32 root;
+        uint256 size;
+        uint64 timestamp;
+    }
+}
+
+/// When to seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Seal as soon as this many receipts wait (and at most this many per batch).
+    pub max_receipts: u32,
+    /// Seal whatever waits at least this often.
+    pub interval: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_receipts: 256, interval: Duration::from_secs(5) }
+    }
+}
+
+/// Where a receipt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    /// Signed and returned, not yet in a sealed batch.
+    Pending,
+    /// In a sealed, signed batch (mode `none`: nothing left to check).
+    Final,
+}
+
+/// `GET /v1/receipts/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptInfo {
+    /// Status.
+    pub status: ReceiptStatus,
+    /// The signed receipt.
+    pub receipt: SignedReceipt,
+    /// The sealing batch id.
+    pub batch_id: Option<String>,
+}
+
+/// A sealed batch as published: root, size, time and the node's EIP-712 signature over
+/// `ReceiptBatch(bytes32 root,uint256 size,uint64 timestamp)` in the receipt domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    /// Batch id.
+    pub id: String,
+    /// The sealing node.
+    pub node: Address,
+    /// Merkle root (OpenZeppelin StandardMerkleTree, leaf encoding `["bytes32"]`).
+    pub root: B256,
+    /// Receipts sealed.
+    pub size: u64,
+    /// Sealed at, unix ms.
+    pub timestamp: u64,
+    /// EIP-712 chain id.
+    pub chain_id: u64,
+    /// The node's signature over the batch.
+    pub signature: String,
+}
+
+/// `GET /v1/receipts/{id}/proof`: everything needed to check inclusion offline, e.g. with
+/// `StandardMerkleTree.verify(root, ["bytes32"], [digest], proof)` or MerkleProof.sol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// Request id.
+    pub request_id: String,
+    /// The leaf value: the receipt's EIP-712 digest.
+    pub digest: B256,
+    /// OpenZeppelin leaf encoding.
+    pub leaf_encoding: Vec<String>,
+    /// The leaf hash (double keccak of the ABI-encoded value).
+    pub leaf: B256,
+    /// Sibling hashes, bottom-up.
+    pub proof: Vec<B256>,
+    /// The signed batch.
+    pub batch: BatchInfo,
+}
+
+/// The batch message's signing hash.
+pub fn batch_hash(root: B256, size: u64, timestamp: u64, chain_id: u64) -> B256 {
+    ReceiptBatch { root, size: U256::from(size), timestamp }.eip712_signing_hash(&receipt_domain(chain_id))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Buffers this node's receipts, stores them, seals them into batches, serves proofs.
+pub struct ReceiptLog {
+    store: Arc<dyn ReceiptStore>,
+    key: Arc<PrivateKeySigner>,
+    chain_id: u64,
+    config: BatchConfig,
+    buffer: Mutex<Vec<ReceiptRecord>>,
+    wake: Notify,
+}
+
+impl ReceiptLog {
+    /// A log for receipts signed by `key` in `chain_id`'s domain.
+    pub fn new(store: Arc<dyn ReceiptStore>, key: Arc<PrivateKeySigner>, chain_id: u64, config: BatchConfig) -> Self {
+        Self { store, key, chain_id, config, buffer: Mutex::new(Vec::new()), wake: Notify::new() }
+    }
+
+    /// Queues a signed receipt (never waits on the database).
+    pub fn record(&self, r: &SignedReceipt) {
+        let record = ReceiptRecord {
+            request_id: r.receipt.request_id.clone(),
+            node: r.receipt.node,
+            digest: format!("{:#x}", r.digest),
+            body: serde_json::to_string(r).unwrap_or_default(),
+            batch_id: None,
+            created_at_ms: i64::try_from(r.receipt.timestamp).unwrap_or(i64::MAX),
+        };
+        let full = {
+            let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            b.push(record);
+            b.len() >= self.config.max_receipts as usize
+        };
+        if full {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes the buffered receipts.
+    pub async fn flush(&self) -> Result<(), VerifyError> {
+        let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.insert_receipts(&batch).await {
+            // Put them back for the next try rather than lose them.
+            self.buffer.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Flushes, then seals up to `max_receipts` pending receipts into one signed batch.
+    pub async fn seal(&self) -> Result<Option<BatchInfo>, VerifyError> {
+        self.flush().await?;
+        let pending = self.store.unbatched(self.key.address(), self.config.max_receipts).await?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let digests = pending
+            .iter()
+            .map(|r| r.digest.parse::<B256>().map_err(|e| VerifyError::Malformed(format!("digest {}: {e}", r.digest))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tree = MerkleTree::of(&digests)?;
+        let timestamp = now_ms();
+        let size = pending.len() as u64;
+        let hash = batch_hash(tree.root(), size, timestamp, self.chain_id);
+        let sig = self.key.sign_hash_sync(&hash).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let info = BatchInfo {
+            id: format!("batch-{}", &hex::encode(hash)[..16]),
+            node: self.key.address(),
+            root: tree.root(),
+            size,
+            timestamp,
+            chain_id: self.chain_id,
+            signature: format!("0x{}", hex::encode(sig.as_bytes())),
+        };
+        let record = BatchRecord {
+            id: info.id.clone(),
+            node: info.node,
+            root: format!("{:#x}", info.root),
+            size,
+            signature: info.signature.clone(),
+            created_at_ms: i64::try_from(timestamp).unwrap_or(i64::MAX),
+        };
+        let ids: Vec<String> = pending.into_iter().map(|r| r.request_id).collect();
+        self.store.seal_batch(&record, &ids).await?;
+        info!(batch = %info.id, size, root = %info.root, "receipts sealed");
+        Ok(Some(info))
+    }
+
+    /// Seals every `interval`, or sooner when `max_receipts` wait, until `stop` resolves; then
+    /// seals what is left.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = self.wake.notified() => {}
+            }
+            // Several batches may be due after a burst.
+            loop {
+                match self.seal().await {
+                    Ok(Some(b)) if b.size == u64::from(self.config.max_receipts) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "sealing receipts failed; retrying at the next tick");
+                        break;
+                    }
+                }
+            }
+        }
+        while let Ok(Some(_)) = self.seal().await {}
+    }
+
+    /// A receipt and its status (flushes first, so a just-answered request is found).
+    pub async fn receipt(&self, request_id: &str) -> Result<Option<ReceiptInfo>, VerifyError> {
+        self.flush().await?;
+        let Some(r) = self.store.receipt(request_id).await? else { return Ok(None) };
+        let receipt: SignedReceipt =
+            serde_json::from_str(&r.body).map_err(|e| VerifyError::Malformed(format!("stored receipt: {e}")))?;
+        let status = if r.batch_id.is_some() { ReceiptStatus::Final } else { ReceiptStatus::Pending };
+        Ok(Some(ReceiptInfo { status, receipt, batch_id: r.batch_id }))
+    }
+
+    /// The inclusion proof of a sealed receipt; `None` if unknown or still pending.
+    pub async fn proof(&self, request_id: &str) -> Result<Option<InclusionProof>, VerifyError> {
+        let Some(info) = self.receipt(request_id).await? else { return Ok(None) };
+        let Some(batch_id) = info.batch_id else { return Ok(None) };
+        let batch = self
+            .store
+            .batch(&batch_id)
+            .await?
+            .ok_or_else(|| VerifyError::Malformed(format!("batch {batch_id} is missing")))?;
+        let digests = self
+            .store
+            .batch_digests(&batch_id)
+            .await?
+            .iter()
+            .map(|d| d.parse::<B256>().map_err(|e| VerifyError::Malformed(format!("digest {d}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tree = MerkleTree::of(&digests)?;
+        let root: B256 = batch.root.parse().map_err(|e| VerifyError::Malformed(format!("root: {e}")))?;
+        if tree.root() != root {
+            return Err(VerifyError::Malformed(format!("batch {batch_id} no longer hashes to its root")));
+        }
+        let digest = info.receipt.digest;
+        let proof = tree.proof(&digest).ok_or_else(|| VerifyError::Malformed("receipt not in its batch".into()))?;
+        Ok(Some(InclusionProof {
+            request_id: request_id.to_owned(),
+            digest,
+            leaf_encoding: vec!["bytes32".into()],
+            leaf: crate::merkle::leaf_hash(&digest),
+            proof,
+            batch: BatchInfo {
+                id: batch.id,
+                node: batch.node,
+                root,
+                size: batch.size,
+                timestamp: u64::try_from(batch.created_at_ms).unwrap_or_default(),
+                chain_id: self.chain_id,
+                signature: batch.signature,
+            },
+        }))
+    }
+}
