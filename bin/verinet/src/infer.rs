@@ -14,6 +14,7 @@ pub async fn run(a: InferArgs) -> anyhow::Result<()> {
         inputs,
         app: a.app,
         verification: Default::default(),
+        sample_rate: None,
         output_encoding: Default::default(),
     };
     let resp = if a.pay {

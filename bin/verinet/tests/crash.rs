@@ -58,6 +58,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
         inputs: sample(),
         app: None,
         verification: Default::default(),
+        sample_rate: None,
         output_encoding: Default::default(),
     };
 

@@ -78,6 +78,22 @@ pub enum ApiError {
     /// Our fault, with details for the log.
     #[error("{0}")]
     Internal(String),
+    /// Not enough workers in good standing for the mode.
+    #[error("this mode needs {wanted} workers in good standing; {available} available")]
+    NoWorkers {
+        /// Needed.
+        wanted: usize,
+        /// Available.
+        available: usize,
+    },
+    /// No majority of a quorum agreed.
+    #[error("no majority: {agreeing} of {of} workers agreed")]
+    NoQuorum {
+        /// Largest agreeing group.
+        agreeing: usize,
+        /// Quorum size.
+        of: usize,
+    },
     /// The receipt exists but is not sealed in a batch yet.
     #[error("receipt {0} is not sealed in a batch yet; try again after the next seal")]
     ReceiptPending(String),
@@ -133,6 +149,8 @@ impl ApiError {
             },
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
             ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),
+            ApiError::NoWorkers { .. } => (S::SERVICE_UNAVAILABLE, "no_workers", true),
+            ApiError::NoQuorum { .. } => (S::BAD_GATEWAY, "no_quorum", true),
             ApiError::Verify(VerifyError::Store(e)) => store_parts(e),
             ApiError::Verify(
                 VerifyError::EmptyBatch

@@ -20,7 +20,6 @@ use axum::{
 use rand::RngCore;
 use serde_json::{Map, Value};
 use tracing::{Span, error, info, instrument, warn};
-use verinet_hub::HubError;
 use verinet_ledger::{Escrow, Quote};
 use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
 use alloy_primitives::B256;
@@ -34,7 +33,7 @@ use verinet_primitives::{
 use verinet_verify::sign_receipt;
 use verinet_runtime::RuntimeError;
 
-use crate::{ApiError, AppState, pay};
+use crate::{ApiError, AppState, pay, verification};
 
 /// The handler. Each numbered step is one concern.
 #[instrument(skip_all, fields(request_id, model))]
@@ -53,11 +52,9 @@ pub(crate) async fn infer(
         other => ApiError::InvalidJson(other.body_text()),
     })?;
     let req: InferRequest = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    if req.verification != VerificationMode::None {
-        return Err(ApiError::Unsupported(format!(
-            "verification mode {:?} is not available on this node yet; use \"none\"",
-            req.verification
-        )));
+    let sample_rate = req.sample_rate.unwrap_or(st.verification.sample_rate);
+    if !(0.0..=1.0).contains(&sample_rate) {
+        return Err(ApiError::InvalidJson(format!("sample_rate {sample_rate} is not a probability in [0, 1]")));
     }
 
     // 2. Resolve the model by name, name@version or sha256.
@@ -71,34 +68,40 @@ pub(crate) async fn infer(
         .check_inputs(&req.inputs, st.runtime.config().max_input_elements)
         .map_err(|e| ApiError::Runtime(RuntimeError::Input(e)))?;
 
-    // 4. Price: royalty + compute + verification + protocol (+ app markup).
+    // 4. Route: the workers this mode needs, in good standing (the first one is the operator).
+    let executors = verification::route(&st, req.verification)?;
+
+    // 5. Price: royalty + compute + verification + protocol (+ app markup).
     let app = match &req.app {
         Some(id) => Some(st.ledger.store().app(id).await?.ok_or_else(|| ApiError::UnknownApp(id.clone()))?),
         None => None,
     };
-    let quote = pay::quote(&st, &model, req.verification, app.as_ref());
+    let quote = pay::quote(&st, &model, req.verification, app.as_ref(), executors[0].address());
 
-    // 5. Pay: free, or an x402 authorization / session token turned into an escrow, atomically
+    // 6. Pay: free, or an x402 authorization / session token turned into an escrow, atomically
     //    with the request record. Refusals are 402 with a fresh PAYMENT-REQUIRED.
     let input_hash = tensors_hash(&req.inputs);
     let escrow =
         pay::take(&st, &headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
 
-    // 6. Execute, then 7. settle: capture with the result hash, or refund. In its own task so
-    //    that nothing can cancel it between the escrow and its settlement.
+    // 7. Execute (and check, by mode), then 8. settle: capture with the result hash, or refund
+    //    (no result, or a result refuted by a validator). In its own task so that nothing can
+    //    cancel it between the escrow and its settlement.
     let settle = {
-        let (st, model, escrow) = (st.clone(), model.clone(), escrow.clone());
-        let inputs = req.inputs;
+        let (st, model, escrow, request_id) = (st.clone(), model.clone(), escrow.clone(), request_id.clone());
+        let (inputs, mode) = (req.inputs, req.verification);
         async move {
-            let hub = st.hub.clone();
-            let id = model.id;
-            let load = || async move { hub.load_bytes(&id).await.map_err(load_error) };
-            let result = st.runtime.run(model.id, load, inputs).await;
+            let result = verification::execute(&st, executors, &model, inputs, mode, sample_rate, &request_id).await;
             // Usage counts whatever happened (buffered, never on the durable path).
             st.hub.record_call(&model, result.is_ok());
-            let output_hash = result.as_ref().ok().map(|out| tensors_hash(&out.outputs));
+            let output_hash = result.as_ref().ok().map(|x| tensors_hash(&x.out.outputs));
+            let refuted = result.as_ref().is_ok_and(|x| x.check.status == "disputed");
             let settled = match (&escrow, output_hash) {
                 (None, _) => Ok(None),
+                (Some(e), Some(_)) if refuted => {
+                    refund(&st, e, "the worker's result was refuted by a validator").await;
+                    Ok(None)
+                }
                 (Some(e), Some(h)) => capture(&st, e, &format!("{h:#x}")).await.map(Some),
                 (Some(e), None) => {
                     let reason = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
@@ -111,26 +114,28 @@ pub(crate) async fn infer(
     };
     let (result, settled, output_hash) =
         tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
-    let out = result?;
+    let executed = result?;
     let capture_tx = settled?;
+    let out = executed.out;
 
-    // 8. Sign the receipt: this node states what it computed, for whom, at what price.
+    // 9. Sign the receipt: the executor states what it computed, for whom, at what price.
+    let charged = capture_tx.is_some();
     let receipt = ReceiptBody {
         request_id: request_id.clone(),
         model_hash: B256::from(*model.id.digest()),
         input_hash,
         output_hash: output_hash.unwrap_or_default(),
-        node: st.node_key.address(),
-        mode: "none".into(),
-        price: quote.total.to_string(),
-        payer: escrow.as_ref().map_or(Address::ZERO, |e| e.escrow.payer),
+        node: executed.executor.address(),
+        mode: mode_name(req.verification).into(),
+        price: if charged { quote.total.to_string() } else { "0".into() },
+        payer: escrow.as_ref().filter(|_| charged).map_or(Address::ZERO, |e| e.escrow.payer),
         timestamp: u64::try_from(now_ms()).unwrap_or_default(),
     };
-    let receipt = sign_receipt(receipt, &st.node_key, st.payments.x402.chain_id)
+    let receipt = sign_receipt(receipt, &executed.executor.key, st.payments.x402.chain_id)
         .map_err(|e| ApiError::Internal(format!("signing the receipt: {e}")))?;
     st.receipts.record(&receipt);
 
-    // 9. Answer.
+    // 10. Answer.
     let outputs: Map<String, Value> = out
         .outputs
         .iter()
@@ -173,10 +178,11 @@ pub(crate) async fn infer(
         request_id,
         model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
         outputs,
-        price: quote.total.to_string(),
+        price: if charged { quote.total.to_string() } else { "0".into() },
         verification: req.verification,
         payment,
         receipt: Some(receipt),
+        check: (req.verification != VerificationMode::None).then_some(executed.check),
         timings_ms,
     })
     .into_response();
@@ -214,8 +220,12 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn load_error(e: HubError) -> RuntimeError {
-    RuntimeError::Load(e.to_string())
+fn mode_name(m: VerificationMode) -> &'static str {
+    match m {
+        VerificationMode::None => "none",
+        VerificationMode::Sampled => "sampled",
+        VerificationMode::Quorum => "quorum",
+    }
 }
 
 /// 128 random bits as hex: unique without coordination between gateways.

@@ -7,6 +7,8 @@
 //!   readable top to bottom in one file; `pay`: its payment step (x402 or session -> escrow).
 //! - `money`: accounts, faucet, apps, spending sessions, payment records, x402 facilitator.
 //! - `receipts`: a receipt's status and its Merkle inclusion proof.
+//! - `verification`: the execution step by mode (none, sampled, quorum), disputes and slashing.
+//! - `nodes`: the workers and validators with stake and reputation.
 //!
 //! [`Router`]: axum::Router
 
@@ -15,12 +17,14 @@ mod error;
 mod health;
 mod infer;
 mod models;
+mod nodes;
 mod money;
 mod pay;
 mod receipts;
+mod verification;
 mod routes;
 mod state;
 
 pub use error::{ApiError, PaymentRefusal};
 pub use routes::router;
-pub use state::{ApiConfig, AppState, PaymentsConfig};
+pub use state::{ApiConfig, AppState, PaymentsConfig, VerificationConfig};

@@ -22,9 +22,16 @@ pub(crate) struct Paid {
 }
 
 /// The price of one call of `model` in `mode`, through `app` if any.
-pub(crate) fn quote(st: &AppState, model: &ModelVersion, mode: VerificationMode, app: Option<&App>) -> Quote {
+/// `operator` is the worker that will execute (the primary one, for a quorum).
+pub(crate) fn quote(
+    st: &AppState,
+    model: &ModelVersion,
+    mode: VerificationMode,
+    app: Option<&App>,
+    operator: verinet_primitives::Address,
+) -> Quote {
     let p = &st.payments;
-    let payees = Payees { creator: model.owner, operator: p.operator, protocol: p.protocol, app: app.map(|a| a.owner) };
+    let payees = Payees { creator: model.owner, operator, protocol: p.protocol, app: app.map(|a| a.owner) };
     p.fees.quote(model.price, mode, app.map_or(0, |a| a.markup), payees)
 }
 

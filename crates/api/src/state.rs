@@ -7,7 +7,7 @@ use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config};
 use verinet_primitives::Address;
 use verinet_runtime::Runtime;
-use verinet_verify::ReceiptLog;
+use verinet_verify::{Pool, ReceiptLog, Tolerance};
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -52,6 +52,21 @@ pub struct PaymentsConfig {
     pub faucet_drip: u128,
 }
 
+/// How requests are checked and cheaters punished.
+#[derive(Debug, Clone)]
+pub struct VerificationConfig {
+    /// `sampled`: default probability of re-execution.
+    pub sample_rate: f64,
+    /// `quorum`: workers per request.
+    pub quorum_k: usize,
+    /// Output comparison.
+    pub tolerance: Tolerance,
+    /// Stake taken from a worker per proven mismatch (all of it if it has less).
+    pub slash_amount: u128,
+    /// Share of the slash paid to the checker, basis points (the rest to the protocol).
+    pub validator_share_bps: u32,
+}
+
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -69,6 +84,10 @@ pub struct AppState {
     pub node_key: Arc<PrivateKeySigner>,
     /// Receipts: stored off the request path, sealed into Merkle batches, proofs on demand.
     pub receipts: Arc<ReceiptLog>,
+    /// Workers and validators.
+    pub pool: Arc<Pool>,
+    /// Verification policy.
+    pub verification: Arc<VerificationConfig>,
     /// HTTP limits.
     pub config: Arc<ApiConfig>,
 }

@@ -251,6 +251,36 @@ impl Ledger {
         Ok(t.id)
     }
 
+    /// Slashes up to `amount` of `cheater`'s stake (all of it if it has less): `validator_bps`
+    /// of what is taken to `validator` (role `validator`), the rest to `protocol`. Returns what
+    /// was slashed (0 if there was no stake; then nothing is committed).
+    pub async fn slash(
+        &self,
+        cheater: Address,
+        amount: u128,
+        validator: Address,
+        validator_bps: u32,
+        protocol: Address,
+        request_id: &str,
+    ) -> Result<u128> {
+        let stake = self.store.balances(cheater).await?.stake;
+        let take = amount.min(stake);
+        if take == 0 {
+            return Ok(0);
+        }
+        let to_validator = take.saturating_mul(u128::from(validator_bps.min(10_000))) / 10_000;
+        let mut postings = vec![Posting::new(cheater, Bucket::Stake, -signed(take)?)];
+        if to_validator > 0 {
+            postings.push(Posting::earned(validator, Role::Validator, signed(to_validator)?));
+        }
+        if take > to_validator {
+            postings.push(Posting::earned(protocol, Role::Protocol, signed(take - to_validator)?));
+        }
+        let t = tx(TxKind::Slash, postings, format!("slash {take} of {cheater} for request {request_id}"));
+        self.store.commit(&t).await?;
+        Ok(take)
+    }
+
     /// Balances and earnings of an account.
     pub async fn account(&self, address: Address) -> Result<AccountView> {
         Ok(AccountView {

@@ -80,6 +80,7 @@ fn main() {
                 inputs: inputs.clone(),
                 app: None,
                 verification: Default::default(),
+        sample_rate: None,
                 output_encoding: Default::default(),
             });
             let inputs = Arc::new(inputs);

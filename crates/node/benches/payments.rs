@@ -148,6 +148,7 @@ async fn request_path() {
         inputs: sample(),
         app: None,
         verification: Default::default(),
+        sample_rate: None,
         output_encoding: Default::default(),
     });
     let payer = PrivateKeySigner::random();

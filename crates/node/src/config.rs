@@ -23,6 +23,58 @@ pub struct Config {
     pub payments: PaymentsSection,
     /// Receipt batches.
     pub receipts: ReceiptsSection,
+    /// Workers, validators, sampling, quorum, slashing.
+    pub verification: VerificationSection,
+}
+
+/// `[verification]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerificationSection {
+    /// Local workers (worker 0 is the node key; others get keys under `data_dir/keys/`).
+    pub workers: usize,
+    /// Local validators.
+    pub validators: usize,
+    /// Backend of the validators (`tract`, `onnxruntime`); empty: the node's.
+    pub validator_backend: String,
+    /// `sampled`: default probability that a validator re-executes a request.
+    pub sample_rate: f64,
+    /// `quorum`: workers per request.
+    pub quorum_k: usize,
+    /// Float tolerance, absolute.
+    pub tolerance_abs: f64,
+    /// Float tolerance, relative.
+    pub tolerance_rel: f64,
+    /// Stake each executor must bond (a devnet node stakes its local executors from the faucet).
+    pub min_stake: String,
+    /// Stake taken per proven mismatch.
+    pub slash_amount: String,
+    /// Share of a slash paid to the executor that caught it, basis points.
+    pub validator_share_bps: u32,
+    /// Executors below this reputation get no work.
+    pub min_reputation: f64,
+    /// Seed for sampling and routing draws (reproducible tests and simulations).
+    pub seed: Option<u64>,
+}
+
+impl Default for VerificationSection {
+    fn default() -> Self {
+        Self {
+            workers: 3,
+            validators: 1,
+            validator_backend: String::new(),
+            sample_rate: 0.1,
+            quorum_k: 3,
+            tolerance_abs: 1e-4,
+            tolerance_rel: 1e-4,
+            // 100 tokens bonded, 10 slashed per proven mismatch.
+            min_stake: "100000000000000000000".into(),
+            slash_amount: "10000000000000000000".into(),
+            validator_share_bps: 5_000,
+            min_reputation: 0.3,
+            seed: None,
+        }
+    }
 }
 
 /// `[receipts]`: when receipts are sealed into signed Merkle batches.

@@ -6,10 +6,10 @@ use std::time::Duration;
 use axum::Router;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::info;
-use verinet_api::{ApiConfig, AppState, PaymentsConfig};
+use verinet_api::{ApiConfig, AppState, PaymentsConfig, VerificationConfig};
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
-use verinet_verify::{BatchConfig, ReceiptLog};
+use verinet_verify::{BatchConfig, Executor, NodeRole, Pool, ReceiptLog, Tolerance};
 use verinet_hub::{Hub, HubConfig};
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
 use verinet_store::{ObjectBlobStore, SqlStore};
@@ -22,9 +22,22 @@ pub struct Node {
     key: KeyFile,
 }
 
+/// Wiring a config cannot express: a backend per local worker (a cheating worker in tests and
+/// simulations, another runtime for diversity).
+#[derive(Default, Clone)]
+pub struct Overrides {
+    /// `(worker index, backend)`: that local worker runs on its own runtime with this backend.
+    pub worker_backends: Vec<(usize, Arc<dyn InferenceBackend>)>,
+}
+
 impl Node {
     /// Opens storage, creates the runtime and hub, and publishes bundled models if asked.
     pub async fn build(config: &Config) -> Result<Self> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    /// [`Node::build`] with [`Overrides`].
+    pub async fn build_with(config: &Config, overrides: Overrides) -> Result<Self> {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)?;
         let store = SqlStore::connect(&config.database_url()).await?;
@@ -39,7 +52,7 @@ impl Node {
             cache_bytes: rt.cache_mib << 20,
             max_input_elements: rt.max_input_elements,
         };
-        let runtime = Arc::new(Runtime::new(backend(config)?, runtime_config));
+        let runtime = Arc::new(Runtime::new(backend(config, &config.runtime.backend)?, runtime_config.clone()));
 
         let mut hub_config = HubConfig::new(data_dir.join("staging"));
         hub_config.max_model_bytes = config.hub.max_model_mib << 20;
@@ -62,6 +75,8 @@ impl Node {
         if config.bundled.publish {
             bundled::publish_missing(&hub, &key).await?;
         }
+        let (pool, verification) =
+            executors(config, &overrides, &key, &runtime, runtime_config, &ledger, config.payments.devnet).await?;
         let api = ApiConfig {
             max_infer_body: config.server.max_infer_body_mib << 20,
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
@@ -77,6 +92,8 @@ impl Node {
                 payments: Arc::new(payments),
                 node_key,
                 receipts,
+                pool,
+                verification,
                 config: Arc::new(api),
             },
             key,
@@ -119,7 +136,12 @@ impl Node {
 
     /// Binds `config.server.listen` and serves in the background (tests, benches, devnets).
     pub async fn spawn(config: &Config) -> Result<RunningNode> {
-        let node = Node::build(config).await?;
+        Self::spawn_with(config, Overrides::default()).await
+    }
+
+    /// [`Node::spawn`] with [`Overrides`].
+    pub async fn spawn_with(config: &Config, overrides: Overrides) -> Result<RunningNode> {
+        let node = Node::build_with(config, overrides).await?;
         let listener = TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
@@ -169,8 +191,63 @@ fn payments_config(p: &PaymentsSection, node: alloy_primitives::Address) -> Resu
     })
 }
 
-fn backend(config: &Config) -> Result<Arc<dyn InferenceBackend>> {
-    match config.runtime.backend.as_str() {
+/// The local workers (worker 0 is the node key) and validators, each with a key under
+/// `data_dir/keys/`, staked from the faucet on a devnet.
+async fn executors(
+    config: &Config,
+    overrides: &Overrides,
+    key: &KeyFile,
+    runtime: &Arc<Runtime>,
+    runtime_config: RuntimeConfig,
+    ledger: &Ledger,
+    devnet: bool,
+) -> Result<(Arc<Pool>, Arc<VerificationConfig>)> {
+    let v = &config.verification;
+    let min_stake = PaymentsSection::amount(&v.min_stake, "verification.min_stake")?;
+    let keys = config.storage.data_dir.join("keys");
+    let mut workers = Vec::new();
+    for i in 0..v.workers.max(1) {
+        let k = if i == 0 { key.clone() } else { KeyFile::load_or_create(&keys.join(format!("worker-{i}.key")))? };
+        let rt = match overrides.worker_backends.iter().find(|(w, _)| *w == i) {
+            Some((_, b)) => Arc::new(Runtime::new(b.clone(), runtime_config.clone())),
+            None => runtime.clone(),
+        };
+        workers.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), rt, NodeRole::Worker)));
+    }
+    let validator_runtime = if v.validator_backend.is_empty() || v.validator_backend == config.runtime.backend {
+        runtime.clone()
+    } else {
+        Arc::new(Runtime::new(backend(config, &v.validator_backend)?, runtime_config))
+    };
+    let mut validators = Vec::new();
+    for i in 0..v.validators {
+        let k = KeyFile::load_or_create(&keys.join(format!("validator-{i}.key")))?;
+        validators.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), validator_runtime.clone(), NodeRole::Validator)));
+    }
+    if devnet && min_stake > 0 {
+        for e in workers.iter().chain(&validators) {
+            let stake = ledger.store().balances(e.address()).await.map_err(verinet_ledger::LedgerError::from)?.stake;
+            if stake < min_stake {
+                ledger.mint(e.address(), min_stake - stake).await?;
+                ledger.stake(e.address(), min_stake - stake).await?;
+            }
+        }
+    }
+    let pool = Pool::new(workers, validators, v.min_reputation, v.seed);
+    let verification = VerificationConfig {
+        sample_rate: v.sample_rate,
+        quorum_k: v.quorum_k.max(1),
+        tolerance: Tolerance { abs: v.tolerance_abs, rel: v.tolerance_rel },
+        slash_amount: PaymentsSection::amount(&v.slash_amount, "verification.slash_amount")?,
+        validator_share_bps: v.validator_share_bps.min(10_000),
+    };
+    Ok((Arc::new(pool), Arc::new(verification)))
+}
+
+fn backend(config: &Config, name: &str) -> Result<Arc<dyn InferenceBackend>> {
+    #[cfg(not(feature = "ort"))]
+    let _ = config;
+    match name {
         "tract" => Ok(Arc::new(TractBackend::new())),
         #[cfg(feature = "ort")]
         "onnxruntime" => Ok(Arc::new(verinet_runtime::OrtBackend::new(config.runtime.onnxruntime_library.as_deref())?)),

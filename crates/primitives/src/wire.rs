@@ -183,6 +183,10 @@ pub struct InferRequest {
     /// Verification mode.
     #[serde(default)]
     pub verification: VerificationMode,
+    /// `sampled`: the probability that a validator re-executes this request (default: the
+    /// node's `[verification] sample_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
     /// Output encoding.
     #[serde(default)]
     pub output_encoding: OutputEncoding,
@@ -231,8 +235,24 @@ pub struct InferResponse {
     /// The node's signed receipt for this result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<SignedReceipt>,
+    /// How the result was checked (`sampled`, `quorum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckInfo>,
     /// Timings.
     pub timings_ms: TimingsMs,
+}
+
+/// How a result was checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// `unchecked` (not sampled), `passed` (a validator agreed), `disputed` (a validator refuted
+    /// the worker: this is the validator's result, the worker was slashed and the payer
+    /// refunded), or `quorum` (a majority agreed; dissenters were slashed).
+    pub status: String,
+    /// Who agreed with the returned result.
+    pub checked_by: Vec<Address>,
+    /// Who was refuted and slashed.
+    pub disputed: Vec<Address>,
 }
 
 /// How a request was paid and settled.

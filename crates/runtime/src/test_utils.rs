@@ -66,3 +66,116 @@ pub fn assert_tensor(what: &str, got: &Tensor, want: &Tensor, tol: Tolerance) {
     assert!(worst.0 <= 0.0, "{what}[{i}]: {} vs {} is beyond {tol:?}", g[i], w[i]);
 }
 
+
+/// A cheating worker's backend (test double): runs the real model, then corrupts the outputs of
+/// a chosen share of runs (every float output shifted by +1.0, every integer output's first
+/// element incremented), decided by a seeded generator so tests are reproducible.
+pub struct CorruptingBackend {
+    inner: std::sync::Arc<dyn crate::InferenceBackend>,
+    share: f64,
+    state: std::sync::Arc<std::sync::Mutex<u64>>,
+    corrupted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CorruptingBackend {
+    /// Corrupts about `share` (0..=1) of the runs of `inner`'s plans, seeded by `seed`.
+    pub fn new(inner: std::sync::Arc<dyn crate::InferenceBackend>, share: f64, seed: u64) -> Self {
+        Self {
+            inner,
+            share,
+            state: std::sync::Arc::new(std::sync::Mutex::new(seed.max(1))),
+            corrupted: Default::default(),
+        }
+    }
+
+    /// How many runs were corrupted so far.
+    pub fn corrupted(&self) -> u64 {
+        self.corrupted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A handle on the corruption counter that outlives the backend's move into a runtime.
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.corrupted.clone()
+    }
+}
+
+impl crate::InferenceBackend for CorruptingBackend {
+    fn name(&self) -> &'static str {
+        "corrupting"
+    }
+
+    fn prepare(&self, onnx: &[u8]) -> crate::Result<std::sync::Arc<dyn crate::Plan>> {
+        Ok(std::sync::Arc::new(CorruptingPlan {
+            inner: self.inner.prepare(onnx)?,
+            share: self.share,
+            state: self.state.clone(),
+            corrupted: self.corrupted.clone(),
+        }))
+    }
+}
+
+struct CorruptingPlan {
+    inner: std::sync::Arc<dyn crate::Plan>,
+    share: f64,
+    state: std::sync::Arc<std::sync::Mutex<u64>>,
+    corrupted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CorruptingPlan {
+    /// xorshift64*: a uniform draw in [0, 1).
+    fn draw(&self) -> f64 {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        let x = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl crate::Plan for CorruptingPlan {
+    fn signature(&self) -> &verinet_primitives::IoSignature {
+        self.inner.signature()
+    }
+
+    fn run(&self, inputs: &TensorMap) -> crate::Result<TensorMap> {
+        let mut out = self.inner.run(inputs)?;
+        if self.draw() >= self.share {
+            return Ok(out);
+        }
+        self.corrupted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for t in out.values_mut() {
+            let mut raw = t.raw().to_vec();
+            match t.dtype() {
+                // Floats: every element +1.0, far beyond any tolerance.
+                verinet_primitives::DType::Float32 => {
+                    for c in raw.chunks_exact_mut(4) {
+                        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) + 1.0;
+                        c.copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                verinet_primitives::DType::Float64 => {
+                    for c in raw.chunks_exact_mut(8) {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(c);
+                        c.copy_from_slice(&(f64::from_le_bytes(b) + 1.0).to_le_bytes());
+                    }
+                }
+                // Anything else (a class label): flip the lowest bit of the first element.
+                _ => {
+                    if let Some(b) = raw.first_mut() {
+                        *b ^= 1;
+                    }
+                }
+            }
+            if let Ok(c) = Tensor::from_raw(t.dtype(), t.shape().to_vec(), raw) {
+                *t = c;
+            }
+        }
+        Ok(out)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+}

@@ -115,6 +115,8 @@ pub enum TxKind {
     Stake,
     /// Stake -> available.
     Unstake,
+    /// Stake of a proven cheater -> the validator that caught it and the protocol.
+    Slash,
 }
 
 /// Status of a paid request. Escrowed is the only state that moves.
@@ -171,6 +173,7 @@ text_enum!(TxKind {
     Transfer = "transfer",
     Stake = "stake",
     Unstake = "unstake",
+    Slash = "slash",
 });
 text_enum!(PaymentStatus { Escrowed = "escrowed", Captured = "captured", Refunded = "refunded" });
 

@@ -39,7 +39,7 @@ pub use ledger::{
     App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,
 };
-pub use receipt::{BatchRecord, ReceiptRecord, ReceiptStore};
+pub use receipt::{BatchRecord, DisputeRecord, ReceiptRecord, ReceiptStore};
 pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
 pub use sql::SqlStore;
 #[cfg(any(test, feature = "test-utils"))]

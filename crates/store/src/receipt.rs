@@ -30,6 +30,35 @@ pub trait ReceiptStore: Send + Sync {
 
     /// The digests sealed in a batch (in no particular order; the tree sorts them).
     async fn batch_digests(&self, id: &str) -> Result<Vec<String>>;
+
+    /// Records a proven mismatch (once per request and worker).
+    async fn insert_dispute(&self, d: &DisputeRecord) -> Result<()>;
+
+    /// Disputes against `worker`, or all when `None`, newest first.
+    async fn disputes(&self, worker: Option<Address>, limit: u32) -> Result<Vec<DisputeRecord>>;
+}
+
+/// A proven mismatch with both results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeRecord {
+    /// The request.
+    pub request_id: String,
+    /// The worker whose result was wrong.
+    pub worker: Address,
+    /// Who caught it (a validator, or a quorum peer of the majority).
+    pub validator: Address,
+    /// `sampled` or `quorum`.
+    pub mode: String,
+    /// Canonical hash of the worker's outputs.
+    pub worker_output: String,
+    /// Canonical hash of the validator's (majority's) outputs.
+    pub validator_output: String,
+    /// Where they differ (the tolerance mismatch).
+    pub detail: String,
+    /// Stake slashed, base units.
+    pub slashed: u128,
+    /// Unix ms.
+    pub created_at_ms: i64,
 }
 
 /// A stored receipt.

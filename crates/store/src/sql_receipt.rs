@@ -5,7 +5,7 @@ use sqlx::{Row, any::AnyRow};
 use verinet_primitives::Address;
 
 use crate::{
-    BatchRecord, ReceiptRecord, ReceiptStore, Result, SqlStore, StoreError,
+    BatchRecord, DisputeRecord, ReceiptRecord, ReceiptStore, Result, SqlStore, StoreError,
     sql::{address_text, parse_address},
 };
 
@@ -116,5 +116,55 @@ impl ReceiptStore for SqlStore {
     async fn batch_digests(&self, id: &str) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT digest FROM receipts WHERE batch_id = $1").bind(id).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
+    }
+
+    async fn insert_dispute(&self, d: &DisputeRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO disputes (request_id, worker, validator, mode, worker_output, validator_output, detail, \
+             slashed, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (request_id, worker) DO NOTHING",
+        )
+        .bind(&d.request_id)
+        .bind(address_text(&d.worker))
+        .bind(address_text(&d.validator))
+        .bind(&d.mode)
+        .bind(&d.worker_output)
+        .bind(&d.validator_output)
+        .bind(&d.detail)
+        .bind(d.slashed.to_string())
+        .bind(d.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn disputes(&self, worker: Option<Address>, limit: u32) -> Result<Vec<DisputeRecord>> {
+        let cols = "request_id, worker, validator, mode, worker_output, validator_output, detail, slashed, created_at";
+        let rows = match worker {
+            Some(w) => {
+                let sql = format!("SELECT {cols} FROM disputes WHERE worker = $1 ORDER BY created_at DESC LIMIT $2");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(address_text(&w)).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {cols} FROM disputes ORDER BY created_at DESC LIMIT $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                let slashed: String = r.try_get("slashed")?;
+                Ok(DisputeRecord {
+                    request_id: r.try_get("request_id")?,
+                    worker: parse_address(&r.try_get::<String, _>("worker")?)?,
+                    validator: parse_address(&r.try_get::<String, _>("validator")?)?,
+                    mode: r.try_get("mode")?,
+                    worker_output: r.try_get("worker_output")?,
+                    validator_output: r.try_get("validator_output")?,
+                    detail: r.try_get("detail")?,
+                    slashed: slashed.parse().map_err(|e| StoreError::Corrupt(format!("slashed {slashed:?}: {e}")))?,
+                    created_at_ms: r.try_get("created_at")?,
+                })
+            })
+            .collect()
     }
 }

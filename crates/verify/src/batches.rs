@@ -125,11 +125,17 @@ impl ReceiptLog {
         Self { store, key, chain_id, config, buffer: Mutex::new(Vec::new()), wake: Notify::new() }
     }
 
+    /// The store below (disputes are recorded there too).
+    pub fn store(&self) -> &Arc<dyn ReceiptStore> {
+        &self.store
+    }
+
     /// Queues a signed receipt (never waits on the database).
     pub fn record(&self, r: &SignedReceipt) {
         let record = ReceiptRecord {
             request_id: r.receipt.request_id.clone(),
-            node: r.receipt.node,
+            // Batches are per gateway: the worker that signed is in the receipt itself.
+            node: self.key.address(),
             digest: format!("{:#x}", r.digest),
             body: serde_json::to_string(r).unwrap_or_default(),
             batch_id: None,

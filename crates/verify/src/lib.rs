@@ -9,15 +9,19 @@
 //!   inclusion proofs.
 //! - [`ReceiptLog`]: receipts buffered off the request path, sealed into signed batches every N
 //!   receipts or T seconds, with [`InclusionProof`]s on demand.
+//! - [`Pool`], [`Executor`], [`Stats`]: workers and validators with keys, runtimes and a
+//!   reputation; who runs and who checks a request.
 //! - [`VerifyError`].
 
 mod batches;
 mod error;
+mod pool;
 pub mod merkle;
 mod receipt;
 mod tolerance;
 
 pub use batches::{BatchConfig, BatchInfo, InclusionProof, ReceiptInfo, ReceiptLog, ReceiptStatus, batch_hash};
 pub use error::VerifyError;
+pub use pool::{Executor, NodeRole, Pool, Stats};
 pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};
 pub use tolerance::{Mismatch, Tolerance};

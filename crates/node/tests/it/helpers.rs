@@ -20,12 +20,18 @@ impl TestNode {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_overrides(tweak, verinet_node::Overrides::default()).await
+    }
+
+    pub async fn start_with_overrides(tweak: impl FnOnce(&mut Config), overrides: verinet_node::Overrides) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.storage.data_dir = dir.path().to_path_buf();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
+        // One worker (the node key) unless a test asks for more: payments tests check who earned.
+        config.verification.workers = 1;
         tweak(&mut config);
-        let node = Node::spawn(&config).await.unwrap();
+        let node = Node::spawn_with(&config, overrides).await.unwrap();
         let client = Client::new(node.url());
         Self { node, client, _dir: dir }
     }

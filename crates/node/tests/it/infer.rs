@@ -17,7 +17,8 @@ const DIGITS_TOL: Tolerance = Tolerance { abs: 1e-5, rel: 1e-5 };
 const MODEL_TOL: Tolerance = Tolerance { abs: 1e-4, rel: 1e-4 };
 
 fn req(model: &str, inputs: TensorMap) -> InferRequest {
-    InferRequest { model: model.into(), inputs, app: None, verification: Default::default(), output_encoding: Default::default() }
+    InferRequest { model: model.into(), inputs, app: None, verification: Default::default(),
+        sample_rate: None, output_encoding: Default::default() }
 }
 
 #[tokio::test]
@@ -97,7 +98,9 @@ async fn bad_requests_get_clear_4xx_codes() {
         (json!({"model": "digits"}).to_string(), 400, "invalid_json"),
         (json!({"model": "digits", "inputs": {"pixels": {"dtype": "float32", "shape": [1, 64], "data": [1]}}}).to_string(), 400, "invalid_json"),
         (json!({"model": "digits", "inputs": {}, "surprise": 1}).to_string(), 400, "invalid_json"),
-        (json!({"model": "digits", "inputs": {}, "verification": "sampled"}).to_string(), 501, "unsupported"),
+        (json!({"model": "digits", "inputs": {}, "verification": "sampled"}).to_string(), 422, "input_mismatch"),
+        (json!({"model": "digits", "inputs": {}, "verification": "majority"}).to_string(), 400, "invalid_json"),
+        (json!({"model": "digits", "inputs": {}, "verification": "sampled", "sample_rate": 1.5}).to_string(), 400, "invalid_json"),
         ("x".repeat(2 << 20), 413, "payload_too_large"),
     ];
     for (body, status, code) in raw {

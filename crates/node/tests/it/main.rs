@@ -8,3 +8,4 @@ mod infer;
 mod payments;
 mod postgres;
 mod receipts;
+mod verification;

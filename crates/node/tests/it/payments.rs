@@ -63,6 +63,7 @@ fn req(model: &str) -> InferRequest {
         inputs: digits_input(),
         app: None,
         verification: Default::default(),
+        sample_rate: None,
         output_encoding: Default::default(),
     }
 }
