@@ -41,6 +41,7 @@ pub async fn push(a: PushArgs) -> anyhow::Result<()> {
         timestamp: 0,
         signature: String::new(),
         sha256: None,
+        verification: None,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let meta = sign_publish(meta, id, key.signer(), now)?;

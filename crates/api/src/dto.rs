@@ -33,6 +33,7 @@ pub(crate) fn version_info(v: &ModelVersion, fees: &FeeSchedule) -> ModelVersion
         license: v.license.clone(),
         price: price_of(v, fees),
         io: v.signature.clone(),
+        verification: v.policy.as_deref().and_then(|p| serde_json::from_str(p).ok()),
         published_at_ms: v.published_at_ms,
         usage: usage(&v.usage),
     }

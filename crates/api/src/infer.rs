@@ -26,11 +26,11 @@ use alloy_primitives::B256;
 use verinet_primitives::{
     Address, ModelRef, tensors_hash,
     wire::{
-        InferRequest, InferResponse, OutputEncoding, PaymentSummary, ReceiptBody, ResolvedModel, TimingsMs,
-        VerificationMode,
+        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ReceiptBody, ResolvedModel,
+        TimingsMs, VerificationMode,
     },
 };
-use verinet_verify::sign_receipt;
+use verinet_verify::{Tolerance, sign_receipt};
 use verinet_runtime::RuntimeError;
 
 use crate::{ApiError, AppState, pay, verification};
@@ -52,9 +52,8 @@ pub(crate) async fn infer(
         other => ApiError::InvalidJson(other.body_text()),
     })?;
     let req: InferRequest = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    let sample_rate = req.sample_rate.unwrap_or(st.verification.sample_rate);
-    if !(0.0..=1.0).contains(&sample_rate) {
-        return Err(ApiError::InvalidJson(format!("sample_rate {sample_rate} is not a probability in [0, 1]")));
+    if let Some(p) = req.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
+        return Err(ApiError::InvalidJson(format!("sample_rate {p} is not a probability in [0, 1]")));
     }
 
     // 2. Resolve the model by name, name@version or sha256.
@@ -67,6 +66,14 @@ pub(crate) async fn infer(
         .signature
         .check_inputs(&req.inputs, st.runtime.config().max_input_elements)
         .map_err(|e| ApiError::Runtime(RuntimeError::Input(e)))?;
+
+    // The model's policy (set at publish) refines the node's: request > model > node.
+    let policy = model.policy.as_deref().and_then(|p| serde_json::from_str::<ModelPolicy>(p).ok()).unwrap_or_default();
+    let sample_rate = req.sample_rate.or(policy.sample_rate).unwrap_or(st.verification.sample_rate);
+    let tolerance = Tolerance {
+        abs: policy.tolerance_abs.unwrap_or(st.verification.tolerance.abs),
+        rel: policy.tolerance_rel.unwrap_or(st.verification.tolerance.rel),
+    };
 
     // 4. Route: the workers this mode needs, in good standing (the first one is the operator).
     let executors = verification::route(&st, req.verification)?;
@@ -91,7 +98,8 @@ pub(crate) async fn infer(
         let (st, model, escrow, request_id) = (st.clone(), model.clone(), escrow.clone(), request_id.clone());
         let (inputs, mode) = (req.inputs, req.verification);
         async move {
-            let result = verification::execute(&st, executors, &model, inputs, mode, sample_rate, &request_id).await;
+            let policy = verification::Policy { mode, sample_rate, tolerance };
+            let result = verification::execute(&st, executors, &model, inputs, policy, &request_id).await;
             // Usage counts whatever happened (buffered, never on the durable path).
             st.hub.record_call(&model, result.is_ok());
             let output_hash = result.as_ref().ok().map(|x| tensors_hash(&x.out.outputs));

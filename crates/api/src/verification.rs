@@ -18,7 +18,7 @@ use verinet_primitives::{
 };
 use verinet_runtime::{RunOutput, RuntimeError};
 use verinet_store::{DisputeRecord, ModelVersion};
-use verinet_verify::{Executor, Mismatch};
+use verinet_verify::{Executor, Mismatch, Tolerance};
 
 use crate::{ApiError, AppState};
 
@@ -58,16 +58,25 @@ pub(crate) fn route(st: &AppState, mode: VerificationMode) -> Result<Vec<Arc<Exe
     Ok(picked)
 }
 
-/// Runs the request on `executors` as `mode` requires and judges the results.
+/// How one request is verified: its mode, and the sampling rate and tolerance after the
+/// request > model > node precedence.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub mode: VerificationMode,
+    pub sample_rate: f64,
+    pub tolerance: Tolerance,
+}
+
+/// Runs the request on `executors` as the policy's mode requires and judges the results.
 pub(crate) async fn execute(
     st: &AppState,
     executors: Vec<Arc<Executor>>,
     model: &ModelVersion,
     inputs: TensorMap,
-    mode: VerificationMode,
-    sample_rate: f64,
+    policy: Policy,
     request_id: &str,
 ) -> Result<Executed, ApiError> {
+    let Policy { mode, sample_rate, tolerance } = policy;
     let Some(worker) = executors.first().cloned() else {
         return Err(ApiError::NoWorkers { wanted: 1, available: 0 });
     };
@@ -87,7 +96,7 @@ pub(crate) async fn execute(
                 return Ok(Executed { out, executor: worker, check: check("unchecked", vec![], vec![]) });
             };
             let truth = run_on(st, &validator, model, inputs).await?;
-            match st.verification.tolerance.compare(&out.outputs, &truth.outputs) {
+            match tolerance.compare(&out.outputs, &truth.outputs) {
                 Ok(()) => {
                     worker.checked(true);
                     Ok(Executed { out, executor: worker, check: check("passed", vec![validator.address()], vec![]) })
@@ -108,7 +117,7 @@ pub(crate) async fn execute(
                 .filter_map(|(r, e)| r.ok().map(|out| (e, out)))
                 .collect();
             // The largest group of results that agree with one of them within tolerance.
-            let agree = |a: &RunOutput, b: &RunOutput| st.verification.tolerance.compare(&a.outputs, &b.outputs).is_ok();
+            let agree = |a: &RunOutput, b: &RunOutput| tolerance.compare(&a.outputs, &b.outputs).is_ok();
             let best = (0..results.len())
                 .max_by_key(|&i| results.iter().filter(|(_, o)| agree(o, &results[i].1)).count())
                 .ok_or(ApiError::NoQuorum { agreeing: 0, of: executors.len() })?;
@@ -120,7 +129,7 @@ pub(crate) async fn execute(
             let mut passed = Vec::new();
             let mut disputed = Vec::new();
             for (e, out) in &results {
-                match st.verification.tolerance.compare(&out.outputs, &truth.outputs) {
+                match tolerance.compare(&out.outputs, &truth.outputs) {
                     Ok(()) => {
                         e.checked(true);
                         passed.push(e.address());

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use futures::{Stream, stream::BoxStream};
 use tracing::{info, instrument};
 use verinet_primitives::{
-    ModelId, ModelRef, PublishAuth, validate_model_name, wire::PublishRequest,
+    ModelId, ModelRef, PublishAuth, validate_model_name,
+    wire::{ModelPolicy, PublishRequest},
 };
 use verinet_runtime::{Runtime, RuntimeError};
 use verinet_store::{BlobStore, ModelQuery, ModelStore, ModelSummary, ModelVersion, NewModelVersion, StoreError};
@@ -78,6 +79,13 @@ impl Hub {
     #[instrument(skip_all, fields(name = %meta.name, version = %meta.version, sha256 = %staged.id))]
     pub async fn publish(&self, meta: PublishRequest, staged: Staged) -> Result<ModelVersion> {
         let price = check_metadata(&meta)?;
+        let policy = match &meta.verification {
+            Some(v) => {
+                let p = ModelPolicy::parse(v).map_err(HubError::InvalidMetadata)?;
+                Some(serde_json::to_string(&p).map_err(|e| HubError::Internal(e.to_string()))?)
+            }
+            None => None,
+        };
         if let Some(claimed) = meta.sha256
             && claimed != staged.id
         {
@@ -113,6 +121,7 @@ impl Hub {
             price,
             signature,
             publish_signature: meta.signature,
+            policy,
             published_at_ms: now_ms(),
         };
         let stored = self.models.insert_version(&record).await.map_err(|e| match e {

@@ -68,6 +68,7 @@ fn main() {
                 timestamp: 0,
                 signature: String::new(),
                 sha256: None,
+                verification: None,
             };
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
             client.publish_bytes(&sign_publish(meta, id, &key, now).expect("sign"), bytes.clone()).await.expect("publish");

@@ -37,6 +37,42 @@ pub struct PublishRequest {
     /// verification (optional: the hub always hashes what it receives).
     #[serde(default)]
     pub sha256: Option<ModelId>,
+    /// Verification policy of this version, a [`ModelPolicy`]:
+    /// `{"sample_rate": 0.2, "tolerance_abs": 1e-3, "tolerance_rel": 1e-3}` (each optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<serde_json::Value>,
+}
+
+/// A model version's verification policy, overriding the node's defaults: the sampling rate of
+/// `sampled` requests that name none, and the float tolerance re-execution compares with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPolicy {
+    /// Default re-execution probability in `sampled` mode, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
+    /// Absolute float tolerance (>= 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_abs: Option<f64>,
+    /// Relative float tolerance (>= 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_rel: Option<f64>,
+}
+
+impl ModelPolicy {
+    /// Parses and range-checks a policy.
+    pub fn parse(v: &serde_json::Value) -> Result<Self, String> {
+        let p: ModelPolicy = serde_json::from_value(v.clone()).map_err(|e| format!("verification policy: {e}"))?;
+        if p.sample_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err("verification.sample_rate must be in [0, 1]".into());
+        }
+        for (name, t) in [("tolerance_abs", p.tolerance_abs), ("tolerance_rel", p.tolerance_rel)] {
+            if t.is_some_and(|t| !t.is_finite() || t < 0.0) {
+                return Err(format!("verification.{name} must be a finite number >= 0"));
+            }
+        }
+        Ok(p)
+    }
 }
 
 fn zero() -> String {
@@ -77,6 +113,9 @@ pub struct ModelVersionInfo {
     pub price: PriceInfo,
     /// Inputs and outputs.
     pub io: IoSignature,
+    /// Verification policy set at publish (a [`ModelPolicy`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<serde_json::Value>,
     /// Publish time, unix milliseconds.
     pub published_at_ms: i64,
     /// Usage of this version.

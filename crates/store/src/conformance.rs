@@ -72,6 +72,7 @@ pub fn sample(name: &str, version: &str, owner: Address) -> NewModelVersion {
             outputs: vec![TensorSpec { name: "y".into(), dtype: DType::Float32, shape: vec![Dim::Fixed(1)] }],
         },
         publish_signature: format!("0x{}", "1b".repeat(65)),
+        policy: Some(r#"{"sample_rate":0.5}"#.into()),
         published_at_ms: 1_700_000_000_000,
         name: name.into(),
         version,

@@ -78,6 +78,8 @@ pub struct NewModelVersion {
     pub signature: IoSignature,
     /// The owner's EIP-191 publish signature, hex.
     pub publish_signature: String,
+    /// Verification policy JSON (`ModelPolicy`), if set at publish.
+    pub policy: Option<String>,
     /// Publish time, unix milliseconds.
     pub published_at_ms: i64,
 }
@@ -108,6 +110,8 @@ pub struct ModelVersion {
     pub signature: IoSignature,
     /// The owner's EIP-191 publish signature, hex.
     pub publish_signature: String,
+    /// Verification policy JSON (`ModelPolicy`), if set at publish.
+    pub policy: Option<String>,
     /// Publish time, unix milliseconds.
     pub published_at_ms: i64,
     /// Calls of this version.
@@ -129,6 +133,7 @@ impl ModelVersion {
             price: v.price,
             signature: v.signature.clone(),
             publish_signature: v.publish_signature.clone(),
+            policy: v.policy.clone(),
             published_at_ms: v.published_at_ms,
             usage: Usage::default(),
         }

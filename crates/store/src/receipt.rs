@@ -34,6 +34,9 @@ pub trait ReceiptStore: Send + Sync {
     /// Records a proven mismatch (once per request and worker).
     async fn insert_dispute(&self, d: &DisputeRecord) -> Result<()>;
 
+    /// Disputes of one request (one per refuted worker).
+    async fn request_disputes(&self, request_id: &str) -> Result<Vec<DisputeRecord>>;
+
     /// Disputes against `worker`, or all when `None`, newest first.
     async fn disputes(&self, worker: Option<Address>, limit: u32) -> Result<Vec<DisputeRecord>>;
 }

@@ -102,7 +102,7 @@ impl SqlStore {
 
 /// The columns [`version_from_row`] reads, from `model_versions v JOIN models m`.
 const VERSION_COLUMNS: &str = "v.name, v.version, v.sha256, v.size, m.owner, v.description, v.tags, v.license, \
-     v.price, v.signature, v.publish_signature, v.published_at, v.calls, v.failures, v.last_called_at";
+     v.price, v.signature, v.publish_signature, v.policy, v.published_at, v.calls, v.failures, v.last_called_at";
 
 #[async_trait]
 impl ModelStore for SqlStore {
@@ -266,8 +266,8 @@ async fn insert_in(tx: &mut AnyConnection, v: &NewModelVersion, row: &VersionRow
 
     let inserted = sqlx::query(
         "INSERT INTO model_versions (name, version, major, minor, patch, pre, sha256, size, description, tags, \
-         license, price, signature, publish_signature, published_at, search) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         license, price, signature, publish_signature, published_at, search, policy) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (name, version) DO NOTHING",
     )
     .bind(&v.name)
@@ -286,6 +286,7 @@ async fn insert_in(tx: &mut AnyConnection, v: &NewModelVersion, row: &VersionRow
     .bind(&v.publish_signature)
     .bind(v.published_at_ms)
     .bind(&row.search)
+    .bind(v.policy.as_deref())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -367,6 +368,7 @@ fn version_from_row(r: &AnyRow) -> Result<ModelVersion> {
         price: text("price")?.parse().map_err(|e| corrupt("price", &e))?,
         signature: serde_json::from_str::<IoSignature>(&text("signature")?).map_err(|e| corrupt("signature", &e))?,
         publish_signature: text("publish_signature")?,
+        policy: r.try_get("policy")?,
         published_at_ms: r.try_get("published_at")?,
         usage: Usage {
             calls: counter(r, "calls")?,

@@ -138,8 +138,14 @@ impl ReceiptStore for SqlStore {
         Ok(())
     }
 
+    async fn request_disputes(&self, request_id: &str) -> Result<Vec<DisputeRecord>> {
+        let sql = format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE request_id = $1 ORDER BY worker");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(request_id).fetch_all(&self.pool).await?;
+        rows.iter().map(dispute_from_row).collect()
+    }
+
     async fn disputes(&self, worker: Option<Address>, limit: u32) -> Result<Vec<DisputeRecord>> {
-        let cols = "request_id, worker, validator, mode, worker_output, validator_output, detail, slashed, created_at";
+        let cols = DISPUTE_COLUMNS;
         let rows = match worker {
             Some(w) => {
                 let sql = format!("SELECT {cols} FROM disputes WHERE worker = $1 ORDER BY created_at DESC LIMIT $2");
@@ -150,21 +156,24 @@ impl ReceiptStore for SqlStore {
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit)).fetch_all(&self.pool).await?
             }
         };
-        rows.iter()
-            .map(|r| {
-                let slashed: String = r.try_get("slashed")?;
-                Ok(DisputeRecord {
-                    request_id: r.try_get("request_id")?,
-                    worker: parse_address(&r.try_get::<String, _>("worker")?)?,
-                    validator: parse_address(&r.try_get::<String, _>("validator")?)?,
-                    mode: r.try_get("mode")?,
-                    worker_output: r.try_get("worker_output")?,
-                    validator_output: r.try_get("validator_output")?,
-                    detail: r.try_get("detail")?,
-                    slashed: slashed.parse().map_err(|e| StoreError::Corrupt(format!("slashed {slashed:?}: {e}")))?,
-                    created_at_ms: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(dispute_from_row).collect()
     }
+}
+
+const DISPUTE_COLUMNS: &str =
+    "request_id, worker, validator, mode, worker_output, validator_output, detail, slashed, created_at";
+
+fn dispute_from_row(r: &AnyRow) -> Result<DisputeRecord> {
+    let slashed: String = r.try_get("slashed")?;
+    Ok(DisputeRecord {
+        request_id: r.try_get("request_id")?,
+        worker: parse_address(&r.try_get::<String, _>("worker")?)?,
+        validator: parse_address(&r.try_get::<String, _>("validator")?)?,
+        mode: r.try_get("mode")?,
+        worker_output: r.try_get("worker_output")?,
+        validator_output: r.try_get("validator_output")?,
+        detail: r.try_get("detail")?,
+        slashed: slashed.parse().map_err(|e| StoreError::Corrupt(format!("slashed {slashed:?}: {e}")))?,
+        created_at_ms: r.try_get("created_at")?,
+    })
 }

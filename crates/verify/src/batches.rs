@@ -49,6 +49,9 @@ pub enum ReceiptStatus {
     Pending,
     /// In a sealed, signed batch (mode `none`: nothing left to check).
     Final,
+    /// A result for this request was refuted (the receipt shown is the checker's); the
+    /// refuted worker was slashed. See `disputes`.
+    Disputed,
 }
 
 /// `GET /v1/receipts/{id}`.
@@ -60,6 +63,8 @@ pub struct ReceiptInfo {
     pub receipt: SignedReceipt,
     /// The sealing batch id.
     pub batch_id: Option<String>,
+    /// Refuted results of this request, with both output hashes.
+    pub disputes: Vec<verinet_store::DisputeRecord>,
 }
 
 /// A sealed batch as published: root, size, time and the node's EIP-712 signature over
@@ -235,8 +240,15 @@ impl ReceiptLog {
         let Some(r) = self.store.receipt(request_id).await? else { return Ok(None) };
         let receipt: SignedReceipt =
             serde_json::from_str(&r.body).map_err(|e| VerifyError::Malformed(format!("stored receipt: {e}")))?;
-        let status = if r.batch_id.is_some() { ReceiptStatus::Final } else { ReceiptStatus::Pending };
-        Ok(Some(ReceiptInfo { status, receipt, batch_id: r.batch_id }))
+        let disputes = self.store.request_disputes(request_id).await?;
+        let status = if !disputes.is_empty() {
+            ReceiptStatus::Disputed
+        } else if r.batch_id.is_some() {
+            ReceiptStatus::Final
+        } else {
+            ReceiptStatus::Pending
+        };
+        Ok(Some(ReceiptInfo { status, receipt, batch_id: r.batch_id, disputes }))
     }
 
     /// The inclusion proof of a sealed receipt; `None` if unknown or still pending.

@@ -62,6 +62,7 @@ pub fn meta(name: &str, version: &str) -> PublishRequest {
         timestamp: 0,
         signature: String::new(),
         sha256: None,
+        verification: None,
     }
 }
 

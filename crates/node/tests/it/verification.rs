@@ -42,7 +42,7 @@ async fn nodes(url: &str) -> Vec<Value> {
     v["nodes"].as_array().unwrap().clone()
 }
 
-fn node<'a>(list: &'a [Value], address: Address) -> &'a Value {
+fn node(list: &[Value], address: Address) -> &Value {
     list.iter().find(|n| n["address"].as_str().unwrap().parse::<Address>().unwrap() == address).unwrap()
 }
 
@@ -158,6 +158,15 @@ async fn sampled_reexecution_catches_cheats_at_the_sampling_rate() {
                 assert_outputs("validator's result", &resp.tensors().unwrap(), &expected, TOL);
                 assert_eq!(resp.price, "0");
                 assert!(resp.payment.is_none());
+                let info: Value = reqwest::get(format!("{}/v1/receipts/{}", n.node.url(), resp.request_id))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(info["status"], "disputed", "{info}");
+                assert_eq!(info["disputes"][0]["mode"], "sampled");
+                assert_ne!(info["disputes"][0]["worker_output"], info["disputes"][0]["validator_output"]);
             }
             "unchecked" => unchecked += 1,
             other => panic!("unexpected status {other}"),
@@ -221,4 +230,37 @@ fn detection_probability_over_n_results_is_one_minus_one_minus_p_to_the_n() {
     let expected = 1.0 - (1.0f64 - p).powi(n);
     let sigma = (trials as f64 * expected * (1.0 - expected)).sqrt();
     assert!((caught - expected * trials as f64).abs() <= 4.0 * sigma, "caught {caught} of {trials}, expected {expected}");
+}
+
+/// A model's policy set at publish (sampling rate, tolerance) overrides the node's default, and
+/// a request's `sample_rate` overrides both; bad policies are refused at publish.
+#[tokio::test]
+async fn per_model_policy_overrides_the_node_and_requests_override_it() {
+    let n = TestNode::start_with(|c| {
+        c.verification.workers = 1;
+        c.verification.validators = 1;
+        c.verification.sample_rate = 0.0;
+    })
+    .await;
+    let key = PrivateKeySigner::random();
+    let bytes = crate::helpers::digits_bytes();
+    let mut meta = crate::helpers::signed("always-checked", "1.0.0", &bytes, &key);
+    meta.verification = Some(serde_json::json!({"sample_rate": 1.0, "tolerance_abs": 0.001}));
+    let info = n.client.publish_bytes(&meta, bytes.clone()).await.unwrap();
+    assert_eq!(info.verification.unwrap()["sample_rate"], 1.0);
+
+    let (mut r, _) = req(0, VerificationMode::Sampled);
+    r.model = "always-checked".into();
+    assert_eq!(n.client.infer(&r).await.unwrap().check.unwrap().status, "passed", "model policy: p = 1");
+    r.sample_rate = Some(0.0);
+    assert_eq!(n.client.infer(&r).await.unwrap().check.unwrap().status, "unchecked", "request overrides model");
+    let (plain, _) = req(0, VerificationMode::Sampled);
+    assert_eq!(n.client.infer(&plain).await.unwrap().check.unwrap().status, "unchecked", "node default: p = 0");
+
+    for bad in [serde_json::json!({"sample_rate": 2.0}), serde_json::json!({"tolerance_rel": -1}), serde_json::json!({"k": 3})] {
+        let mut meta = crate::helpers::signed("bad-policy", "1.0.0", &bytes, &key);
+        meta.verification = Some(bad.clone());
+        let e = n.client.publish_bytes(&meta, bytes.clone()).await.unwrap_err();
+        assert!(matches!(e, verinet_client::ClientError::Api { status: 422, ref code, .. } if code == "invalid_metadata"), "{bad}: {e}");
+    }
 }
