@@ -15,7 +15,7 @@ pub(crate) struct NodeInfo {
     backend: &'static str,
     stake: String,
     reputation: f64,
-    /// Below the routing threshold: gets no work.
+    /// In good standing (reputation and stake at or above the thresholds): gets work.
     active: bool,
     stats: Stats,
 }
@@ -25,6 +25,7 @@ pub(crate) struct NodeInfo {
 pub(crate) struct NodeList {
     nodes: Vec<NodeInfo>,
     min_reputation: f64,
+    min_stake: String,
 }
 
 pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<NodeList>, ApiError> {
@@ -37,9 +38,9 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<NodeList>, A
             backend: e.runtime.backend_name(),
             stake: st.ledger.store().balances(e.address()).await?.stake.to_string(),
             reputation: stats.reputation(),
-            active: stats.reputation() >= st.pool.min_reputation,
+            active: st.pool.active(e),
             stats,
         });
     }
-    Ok(Json(NodeList { nodes, min_reputation: st.pool.min_reputation }))
+    Ok(Json(NodeList { nodes, min_reputation: st.pool.min_reputation, min_stake: st.pool.min_stake.to_string() }))
 }

@@ -166,7 +166,10 @@ async fn dispute(
         .slash(cheater.address(), v.slash_amount, checker.address(), v.validator_share_bps, st.payments.protocol, request_id)
         .await
     {
-        Ok(n) => n,
+        Ok(n) => {
+            cheater.set_stake(cheater.stake().saturating_sub(n));
+            n
+        }
         Err(e) => {
             warn!(request_id, cheater = %cheater.address(), error = %e, "slashing failed");
             0

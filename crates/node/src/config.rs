@@ -45,8 +45,10 @@ pub struct VerificationSection {
     pub tolerance_abs: f64,
     /// Float tolerance, relative.
     pub tolerance_rel: f64,
-    /// Stake each executor must bond (a devnet node stakes its local executors from the faucet).
+    /// Stake an executor needs to get work.
     pub min_stake: String,
+    /// What a devnet node bonds for each of its executors at start (at least `min_stake`).
+    pub devnet_stake: String,
     /// Stake taken per proven mismatch.
     pub slash_amount: String,
     /// Share of a slash paid to the executor that caught it, basis points.
@@ -67,8 +69,10 @@ impl Default for VerificationSection {
             quorum_k: 3,
             tolerance_abs: 1e-4,
             tolerance_rel: 1e-4,
-            // 100 tokens bonded, 10 slashed per proven mismatch.
-            min_stake: "100000000000000000000".into(),
+            // No minimum by default (staking by operators arrives with the node registry); a devnet
+            // bonds 1000 tokens per executor so slashing has teeth; 10 slashed per mismatch.
+            min_stake: "0".into(),
+            devnet_stake: "1000000000000000000000".into(),
             slash_amount: "10000000000000000000".into(),
             validator_share_bps: 5_000,
             min_reputation: 0.3,

@@ -224,16 +224,19 @@ async fn executors(
         let k = KeyFile::load_or_create(&keys.join(format!("validator-{i}.key")))?;
         validators.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), validator_runtime.clone(), NodeRole::Validator)));
     }
-    if devnet && min_stake > 0 {
-        for e in workers.iter().chain(&validators) {
-            let stake = ledger.store().balances(e.address()).await.map_err(verinet_ledger::LedgerError::from)?.stake;
-            if stake < min_stake {
-                ledger.mint(e.address(), min_stake - stake).await?;
-                ledger.stake(e.address(), min_stake - stake).await?;
-            }
+    // A devnet bonds its own executors from the faucet; elsewhere operators stake (and an
+    // executor below `min_stake` gets no work).
+    let devnet_stake = PaymentsSection::amount(&v.devnet_stake, "verification.devnet_stake")?.max(min_stake);
+    for e in workers.iter().chain(&validators) {
+        let mut stake = ledger.store().balances(e.address()).await.map_err(verinet_ledger::LedgerError::from)?.stake;
+        if devnet && stake < devnet_stake {
+            ledger.mint(e.address(), devnet_stake - stake).await?;
+            ledger.stake(e.address(), devnet_stake - stake).await?;
+            stake = devnet_stake;
         }
+        e.set_stake(stake);
     }
-    let pool = Pool::new(workers, validators, v.min_reputation, v.seed);
+    let pool = Pool::new(workers, validators, v.min_reputation, min_stake, v.seed);
     let verification = VerificationConfig {
         sample_rate: v.sample_rate,
         quorum_k: v.quorum_k.max(1),

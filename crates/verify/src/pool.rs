@@ -33,6 +33,9 @@ pub struct Executor {
     /// Its role.
     pub role: NodeRole,
     stats: Mutex<Stats>,
+    /// Bonded stake as last seen in the ledger (set at start, lowered by slashes), so routing
+    /// needs no database read.
+    stake: Mutex<u128>,
 }
 
 /// Verification outcomes of one executor.
@@ -61,7 +64,17 @@ impl Stats {
 impl Executor {
     /// An executor with a fresh record.
     pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, role: NodeRole) -> Self {
-        Self { key, runtime, role, stats: Mutex::new(Stats::default()) }
+        Self { key, runtime, role, stats: Mutex::new(Stats::default()), stake: Mutex::new(0) }
+    }
+
+    /// Its bonded stake as the pool knows it.
+    pub fn stake(&self) -> u128 {
+        *self.stake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the known stake (after reading the ledger, or a slash).
+    pub fn set_stake(&self, stake: u128) {
+        *self.stake.lock().unwrap_or_else(|e| e.into_inner()) = stake;
     }
 
     /// Its address.
@@ -92,17 +105,30 @@ pub struct Pool {
     validators: Vec<Arc<Executor>>,
     /// Executors below this reputation get no work.
     pub min_reputation: f64,
+    /// Executors with less stake get no work.
+    pub min_stake: u128,
     rng: Mutex<StdRng>,
 }
 
 impl Pool {
     /// A pool; `seed` makes sampling and tie-breaks reproducible (tests, simulations).
-    pub fn new(workers: Vec<Arc<Executor>>, validators: Vec<Arc<Executor>>, min_reputation: f64, seed: Option<u64>) -> Self {
+    pub fn new(
+        workers: Vec<Arc<Executor>>,
+        validators: Vec<Arc<Executor>>,
+        min_reputation: f64,
+        min_stake: u128,
+        seed: Option<u64>,
+    ) -> Self {
         let rng = match seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),
         };
-        Self { workers, validators, min_reputation, rng: Mutex::new(rng) }
+        Self { workers, validators, min_reputation, min_stake, rng: Mutex::new(rng) }
+    }
+
+    /// In good standing: reputation and stake at or above the thresholds.
+    pub fn active(&self, e: &Executor) -> bool {
+        e.stats().reputation() >= self.min_reputation && e.stake() >= self.min_stake
     }
 
     /// Every executor, workers first.
@@ -110,7 +136,7 @@ impl Pool {
         self.workers.iter().chain(&self.validators)
     }
 
-    /// Up to `k` distinct workers in good standing, drawn with probability proportional to
+    /// Up to `k` distinct workers in good standing (reputation and stake), drawn with probability proportional to
     /// reputation.
     pub fn pick_workers(&self, k: usize) -> Vec<Arc<Executor>> {
         self.pick(&self.workers, k, None)
@@ -129,9 +155,8 @@ impl Pool {
     fn pick(&self, from: &[Arc<Executor>], k: usize, exclude: Option<Address>) -> Vec<Arc<Executor>> {
         let mut ok: Vec<(f64, Arc<Executor>)> = from
             .iter()
-            .filter(|e| Some(e.address()) != exclude)
+            .filter(|e| Some(e.address()) != exclude && self.active(e))
             .map(|e| (e.stats().reputation(), e.clone()))
-            .filter(|(r, _)| *r >= self.min_reputation)
             .collect();
         // Weighted by reputation, without replacement: reputable nodes get more work, but load
         // still spreads over every node in good standing.

@@ -61,7 +61,8 @@ async fn with_cheater(
         |c| {
             c.verification.workers = workers;
             c.verification.validators = 1;
-            c.verification.min_stake = STAKE.to_string();
+            c.verification.min_stake = "1".into();
+            c.verification.devnet_stake = STAKE.to_string();
             c.verification.slash_amount = SLASH.to_string();
             c.verification.seed = Some(42);
             tweak(c);
@@ -224,7 +225,7 @@ async fn honest_workers_are_never_disputed() {
 /// least once with probability 1 - (1 - p)^n.
 #[test]
 fn detection_probability_over_n_results_is_one_minus_one_minus_p_to_the_n() {
-    let pool = verinet_verify::Pool::new(vec![], vec![], 0.0, Some(3));
+    let pool = verinet_verify::Pool::new(vec![], vec![], 0.0, 0, Some(3));
     let (p, n, trials) = (0.2, 10, 4000);
     let caught = (0..trials).filter(|_| (0..n).any(|_| pool.sample(p))).count() as f64;
     let expected = 1.0 - (1.0f64 - p).powi(n);
@@ -263,4 +264,36 @@ async fn per_model_policy_overrides_the_node_and_requests_override_it() {
         let e = n.client.publish_bytes(&meta, bytes.clone()).await.unwrap_err();
         assert!(matches!(e, verinet_client::ClientError::Api { status: 422, ref code, .. } if code == "invalid_metadata"), "{bad}: {e}");
     }
+}
+
+/// Stake gates work: executors below `min_stake` are not routed to, and a slash that takes a
+/// cheater below it removes it from routing even when its reputation would not.
+#[tokio::test]
+async fn executors_below_the_minimum_stake_get_no_work() {
+    // Every executor bonds exactly the minimum; one slash puts the cheater under it.
+    let (n, corrupted) = with_cheater(4, 0, 1.0, |c| {
+        c.verification.quorum_k = 3;
+        c.verification.min_reputation = 0.0;
+        c.verification.min_stake = STAKE.to_string();
+    })
+    .await;
+    for i in 0..10 {
+        let (r, expected) = req(i, VerificationMode::Quorum);
+        let resp = n.client.infer(&r).await.unwrap();
+        assert_outputs("quorum answer", &resp.tensors().unwrap(), &expected, TOL);
+    }
+    assert_eq!(corrupted.load(Ordering::SeqCst), 1, "slashed under the minimum after its first cheat");
+    let list = nodes(&n.node.url()).await;
+    let out: Vec<_> = list.iter().filter(|x| x["active"] == false).collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["stake"], (STAKE - SLASH).to_string());
+
+    // A node that bonds nothing (not a devnet) with a minimum: no worker qualifies.
+    let strict = TestNode::start_with(|c| {
+        c.payments.devnet = false;
+        c.verification.min_stake = "1".into();
+    })
+    .await;
+    let e = strict.client.infer(&req(0, VerificationMode::None).0).await.unwrap_err();
+    assert!(matches!(e, verinet_client::ClientError::Api { status: 503, ref code, .. } if code == "no_workers"), "{e}");
 }
