@@ -8,35 +8,12 @@
 // proofs: [[hex32...]...]} where proofs[i] is Rust's proof for values[i]. Prints one JSON array,
 // one entry per case: OZ's own root, proofs and dump for the same values, whether OZ loaded the
 // Rust dump, and whether StandardMerkleTree.verify accepted each Rust proof.
-import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-
-const PACKAGE = '@openzeppelin/merkle-tree';
-
-function fail(message) {
-  process.stderr.write(`oz_merkle.mjs: ${message}\n`);
-  process.exit(2);
-}
+import { fail, loadOz } from './oz_load.mjs';
 
 const [file] = process.argv.slice(2);
-if (!file) fail('usage: node scripts/oz_merkle.mjs <cases.json>');
-const modules = process.env.VERINET_NODE_MODULES;
-if (!modules) fail('VERINET_NODE_MODULES is not set: run scripts/test.sh, which installs ' + PACKAGE);
-
-// Resolve only from the pinned install: a global or stray copy of another version would make the
-// cross-check compare against the wrong reference.
-const require = createRequire(join(modules, 'noop.js'));
-let oz;
-let version;
-try {
-  const entry = require.resolve(PACKAGE, { paths: [modules] });
-  if (!entry.startsWith(modules)) fail(`${PACKAGE} resolved outside ${modules}: ${entry}`);
-  oz = require(entry);
-  version = require(require.resolve(`${PACKAGE}/package.json`, { paths: [modules] })).version;
-} catch (err) {
-  fail(`${PACKAGE} not found in ${modules} (${err.message}): run scripts/test.sh`);
-}
+if (!file) fail('oz_merkle.mjs', 'usage: node scripts/oz_merkle.mjs <cases.json>');
+const { oz, version } = loadOz('oz_merkle.mjs');
 const { StandardMerkleTree } = oz;
 const ENCODING = ['bytes32'];
 

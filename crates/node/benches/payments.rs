@@ -17,7 +17,7 @@ use verinet_client::Client;
 use verinet_ledger::{EscrowRequest, FeeSchedule, Ledger, PaidBy, Payees};
 use verinet_node::{Config, Node};
 use verinet_payments::{
-    Facilitator, SpendingCap, X402Config, devnet_asset, sign_payment, unix_now,
+    Facilitator, SpendingCap, X402Config, sign_payment, unix_now,
     wire::{FacilitatorRequest, PAYMENT_SIGNATURE, PaymentPayload, encode_header},
 };
 use verinet_primitives::{Address, TensorMap, wire::{InferRequest, VerificationMode}};
@@ -27,15 +27,7 @@ mod common;
 use common::{drive, ms};
 
 fn terms(pay_to: Address) -> X402Config {
-    X402Config {
-        chain_id: 31337,
-        asset: devnet_asset(),
-        token_name: "verinet USD".into(),
-        token_version: "1".into(),
-        pay_to,
-        max_timeout_secs: 3600,
-        clock_skew_secs: 30,
-    }
+    X402Config { max_timeout_secs: 3600, ..X402Config::devnet(pay_to) }
 }
 
 fn sample() -> TensorMap {

@@ -8,30 +8,20 @@
 //! cargo bench -p verinet-node --bench verification
 //! (VERINET_TEST_MODELS=$PWD/target/test-models for MiniLM rows)
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use alloy_signer_local::PrivateKeySigner;
-use verinet_client::{Client, sign_publish};
+use verinet_client::Client;
 use verinet_node::{Config, Node};
 use verinet_primitives::{
-    Address, ModelId, TensorMap,
-    wire::{InferRequest, PublishRequest, ReceiptBody, VerificationMode},
+    Address,
+    wire::{InferRequest, ReceiptBody, VerificationMode},
 };
 use verinet_verify::{sign_receipt, verify_receipt};
 
 mod common;
-use common::{drive, ms};
-
-#[derive(serde::Deserialize)]
-struct Reference {
-    cases: Vec<Case>,
-}
-#[derive(serde::Deserialize)]
-struct Case {
-    inputs: TensorMap,
-}
+use common::{drive, load_model, ms, publish};
 
 fn receipts() {
     const N: usize = 4000;
@@ -61,19 +51,6 @@ fn receipts() {
     println!("| verify (hash + recover + compare) | {verify_rate:.0} |");
 }
 
-fn model(name: &str) -> Option<(Vec<u8>, TensorMap)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let (model, reference) = if name == "digits" {
-        (root.join("models/digits-mlp.onnx"), root.join("fixtures/digits/reference.json"))
-    } else {
-        let dir = PathBuf::from(std::env::var("VERINET_TEST_MODELS").ok()?).join(name);
-        (dir.join("model.onnx"), dir.join("reference.json"))
-    };
-    let bytes = std::fs::read(&model).ok()?;
-    let r: Reference = serde_json::from_str(&std::fs::read_to_string(&reference).ok()?).ok()?;
-    Some((bytes, r.cases.into_iter().next()?.inputs))
-}
-
 async fn modes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
@@ -90,26 +67,11 @@ async fn modes() {
     println!("\n| model | mode | in flight | req/s | p50 ms | p99 ms | latency vs none (p50) | throughput vs none |");
     println!("|---|---|---|---|---|---|---|---|");
     for (name, total) in [("digits", 1500usize), ("minilm", 120)] {
-        let Some((bytes, inputs)) = model(name) else {
+        let Some((bytes, inputs)) = load_model(name) else {
             println!("| {name} | (skipped: set VERINET_TEST_MODELS) | | | | | | |");
             continue;
         };
-        let meta = PublishRequest {
-            name: format!("bench-{name}"),
-            version: "1.0.0".parse().expect("v"),
-            description: String::new(),
-            tags: vec![],
-            license: String::new(),
-            price: "0".into(),
-            owner: Address::ZERO,
-            timestamp: 0,
-            signature: String::new(),
-            sha256: None,
-            verification: None,
-        };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-        let id = ModelId::of_bytes(&bytes);
-        client.publish_bytes(&sign_publish(meta, id, &key, now).expect("sign"), bytes).await.expect("publish");
+        publish(&client, &key, &format!("bench-{name}"), bytes).await;
         let cases = [
             ("none", VerificationMode::None, None),
             ("sampled p=0.1", VerificationMode::Sampled, Some(0.1)),

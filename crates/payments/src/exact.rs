@@ -60,6 +60,20 @@ pub struct VerifiedPayment {
 }
 
 impl X402Config {
+    /// The devnet defaults (`verinet up`): chain 31337, the devnet token "verinet USD" version
+    /// "1", authorizations valid 300 s, 30 s of clock skew.
+    pub fn devnet(pay_to: Address) -> Self {
+        Self {
+            chain_id: 31337,
+            asset: devnet_asset(),
+            token_name: "verinet USD".into(),
+            token_version: "1".into(),
+            pay_to,
+            max_timeout_secs: 300,
+            clock_skew_secs: 30,
+        }
+    }
+
     /// `eip155:<chainId>`.
     pub fn network(&self) -> String {
         format!("eip155:{}", self.chain_id)
@@ -284,15 +298,7 @@ mod tests {
     use crate::wire::{decode_header, encode_header};
 
     fn config(pay_to: Address) -> X402Config {
-        X402Config {
-            chain_id: 31337,
-            asset: devnet_asset(),
-            token_name: "verinet USD".into(),
-            token_version: "1".into(),
-            pay_to,
-            max_timeout_secs: 60,
-            clock_skew_secs: 30,
-        }
+        X402Config { max_timeout_secs: 60, ..X402Config::devnet(pay_to) }
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! Shared by the node benches: drive a closure at a concurrency, report throughput and latency.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use alloy_signer_local::PrivateKeySigner;
+use verinet_client::{Client, sign_publish};
+use verinet_primitives::{Address, ModelId, TensorMap, wire::PublishRequest};
 
 /// Throughput and latency percentiles of one [`drive`].
 pub struct Stats {
@@ -12,6 +17,7 @@ pub struct Stats {
 }
 
 /// Runs `total` calls of `f` with `conc` in flight at once; throughput and latency percentiles.
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
 pub async fn drive<F, Fut>(conc: usize, total: usize, f: F) -> Stats
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -44,7 +50,56 @@ where
     Stats { rps: all.len() as f64 / wall.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) }
 }
 
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    inputs: TensorMap,
+}
+
+/// A model's bytes and its first reference input: `digits` from the repo, others from
+/// `VERINET_TEST_MODELS` (fetched by scripts/test.sh); `None` when that is not set.
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
+pub fn load_model(name: &str) -> Option<(Vec<u8>, TensorMap)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (model, reference) = if name == "digits" {
+        (root.join("models/digits-mlp.onnx"), root.join("fixtures/digits/reference.json"))
+    } else {
+        let dir = PathBuf::from(std::env::var("VERINET_TEST_MODELS").ok()?).join(name);
+        (dir.join("model.onnx"), dir.join("reference.json"))
+    };
+    let bytes = std::fs::read(&model).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let r: Reference =
+        serde_json::from_str(&std::fs::read_to_string(&reference).expect("reference")).expect("reference json");
+    Some((bytes, r.cases.into_iter().next().expect("a case").inputs))
+}
+
+/// Publishes `bytes` as `name@1.0.0`, free, signed by `key`.
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
+pub async fn publish(client: &Client, key: &PrivateKeySigner, name: &str, bytes: Vec<u8>) {
+    let meta = PublishRequest {
+        name: name.into(),
+        version: "1.0.0".parse().expect("v"),
+        description: String::new(),
+        tags: vec![],
+        license: String::new(),
+        price: "0".into(),
+        owner: Address::ZERO,
+        timestamp: 0,
+        signature: String::new(),
+        sha256: None,
+        verification: None,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let id = ModelId::of_bytes(&bytes);
+    client.publish_bytes(&sign_publish(meta, id, key, now).expect("sign"), bytes).await.expect("publish");
+}

@@ -96,15 +96,7 @@ async fn post(url: &str, body: &InferRequest, headers: &[(&str, String)]) -> (St
 }
 
 fn terms(pay_to: &str) -> X402Config {
-    X402Config {
-        chain_id: 31337,
-        asset: devnet_asset(),
-        token_name: "verinet USD".into(),
-        token_version: "1".into(),
-        pay_to: pay_to.parse().unwrap(),
-        max_timeout_secs: 300,
-        clock_skew_secs: 0,
-    }
+    X402Config { clock_skew_secs: 0, ..X402Config::devnet(pay_to.parse().unwrap()) }
 }
 
 /// A payload with `auth` signed by `key` over `config`'s domain, echoing `accepted`.
