@@ -43,6 +43,20 @@ pub enum Command {
     /// Check receipts offline.
     #[command(subcommand)]
     Receipt(ReceiptCmd),
+    /// The flywheel: per-layer usage over a window and the layer holding demand back.
+    Flywheel(FlywheelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FlywheelArgs {
+    /// Window in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub window: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +282,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::App(AppCmd::Register(a)) => crate::money::app_register(a).await,
         Command::App(AppCmd::Show(a)) => crate::money::app_show(a).await,
         Command::Receipt(ReceiptCmd::Verify(a)) => crate::receipt::verify(a),
+        Command::Flywheel(a) => crate::flywheel::run(a).await,
         Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,

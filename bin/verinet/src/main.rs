@@ -3,6 +3,7 @@
 //! main only parses arguments, sets up tracing and hands off to a command module.
 
 mod cli;
+mod flywheel;
 mod infer;
 mod model;
 mod money;

@@ -121,6 +121,12 @@ impl ApiError {
         ApiError::Payment(Box::new(PaymentRefusal { error, required }))
     }
 
+    /// The status and stable code this error answers with.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        let (status, code, _) = self.parts();
+        (status, code)
+    }
+
     /// Status, stable code and whether the message may be shown (internal ones are logged).
     fn parts(&self) -> (StatusCode, &'static str, bool) {
         use StatusCode as S;

@@ -33,15 +33,42 @@ use verinet_primitives::{
 use verinet_verify::{Tolerance, sign_receipt};
 use verinet_runtime::RuntimeError;
 
+use verinet_flywheel::{Event, RequestEvent};
+
 use crate::{ApiError, AppState, pay, verification};
 
-/// The handler. Each numbered step is one concern.
+/// The handler: serves the request, then emits its usage event whatever the outcome.
 #[instrument(skip_all, fields(request_id, model))]
 pub(crate) async fn infer(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let mut ev = RequestEvent::default();
+    let result = serve(&st, &headers, body, &mut ev).await;
+    ev.total_ms = started.elapsed().as_secs_f64() * 1e3;
+    match &result {
+        Ok(_) => ev.status = 200,
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            ev.status = status.as_u16();
+            ev.error = Some(code.to_owned());
+        }
+    }
+    st.events.emit(&Event::Request(Box::new(ev)));
+    result
+}
+
+/// One request, top to bottom. Each numbered step is one concern; `ev` collects what the
+/// flywheel counts.
+async fn serve(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    ev: &mut RequestEvent,
+) -> Result<Response, ApiError> {
+    let st = st.clone();
     let started = Instant::now();
     let request_id = new_request_id();
     Span::current().record("request_id", request_id.as_str());
@@ -52,6 +79,8 @@ pub(crate) async fn infer(
         other => ApiError::InvalidJson(other.body_text()),
     })?;
     let req: InferRequest = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    ev.mode = mode_name(req.verification).to_owned();
+    ev.app = req.app.clone();
     if let Some(p) = req.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
         return Err(ApiError::InvalidJson(format!("sample_rate {p} is not a probability in [0, 1]")));
     }
@@ -59,6 +88,7 @@ pub(crate) async fn infer(
     // 2. Resolve the model by name, name@version or sha256.
     let model_ref: ModelRef = req.model.parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
     let model = st.hub.resolve(&model_ref).await?;
+    ev.model = Some(model.name.clone());
     Span::current().record("model", tracing::field::display(&model.id));
 
     // 3. Validate inputs against the stored signature before anything costs money or CPU.
@@ -84,12 +114,15 @@ pub(crate) async fn infer(
         None => None,
     };
     let quote = pay::quote(&st, &model, req.verification, app.as_ref(), executors[0].address());
+    ev.price = quote.total;
 
     // 6. Pay: free, or an x402 authorization / session token turned into an escrow, atomically
     //    with the request record. Refusals are 402 with a fresh PAYMENT-REQUIRED.
     let input_hash = tensors_hash(&req.inputs);
+    ev.payment_attempted = pay::attached(headers);
     let escrow =
-        pay::take(&st, &headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
+        pay::take(&st, headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
+    ev.payer = escrow.as_ref().map(|e| e.escrow.payer);
 
     // 7. Execute (and check, by mode), then 8. settle: capture with the result hash, or refund
     //    (no result, or a result refuted by a validator). In its own task so that nothing can
@@ -125,6 +158,16 @@ pub(crate) async fn infer(
     let executed = result?;
     let capture_tx = settled?;
     let out = executed.out;
+    ev.executor = Some(executed.executor.address());
+    ev.check = Some(executed.check.status.clone());
+    ev.disputed = executed.check.disputed.clone();
+    ev.queue_ms = out.timings.queue.as_secs_f64() * 1e3;
+    if capture_tx.is_some() {
+        ev.charged = quote.total;
+        for (_, role, amount) in quote.split() {
+            *ev.earnings.entry(role.to_string()).or_default() += amount;
+        }
+    }
 
     // 9. Sign the receipt: the executor states what it computed, for whom, at what price.
     let charged = capture_tx.is_some();

@@ -9,11 +9,13 @@
 //! - `receipts`: a receipt's status and its Merkle inclusion proof.
 //! - `verification`: the execution step by mode (none, sampled, quorum), disputes and slashing.
 //! - `nodes`: the workers and validators with stake and reputation.
+//! - `flywheel`: the per-layer report and bottleneck (`/v1/flywheel`, Prometheus `/metrics`).
 //!
 //! [`Router`]: axum::Router
 
 mod dto;
 mod error;
+mod flywheel;
 mod health;
 mod infer;
 mod models;

@@ -102,6 +102,11 @@ pub(crate) async fn take(
     }
 }
 
+/// Whether the request carries a payment (x402 header or bearer token).
+pub(crate) fn attached(headers: &HeaderMap) -> bool {
+    headers.contains_key(PAYMENT_SIGNATURE) || headers.contains_key(X_PAYMENT) || bearer(headers).is_some()
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;

@@ -8,7 +8,7 @@ use axum::{
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
-use crate::{ApiError, AppState, health::health, infer::infer, models, money, nodes, receipts};
+use crate::{ApiError, AppState, flywheel, health::health, infer::infer, models, money, nodes, receipts};
 
 /// The node's HTTP API. Uploads get their own (long) timeout and no buffered-body limit:
 /// the hub streams and bounds them itself.
@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", post(money::open_session))
         .route("/v1/payments/{request_id}", get(money::payment))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/flywheel", get(flywheel::flywheel))
+        .route("/metrics", get(flywheel::metrics))
         .route("/v1/receipts/{request_id}", get(receipts::receipt))
         .route("/v1/receipts/{request_id}/proof", get(receipts::proof))
         .route("/x402/supported", get(money::x402_supported))

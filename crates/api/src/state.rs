@@ -7,6 +7,7 @@ use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config};
 use verinet_primitives::Address;
 use verinet_runtime::Runtime;
+use verinet_flywheel::EventLog;
 use verinet_verify::{Pool, ReceiptLog, Tolerance};
 
 /// Limits of the HTTP layer.
@@ -50,6 +51,8 @@ pub struct PaymentsConfig {
     pub faucet_max: Option<u128>,
     /// Amount a faucet call mints when it names none.
     pub faucet_drip: u128,
+    /// What serving one request costs an operator (the flywheel's incentives layer).
+    pub operator_cost: u128,
 }
 
 /// How requests are checked and cheaters punished.
@@ -88,6 +91,8 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     /// Verification policy.
     pub verification: Arc<VerificationConfig>,
+    /// Usage events for the flywheel (buffered).
+    pub events: Arc<EventLog>,
     /// HTTP limits.
     pub config: Arc<ApiConfig>,
 }

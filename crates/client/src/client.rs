@@ -141,6 +141,12 @@ impl Client {
         decode(self.http.post(self.url("/v1/sessions")).json(cap).send().await?).await
     }
 
+    /// `GET /v1/flywheel?window=SECS`.
+    pub async fn flywheel(&self, window_secs: u64) -> Result<verinet_flywheel::Report> {
+        let url = self.url(&format!("/v1/flywheel?window={window_secs}"));
+        decode(self.http.get(url).send().await?).await
+    }
+
     /// `GET /v1/payments/{request_id}`.
     pub async fn payment(&self, request_id: &str) -> Result<PaymentInfo> {
         decode(self.http.get(self.url(&format!("/v1/payments/{request_id}"))).send().await?).await

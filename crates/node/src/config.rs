@@ -25,6 +25,24 @@ pub struct Config {
     pub receipts: ReceiptsSection,
     /// Workers, validators, sampling, quorum, slashing.
     pub verification: VerificationSection,
+    /// Usage analytics.
+    pub flywheel: FlywheelSection,
+}
+
+/// `[flywheel]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlywheelSection {
+    /// What serving one request costs an operator, base units: the incentives layer's margin.
+    pub operator_cost_per_request: String,
+    /// How often buffered usage events are written, milliseconds.
+    pub event_flush_ms: u64,
+}
+
+impl Default for FlywheelSection {
+    fn default() -> Self {
+        Self { operator_cost_per_request: "0".into(), event_flush_ms: 500 }
+    }
 }
 
 /// `[verification]`.

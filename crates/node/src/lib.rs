@@ -13,7 +13,7 @@ mod error;
 mod key;
 mod node;
 
-pub use config::{BundledConfig, Config, HubSection, PaymentsSection, ReceiptsSection, RuntimeSection, VerificationSection, ServerConfig, StorageConfig};
+pub use config::{BundledConfig, Config, FlywheelSection, HubSection, PaymentsSection, ReceiptsSection, RuntimeSection, VerificationSection, ServerConfig, StorageConfig};
 pub use error::{NodeError, Result};
 pub use key::KeyFile;
 pub use node::{Node, Overrides, RunningNode, default_protocol_address};

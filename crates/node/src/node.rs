@@ -9,6 +9,7 @@ use tracing::info;
 use verinet_api::{ApiConfig, AppState, PaymentsConfig, VerificationConfig};
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
+use verinet_flywheel::{Event, EventLog};
 use verinet_verify::{BatchConfig, Executor, NodeRole, Pool, ReceiptLog, Tolerance};
 use verinet_hub::{Hub, HubConfig};
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
@@ -62,7 +63,8 @@ impl Node {
 
         let key = KeyFile::load_or_create(&data_dir.join("node.key"))?;
         let ledger = Ledger::new(store.clone());
-        let payments = payments_config(&config.payments, key.address())?;
+        let mut payments = payments_config(&config.payments, key.address())?;
+        payments.operator_cost = PaymentsSection::amount(&config.flywheel.operator_cost_per_request, "flywheel.operator_cost_per_request")?;
         // Escrows this gateway opened in an earlier run never got a result to their payer.
         ledger.recover(key.address(), now_ms()).await?;
         let facilitator = Facilitator::new(payments.x402.clone(), ledger.clone());
@@ -77,6 +79,10 @@ impl Node {
         }
         let (pool, verification) =
             executors(config, &overrides, &key, &runtime, runtime_config, &ledger, config.payments.devnet).await?;
+        let events = Arc::new(EventLog::new(store.clone(), Duration::from_millis(config.flywheel.event_flush_ms.max(1))));
+        for e in pool.all() {
+            events.emit(&Event::NodeJoin { node: e.address(), role: format!("{:?}", e.role).to_lowercase() });
+        }
         let api = ApiConfig {
             max_infer_body: config.server.max_infer_body_mib << 20,
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
@@ -94,6 +100,7 @@ impl Node {
                 receipts,
                 pool,
                 verification,
+                events,
                 config: Arc::new(api),
             },
             key,
@@ -123,12 +130,20 @@ impl Node {
         let sealer = tokio::spawn(self.state.receipts.clone().run(async move {
             let _ = sealing_stopped.await;
         }));
+        let (stop_events, events_stopped) = oneshot::channel::<()>();
+        let event_writer = tokio::spawn(self.state.events.clone().run(async move {
+            let _ = events_stopped.await;
+        }));
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
         self.state.hub.flush_usage().await;
         // Seal what the last requests left before going down.
         let _ = stop_sealing.send(());
         if let Err(e) = sealer.await {
             tracing::warn!(error = %e, "receipt sealer ended badly");
+        }
+        let _ = stop_events.send(());
+        if let Err(e) = event_writer.await {
+            tracing::warn!(error = %e, "usage event writer ended badly");
         }
         info!("stopped");
         Ok(())
@@ -188,6 +203,7 @@ fn payments_config(p: &PaymentsSection, node: alloy_primitives::Address) -> Resu
         gateway: node,
         faucet_max: if p.devnet { Some(amount(&p.faucet_max, "faucet_max")?) } else { None },
         faucet_drip: amount(&p.faucet_drip, "faucet_drip")?,
+        operator_cost: 0,
     })
 }
 

@@ -10,6 +10,7 @@
 //!   opened or closed, a session debit) atomically; plus apps and spending sessions.
 //! - [`ReceiptStore`]: signed receipts ([`ReceiptRecord`]) and the Merkle batches that seal
 //!   them ([`BatchRecord`]).
+//! - [`EventStore`]: usage events ([`EventRecord`]) in batches, read by window.
 //! - [`BlobStore`]: content-addressed model bytes; [`ObjectBlobStore`] implements it over any
 //!   `object_store` (local directory by default, S3-compatible at scale).
 //! - [`StoreError`] and [`Result`]: the one error type of the crate.
@@ -20,6 +21,7 @@ mod blob;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod conformance;
 mod error;
+mod event;
 mod ledger;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod ledger_conformance;
@@ -30,11 +32,13 @@ pub mod receipt_conformance;
 #[cfg(any(test, feature = "test-utils"))]
 mod pg_test;
 mod sql;
+mod sql_event;
 mod sql_ledger;
 mod sql_receipt;
 
 pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};
+pub use event::{EventRecord, EventStore};
 pub use ledger::{
     App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,

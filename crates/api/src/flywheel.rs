@@ -1,0 +1,107 @@
+//! `GET /v1/flywheel?window=SECS` and `GET /metrics`: the flywheel report, as JSON and as
+//! Prometheus gauges named by layer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::header,
+    response::IntoResponse,
+};
+use serde::Deserialize;
+use verinet_flywheel::{ExecutorInfo, Inventory, Report};
+use verinet_store::ModelQuery;
+
+use crate::{ApiError, AppState};
+
+/// Default window: one hour.
+const DEFAULT_WINDOW_SECS: u64 = 3600;
+/// Longest window: thirty days.
+const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WindowQuery {
+    window: Option<u64>,
+}
+
+/// The report over the last `window_secs`.
+pub(crate) async fn report(st: &AppState, window_secs: u64) -> Result<Report, ApiError> {
+    let events = st.events.window(Duration::from_secs(window_secs)).await?;
+    // Hosted models, counted page by page (the list caps a page).
+    let mut hosted = 0u64;
+    let mut q = ModelQuery { limit: ModelQuery::MAX_LIMIT, ..Default::default() };
+    loop {
+        let page = st.hub.models().list(&q).await?;
+        hosted += page.len() as u64;
+        if (page.len() as u32) < q.effective_limit() {
+            break;
+        }
+        q.offset += q.effective_limit();
+    }
+    let inventory = Inventory {
+        hosted_models: hosted,
+        executors: st
+            .pool
+            .all()
+            .map(|e| ExecutorInfo {
+                address: e.address(),
+                role: format!("{:?}", e.role).to_lowercase(),
+                reputation: e.stats().reputation(),
+                active: st.pool.active(e),
+            })
+            .collect(),
+        operator_cost_per_request: st.payments.operator_cost,
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    Ok(Report::compute(&events, &inventory, window_secs, now))
+}
+
+fn window(q: &WindowQuery) -> Result<u64, ApiError> {
+    match q.window.unwrap_or(DEFAULT_WINDOW_SECS) {
+        w @ 1..=MAX_WINDOW_SECS => Ok(w),
+        w => Err(ApiError::InvalidJson(format!("window {w} s: use 1 to {MAX_WINDOW_SECS} seconds"))),
+    }
+}
+
+/// `GET /v1/flywheel?window=SECS`.
+pub(crate) async fn flywheel(
+    State(st): State<AppState>,
+    q: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Report>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidJson(e.body_text()))?;
+    Ok(Json(report(&st, window(&q)?).await?))
+}
+
+/// `GET /metrics`: the last hour's report as Prometheus gauges, `verinet_<layer>_<metric>`.
+pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let r = report(&st, DEFAULT_WINDOW_SECS).await?;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, v: f64| {
+        out += &format!("# HELP verinet_{name} {help} (last hour)\n# TYPE verinet_{name} gauge\nverinet_{name} {v}\n");
+    };
+    gauge("usage_trusted_decisions", "paid, receipted results", r.usage.trusted_decisions as f64);
+    gauge("usage_verified_decisions", "paid results that were also checked", r.usage.verified_decisions as f64);
+    gauge("compute_requests", "inference requests", r.compute.requests as f64);
+    gauge("compute_served", "requests answered with a result", r.compute.served as f64);
+    gauge("compute_rejected", "requests turned away for capacity", r.compute.rejected as f64);
+    gauge("compute_active_executors", "executors in good standing", r.compute.active_executors as f64);
+    gauge("compute_latency_p50_ms", "median request latency", r.compute.latency_p50_ms);
+    gauge("models_hosted", "models hosted", r.models.hosted as f64);
+    gauge("models_active", "models served at least once", r.models.active as f64);
+    gauge("models_top_share", "share of results on the most used model", r.models.top_share);
+    gauge("applications_active", "apps that brought requests", r.applications.active as f64);
+    gauge("applications_share_via_apps", "share of requests through an app", r.applications.share_via_apps);
+    gauge("users_unique", "distinct payers", r.users.unique as f64);
+    gauge("users_retention", "payers seen in both halves of the window", r.users.retention);
+    gauge("payments_paid", "requests captured", r.payments.paid as f64);
+    gauge("payments_volume", "base units captured", r.payments.volume as f64);
+    gauge("payments_failure_rate", "refused payments over attempts", r.payments.failure_rate);
+    gauge("incentives_operator_margin", "operator earnings minus cost per request", r.incentives.operator_margin);
+    gauge("verification_share_verified", "share of results checked", r.verification.share_verified);
+    gauge("verification_disputes", "workers refuted", r.verification.disputes as f64);
+    gauge("trust_trusted_share", "paid and receipted share of results", r.trust.trusted_share);
+    gauge("trust_reputation_min", "lowest executor reputation", r.trust.reputation_min);
+    out += &format!("# HELP verinet_bottleneck the layer holding demand back\n# TYPE verinet_bottleneck gauge\nverinet_bottleneck{{layer=\"{}\"}} 1\n", r.bottleneck.layer);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}

@@ -1,0 +1,84 @@
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use tracing::warn;
+use verinet_store::{EventRecord, EventStore, StoreError};
+
+use crate::Event;
+
+/// Events buffered in memory and written in batches, so the request path never waits on the
+/// database (a crash loses at most one flush interval of analytics, never money).
+pub struct EventLog {
+    store: Arc<dyn EventStore>,
+    buffer: Mutex<Vec<EventRecord>>,
+    /// Flush at least this often.
+    pub interval: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl EventLog {
+    /// A log over `store`.
+    pub fn new(store: Arc<dyn EventStore>, interval: Duration) -> Self {
+        Self { store, buffer: Mutex::new(Vec::new()), interval }
+    }
+
+    /// The store below.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Queues an event now (never waits on the database).
+    pub fn emit(&self, e: &Event) {
+        let mut id = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut id);
+        let record = EventRecord {
+            id: hex::encode(id),
+            at_ms: now_ms(),
+            kind: e.kind().to_owned(),
+            data: serde_json::to_string(e).unwrap_or_default(),
+        };
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    }
+
+    /// Writes what is buffered.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.insert_events(&batch).await {
+            self.buffer.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Flushes every `interval` until `stop` resolves, then once more.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            if let Err(e) = self.flush().await {
+                warn!(error = %e, "writing usage events failed; retrying");
+            }
+        }
+        if let Err(e) = self.flush().await {
+            warn!(error = %e, "writing the last usage events failed");
+        }
+    }
+
+    /// Events of the last `window` (flushes first), decoded; unreadable rows are skipped.
+    pub async fn window(&self, window: Duration) -> Result<Vec<(i64, Event)>, StoreError> {
+        self.flush().await?;
+        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let rows = self.store.events_since(since, 1_000_000).await?;
+        Ok(rows.into_iter().filter_map(|r| serde_json::from_str(&r.data).ok().map(|e| (r.at_ms, e))).collect())
+    }
+}
