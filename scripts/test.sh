@@ -46,6 +46,15 @@ export VERINET_TEST_POSTGRES_URL
 VERINET_TEST_POSTGRES_URL=$(bash scripts/postgres.sh | tail -n 1)
 echo "postgres at $VERINET_TEST_POSTGRES_URL" >&2
 
+log "chromium (the dashboard test renders the page headless)"
+if ! command -v chromium >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "chromium is missing and installing it needs root (apt-get)" >&2; exit 1; }
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >&2
+fi
+export VERINET_TEST_CHROMIUM
+VERINET_TEST_CHROMIUM=$(command -v chromium)
+
 # One build for everything: the onnxruntime backend is an additive feature, and building it in
 # a second invocation would compile tract a second time with other dependency features.
 log "cargo test (workspace: SQLite + PostgreSQL, tract + onnxruntime)"

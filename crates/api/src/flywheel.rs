@@ -105,3 +105,8 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoRespo
     out += &format!("# HELP verinet_bottleneck the layer holding demand back\n# TYPE verinet_bottleneck gauge\nverinet_bottleneck{{layer=\"{}\"}} 1\n", r.bottleneck.layer);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
+
+/// `GET /dashboard`: one self-contained page (no external network) that charts the report.
+pub(crate) async fn dashboard() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("dashboard.html"))
+}

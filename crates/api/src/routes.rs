@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/flywheel", get(flywheel::flywheel))
         .route("/metrics", get(flywheel::metrics))
+        .route("/dashboard", get(flywheel::dashboard))
         .route("/v1/receipts/{request_id}", get(receipts::receipt))
         .route("/v1/receipts/{request_id}/proof", get(receipts::proof))
         .route("/x402/supported", get(money::x402_supported))

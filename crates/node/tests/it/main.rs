@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
+mod dashboard;
 mod flywheel;
 mod helpers;
 mod hub;
