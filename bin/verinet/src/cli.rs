@@ -45,6 +45,21 @@ pub enum Command {
     Receipt(ReceiptCmd),
     /// The flywheel: per-layer usage over a window and the layer holding demand back.
     Flywheel(FlywheelArgs),
+    /// Start a throwaway node, drive a scenario's traffic through it, print the flywheel.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Scenario file (TOML; see docs/flywheel.md and scenarios/).
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// JSON report.
+    #[arg(long)]
+    pub json: bool,
+    /// Fail unless the report names the scenario's `expect`ed bottleneck.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +298,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::App(AppCmd::Show(a)) => crate::money::app_show(a).await,
         Command::Receipt(ReceiptCmd::Verify(a)) => crate::receipt::verify(a),
         Command::Flywheel(a) => crate::flywheel::run(a).await,
+        Command::Simulate(a) => crate::simulate::run(a).await,
         Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,

@@ -8,8 +8,14 @@ pub async fn run(a: FlywheelArgs) -> anyhow::Result<()> {
     let r = Client::new(&a.node.node).flywheel(a.window).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+    } else {
+        print(&r);
     }
+    Ok(())
+}
+
+/// The report as a table, the bottleneck's row marked.
+pub fn print(r: &verinet_flywheel::Report) {
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     println!("flywheel over the last {} s", r.window_secs);
     println!("USAGE         {} trusted decisions ({} verified)", r.usage.trusted_decisions, r.usage.verified_decisions);
@@ -53,5 +59,4 @@ pub async fn run(a: FlywheelArgs) -> anyhow::Result<()> {
         println!("{mark} {layer:<12} {line}");
     }
     println!("\nBOTTLENECK    {}", r.bottleneck.reason);
-    Ok(())
 }

@@ -9,6 +9,7 @@ mod model;
 mod money;
 mod output;
 mod receipt;
+mod simulate;
 mod up;
 mod wallet;
 

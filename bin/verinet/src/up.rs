@@ -7,7 +7,7 @@ use verinet_node::{Config, Node};
 use crate::cli::UpArgs;
 
 /// A real digit from the UCI set (a "0"), for the ready-to-paste example.
-const SAMPLE: &str = include_str!("../../../fixtures/digits/sample.json");
+pub(crate) const SAMPLE: &str = include_str!("../../../fixtures/digits/sample.json");
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let mut config = match &a.config {
