@@ -37,11 +37,13 @@ pub struct FlywheelSection {
     pub operator_cost_per_request: String,
     /// How often buffered usage events are written, milliseconds.
     pub event_flush_ms: u64,
+    /// Record usage events (off only to measure what they cost).
+    pub events: bool,
 }
 
 impl Default for FlywheelSection {
     fn default() -> Self {
-        Self { operator_cost_per_request: "0".into(), event_flush_ms: 500 }
+        Self { operator_cost_per_request: "0".into(), event_flush_ms: 500, events: true }
     }
 }
 

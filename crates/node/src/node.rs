@@ -79,7 +79,11 @@ impl Node {
         }
         let (pool, verification) =
             executors(config, &overrides, &key, &runtime, runtime_config, &ledger, config.payments.devnet).await?;
-        let events = Arc::new(EventLog::new(store.clone(), Duration::from_millis(config.flywheel.event_flush_ms.max(1))));
+        let events = Arc::new(if config.flywheel.events {
+            EventLog::new(store.clone(), Duration::from_millis(config.flywheel.event_flush_ms.max(1)))
+        } else {
+            EventLog::disabled(store.clone())
+        });
         for e in pool.all() {
             events.emit(&Event::NodeJoin { node: e.address(), role: format!("{:?}", e.role).to_lowercase() });
         }
