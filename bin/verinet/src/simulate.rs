@@ -3,7 +3,7 @@
 //! then print the flywheel report over exactly the run. The format is in docs/flywheel.md.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
@@ -185,6 +185,8 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
+    // Middle of the quiet gap between the phases, set after phase one.
+    let mut gap_middle = Duration::ZERO;
     let mut users = make_users(&client, &s.users).await?;
     let (mut ok, mut failed) = (0usize, 0usize);
     for phase in 0..2 {
@@ -230,11 +232,19 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
         // reported window falls in it: "returning" then means "seen in both phases".
         if phase == 0 {
             let phase_one = started.elapsed();
-            tokio::time::sleep(phase_one.max(std::time::Duration::from_millis(500)) * 3).await;
+            let gap = phase_one.max(Duration::from_millis(500)) * 3;
+            gap_middle = phase_one + gap / 2;
+            tokio::time::sleep(gap).await;
         }
     }
-    // The window covers the run (rounded up to whole seconds, plus one for the query itself).
-    let window = started.elapsed().as_secs() + 2;
+    // The report splits its window in halves ("returning" users appear in both). Choose a
+    // window of whole seconds that covers the run and query when its middle is the middle of the
+    // gap, so the halves are exactly the two phases however fast they ran.
+    let run = started.elapsed();
+    let half = gap_middle.max(run.saturating_sub(gap_middle)) + Duration::from_millis(500);
+    let window = (half * 2).as_secs() + 1;
+    let query_at = gap_middle + Duration::from_millis(window * 500);
+    tokio::time::sleep(query_at.saturating_sub(started.elapsed())).await;
     let report = client.flywheel(window).await?;
     node.stop().await?;
     eprintln!("{ok} requests answered, {failed} refused, over {window} s");
