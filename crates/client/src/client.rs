@@ -182,6 +182,24 @@ impl Client {
         decode(self.http.get(self.url(&format!("/v1/models/{name}/{version}"))).send().await?).await
     }
 
+    /// `GET /v1/blobs/{sha256}` from this node (a hub or a peer), hashed while it streams in;
+    /// bytes that do not hash to `id` are refused with [`ClientError::HashMismatch`], so a
+    /// worker never runs a model other than the one named.
+    pub async fn fetch_model(&self, id: &ModelId) -> Result<Bytes> {
+        let mut resp = ok(self.http.get(self.url(&format!("/v1/blobs/{}", id.hex()))).send().await?).await?;
+        let mut hasher = verinet_primitives::Sha256Hasher::new();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        let got = hasher.finish();
+        if got != *id {
+            return Err(ClientError::HashMismatch { expected: id.to_string(), got: got.to_string() });
+        }
+        Ok(Bytes::from(bytes))
+    }
+
     /// `GET /v1/blobs/{sha256}`, whole.
     pub async fn blob(&self, id: &ModelId) -> Result<Bytes> {
         let resp = ok(self.http.get(self.url(&format!("/v1/blobs/{}", id.hex()))).send().await?).await?;

@@ -28,6 +28,14 @@ pub enum ClientError {
     /// Signing failed.
     #[error("sign: {0}")]
     Sign(String),
+    /// Bytes fetched by content id hash to something else: refused.
+    #[error("refused: the bytes served for {expected} hash to {got}")]
+    HashMismatch {
+        /// The id asked for.
+        expected: String,
+        /// What the bytes hash to.
+        got: String,
+    },
 }
 
 impl ClientError {

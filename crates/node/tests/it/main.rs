@@ -7,6 +7,7 @@ mod flywheel;
 mod helpers;
 mod hub;
 mod infer;
+mod network;
 mod payments;
 mod postgres;
 mod receipts;
