@@ -45,9 +45,6 @@ pub enum ApiError {
         /// Limit in bytes.
         limit: u64,
     },
-    /// The request used a verification mode this node does not run yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
@@ -171,7 +168,6 @@ impl ApiError {
             ApiError::InvalidModelRef(_) => (S::BAD_REQUEST, "invalid_model_ref", true),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "bad_upload", true),
             ApiError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large", true),
-            ApiError::Unsupported(_) => (S::NOT_IMPLEMENTED, "unsupported", true),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", true),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", true),
             ApiError::Hub(e) => match e {
