@@ -488,6 +488,13 @@ impl Report {
                 format!("trust: only {} of {} results were paid and receipted ({}); free calls do not feed the flywheel", self.usage.trusted_decisions, c.served, pct(t.trusted_share)),
             );
         }
+        // Too little traffic for the tests above, but nothing paid at all is still no flywheel.
+        if self.usage.trusted_decisions == 0 {
+            return b(
+                "trust",
+                format!("trust: {} results were served but none was paid and receipted, so none counts as usage", c.served),
+            );
+        }
         b(
             "none",
             format!(
@@ -578,6 +585,10 @@ mod tests {
             Event::Request(r)
         });
         assert_eq!(bottleneck(&lagging, &inv(2)).layer, "verification");
+
+        // Trust: a few free calls only (below every minimum) still name trust, not none.
+        let few_free = spread(3, |i| req("m0", 200, None, 0, (i + 1) as u8));
+        assert_eq!(bottleneck(&few_free, &inv(1)).layer, "trust");
 
         // Trust: mostly free calls.
         let free = spread(40, |i| req("m0", 200, None, if i % 4 == 0 { 10 } else { 0 }, (i % 5 + 1) as u8));
