@@ -12,7 +12,22 @@ use verinet_primitives::wire::InferRequest;
 use verinet_payments::{sign_payment, unix_now, wire::{PAYMENT_SIGNATURE, encode_header}};
 
 mod common;
-use common::{drive, load_model, ms};
+use common::{Stats, drive, load_model, ms};
+
+/// One table row: events off (`o`) against on (`e`).
+fn row(round: usize, conc: usize, o: &Stats, e: &Stats) {
+    println!(
+        "| run {} | {conc} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        round + 1,
+        o.rps,
+        e.rps,
+        ms(o.p50),
+        ms(e.p50),
+        ms(o.p99),
+        ms(e.p99),
+        e.rps / o.rps
+    );
+}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
@@ -68,18 +83,7 @@ fn main() {
                     drive(2, 20, f.clone()).await;
                     results.push(drive(conc, N, f).await);
                 }
-                let (o, e) = (&results[0], &results[1]);
-                println!(
-                    "| run {} | {conc} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                    round + 1,
-                    o.rps,
-                    e.rps,
-                    ms(o.p50),
-                    ms(e.p50),
-                    ms(o.p99),
-                    ms(e.p99),
-                    e.rps / o.rps
-                );
+                row(round, conc, &results[0], &results[1]);
             }
         }
         on.stop().await.expect("stop");
@@ -113,18 +117,7 @@ fn main() {
                     drive(2, 20, f.clone()).await;
                     results.push(drive(conc, 3000, f).await);
                 }
-                let (o, e) = (&results[0], &results[1]);
-                println!(
-                    "| run {} | {conc} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                    round + 1,
-                    o.rps,
-                    e.rps,
-                    ms(o.p50),
-                    ms(e.p50),
-                    ms(o.p99),
-                    ms(e.p99),
-                    e.rps / o.rps
-                );
+                row(round, conc, &results[0], &results[1]);
             }
         }
         on.stop().await.expect("stop");
