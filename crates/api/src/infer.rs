@@ -180,7 +180,7 @@ async fn serve(
         mode: mode_name(req.verification).into(),
         price: if charged { quote.total.to_string() } else { "0".into() },
         payer: escrow.as_ref().filter(|_| charged).map_or(Address::ZERO, |e| e.escrow.payer),
-        timestamp: u64::try_from(now_ms()).unwrap_or_default(),
+        timestamp: u64::try_from(verinet_primitives::unix_ms()).unwrap_or_default(),
     };
     let receipt = sign_receipt(receipt, &executed.executor.key, st.payments.x402.chain_id)
         .map_err(|e| ApiError::Internal(format!("signing the receipt: {e}")))?;
@@ -267,9 +267,6 @@ async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 fn mode_name(m: VerificationMode) -> &'static str {
     match m {

@@ -1,8 +1,6 @@
 //! Money endpoints: accounts, the devnet faucet, apps, spending sessions, payment records and
 //! the x402 facilitator API.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::{
     Json,
     body::Bytes,
@@ -39,9 +37,6 @@ fn amount(s: &str, what: &str) -> Result<u128, ApiError> {
     s.parse().map_err(|_| ApiError::InvalidAmount(format!("{what} {s:?} is out of range")))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 pub(crate) fn account_info(v: &AccountView) -> AccountInfo {
     AccountInfo {
@@ -110,7 +105,7 @@ pub(crate) async fn register_app(
     if sig != req.owner {
         return Err(ApiError::BadSignature(format!("signed by {sig}, not by owner {}", req.owner)));
     }
-    let app = App { id: req.app_id(), name: req.name, owner: req.owner, markup, created_at_ms: now_ms() };
+    let app = App { id: req.app_id(), name: req.name, owner: req.owner, markup, created_at_ms: verinet_primitives::unix_ms() };
     st.ledger.store().insert_app(&app).await?;
     info!(id = %app.id, owner = %app.owner, "app registered");
     Ok((StatusCode::CREATED, Json(app_info(&app))))
@@ -145,7 +140,7 @@ pub(crate) async fn open_session(
         expires_at,
         models: cap.models.clone(),
         nonce: format!("{:#x}", cap.nonce),
-        created_at_ms: now_ms(),
+        created_at_ms: verinet_primitives::unix_ms(),
     };
     st.ledger.store().insert_session(&session).await?;
     info!(id = %session.id, payer = %session.payer, "spending session opened");

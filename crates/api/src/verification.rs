@@ -184,7 +184,7 @@ async fn dispute(
         validator_output: format!("{:#x}", tensors_hash(&truth.outputs)),
         detail: m.to_string(),
         slashed,
-        created_at_ms: now_ms(),
+        created_at_ms: verinet_primitives::unix_ms(),
     };
     if let Err(e) = st.receipts.store().insert_dispute(&record).await {
         warn!(request_id, error = %e, "recording the dispute failed");
@@ -192,6 +192,3 @@ async fn dispute(
     warn!(request_id, cheater = %cheater.address(), checker = %checker.address(), slashed, %m, "dispute: result refuted");
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

@@ -1,5 +1,5 @@
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::RngCore;
 use tracing::warn;
@@ -18,9 +18,6 @@ pub struct EventLog {
     enabled: bool,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 impl EventLog {
     /// A log over `store`.
@@ -47,7 +44,7 @@ impl EventLog {
         rand::thread_rng().fill_bytes(&mut id);
         let record = EventRecord {
             id: hex::encode(id),
-            at_ms: now_ms(),
+            at_ms: verinet_primitives::unix_ms(),
             kind: e.kind().to_owned(),
             data: serde_json::to_string(e).unwrap_or_default(),
         };
@@ -87,7 +84,7 @@ impl EventLog {
     /// Events of the last `window` (flushes first), decoded; unreadable rows are skipped.
     pub async fn window(&self, window: Duration) -> Result<Vec<(i64, Event)>, StoreError> {
         self.flush().await?;
-        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since = verinet_primitives::unix_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let rows = self.store.events_since(since, 1_000_000).await?;
         Ok(rows.into_iter().filter_map(|r| serde_json::from_str(&r.data).ok().map(|e| (r.at_ms, e))).collect())
     }

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, stream::BoxStream};
@@ -122,7 +122,7 @@ impl Hub {
             signature,
             publish_signature: meta.signature,
             policy,
-            published_at_ms: now_ms(),
+            published_at_ms: verinet_primitives::unix_ms(),
         };
         let stored = self.models.insert_version(&record).await.map_err(|e| match e {
             StoreError::NotOwner { name, owner } => HubError::NotOwner { name, owner },
@@ -134,7 +134,7 @@ impl Hub {
     }
 
     fn check_signature(&self, meta: &PublishRequest, id: ModelId) -> Result<()> {
-        let now = now_ms() as u64 / 1000;
+        let now = verinet_primitives::unix_ms() as u64 / 1000;
         let max_skew_secs = self.config.max_clock_skew.as_secs();
         if meta.timestamp.abs_diff(now) > max_skew_secs {
             return Err(HubError::StaleSignature { timestamp: meta.timestamp, now, max_skew_secs });
@@ -200,7 +200,7 @@ impl Hub {
     /// Counts one call of a version (usage is the headline metric). Buffered: written within
     /// 200 ms, before any usage read of this hub, and by [`Hub::flush_usage`].
     pub fn record_call(&self, v: &ModelVersion, ok: bool) {
-        self.usage.add(&v.name, &v.version, ok, now_ms());
+        self.usage.add(&v.name, &v.version, ok, verinet_primitives::unix_ms());
     }
 
     /// Writes buffered usage now (called on shutdown).
@@ -235,7 +235,3 @@ fn check_metadata(meta: &PublishRequest) -> Result<u128> {
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -54,9 +53,6 @@ pub fn new_tx_id() -> String {
     format!("0x{}", hex::encode(b))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 fn signed(amount: u128) -> Result<i128> {
     i128::try_from(amount).map_err(|_| LedgerError::InvalidAmount(format!("{amount} is out of range")))
@@ -75,7 +71,7 @@ fn tx(kind: TxKind, postings: Vec<Posting>, memo: String) -> LedgerTx {
         kind,
         postings,
         memo,
-        at_ms: now_ms(),
+        at_ms: verinet_primitives::unix_ms(),
         nonce: None,
         payment: None,
         session_spend: None,

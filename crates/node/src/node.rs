@@ -66,7 +66,7 @@ impl Node {
         let mut payments = payments_config(&config.payments, key.address())?;
         payments.operator_cost = PaymentsSection::amount(&config.flywheel.operator_cost_per_request, "flywheel.operator_cost_per_request")?;
         // Escrows this gateway opened in an earlier run never got a result to their payer.
-        ledger.recover(key.address(), now_ms()).await?;
+        ledger.recover(key.address(), verinet_primitives::unix_ms()).await?;
         let facilitator = Facilitator::new(payments.x402.clone(), ledger.clone());
         let node_key = Arc::new(key.signer().clone());
         let batches = BatchConfig {
@@ -171,9 +171,6 @@ impl Node {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// The protocol treasury when none is configured.
 pub fn default_protocol_address() -> alloy_primitives::Address {

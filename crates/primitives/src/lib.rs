@@ -2,6 +2,7 @@
 //!
 //! - [`ModelId`]: the content address of a model, `sha256:<hex>` of its exact ONNX bytes.
 //! - [`Tensor`], [`DType`], [`TensorMap`]: tensors and their JSON form (`data` or `b64`).
+//! - [`unix_ms`]: the wall clock, in the unit records and events use.
 //! - [`tensors_hash`]: the canonical keccak256 of named tensors that receipts and payments bind.
 //! - [`IoSignature`], [`TensorSpec`], [`Dim`]: a model's declared inputs and outputs, and the
 //!   check of a request's inputs against them ([`InputMismatch`]).
@@ -10,6 +11,7 @@
 //! - [`wire`]: the JSON bodies of the HTTP API, shared by server and client.
 //! - [`Address`]: an Ethereum account address (re-exported from alloy).
 
+mod clock;
 mod error;
 mod hash;
 mod model_id;
@@ -20,6 +22,7 @@ mod tensor;
 pub mod wire;
 
 pub use alloy_primitives::Address;
+pub use clock::unix_ms;
 pub use error::{Error, Result};
 pub use hash::tensors_hash;
 pub use model_id::{ModelId, Sha256Hasher};

@@ -2,7 +2,7 @@
 //! Merkle batches every N receipts or T seconds; inclusion proofs on demand.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_signer::SignerSync;
@@ -110,9 +110,6 @@ pub fn batch_hash(root: B256, size: u64, timestamp: u64, chain_id: u64) -> B256 
     ReceiptBatch { root, size: U256::from(size), timestamp }.eip712_signing_hash(&receipt_domain(chain_id))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// Buffers this node's receipts, stores them, seals them into batches, serves proofs.
 pub struct ReceiptLog {
@@ -182,7 +179,7 @@ impl ReceiptLog {
             .map(|r| r.digest.parse::<B256>().map_err(|e| VerifyError::Malformed(format!("digest {}: {e}", r.digest))))
             .collect::<Result<Vec<_>, _>>()?;
         let tree = MerkleTree::of(&digests)?;
-        let timestamp = now_ms();
+        let timestamp = u64::try_from(verinet_primitives::unix_ms()).unwrap_or(0);
         let size = pending.len() as u64;
         let hash = batch_hash(tree.root(), size, timestamp, self.chain_id);
         let sig = self.key.sign_hash_sync(&hash).map_err(|e| VerifyError::Malformed(e.to_string()))?;
