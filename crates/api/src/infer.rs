@@ -20,7 +20,6 @@ use axum::{
 use rand::RngCore;
 use serde_json::{Map, Value};
 use tracing::{Span, error, info, instrument, warn};
-use verinet_ledger::{Escrow, Quote};
 use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
 use alloy_primitives::B256;
 use verinet_primitives::{
@@ -68,7 +67,6 @@ async fn serve(
     body: Result<Bytes, BytesRejection>,
     ev: &mut RequestEvent,
 ) -> Result<Response, ApiError> {
-    let st = st.clone();
     let started = Instant::now();
     let request_id = new_request_id();
     Span::current().record("request_id", request_id.as_str());
@@ -79,7 +77,7 @@ async fn serve(
         other => ApiError::InvalidJson(other.body_text()),
     })?;
     let req: InferRequest = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    ev.mode = mode_name(req.verification).to_owned();
+    ev.mode = req.verification.as_str().to_owned();
     ev.app = req.app.clone();
     if let Some(p) = req.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
         return Err(ApiError::InvalidJson(format!("sample_rate {p} is not a probability in [0, 1]")));
@@ -106,14 +104,14 @@ async fn serve(
     };
 
     // 4. Route: the workers this mode needs, in good standing (the first one is the operator).
-    let executors = verification::route(&st, req.verification)?;
+    let executors = verification::route(st, req.verification)?;
 
     // 5. Price: royalty + compute + verification + protocol (+ app markup).
     let app = match &req.app {
         Some(id) => Some(st.ledger.store().app(id).await?.ok_or_else(|| ApiError::UnknownApp(id.clone()))?),
         None => None,
     };
-    let quote = pay::quote(&st, &model, req.verification, app.as_ref(), executors[0].address());
+    let quote = pay::quote(st, &model, req.verification, app.as_ref(), executors[0].address());
     ev.price = quote.total;
 
     // 6. Pay: free, or an x402 authorization / session token turned into an escrow, atomically
@@ -121,7 +119,7 @@ async fn serve(
     let input_hash = tensors_hash(&req.inputs);
     ev.payment_attempted = pay::attached(headers);
     let escrow =
-        pay::take(&st, headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
+        pay::take(st, headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
     ev.payer = escrow.as_ref().map(|e| e.escrow.payer);
 
     // 7. Execute (and check, by mode), then 8. settle: capture with the result hash, or refund
@@ -169,16 +167,18 @@ async fn serve(
         }
     }
 
-    // 9. Sign the receipt: the executor states what it computed, for whom, at what price.
+    // 9. Sign the receipt: the executor states what it computed, for whom, at what price
+    //    (what was charged: 0 when free or refunded).
     let charged = capture_tx.is_some();
+    let price = if charged { quote.total } else { 0 };
     let receipt = ReceiptBody {
         request_id: request_id.clone(),
         model_hash: B256::from(*model.id.digest()),
         input_hash,
         output_hash: output_hash.unwrap_or_default(),
         node: executed.executor.address(),
-        mode: mode_name(req.verification).into(),
-        price: if charged { quote.total.to_string() } else { "0".into() },
+        mode: req.verification.as_str().into(),
+        price: price.to_string(),
         payer: escrow.as_ref().filter(|_| charged).map_or(Address::ZERO, |e| e.escrow.payer),
         timestamp: u64::try_from(verinet_primitives::unix_ms()).unwrap_or_default(),
     };
@@ -229,7 +229,7 @@ async fn serve(
         request_id,
         model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
         outputs,
-        price: if charged { quote.total.to_string() } else { "0".into() },
+        price: price.to_string(),
         verification: req.verification,
         payment,
         receipt: Some(receipt),
@@ -259,22 +259,14 @@ async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str) -> Result<Stri
 }
 
 async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
-    let esc: &Escrow = &e.escrow;
-    let q: &Quote = &esc.quote;
-    if let Err(err) = st.ledger.refund(&esc.request_id, esc.payer, q.total, reason).await {
+    let esc = &e.escrow;
+    if let Err(err) = st.ledger.refund(&esc.request_id, esc.payer, esc.quote.total, reason).await {
         // The escrow stays; recovery refunds it at the next start.
         warn!(request_id = %esc.request_id, %err, "refund failed; left for recovery");
     }
 }
 
 
-fn mode_name(m: VerificationMode) -> &'static str {
-    match m {
-        VerificationMode::None => "none",
-        VerificationMode::Sampled => "sampled",
-        VerificationMode::Quorum => "quorum",
-    }
-}
 
 /// 128 random bits as hex: unique without coordination between gateways.
 fn new_request_id() -> String {

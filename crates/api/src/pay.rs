@@ -51,26 +51,14 @@ pub(crate) async fn take(
     }
     let refuse = |e: PaymentError| ApiError::payment(e, st, quote.total, headers);
     let model_id = model.id.to_string();
-    let mut request = EscrowRequest {
-        request_id,
-        payer: Default::default(),
-        quote,
-        model: &model_id,
-        app,
-        gateway: st.payments.gateway,
-        input_hash,
-        paid_by: PaidBy::Session { id: String::new() },
-    };
 
     let x402 = headers.get(PAYMENT_SIGNATURE).or_else(|| headers.get(X_PAYMENT));
-    let method = if let Some(value) = x402 {
+    let (payer, paid_by, method) = if let Some(value) = x402 {
         let value = value.to_str().map_err(|_| refuse(PaymentError::Malformed("header is not ASCII".into())))?;
         let payload: PaymentPayload = decode_header(value).map_err(|e| refuse(PaymentError::Malformed(e)))?;
         let required = st.payments.x402.requirements(quote.total);
         let ok = st.payments.x402.verify(&payload, &required, unix_now()).map_err(refuse)?;
-        request.payer = ok.payer;
-        request.paid_by = PaidBy::Authorization { nonce: ok.nonce };
-        "x402"
+        (ok.payer, PaidBy::Authorization { nonce: ok.nonce }, "x402")
     } else if let Some(token) = bearer(headers) {
         let session = st
             .ledger
@@ -86,11 +74,19 @@ pub(crate) async fn take(
                 model.name
             ))));
         }
-        request.payer = session.payer;
-        request.paid_by = PaidBy::Session { id: session.id };
-        "session"
+        (session.payer, PaidBy::Session { id: session.id }, "session")
     } else {
         return Err(refuse(PaymentError::Required { amount: quote.total }));
+    };
+    let request = EscrowRequest {
+        request_id,
+        payer,
+        quote,
+        model: &model_id,
+        app,
+        gateway: st.payments.gateway,
+        input_hash,
+        paid_by,
     };
 
     match st.ledger.escrow(request).await {

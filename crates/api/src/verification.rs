@@ -86,15 +86,21 @@ pub(crate) async fn execute(
             Ok(Executed { out, executor: worker, check: check("unchecked", vec![], vec![]) })
         }
         VerificationMode::Sampled => {
-            let drawn = st.pool.sample(sample_rate);
-            let out = run_on(st, &worker, model, inputs.clone()).await?;
-            let validator = if drawn { st.pool.pick_validator(worker.address()) } else { None };
-            let Some(validator) = validator else {
-                if drawn {
+            // Draw first, so the inputs are copied only for a request that is re-executed.
+            let validator = if st.pool.sample(sample_rate) {
+                let v = st.pool.pick_validator(worker.address());
+                if v.is_none() {
                     warn!(request_id, "sampled for re-execution but no validator is in good standing");
                 }
+                v
+            } else {
+                None
+            };
+            let Some(validator) = validator else {
+                let out = run_on(st, &worker, model, inputs).await?;
                 return Ok(Executed { out, executor: worker, check: check("unchecked", vec![], vec![]) });
             };
+            let out = run_on(st, &worker, model, inputs.clone()).await?;
             let truth = run_on(st, &validator, model, inputs).await?;
             match tolerance.compare(&out.outputs, &truth.outputs) {
                 Ok(()) => {

@@ -197,6 +197,17 @@ pub enum VerificationMode {
     Quorum,
 }
 
+impl VerificationMode {
+    /// The wire name (`none`, `sampled`, `quorum`), as serde writes it and receipts state it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VerificationMode::None => "none",
+            VerificationMode::Sampled => "sampled",
+            VerificationMode::Quorum => "quorum",
+        }
+    }
+}
+
 /// How output tensors are encoded in the response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
