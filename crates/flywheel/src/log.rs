@@ -1,9 +1,9 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
 use tracing::warn;
-use verinet_store::{EventRecord, EventStore, StoreError};
+use verinet_store::{EventRecord, EventStore, PendingWrites, StoreError};
 
 use crate::Event;
 
@@ -11,7 +11,7 @@ use crate::Event;
 /// database (a crash loses at most one flush interval of analytics, never money).
 pub struct EventLog {
     store: Arc<dyn EventStore>,
-    buffer: Mutex<Vec<EventRecord>>,
+    pending: PendingWrites<EventRecord>,
     /// Flush at least this often.
     pub interval: Duration,
     /// False: events are dropped (only for measuring what they cost; see BENCHMARKS.md).
@@ -22,7 +22,7 @@ pub struct EventLog {
 impl EventLog {
     /// A log over `store`.
     pub fn new(store: Arc<dyn EventStore>, interval: Duration) -> Self {
-        Self { store, buffer: Mutex::new(Vec::new()), interval, enabled: true }
+        Self { store, pending: PendingWrites::default(), interval, enabled: true }
     }
 
     /// A log that drops every event (the "events off" side of the benchmark).
@@ -48,20 +48,13 @@ impl EventLog {
             kind: e.kind().to_owned(),
             data: serde_json::to_string(e).unwrap_or_default(),
         };
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+        self.pending.push(record);
     }
 
     /// Writes what is buffered.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.store.insert_events(&batch).await {
-            self.buffer.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
-            return Err(e);
-        }
-        Ok(())
+        let store = &self.store;
+        self.pending.flush(|batch| async move { store.insert_events(&batch).await.map_err(|e| (batch, e)) }).await
     }
 
     /// Flushes every `interval` until `stop` resolves, then once more.

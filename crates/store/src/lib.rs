@@ -11,6 +11,8 @@
 //! - [`ReceiptStore`]: signed receipts ([`ReceiptRecord`]) and the Merkle batches that seal
 //!   them ([`BatchRecord`]).
 //! - [`EventStore`]: usage events ([`EventRecord`]) in batches, read by window.
+//! - [`PendingWrites`]: records queued off the request path and written in bulk, kept on a
+//!   failed write.
 //! - [`BlobStore`]: content-addressed model bytes; [`ObjectBlobStore`] implements it over any
 //!   `object_store` (local directory by default, S3-compatible at scale).
 //! - [`StoreError`] and [`Result`]: the one error type of the crate.
@@ -26,6 +28,7 @@ mod ledger;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod ledger_conformance;
 mod model;
+mod pending;
 mod receipt;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod receipt_conformance;
@@ -43,6 +46,7 @@ pub use ledger::{
     App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,
 };
+pub use pending::PendingWrites;
 pub use receipt::{BatchRecord, DisputeRecord, ReceiptRecord, ReceiptStore};
 pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
 pub use sql::SqlStore;

@@ -1,7 +1,7 @@
 //! Receipt log: receipts buffered off the request path, stored in bulk, sealed into signed
 //! Merkle batches every N receipts or T seconds; inclusion proofs on demand.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 use verinet_primitives::wire::SignedReceipt;
-use verinet_store::{BatchRecord, ReceiptRecord, ReceiptStore};
+use verinet_store::{BatchRecord, PendingWrites, ReceiptRecord, ReceiptStore};
 
 use crate::{VerifyError, merkle::MerkleTree, receipt_domain};
 
@@ -117,14 +117,14 @@ pub struct ReceiptLog {
     key: Arc<PrivateKeySigner>,
     chain_id: u64,
     config: BatchConfig,
-    buffer: Mutex<Vec<ReceiptRecord>>,
+    pending: PendingWrites<ReceiptRecord>,
     wake: Notify,
 }
 
 impl ReceiptLog {
     /// A log for receipts signed by `key` in `chain_id`'s domain.
     pub fn new(store: Arc<dyn ReceiptStore>, key: Arc<PrivateKeySigner>, chain_id: u64, config: BatchConfig) -> Self {
-        Self { store, key, chain_id, config, buffer: Mutex::new(Vec::new()), wake: Notify::new() }
+        Self { store, key, chain_id, config, pending: PendingWrites::default(), wake: Notify::new() }
     }
 
     /// The store below (disputes are recorded there too).
@@ -143,28 +143,17 @@ impl ReceiptLog {
             batch_id: None,
             created_at_ms: i64::try_from(r.receipt.timestamp).unwrap_or(i64::MAX),
         };
-        let full = {
-            let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            b.push(record);
-            b.len() >= self.config.max_receipts as usize
-        };
-        if full {
+        if self.pending.push(record) >= self.config.max_receipts as usize {
             self.wake.notify_one();
         }
     }
 
     /// Writes the buffered receipts.
     pub async fn flush(&self) -> Result<(), VerifyError> {
-        let batch = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.store.insert_receipts(&batch).await {
-            // Put them back for the next try rather than lose them.
-            self.buffer.lock().unwrap_or_else(|e| e.into_inner()).extend(batch);
-            return Err(e.into());
-        }
-        Ok(())
+        let store = &self.store;
+        self.pending
+            .flush(|batch| async move { store.insert_receipts(&batch).await.map_err(|e| (batch, VerifyError::from(e))) })
+            .await
     }
 
     /// Flushes, then seals up to `max_receipts` pending receipts into one signed batch.
