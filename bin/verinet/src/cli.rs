@@ -17,7 +17,7 @@ impl Cli {
     /// Nodes log at info; client commands only warn, so their output stays clean.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Up(_) => "info,tower_http=warn,sqlx=warn",
+            Command::Up(_) | Command::Devnet(DevnetArgs { command: None, .. }) => "info,tower_http=warn,sqlx=warn",
             _ => "warn",
         }
     }
@@ -47,6 +47,9 @@ pub enum Command {
     Flywheel(FlywheelArgs),
     /// Start a throwaway node, drive a scenario's traffic through it, print the flywheel.
     Simulate(SimulateArgs),
+    /// Run a multi-process network on 127.0.0.1 (gateways, workers, validators) until Ctrl-C;
+    /// `devnet status` shows it.
+    Devnet(DevnetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +129,70 @@ pub struct UpArgs {
     /// Do not publish the bundled models.
     #[arg(long)]
     pub no_bundled: bool,
+    /// What this process is: all (gateway with in-process workers), gateway, worker, validator.
+    #[arg(long)]
+    pub role: Option<verinet_node::Role>,
+    /// Worker or validator: a gateway to join (repeat for several; the first takes the stake).
+    #[arg(long = "gateway")]
+    pub gateways: Vec<String>,
+    /// Worker or validator: the URL gateways reach it at (default http:// + the bound address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Blob directory (share it between gateways that share a database).
+    #[arg(long)]
+    pub blobs_dir: Option<PathBuf>,
+    /// Worker or validator: heartbeat period in ms.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Gateway: a node silent this long leaves routing, ms.
+    #[arg(long)]
+    pub heartbeat_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    #[command(subcommand)]
+    pub command: Option<DevnetCmd>,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Validator processes.
+    #[arg(long, default_value_t = 1)]
+    pub validators: usize,
+    /// Gateway processes (more than one needs --database-url).
+    #[arg(long, default_value_t = 1)]
+    pub gateways: usize,
+    /// PostgreSQL shared by the gateways (default: SQLite in the first gateway's directory).
+    #[arg(long, env = "VERINET_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for every process's data, logs and `devnet.json`.
+    #[arg(long, default_value = ".verinet-devnet")]
+    pub dir: PathBuf,
+    /// Heartbeat period, ms (a node silent for 3 periods leaves routing).
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Inference backend of every process.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Extra `verinet up` flags for the gateways (e.g. a config file: `--gateway-arg=--config=g.toml`).
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevnetCmd {
+    /// Show the processes of a running devnet and how each gateway sees each node.
+    Status(DevnetStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetStatusArgs {
+    /// The devnet's directory.
+    #[arg(long, default_value = ".verinet-devnet")]
+    pub dir: PathBuf,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +366,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Receipt(ReceiptCmd::Verify(a)) => crate::receipt::verify(a),
         Command::Flywheel(a) => crate::flywheel::run(a).await,
         Command::Simulate(a) => crate::simulate::run(a).await,
+        Command::Devnet(a) => crate::devnet::run(a).await,
         Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,

@@ -3,6 +3,7 @@
 //! main only parses arguments, sets up tracing and hands off to a command module.
 
 mod cli;
+mod devnet;
 mod flywheel;
 mod infer;
 mod model;
@@ -22,6 +23,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("VERINET_LOG").unwrap_or_else(|_| args.default_log_filter().into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

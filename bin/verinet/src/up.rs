@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use verinet_node::{Config, Node};
+use verinet_node::{Config, Node, Role, WorkerNode};
 
 use crate::cli::UpArgs;
 
@@ -27,6 +27,28 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     if a.no_bundled {
         config.bundled.publish = false;
     }
+    let net = &mut config.network;
+    if let Some(r) = a.role {
+        net.role = r;
+    }
+    if !a.gateways.is_empty() {
+        net.gateways = a.gateways;
+    }
+    if a.advertise.is_some() {
+        net.advertise = a.advertise;
+    }
+    if let Some(ms) = a.heartbeat_ms {
+        net.heartbeat_ms = ms;
+    }
+    if let Some(ms) = a.heartbeat_timeout_ms {
+        net.heartbeat_timeout_ms = ms;
+    }
+    if a.blobs_dir.is_some() {
+        config.storage.blobs_dir = a.blobs_dir;
+    }
+    if matches!(config.network.role, Role::Worker | Role::Validator) {
+        return worker(config).await;
+    }
 
     let node = Node::build(&config).await?;
     let listener = TcpListener::bind(config.server.listen)
@@ -34,7 +56,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (pass --listen 127.0.0.1:0 for any free port)", config.server.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     let state = node.state();
-    println!("verinet node up at {url}");
+    let role = if config.network.role == Role::Gateway { "gateway" } else { "node" };
+    println!("verinet {role} up at {url}");
     println!(
         "  data {}  storage {}  backend {}  node {}",
         config.storage.data_dir.display(),
@@ -63,8 +86,23 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker or validator: serves jobs and heartbeats its gateways.
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let node = WorkerNode::build(&config)?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (pass --listen 127.0.0.1:0 for any free port)", config.server.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let role = format!("{:?}", config.network.role).to_lowercase();
+    println!("verinet {role} up at {url}");
+    println!("  data {}  node {}  joining {}", config.storage.data_dir.display(), node.address(), config.network.gateways.join(", "));
+    println!("\nCtrl-C stops it gracefully.");
+    node.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

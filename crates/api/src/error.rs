@@ -91,6 +91,21 @@ pub enum ApiError {
         /// Quorum size.
         of: usize,
     },
+    /// Every worker tried for the request failed (unreachable, busy, or answered badly); the
+    /// payer is not charged.
+    #[error("no worker served the request after {attempts} attempt(s): {last}")]
+    WorkersFailed {
+        /// Workers tried.
+        attempts: usize,
+        /// The last failure.
+        last: String,
+    },
+    /// A node message whose signature does not check out (network protocol).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A node registration that conflicts with what the gateway knows.
+    #[error("{0}")]
+    NodeConflict(String),
     /// The receipt exists but is not sealed in a batch yet.
     #[error("receipt {0} is not sealed in a batch yet; try again after the next seal")]
     ReceiptPending(String),
@@ -154,6 +169,9 @@ impl ApiError {
             ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),
             ApiError::NoWorkers { .. } => (S::SERVICE_UNAVAILABLE, "no_workers", true),
             ApiError::NoQuorum { .. } => (S::BAD_GATEWAY, "no_quorum", true),
+            ApiError::WorkersFailed { .. } => (S::BAD_GATEWAY, "workers_failed", true),
+            ApiError::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated", true),
+            ApiError::NodeConflict(_) => (S::CONFLICT, "node_conflict", true),
             ApiError::Verify(VerifyError::Store(e)) => store_parts(e),
             ApiError::Verify(
                 VerifyError::EmptyBatch

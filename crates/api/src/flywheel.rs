@@ -44,6 +44,7 @@ pub(crate) async fn report(st: &AppState, window_secs: u64) -> Result<Report, Ap
         executors: st
             .pool
             .all()
+            .iter()
             .map(|e| ExecutorInfo {
                 address: e.address(),
                 role: format!("{:?}", e.role).to_lowercase(),

@@ -1,7 +1,7 @@
 //! `POST /v1/infer`: one paid request, top to bottom.
 //!
 //! resolve the model -> validate inputs against its signature -> price -> pay (escrow) ->
-//! execute -> capture (fee split, with the result hash) or refund -> sign the receipt ->
+//! execute (the executor signs the receipt) -> capture (fee split, with the result hash) or refund ->
 //! answer with outputs, receipt, timings and `PAYMENT-RESPONSE`.
 //!
 //! Nothing costs money before the inputs are known to fit the model, and once money is in
@@ -21,15 +21,14 @@ use rand::RngCore;
 use serde_json::{Map, Value};
 use tracing::{Span, error, info, instrument, warn};
 use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
-use alloy_primitives::B256;
 use verinet_primitives::{
     Address, ModelRef, tensors_hash,
     wire::{
-        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ReceiptBody, ResolvedModel,
-        TimingsMs, VerificationMode,
+        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ResolvedModel, TimingsMs,
+        VerificationMode,
     },
 };
-use verinet_verify::{Tolerance, sign_receipt};
+use verinet_verify::{Terms, Tolerance};
 use verinet_runtime::RuntimeError;
 
 use verinet_flywheel::{Event, RequestEvent};
@@ -104,7 +103,7 @@ async fn serve(
     };
 
     // 4. Route: the workers this mode needs, in good standing (the first one is the operator).
-    let executors = verification::route(st, req.verification)?;
+    let executors = verification::route(st, req.verification, model.id)?;
 
     // 5. Price: royalty + compute + verification + protocol (+ app markup).
     let app = match &req.app {
@@ -125,37 +124,47 @@ async fn serve(
     // 7. Execute (and check, by mode), then 8. settle: capture with the result hash, or refund
     //    (no result, or a result refuted by a validator). In its own task so that nothing can
     //    cancel it between the escrow and its settlement.
+    // The receipt's terms are fixed before anyone runs: the executor signs them with its
+    // result (what was escrowed, for whom).
+    let terms = Terms {
+        request_id: request_id.clone(),
+        input_hash,
+        mode: req.verification.as_str().into(),
+        price: escrow.as_ref().map_or(0, |e| e.escrow.quote.total),
+        payer: escrow.as_ref().map_or(Address::ZERO, |e| e.escrow.payer),
+        chain_id: st.payments.x402.chain_id,
+    };
     let settle = {
-        let (st, model, escrow, request_id) = (st.clone(), model.clone(), escrow.clone(), request_id.clone());
+        let (st, model, escrow) = (st.clone(), model.clone(), escrow.clone());
         let (inputs, mode) = (req.inputs, req.verification);
         async move {
             let policy = verification::Policy { mode, sample_rate, tolerance };
-            let result = verification::execute(&st, executors, &model, inputs, policy, &request_id).await;
+            let result = verification::execute(&st, executors, &model, inputs, policy, &terms).await;
             // Usage counts whatever happened (buffered, never on the durable path).
             st.hub.record_call(&model, result.is_ok());
-            let output_hash = result.as_ref().ok().map(|x| tensors_hash(&x.out.outputs));
             let refuted = result.as_ref().is_ok_and(|x| x.check.status == "disputed");
-            let settled = match (&escrow, output_hash) {
+            let settled = match (&escrow, &result) {
                 (None, _) => Ok(None),
-                (Some(e), Some(_)) if refuted => {
+                (Some(e), Ok(_)) if refuted => {
                     refund(&st, e, "the worker's result was refuted by a validator").await;
                     Ok(None)
                 }
-                (Some(e), Some(h)) => capture(&st, e, &format!("{h:#x}")).await.map(Some),
-                (Some(e), None) => {
-                    let reason = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
-                    refund(&st, e, &reason).await;
+                (Some(e), Ok(x)) => {
+                    let h = format!("{:#x}", x.ran.receipt.receipt.output_hash);
+                    capture(&st, e, &h, x.executor.address()).await.map(Some)
+                }
+                (Some(e), Err(err)) => {
+                    refund(&st, e, &err.to_string()).await;
                     Ok(None)
                 }
             };
-            (result, settled, output_hash)
+            (result, settled)
         }
     };
-    let (result, settled, output_hash) =
-        tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
+    let (result, settled) = tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
     let executed = result?;
     let capture_tx = settled?;
-    let out = executed.out;
+    let out = executed.ran.out;
     ev.executor = Some(executed.executor.address());
     ev.check = Some(executed.check.status.clone());
     ev.disputed = executed.check.disputed.clone();
@@ -167,23 +176,12 @@ async fn serve(
         }
     }
 
-    // 9. Sign the receipt: the executor states what it computed, for whom, at what price
-    //    (what was charged: 0 when free or refunded).
+    // 9. The receipt, signed by whoever computed the answer (checked against the terms and
+    //    the outputs before it got here); a refuted worker's is replaced by its validator's,
+    //    signed at price 0 because the payer is refunded.
     let charged = capture_tx.is_some();
     let price = if charged { quote.total } else { 0 };
-    let receipt = ReceiptBody {
-        request_id: request_id.clone(),
-        model_hash: B256::from(*model.id.digest()),
-        input_hash,
-        output_hash: output_hash.unwrap_or_default(),
-        node: executed.executor.address(),
-        mode: req.verification.as_str().into(),
-        price: price.to_string(),
-        payer: escrow.as_ref().filter(|_| charged).map_or(Address::ZERO, |e| e.escrow.payer),
-        timestamp: u64::try_from(verinet_primitives::unix_ms()).unwrap_or_default(),
-    };
-    let receipt = sign_receipt(receipt, &executed.executor.key, st.payments.x402.chain_id)
-        .map_err(|e| ApiError::Internal(format!("signing the receipt: {e}")))?;
+    let receipt = executed.ran.receipt;
     st.receipts.record(&receipt);
 
     // 10. Answer.
@@ -247,8 +245,13 @@ async fn serve(
 
 /// Pays the split and records the result hash. If that fails the payer must not lose: the
 /// escrow is refunded (or, if even that fails, left for recovery at the next start).
-async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str) -> Result<String, ApiError> {
-    match st.ledger.capture(&e.escrow, output_hash).await {
+///
+/// The compute fee goes to `operator`, whoever served in the end (a retry may have moved the
+/// request off the worker quoted).
+async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address) -> Result<String, ApiError> {
+    let mut escrow = e.escrow.clone();
+    escrow.quote.payees.operator = operator;
+    match st.ledger.capture(&escrow, output_hash).await {
         Ok(tx) => Ok(tx),
         Err(err) => {
             error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");

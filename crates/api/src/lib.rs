@@ -8,7 +8,8 @@
 //! - `money`: accounts, faucet, apps, spending sessions, payment records, x402 facilitator.
 //! - `receipts`: a receipt's status and its Merkle inclusion proof.
 //! - `verification`: the execution step by mode (none, sampled, quorum), disputes and slashing.
-//! - `nodes`: the workers and validators with stake and reputation.
+//! - `nodes`: the workers and validators with stake, reputation and liveness; remote ones join
+//!   and stay live by signed heartbeat, and stake through `POST /v1/stake`.
 //! - `flywheel`: the per-layer report and bottleneck (`/v1/flywheel`, Prometheus `/metrics`).
 //!
 //! [`Router`]: axum::Router
@@ -29,4 +30,4 @@ mod state;
 
 pub use error::{ApiError, PaymentRefusal};
 pub use routes::router;
-pub use state::{ApiConfig, AppState, PaymentsConfig, VerificationConfig};
+pub use state::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};

@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", post(money::open_session))
         .route("/v1/payments/{request_id}", get(money::payment))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/heartbeat", post(nodes::heartbeat).layer(DefaultBodyLimit::max(1 << 20)))
+        .route("/v1/stake", post(nodes::stake).layer(DefaultBodyLimit::max(64 << 10)))
         .route("/v1/flywheel", get(flywheel::flywheel))
         .route("/metrics", get(flywheel::metrics))
         .route("/dashboard", get(flywheel::dashboard))

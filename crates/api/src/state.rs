@@ -70,6 +70,25 @@ pub struct VerificationConfig {
     pub validator_share_bps: u32,
 }
 
+/// How this gateway talks to workers in other processes.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Heartbeat period a worker is told to keep, ms.
+    pub heartbeat_ms: u64,
+    /// Allowed clock difference on signed node messages, ms.
+    pub skew_ms: u64,
+    /// Workers tried per request before it fails uncharged (a retry goes to another worker).
+    pub max_attempts: usize,
+    /// HTTP client for jobs (its timeout bounds one job on one worker).
+    pub http: reqwest::Client,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self { heartbeat_ms: 1_000, skew_ms: 30_000, max_attempts: 3, http: reqwest::Client::new() }
+    }
+}
+
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -91,6 +110,8 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     /// Verification policy.
     pub verification: Arc<VerificationConfig>,
+    /// Remote workers: heartbeats, job signing, retries.
+    pub network: Arc<NetworkConfig>,
     /// Usage events for the flywheel (buffered).
     pub events: Arc<EventLog>,
     /// HTTP limits.

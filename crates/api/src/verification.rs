@@ -1,6 +1,6 @@
 //! The execution step of `POST /v1/infer` by verification mode:
 //!
-//! - `none`: one worker runs it.
+//! - `none`: one worker runs it (another one if it fails: unreachable, busy, a bad answer).
 //! - `sampled`: one worker runs it; with probability p a validator (another key, possibly
 //!   another backend) re-executes it and the outputs are compared with tolerance before any
 //!   money is captured. A mismatch is a dispute: the worker is slashed (a share to the
@@ -13,18 +13,18 @@ use std::sync::Arc;
 use tracing::warn;
 use verinet_hub::HubError;
 use verinet_primitives::{
-    Address, TensorMap, tensors_hash,
+    Address, ModelId, TensorMap, tensors_hash,
     wire::{CheckInfo, VerificationMode},
 };
 use verinet_runtime::{RunOutput, RuntimeError};
 use verinet_store::{DisputeRecord, ModelVersion};
-use verinet_verify::{Executor, Mismatch, Tolerance};
+use verinet_verify::{ExecError, Executor, Job, LoadBytes, Mismatch, NodeRole, Ran, Terms, Tolerance};
 
 use crate::{ApiError, AppState};
 
-/// A result, who produced it, and how it was checked.
+/// A result with its executor's signed receipt, who produced it, and how it was checked.
 pub(crate) struct Executed {
-    pub out: RunOutput,
+    pub ran: Ran,
     pub executor: Arc<Executor>,
     pub check: CheckInfo,
 }
@@ -33,25 +33,69 @@ fn check(status: &str, checked_by: Vec<Address>, disputed: Vec<Address>) -> Chec
     CheckInfo { status: status.to_owned(), checked_by, disputed }
 }
 
-async fn run_on(st: &AppState, e: &Arc<Executor>, model: &ModelVersion, inputs: TensorMap) -> Result<RunOutput, RuntimeError> {
+/// How an in-process executor gets model bytes: from this gateway's hub.
+fn hub_loader(st: &AppState) -> LoadBytes {
     let hub = st.hub.clone();
-    let id = model.id;
-    let load = || async move { hub.load_bytes(&id).await.map_err(|e: HubError| RuntimeError::Load(e.to_string())) };
-    let out = e.runtime.run(model.id, load, inputs).await;
-    if out.is_ok() {
-        e.served();
-    }
-    out
+    Arc::new(move |id: ModelId| {
+        let hub = hub.clone();
+        Box::pin(async move { hub.load_bytes(&id).await.map_err(|e: HubError| RuntimeError::Load(e.to_string())) })
+    })
 }
 
-/// Picks the executors a request in `mode` needs before it is priced (the primary one is the
-/// operator paid by the capture).
-pub(crate) fn route(st: &AppState, mode: VerificationMode) -> Result<Vec<Arc<Executor>>, ApiError> {
+async fn run_on(st: &AppState, e: &Executor, model: &ModelVersion, inputs: TensorMap, terms: &Terms) -> Result<Ran, ExecError> {
+    let job = Job { model: model.id, inputs, terms: terms.clone(), load: hub_loader(st) };
+    let r = e.run(job).await;
+    if let Err(ExecError::Unavailable(_)) = &r {
+        // Out of routing until its next heartbeat proves it back.
+        e.mark_down();
+    }
+    r
+}
+
+/// Runs the job on `first`, and while executors fail in a way another one may not (unreachable,
+/// busy, a bad answer), on others of `role` not tried yet, up to the attempt limit. The escrow
+/// covers the request, not an attempt: however many are tried, the payer pays at most once.
+async fn run_failover(
+    st: &AppState,
+    first: Arc<Executor>,
+    model: &ModelVersion,
+    mut inputs: TensorMap,
+    terms: &Terms,
+    tried: &mut Vec<Address>,
+) -> Result<(Arc<Executor>, Ran), ApiError> {
+    let mut e = first;
+    loop {
+        tried.push(e.address());
+        // A local executor fails only where any would, so it never needs a second copy.
+        let remote = e.endpoint().is_some();
+        let job_inputs = if remote { inputs.clone() } else { std::mem::take(&mut inputs) };
+        let last = match run_on(st, &e, model, job_inputs, terms).await {
+            Ok(ran) => return Ok((e, ran)),
+            Err(ExecError::Runtime(err)) => return Err(err.into()),
+            Err(err) => {
+                warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "executor failed; trying another");
+                err.to_string()
+            }
+        };
+        let next = match e.role {
+            NodeRole::Worker => st.pool.pick_workers(1, model.id, tried).pop(),
+            NodeRole::Validator => st.pool.pick_validator(model.id, tried),
+        };
+        match next {
+            Some(n) if remote && tried.len() < st.network.max_attempts.max(1) => e = n,
+            _ => return Err(ApiError::WorkersFailed { attempts: tried.len(), last }),
+        }
+    }
+}
+
+/// Picks the executors a request in `mode` needs before it is priced (the first one is the
+/// operator quoted; whoever serves in the end is paid).
+pub(crate) fn route(st: &AppState, mode: VerificationMode, model: ModelId) -> Result<Vec<Arc<Executor>>, ApiError> {
     let want = match mode {
         VerificationMode::None | VerificationMode::Sampled => 1,
         VerificationMode::Quorum => st.verification.quorum_k,
     };
-    let picked = st.pool.pick_workers(want);
+    let picked = st.pool.pick_workers(want, model, &[]);
     if picked.len() < want {
         return Err(ApiError::NoWorkers { wanted: want, available: picked.len() });
     }
@@ -68,62 +112,62 @@ pub(crate) struct Policy {
 }
 
 /// Runs the request on `executors` as the policy's mode requires and judges the results.
+/// `terms` are what the answer's receipt states (a validator's check is signed at price 0).
 pub(crate) async fn execute(
     st: &AppState,
     executors: Vec<Arc<Executor>>,
     model: &ModelVersion,
     inputs: TensorMap,
     policy: Policy,
-    request_id: &str,
+    terms: &Terms,
 ) -> Result<Executed, ApiError> {
     let Policy { mode, sample_rate, tolerance } = policy;
+    let request_id = terms.request_id.as_str();
     let Some(worker) = executors.first().cloned() else {
         return Err(ApiError::NoWorkers { wanted: 1, available: 0 });
     };
+    let mut tried = Vec::new();
     match mode {
         VerificationMode::None => {
-            let out = run_on(st, &worker, model, inputs).await?;
-            Ok(Executed { out, executor: worker, check: check("unchecked", vec![], vec![]) })
+            let (worker, ran) = run_failover(st, worker, model, inputs, terms, &mut tried).await?;
+            Ok(Executed { ran, executor: worker, check: check("unchecked", vec![], vec![]) })
         }
         VerificationMode::Sampled => {
             // Draw first, so the inputs are copied only for a request that is re-executed.
-            let validator = if st.pool.sample(sample_rate) {
-                let v = st.pool.pick_validator(worker.address());
-                if v.is_none() {
-                    warn!(request_id, "sampled for re-execution but no validator is in good standing");
-                }
-                v
-            } else {
-                None
+            if !st.pool.sample(sample_rate) {
+                let (worker, ran) = run_failover(st, worker, model, inputs, terms, &mut tried).await?;
+                return Ok(Executed { ran, executor: worker, check: check("unchecked", vec![], vec![]) });
+            }
+            let (worker, ran) = run_failover(st, worker, model, inputs.clone(), terms, &mut tried).await?;
+            let Some(validator) = st.pool.pick_validator(model.id, &[worker.address()]) else {
+                warn!(request_id, "sampled for re-execution but no validator is in good standing");
+                return Ok(Executed { ran, executor: worker, check: check("unchecked", vec![], vec![]) });
             };
-            let Some(validator) = validator else {
-                let out = run_on(st, &worker, model, inputs).await?;
-                return Ok(Executed { out, executor: worker, check: check("unchecked", vec![], vec![]) });
-            };
-            let out = run_on(st, &worker, model, inputs.clone()).await?;
-            let truth = run_on(st, &validator, model, inputs).await?;
-            match tolerance.compare(&out.outputs, &truth.outputs) {
+            let check_terms = Terms { price: 0, payer: Address::ZERO, ..terms.clone() };
+            let mut checked = vec![worker.address()];
+            let (validator, truth) = run_failover(st, validator, model, inputs, &check_terms, &mut checked).await?;
+            match tolerance.compare(&ran.out.outputs, &truth.out.outputs) {
                 Ok(()) => {
                     worker.checked(true);
-                    Ok(Executed { out, executor: worker, check: check("passed", vec![validator.address()], vec![]) })
+                    Ok(Executed { ran, executor: worker, check: check("passed", vec![validator.address()], vec![]) })
                 }
                 Err(m) => {
-                    dispute(st, &worker, &validator, &out, &truth, &m, "sampled", request_id).await;
+                    dispute(st, &worker, &validator, &ran.out, &truth.out, &m, "sampled", request_id).await;
                     let by = vec![validator.address()];
-                    Ok(Executed { out: truth, executor: validator, check: check("disputed", by, vec![worker.address()]) })
+                    Ok(Executed { ran: truth, executor: validator, check: check("disputed", by, vec![worker.address()]) })
                 }
             }
         }
         VerificationMode::Quorum => {
-            let runs = executors.iter().map(|e| run_on(st, e, model, inputs.clone()));
-            let results: Vec<(Arc<Executor>, RunOutput)> = futures::future::join_all(runs)
+            let runs = executors.iter().map(|e| run_on(st, e, model, inputs.clone(), terms));
+            let results: Vec<(Arc<Executor>, Ran)> = futures::future::join_all(runs)
                 .await
                 .into_iter()
                 .zip(executors.iter().cloned())
-                .filter_map(|(r, e)| r.ok().map(|out| (e, out)))
+                .filter_map(|(r, e)| r.ok().map(|ran| (e, ran)))
                 .collect();
             // The largest group of results that agree with one of them within tolerance.
-            let agree = |a: &RunOutput, b: &RunOutput| tolerance.compare(&a.outputs, &b.outputs).is_ok();
+            let agree = |a: &Ran, b: &Ran| tolerance.compare(&a.out.outputs, &b.out.outputs).is_ok();
             let best = (0..results.len())
                 .max_by_key(|&i| results.iter().filter(|(_, o)| agree(o, &results[i].1)).count())
                 .ok_or(ApiError::NoQuorum { agreeing: 0, of: executors.len() })?;
@@ -134,20 +178,20 @@ pub(crate) async fn execute(
             let (winner, truth) = results[best].clone();
             let mut passed = Vec::new();
             let mut disputed = Vec::new();
-            for (e, out) in &results {
-                match tolerance.compare(&out.outputs, &truth.outputs) {
+            for (e, ran) in &results {
+                match tolerance.compare(&ran.out.outputs, &truth.out.outputs) {
                     Ok(()) => {
                         e.checked(true);
                         passed.push(e.address());
                     }
                     Err(m) => {
-                        dispute(st, e, &winner, out, &truth, &m, "quorum", request_id).await;
+                        dispute(st, e, &winner, &ran.out, &truth.out, &m, "quorum", request_id).await;
                         disputed.push(e.address());
                     }
                 }
             }
             // The majority's answer is verified: the dissenters are slashed, the payer pays once.
-            Ok(Executed { out: truth, executor: winner, check: check("quorum", passed, disputed) })
+            Ok(Executed { ran: truth, executor: winner, check: check("quorum", passed, disputed) })
         }
     }
 }

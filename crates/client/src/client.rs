@@ -55,6 +55,11 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET <path>` as untyped JSON (status pages, `/v1/nodes`, a worker's health).
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        decode(self.http.get(self.url(path)).send().await?).await
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health> {
         decode(self.http.get(self.url("/health")).send().await?).await

@@ -235,6 +235,20 @@ impl Ledger {
         Ok(t.id)
     }
 
+    /// [`Ledger::stake`] claiming `who`'s `nonce` with it, so a signed stake request cannot be
+    /// replayed (on any gateway sharing the ledger).
+    pub async fn stake_once(&self, who: Address, amount: u128, nonce: &str) -> Result<String> {
+        let a = positive(amount, "stake")?;
+        let mut t = tx(
+            TxKind::Stake,
+            vec![Posting::new(who, Bucket::Available, -a), Posting::new(who, Bucket::Stake, a)],
+            format!("stake {amount}"),
+        );
+        t.nonce = Some(NonceClaim { payer: who, nonce: nonce.to_owned() });
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
     /// Releases `amount` of `who`'s stake.
     pub async fn unstake(&self, who: Address, amount: u128) -> Result<String> {
         let a = positive(amount, "unstake")?;

@@ -27,6 +27,84 @@ pub struct Config {
     pub verification: VerificationSection,
     /// Usage analytics.
     pub flywheel: FlywheelSection,
+    /// Role of this process and how it joins the network.
+    pub network: NetworkSection,
+}
+
+/// What one `verinet up` process is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Gateway with its own in-process workers and validators (also takes remote ones): the
+    /// one-process default of `verinet up`.
+    #[default]
+    All,
+    /// Gateway only: API, payments, routing to remote workers and validators.
+    Gateway,
+    /// Executes jobs for the gateways it joins.
+    Worker,
+    /// Re-executes sampled jobs for the gateways it joins.
+    Validator,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "gateway" => Ok(Self::Gateway),
+            "worker" => Ok(Self::Worker),
+            "validator" => Ok(Self::Validator),
+            other => Err(format!("unknown role {other:?}: use all, gateway, worker or validator")),
+        }
+    }
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// `all`, `gateway`, `worker` or `validator`.
+    pub role: Role,
+    /// Worker or validator: the gateways to join (base URLs); the first one takes the stake
+    /// and, with the others, serves model bytes.
+    pub gateways: Vec<String>,
+    /// Worker or validator: the base URL gateways reach it at (default `http://` + the listen
+    /// address actually bound).
+    pub advertise: Option<String>,
+    /// Worker or validator: heartbeat period, ms.
+    pub heartbeat_ms: u64,
+    /// Gateway: a remote node silent this long gets no work, ms.
+    pub heartbeat_timeout_ms: u64,
+    /// Allowed clock difference on signed node messages, ms.
+    pub skew_ms: u64,
+    /// Gateway: workers tried per request before it fails uncharged.
+    pub max_attempts: usize,
+    /// Gateway: how long one job may take on one remote worker, seconds.
+    pub job_timeout_secs: u64,
+    /// Worker or validator: stake to have bonded before joining, base units (on a devnet the
+    /// faucet pays for it).
+    pub stake: String,
+    /// Worker or validator: jobs it advertises to run at once (0: the runtime's concurrency).
+    pub capacity: u32,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            role: Role::All,
+            gateways: Vec::new(),
+            advertise: None,
+            heartbeat_ms: 1_000,
+            heartbeat_timeout_ms: 3_000,
+            skew_ms: 30_000,
+            max_attempts: 3,
+            job_timeout_secs: 60,
+            stake: "1000000000000000000000".into(),
+            capacity: 0,
+        }
+    }
 }
 
 /// `[flywheel]`.

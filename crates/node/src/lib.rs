@@ -4,6 +4,8 @@
 //! - [`Config`]: TOML with one section per concern, every field defaulted.
 //! - [`Node`]: a built node (state + router); [`Node::serve`] runs it on a listener until a
 //!   shutdown future resolves; [`Node::spawn`] does that in the background for tests and benches.
+//! - [`WorkerNode`]: a worker or validator process (`network.role`), which joins gateways by
+//!   heartbeat and runs their signed jobs.
 //! - [`bundled`]: models shipped inside the binary and published on first start.
 //! - [`KeyFile`]: a secp256k1 key file (the node key, owner of bundled models; the CLI wallet).
 
@@ -12,8 +14,13 @@ mod config;
 mod error;
 mod key;
 mod node;
+mod worker;
 
-pub use config::{BundledConfig, Config, FlywheelSection, HubSection, PaymentsSection, ReceiptsSection, RuntimeSection, VerificationSection, ServerConfig, StorageConfig};
+pub use config::{
+    BundledConfig, Config, FlywheelSection, HubSection, NetworkSection, PaymentsSection, ReceiptsSection, Role, RuntimeSection,
+    ServerConfig, StorageConfig, VerificationSection,
+};
 pub use error::{NodeError, Result};
 pub use key::KeyFile;
 pub use node::{Node, Overrides, RunningNode, default_protocol_address};
+pub use worker::WorkerNode;

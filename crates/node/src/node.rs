@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::info;
-use verinet_api::{ApiConfig, AppState, PaymentsConfig, VerificationConfig};
+use verinet_api::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
 use verinet_flywheel::{Event, EventLog};
@@ -15,7 +15,7 @@ use verinet_hub::{Hub, HubConfig};
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
 use verinet_store::{ObjectBlobStore, SqlStore};
 
-use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, bundled};
+use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, Role, bundled};
 
 /// A node built from its configuration: state and router, not yet serving.
 pub struct Node {
@@ -45,15 +45,7 @@ impl Node {
         let storage_name = store.backend().to_owned();
         let blobs = ObjectBlobStore::local(&config.blobs_dir())?;
 
-        let rt = &config.runtime;
-        let runtime_config = RuntimeConfig {
-            max_concurrency: if rt.max_concurrency == 0 { RuntimeConfig::default().max_concurrency } else { rt.max_concurrency },
-            max_queue: rt.max_queue,
-            timeout: Duration::from_secs(rt.timeout_secs),
-            cache_bytes: rt.cache_mib << 20,
-            max_input_elements: rt.max_input_elements,
-        };
-        let runtime = Arc::new(Runtime::new(backend(config, &config.runtime.backend)?, runtime_config.clone()));
+        let (runtime, runtime_config) = runtime(config)?;
 
         let mut hub_config = HubConfig::new(data_dir.join("staging"));
         hub_config.max_model_bytes = config.hub.max_model_mib << 20;
@@ -84,9 +76,19 @@ impl Node {
         } else {
             EventLog::disabled(store.clone())
         });
-        for e in pool.all() {
+        for e in &pool.all() {
             events.emit(&Event::NodeJoin { node: e.address(), role: format!("{:?}", e.role).to_lowercase() });
         }
+        let net = &config.network;
+        let network = NetworkConfig {
+            heartbeat_ms: net.heartbeat_ms,
+            skew_ms: net.skew_ms,
+            max_attempts: net.max_attempts.max(1),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(net.job_timeout_secs.max(1)))
+                .build()
+                .map_err(|e| NodeError::Config(format!("http client: {e}")))?,
+        };
         let api = ApiConfig {
             max_infer_body: config.server.max_infer_body_mib << 20,
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
@@ -104,6 +106,7 @@ impl Node {
                 receipts,
                 pool,
                 verification,
+                network: Arc::new(network),
                 events,
                 config: Arc::new(api),
             },
@@ -222,8 +225,11 @@ async fn executors(
     let v = &config.verification;
     let min_stake = PaymentsSection::amount(&v.min_stake, "verification.min_stake")?;
     let keys = config.storage.data_dir.join("keys");
+    // A gateway-only node routes to remote executors alone.
+    let (n_workers, n_validators) =
+        if config.network.role == Role::Gateway { (0, 0) } else { (v.workers.max(1), v.validators) };
     let mut workers = Vec::new();
-    for i in 0..v.workers.max(1) {
+    for i in 0..n_workers {
         let k = if i == 0 { key.clone() } else { KeyFile::load_or_create(&keys.join(format!("worker-{i}.key")))? };
         let rt = match overrides.worker_backends.iter().find(|(w, _)| *w == i) {
             Some((_, b)) => Arc::new(Runtime::new(b.clone(), runtime_config.clone())),
@@ -237,7 +243,7 @@ async fn executors(
         Arc::new(Runtime::new(backend(config, &v.validator_backend)?, runtime_config))
     };
     let mut validators = Vec::new();
-    for i in 0..v.validators {
+    for i in 0..n_validators {
         let k = KeyFile::load_or_create(&keys.join(format!("validator-{i}.key")))?;
         validators.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), validator_runtime.clone(), NodeRole::Validator)));
     }
@@ -253,7 +259,8 @@ async fn executors(
         }
         e.set_stake(stake);
     }
-    let pool = Pool::new(workers, validators, v.min_reputation, min_stake, v.seed);
+    let pool = Pool::new(workers, validators, v.min_reputation, min_stake, v.seed)
+        .with_heartbeat_timeout(config.network.heartbeat_timeout_ms);
     let verification = VerificationConfig {
         sample_rate: v.sample_rate,
         quorum_k: v.quorum_k.max(1),
@@ -262,6 +269,19 @@ async fn executors(
         validator_share_bps: v.validator_share_bps.min(10_000),
     };
     Ok((Arc::new(pool), Arc::new(verification)))
+}
+
+/// The runtime the config asks for, and its limits.
+pub(crate) fn runtime(config: &Config) -> Result<(Arc<Runtime>, RuntimeConfig)> {
+    let rt = &config.runtime;
+    let runtime_config = RuntimeConfig {
+        max_concurrency: if rt.max_concurrency == 0 { RuntimeConfig::default().max_concurrency } else { rt.max_concurrency },
+        max_queue: rt.max_queue,
+        timeout: Duration::from_secs(rt.timeout_secs),
+        cache_bytes: rt.cache_mib << 20,
+        max_input_elements: rt.max_input_elements,
+    };
+    Ok((Arc::new(Runtime::new(backend(config, &config.runtime.backend)?, runtime_config.clone())), runtime_config))
 }
 
 fn backend(config: &Config, name: &str) -> Result<Arc<dyn InferenceBackend>> {
@@ -281,8 +301,8 @@ fn backend(config: &Config, name: &str) -> Result<Arc<dyn InferenceBackend>> {
 pub struct RunningNode {
     /// Where it listens.
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<()>>,
+    pub(crate) shutdown: Option<oneshot::Sender<()>>,
+    pub(crate) task: JoinHandle<Result<()>>,
 }
 
 impl RunningNode {

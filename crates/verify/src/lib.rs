@@ -9,12 +9,15 @@
 //!   inclusion proofs.
 //! - [`ReceiptLog`]: receipts buffered off the request path, sealed into signed batches every N
 //!   receipts or T seconds, with [`InclusionProof`]s on demand.
-//! - [`Pool`], [`Executor`], [`Stats`]: workers and validators with keys, runtimes and a
-//!   reputation; who runs and who checks a request.
+//! - [`Pool`], [`Executor`], [`Stats`]: workers and validators, in-process or remote, with a
+//!   reputation and a heartbeat; who runs and who checks a request.
+//! - [`Execute`], [`Job`], [`Ran`]: running one job and answering with a self-signed receipt;
+//!   [`check_receipt`] is what a gateway checks before trusting an answer.
 //! - [`VerifyError`].
 
 mod batches;
 mod error;
+mod exec;
 mod pool;
 pub mod merkle;
 mod receipt;
@@ -22,6 +25,7 @@ mod tolerance;
 
 pub use batches::{BatchConfig, BatchInfo, InclusionProof, ReceiptInfo, ReceiptLog, ReceiptStatus, batch_hash};
 pub use error::VerifyError;
-pub use pool::{Executor, NodeRole, Pool, Stats};
+pub use exec::{ExecError, Execute, Job, LoadBytes, LocalExecutor, Ran, Terms, check_receipt, receipt_body};
+pub use pool::{Executor, NodeRole, Pool, Presence, Stats};
 pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};
 pub use tolerance::{Mismatch, Tolerance};

@@ -1,18 +1,25 @@
 //! The executors a gateway routes to (workers) and checks with (validators), their reputation,
 //! and the choice of who runs and who checks a request.
 //!
-//! In this issue every executor runs in the gateway's process with its own key (and, for
-//! validators, possibly another backend); the network issue puts them behind HTTP on other
-//! machines without changing how the gateway picks and judges them.
+//! An executor runs in the gateway's process ([`Executor::new`]: its own key and runtime) or in
+//! another process behind [`Execute`] (the network crate's remote worker, which joins by
+//! heartbeat). The gateway picks and judges both the same way.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::{
+    Arc, Mutex, RwLock,
+    atomic::{AtomicU32, Ordering},
+};
 
 use alloy_primitives::Address;
 use alloy_signer_local::PrivateKeySigner;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
+use verinet_primitives::ModelId;
 use verinet_runtime::Runtime;
+
+use crate::exec::{ExecError, Execute, Job, LocalExecutor, Ran};
 
 /// What an executor does for the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,18 +31,47 @@ pub enum NodeRole {
     Validator,
 }
 
-/// One executor: an identity (its key signs its receipts) and a runtime.
+/// One executor: an identity (its key signs its receipts) and how to reach it.
 pub struct Executor {
-    /// Its key.
-    pub key: Arc<PrivateKeySigner>,
-    /// Where it runs models.
-    pub runtime: Arc<Runtime>,
+    address: Address,
     /// Its role.
     pub role: NodeRole,
+    backend: RwLock<Arc<dyn Execute>>,
     stats: Mutex<Stats>,
     /// Bonded stake as last seen in the ledger (set at start, lowered by slashes), so routing
     /// needs no database read.
     stake: Mutex<u128>,
+    presence: Mutex<Presence>,
+    inflight: AtomicU32,
+}
+
+/// What a remote executor last told the gateway about itself (its heartbeat).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// When it was last heard from, unix ms; `None` for an in-process executor (always live).
+    pub last_seen_ms: Option<u64>,
+    /// Jobs it runs at once (0: unknown).
+    pub capacity: u32,
+    /// Jobs in flight by its own count.
+    pub load: u32,
+    /// Models whose bytes it holds (warm caches are preferred).
+    pub models: BTreeSet<ModelId>,
+}
+
+/// Runs `job` on `e`, counting it in flight meanwhile.
+async fn run_counted(e: &Executor, job: Job) -> Result<Ran, ExecError> {
+    struct InFlight<'a>(&'a AtomicU32);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    e.inflight.fetch_add(1, Ordering::Relaxed);
+    let _guard = InFlight(&e.inflight);
+    let backend = e.backend.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let ran = backend.run(job).await?;
+    e.served();
+    Ok(ran)
 }
 
 /// Verification outcomes of one executor.
@@ -62,9 +98,72 @@ impl Stats {
 }
 
 impl Executor {
-    /// An executor with a fresh record.
+    /// An executor in this process with a fresh record.
     pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, role: NodeRole) -> Self {
-        Self { key, runtime, role, stats: Mutex::new(Stats::default()), stake: Mutex::new(0) }
+        let address = key.address();
+        Self::with_backend(address, role, Arc::new(LocalExecutor::new(key, runtime)), Presence::default())
+    }
+
+    /// An executor behind `backend` (another process) with a fresh record.
+    pub fn with_backend(address: Address, role: NodeRole, backend: Arc<dyn Execute>, presence: Presence) -> Self {
+        Self {
+            address,
+            role,
+            backend: RwLock::new(backend),
+            stats: Mutex::new(Stats::default()),
+            stake: Mutex::new(0),
+            presence: Mutex::new(presence),
+            inflight: AtomicU32::new(0),
+        }
+    }
+
+    /// Runs a job and returns the result with the executor's own signed receipt.
+    pub async fn run(&self, job: Job) -> Result<Ran, ExecError> {
+        run_counted(self, job).await
+    }
+
+    /// Its runtime backend's name.
+    pub fn backend_name(&self) -> String {
+        self.backend.read().unwrap_or_else(|p| p.into_inner()).backend_name()
+    }
+
+    /// Its endpoint, if it runs in another process.
+    pub fn endpoint(&self) -> Option<String> {
+        self.backend.read().unwrap_or_else(|p| p.into_inner()).endpoint()
+    }
+
+    /// What it last reported.
+    pub fn presence(&self) -> Presence {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A heartbeat: fresh presence (and possibly a new endpoint).
+    pub fn heartbeat(&self, presence: Presence, backend: Option<Arc<dyn Execute>>) {
+        *self.presence.lock().unwrap_or_else(|e| e.into_inner()) = presence;
+        if let Some(b) = backend {
+            *self.backend.write().unwrap_or_else(|p| p.into_inner()) = b;
+        }
+    }
+
+    /// Takes it out of routing until its next heartbeat (it failed to answer).
+    pub fn mark_down(&self) {
+        let mut p = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        if p.last_seen_ms.is_some() {
+            p.last_seen_ms = Some(0);
+        }
+    }
+
+    /// Heard from within `timeout_ms` of `now_ms` (always, in-process).
+    pub fn is_live(&self, now_ms: u64, timeout_ms: u64) -> bool {
+        match self.presence.lock().unwrap_or_else(|e| e.into_inner()).last_seen_ms {
+            None => true,
+            Some(t) => now_ms.saturating_sub(t) <= timeout_ms,
+        }
+    }
+
+    /// Jobs this gateway has in flight on it.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
     }
 
     /// Its bonded stake as the pool knows it.
@@ -79,7 +178,7 @@ impl Executor {
 
     /// Its address.
     pub fn address(&self) -> Address {
-        self.key.address()
+        self.address
     }
 
     /// Its record.
@@ -99,14 +198,17 @@ impl Executor {
     }
 }
 
-/// Who runs and who checks.
+/// Who runs and who checks: in-process executors fixed at start, remote ones joining and
+/// leaving by heartbeat.
 pub struct Pool {
-    workers: Vec<Arc<Executor>>,
-    validators: Vec<Arc<Executor>>,
+    workers: RwLock<Vec<Arc<Executor>>>,
+    validators: RwLock<Vec<Arc<Executor>>>,
     /// Executors below this reputation get no work.
     pub min_reputation: f64,
     /// Executors with less stake get no work.
     pub min_stake: u128,
+    /// A remote executor not heard from for this long gets no work.
+    pub heartbeat_timeout_ms: u64,
     rng: Mutex<StdRng>,
 }
 
@@ -123,28 +225,69 @@ impl Pool {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),
         };
-        Self { workers, validators, min_reputation, min_stake, rng: Mutex::new(rng) }
+        Self {
+            workers: RwLock::new(workers),
+            validators: RwLock::new(validators),
+            min_reputation,
+            min_stake,
+            heartbeat_timeout_ms: 5_000,
+            rng: Mutex::new(rng),
+        }
     }
 
-    /// In good standing: reputation and stake at or above the thresholds.
+    /// Sets the heartbeat window.
+    pub fn with_heartbeat_timeout(mut self, ms: u64) -> Self {
+        self.heartbeat_timeout_ms = ms;
+        self
+    }
+
+    fn list(&self, role: NodeRole) -> &RwLock<Vec<Arc<Executor>>> {
+        match role {
+            NodeRole::Worker => &self.workers,
+            NodeRole::Validator => &self.validators,
+        }
+    }
+
+    /// The executor at `address`, if it is in the pool.
+    pub fn get(&self, address: Address) -> Option<Arc<Executor>> {
+        self.all().into_iter().find(|e| e.address() == address)
+    }
+
+    /// Adds `e` (a remote executor that just registered). An address already present in another
+    /// role is refused: one key, one role.
+    pub fn join(&self, e: Arc<Executor>) -> Result<(), NodeRole> {
+        if let Some(old) = self.get(e.address()) {
+            return Err(old.role);
+        }
+        self.list(e.role).write().unwrap_or_else(|p| p.into_inner()).push(e);
+        Ok(())
+    }
+
+    /// In good standing: live, reputation and stake at or above the thresholds.
     pub fn active(&self, e: &Executor) -> bool {
-        e.stats().reputation() >= self.min_reputation && e.stake() >= self.min_stake
+        e.stats().reputation() >= self.min_reputation
+            && e.stake() >= self.min_stake
+            && e.is_live(verinet_primitives::unix_ms() as u64, self.heartbeat_timeout_ms)
     }
 
     /// Every executor, workers first.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Executor>> {
-        self.workers.iter().chain(&self.validators)
+    pub fn all(&self) -> Vec<Arc<Executor>> {
+        let mut all = self.workers.read().unwrap_or_else(|p| p.into_inner()).clone();
+        all.extend(self.validators.read().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        all
     }
 
-    /// Up to `k` distinct workers in good standing (reputation and stake), drawn with probability proportional to
-    /// reputation.
-    pub fn pick_workers(&self, k: usize) -> Vec<Arc<Executor>> {
-        self.pick(&self.workers, k, None)
+    /// Up to `k` distinct workers in good standing for `model`, none in `exclude`; see
+    /// [`Pool::weight`] for who is likelier.
+    pub fn pick_workers(&self, k: usize, model: ModelId, exclude: &[Address]) -> Vec<Arc<Executor>> {
+        let from = self.workers.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.pick(&from, k, model, exclude)
     }
 
-    /// A validator in good standing that is not `exclude`.
-    pub fn pick_validator(&self, exclude: Address) -> Option<Arc<Executor>> {
-        self.pick(&self.validators, 1, Some(exclude)).into_iter().next()
+    /// A validator in good standing for `model` that is not in `exclude`.
+    pub fn pick_validator(&self, model: ModelId, exclude: &[Address]) -> Option<Arc<Executor>> {
+        let from = self.validators.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.pick(&from, 1, model, exclude).into_iter().next()
     }
 
     /// True with probability `p` (the sampling decision).
@@ -152,13 +295,28 @@ impl Pool {
         p > 0.0 && self.rng.lock().unwrap_or_else(|e| e.into_inner()).gen_bool(p.min(1.0))
     }
 
-    fn pick(&self, from: &[Arc<Executor>], k: usize, exclude: Option<Address>) -> Vec<Arc<Executor>> {
+    /// How likely `e` is to get a job for `model`: its reputation, halved when a remote node
+    /// does not hold the model's bytes yet (warm caches first), and scaled by its free
+    /// capacity: a node with every slot taken keeps 5% so work still flows when all are busy.
+    pub fn weight(e: &Executor, model: ModelId) -> f64 {
+        let p = e.presence();
+        let warm = if p.last_seen_ms.is_none() || p.models.contains(&model) { 1.0 } else { 0.5 };
+        let headroom = if p.capacity == 0 {
+            1.0 / (1.0 + f64::from(e.inflight()))
+        } else {
+            let busy = e.inflight().max(p.load);
+            (f64::from(p.capacity.saturating_sub(busy)) / f64::from(p.capacity)).max(0.05)
+        };
+        e.stats().reputation() * warm * headroom
+    }
+
+    fn pick(&self, from: &[Arc<Executor>], k: usize, model: ModelId, exclude: &[Address]) -> Vec<Arc<Executor>> {
         let mut ok: Vec<(f64, Arc<Executor>)> = from
             .iter()
-            .filter(|e| Some(e.address()) != exclude && self.active(e))
-            .map(|e| (e.stats().reputation(), e.clone()))
+            .filter(|e| !exclude.contains(&e.address()) && self.active(e))
+            .map(|e| (Self::weight(e, model), e.clone()))
             .collect();
-        // Weighted by reputation, without replacement: reputable nodes get more work, but load
+        // Weighted, without replacement: reputable, warm, idle nodes get more work, but load
         // still spreads over every node in good standing.
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(k.min(ok.len()));

@@ -1,0 +1,259 @@
+//! A worker (or validator) process: takes signed jobs from the gateways it joined, runs them on
+//! its own runtime with model bytes it fetched by sha256 (and refuses if they hash otherwise),
+//! and answers with outputs and a receipt it signed, the whole answer signed too.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{
+    Arc, Mutex, RwLock,
+    atomic::{AtomicU32, AtomicU64, Ordering},
+};
+
+use alloy_primitives::Address;
+use alloy_signer_local::PrivateKeySigner;
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use tracing::{info, warn};
+use verinet_client::{Client, ClientError};
+use verinet_primitives::{
+    ModelId, tensors_hash,
+    wire::{ErrorBody, ErrorDetail},
+};
+use verinet_runtime::{Runtime, RuntimeError};
+use verinet_verify::{ExecError, Job, LoadBytes, LocalExecutor, NodeRole};
+
+use crate::auth::{self, RESPONSE};
+use crate::wire::{HEALTH_PATH, RUN_PATH, Registration, RunRequest, RunResponse, WorkerHealth};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker or validator.
+    pub role: NodeRole,
+    /// Where model bytes come from, in order: hubs (gateways) or peers serving `/v1/blobs`.
+    pub hubs: Vec<String>,
+    /// Model bytes kept here, one file per sha256.
+    pub cache_dir: PathBuf,
+    /// Allowed clock difference on signed messages, ms.
+    pub skew_ms: u64,
+    /// Jobs it runs at once, as advertised.
+    pub capacity: u32,
+    /// Largest job body, bytes.
+    pub max_body: usize,
+}
+
+/// The worker's state.
+pub struct Worker {
+    key: Arc<PrivateKeySigner>,
+    runtime: Arc<Runtime>,
+    config: WorkerConfig,
+    trusted: RwLock<BTreeSet<Address>>,
+    models: Mutex<BTreeSet<ModelId>>,
+    inflight: AtomicU32,
+    served: AtomicU64,
+}
+
+impl Worker {
+    /// A worker with `key` running on `runtime`; models already in the cache directory count
+    /// as held.
+    pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, config: WorkerConfig) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.cache_dir)?;
+        let models = std::fs::read_dir(&config.cache_dir)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<ModelId>().ok())
+            .collect();
+        Ok(Arc::new(Self {
+            key,
+            runtime,
+            config,
+            trusted: RwLock::new(BTreeSet::new()),
+            models: Mutex::new(models),
+            inflight: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+        }))
+    }
+
+    /// Its address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    /// Its key (it signs heartbeats).
+    pub fn key(&self) -> &PrivateKeySigner {
+        &self.key
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Takes jobs signed by `gateway` from now on (learnt from a signed heartbeat answer).
+    pub fn trust(&self, gateway: Address) -> bool {
+        self.trusted.write().unwrap_or_else(|p| p.into_inner()).insert(gateway)
+    }
+
+    /// Whether jobs signed by `gateway` are taken.
+    pub fn trusts(&self, gateway: Address) -> bool {
+        self.trusted.read().unwrap_or_else(|p| p.into_inner()).contains(&gateway)
+    }
+
+    /// What it tells gateways about itself, reachable at `endpoint`.
+    pub fn registration(&self, endpoint: &str) -> Registration {
+        Registration {
+            address: self.address(),
+            role: self.config.role,
+            endpoint: endpoint.to_owned(),
+            backends: vec![self.runtime.backend_name().to_owned()],
+            capacity: self.config.capacity,
+            load: self.inflight.load(Ordering::Relaxed),
+            models: self.models.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// `POST /worker/v1/run` and `GET /worker/v1/health`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(RUN_PATH, post(run).layer(DefaultBodyLimit::max(self.config.max_body)))
+            .route(HEALTH_PATH, get(health))
+            .with_state(self.clone())
+    }
+
+    /// The model's bytes: from the cache if they still hash right, else from the first hub
+    /// that serves bytes hashing to `id`. Bytes that hash otherwise are refused, never run.
+    async fn fetch(self: Arc<Self>, id: ModelId) -> Result<bytes::Bytes, RuntimeError> {
+        let path = self.config.cache_dir.join(id.hex());
+        if let Ok(b) = tokio::fs::read(&path).await {
+            if ModelId::of_bytes(&b) == id {
+                return Ok(b.into());
+            }
+            warn!(model = %id, "cached bytes no longer match their hash; fetching again");
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        let mut why = Vec::new();
+        for hub in &self.config.hubs {
+            match Client::new(hub.clone()).fetch_model(&id).await {
+                Ok(b) => {
+                    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+                    if let Err(e) = async {
+                        tokio::fs::write(&tmp, &b).await?;
+                        tokio::fs::rename(&tmp, &path).await
+                    }
+                    .await
+                    {
+                        warn!(model = %id, error = %e, "could not cache model bytes");
+                    }
+                    self.models.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                    info!(model = %id, hub, bytes = b.len(), "fetched model bytes (sha256 checked)");
+                    return Ok(b);
+                }
+                Err(e @ ClientError::HashMismatch { .. }) => {
+                    warn!(model = %id, hub, error = %e, "refused model bytes that do not match their sha256");
+                    why.push(format!("{hub}: {e}"));
+                }
+                Err(e) => why.push(format!("{hub}: {e}")),
+            }
+        }
+        if why.is_empty() {
+            why.push("no hub configured".into());
+        }
+        Err(RuntimeError::Load(why.join("; ")))
+    }
+}
+
+/// Counts a job in flight until dropped (also when the gateway hangs up mid-job).
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a AtomicU32) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } })).into_response()
+}
+
+async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gateway = match auth::verify(&headers, "POST", RUN_PATH, &body, w.config.skew_ms) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+    };
+    if !w.trusts(gateway) {
+        return error(StatusCode::FORBIDDEN, "untrusted_gateway", format!("{gateway} is not a gateway this worker joined"));
+    }
+    let req: RunRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_job", e.to_string()),
+    };
+    let terms = match req.terms() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_job", e),
+    };
+    if tensors_hash(&req.inputs) != req.input_hash {
+        return error(StatusCode::BAD_REQUEST, "invalid_job", "input_hash is not the hash of the inputs sent");
+    }
+    let _in_flight = InFlight::new(&w.inflight);
+    let load: LoadBytes = {
+        let w = w.clone();
+        Arc::new(move |id| Box::pin(w.clone().fetch(id)))
+    };
+    let job = Job { model: req.model, inputs: req.inputs, terms, load };
+    let ran = LocalExecutor::run_signed(&w.key, &w.runtime, job).await;
+    let ran = match ran {
+        Ok(r) => r,
+        Err(ExecError::Runtime(e)) => {
+            let (status, code) = match &e {
+                RuntimeError::Load(_) => (StatusCode::BAD_GATEWAY, "model_unavailable"),
+                RuntimeError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                RuntimeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                RuntimeError::Input(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+                RuntimeError::InvalidModel(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_model"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"),
+            };
+            return error(status, code, e.to_string());
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
+    };
+    w.served.fetch_add(1, Ordering::Relaxed);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let t = ran.out.timings;
+    let answer = RunResponse {
+        outputs: ran.out.outputs,
+        receipt: ran.receipt,
+        load_ms: ms(t.load),
+        queue_ms: ms(t.queue),
+        compute_ms: ms(t.compute),
+    };
+    let bytes = match serde_json::to_vec(&answer) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
+    };
+    let mut resp = (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], bytes.clone()).into_response();
+    resp.headers_mut().extend(auth::sign(&w.key, RESPONSE, RUN_PATH, &bytes));
+    resp
+}
+
+async fn health(State(w): State<Arc<Worker>>) -> Json<WorkerHealth> {
+    Json(WorkerHealth {
+        address: w.address(),
+        role: w.config.role,
+        backend: w.runtime.backend_name().to_owned(),
+        load: w.inflight.load(Ordering::Relaxed),
+        served: w.served.load(Ordering::Relaxed),
+        gateways: w.trusted.read().unwrap_or_else(|p| p.into_inner()).iter().copied().collect(),
+        models: w.models.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    })
+}
