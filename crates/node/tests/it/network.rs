@@ -36,3 +36,302 @@ async fn models_are_fetched_by_sha256_and_wrong_bytes_are_refused() {
         server.abort();
     }
 }
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_signer_local::PrivateKeySigner;
+use axum::http::StatusCode;
+use verinet_network::{
+    RemoteWorker, Worker, WorkerConfig, auth,
+    wire::{HEARTBEAT_PATH, Registration, RUN_PATH, RunRequest, STAKE_PATH, StakeRequest},
+};
+use verinet_node::{Config, Node, Role, RunningNode, WorkerNode};
+use verinet_primitives::{Address, TensorMap, tensors_hash, wire::InferRequest};
+use verinet_runtime::{Runtime, RuntimeConfig, TractBackend};
+use verinet_runtime::test_utils::{Tolerance, assert_outputs, parse_reference};
+use verinet_verify::{ExecError, Execute, Job, LoadBytes, NodeRole, Terms};
+
+use crate::helpers::repo_root;
+
+const HEARTBEAT_MS: u64 = 100;
+const WINDOW_MS: u64 = 500;
+
+/// A gateway-only node (no in-process executors).
+async fn gateway(dir: &std::path::Path) -> RunningNode {
+    let mut c = Config::default();
+    c.storage.data_dir = dir.to_path_buf();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.network.role = Role::Gateway;
+    c.network.heartbeat_timeout_ms = WINDOW_MS;
+    Node::spawn(&c).await.unwrap()
+}
+
+async fn worker(dir: &std::path::Path, role: Role, gateway: &str) -> RunningNode {
+    let mut c = Config::default();
+    c.storage.data_dir = dir.to_path_buf();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.network.role = role;
+    c.network.gateways = vec![gateway.to_owned()];
+    c.network.heartbeat_ms = HEARTBEAT_MS;
+    WorkerNode::spawn(&c).await.unwrap()
+}
+
+/// The gateway's `/v1/nodes` entry for the node listening at `url`, once it is there.
+async fn entry(client: &Client, url: &str) -> serde_json::Value {
+    let v = client.get_json("/v1/nodes").await.unwrap();
+    v["nodes"].as_array().unwrap().iter().find(|n| n["endpoint"] == url).cloned().unwrap_or_default()
+}
+
+async fn wait_active(client: &Client, url: &str, active: bool, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let n = entry(client, url).await;
+        if (n["active"] == true) == active {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{url} not active={active} after {within:?}: {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn digits_request() -> (InferRequest, TensorMap) {
+    let reference = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
+    let case = &reference.cases[0];
+    let req = InferRequest {
+        model: "digits".into(),
+        inputs: case.inputs.clone(),
+        app: None,
+        verification: Default::default(),
+        sample_rate: None,
+        output_encoding: Default::default(),
+    };
+    (req, case.outputs.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_workers_serve_sign_their_receipts_and_leave_routing_when_silent() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let gw = gateway(dirs[0].path()).await;
+    let client = Client::new(gw.url());
+    let (req, want) = digits_request();
+
+    // No executor at all: a clear 503, nothing charged.
+    match client.infer(&req).await {
+        Err(ClientError::Api { status: 503, code, .. }) => assert_eq!(code, "no_workers"),
+        other => panic!("expected no_workers, got {other:?}"),
+    }
+
+    let w1 = worker(dirs[1].path(), Role::Worker, &gw.url()).await;
+    let w2 = worker(dirs[2].path(), Role::Worker, &gw.url()).await;
+    for w in [&w1, &w2] {
+        wait_active(&client, &w.url(), true, Duration::from_secs(10)).await;
+        // Staked from the devnet faucet before joining.
+        assert_ne!(entry(&client, &w.url()).await["stake"], "0");
+    }
+    let addr = |n: serde_json::Value| n["address"].as_str().unwrap().parse::<Address>().unwrap();
+    let (a1, a2) = (addr(entry(&client, &w1.url()).await), addr(entry(&client, &w2.url()).await));
+
+    // Served remotely, matching onnxruntime, with a receipt the worker signed.
+    for _ in 0..6 {
+        let resp = client.infer(&req).await.unwrap();
+        assert_outputs("remote worker", &resp.tensors().unwrap(), &want, Tolerance { abs: 1e-5, rel: 1e-5 });
+        let r = resp.receipt.clone().unwrap();
+        assert_eq!(verinet_verify::verify_receipt(&r).unwrap(), r.receipt.node);
+        assert!([a1, a2].contains(&r.receipt.node), "signed by {}", r.receipt.node);
+        assert_eq!(r.receipt.output_hash, tensors_hash(&resp.tensors().unwrap()));
+    }
+    // The workers fetched the model by sha256 and say so in their next heartbeat (warm caches
+    // are preferred).
+    let id = client.model("digits").await.unwrap().latest.sha256.to_string();
+    let started = Instant::now();
+    loop {
+        let mut held = Vec::new();
+        for w in [&w1, &w2] {
+            held.extend(entry(&client, &w.url()).await["models"].as_array().unwrap().clone());
+        }
+        if !held.is_empty() {
+            assert!(held.iter().all(|m| m.as_str() == Some(id.as_str())), "{held:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no worker reports holding the model");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A worker that stops heartbeating (stopped cleanly: no request fails to reveal it) leaves
+    // routing within the heartbeat window; the other one serves everything.
+    let w1_url = w1.url();
+    w1.stop().await.unwrap();
+    let gone = wait_active(&client, &w1_url, false, Duration::from_millis(WINDOW_MS + 2_000)).await;
+    assert!(gone <= Duration::from_millis(WINDOW_MS + 2_000));
+    for _ in 0..4 {
+        let resp = client.infer(&req).await.unwrap();
+        assert_eq!(resp.receipt.unwrap().receipt.node, a2);
+    }
+    w2.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_messages_must_be_signed_and_fresh() {
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let gw = gateway(d0.path()).await;
+    let http = reqwest::Client::new();
+    let key = PrivateKeySigner::random();
+    let reg = Registration {
+        address: key.address(),
+        role: NodeRole::Worker,
+        endpoint: "http://127.0.0.1:9".into(),
+        backends: vec!["tract".into()],
+        capacity: 2,
+        load: 0,
+        models: Default::default(),
+    };
+    let post = |path: &'static str, body: Vec<u8>, headers: axum::http::HeaderMap| {
+        let http = http.clone();
+        let url = format!("{}{path}", gw.url());
+        async move {
+            let r = http.post(url).headers(headers).header("content-type", "application/json").body(body).send().await.unwrap();
+            let status = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, v["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let body = serde_json::to_vec(&reg).unwrap();
+    // Unsigned; signed by someone else; signed for another path; stale.
+    assert_eq!(post(HEARTBEAT_PATH, body.clone(), Default::default()).await, (StatusCode::UNAUTHORIZED, "unauthenticated".into()));
+    let other = PrivateKeySigner::random();
+    let by_other = auth::sign(&other, "POST", HEARTBEAT_PATH, &body);
+    assert_eq!(post(HEARTBEAT_PATH, body.clone(), by_other).await, (StatusCode::UNAUTHORIZED, "unauthenticated".into()));
+    let wrong_path = auth::sign(&key, "POST", STAKE_PATH, &body);
+    assert_eq!(post(HEARTBEAT_PATH, body.clone(), wrong_path).await, (StatusCode::UNAUTHORIZED, "unauthenticated".into()));
+    let stale = auth::sign_at(&key, "POST", HEARTBEAT_PATH, &body, 1_000);
+    assert_eq!(post(HEARTBEAT_PATH, body.clone(), stale).await, (StatusCode::UNAUTHORIZED, "unauthenticated".into()));
+    // A bad endpoint; a malformed body.
+    let bad = serde_json::to_vec(&Registration { endpoint: "ftp://x".into(), ..reg.clone() }).unwrap();
+    assert_eq!(post(HEARTBEAT_PATH, bad.clone(), auth::sign(&key, "POST", HEARTBEAT_PATH, &bad)).await.0, StatusCode::BAD_REQUEST);
+    let junk = b"{\"address\":1}".to_vec();
+    assert_eq!(post(HEARTBEAT_PATH, junk.clone(), auth::sign(&key, "POST", HEARTBEAT_PATH, &junk)).await.0, StatusCode::BAD_REQUEST);
+    // Properly signed: registered, and the answer is signed by the gateway.
+    let r = http
+        .post(format!("{}{HEARTBEAT_PATH}", gw.url()))
+        .headers(auth::sign(&key, "POST", HEARTBEAT_PATH, &body))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let headers = r.headers().clone();
+    let bytes = r.bytes().await.unwrap();
+    let gw_addr = auth::verify(&headers, auth::RESPONSE, HEARTBEAT_PATH, &bytes, 30_000).unwrap();
+    let ack: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(ack["gateway"].as_str().unwrap().parse::<Address>().unwrap(), gw_addr);
+    assert_eq!(ack["joined"], true);
+    // Re-registering the same key as a validator is a conflict.
+    let as_validator = serde_json::to_vec(&Registration { role: NodeRole::Validator, ..reg.clone() }).unwrap();
+    let h = auth::sign(&key, "POST", HEARTBEAT_PATH, &as_validator);
+    assert_eq!(post(HEARTBEAT_PATH, as_validator, h).await, (StatusCode::CONFLICT, "node_conflict".into()));
+
+    // Staking: funds needed, a positive amount, and a signed request works once.
+    let client = Client::new(gw.url());
+    client.faucet(key.address(), Some(1_000)).await.unwrap();
+    let stake = |amount: &str, nonce: &str| serde_json::to_vec(&StakeRequest { address: key.address(), amount: amount.into(), nonce: nonce.into() }).unwrap();
+    let s = stake("0", "a");
+    assert_eq!(post(STAKE_PATH, s.clone(), auth::sign(&key, "POST", STAKE_PATH, &s)).await, (StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount".into()));
+    let s = stake("5000", "b");
+    assert_eq!(post(STAKE_PATH, s.clone(), auth::sign(&key, "POST", STAKE_PATH, &s)).await, (StatusCode::PAYMENT_REQUIRED, "insufficient_funds".into()));
+    let s = stake("400", "c");
+    let signed = auth::sign(&key, "POST", STAKE_PATH, &s);
+    assert_eq!(post(STAKE_PATH, s.clone(), signed.clone()).await.0, StatusCode::OK);
+    assert_eq!(post(STAKE_PATH, s.clone(), signed).await, (StatusCode::CONFLICT, "nonce_used".into()));
+    assert_eq!(post(STAKE_PATH, s.clone(), auth::sign(&other, "POST", STAKE_PATH, &s)).await.0, StatusCode::UNAUTHORIZED);
+    let account = client.account(key.address()).await.unwrap();
+    assert_eq!((account.stake.as_str(), account.balance.as_str()), ("400", "600"), "staked once");
+
+    // The worker side: jobs only from gateways it joined, and only consistent ones.
+    let w = worker(d1.path(), Role::Worker, &gw.url()).await;
+    wait_active(&client, &w.url(), true, Duration::from_secs(10)).await;
+    let (req, _) = digits_request();
+    let id = client.model("digits").await.unwrap().latest.sha256;
+    let job = RunRequest {
+        request_id: "r1".into(),
+        model: id,
+        input_hash: tensors_hash(&req.inputs),
+        inputs: req.inputs.clone(),
+        mode: "none".into(),
+        price: "0".into(),
+        payer: Address::ZERO,
+        chain_id: 1,
+    };
+    let run = |job: &RunRequest, key: &PrivateKeySigner| {
+        let body = serde_json::to_vec(job).unwrap();
+        let headers = auth::sign(key, "POST", RUN_PATH, &body);
+        let (http, url) = (http.clone(), format!("{}{RUN_PATH}", w.url()));
+        async move {
+            let r = http.post(url).headers(headers).header("content-type", "application/json").body(body).send().await.unwrap();
+            let s = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (s, v["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    assert_eq!(run(&job, &other).await, (StatusCode::FORBIDDEN, "untrusted_gateway".into()));
+    let gw_key: PrivateKeySigner = std::fs::read_to_string(d0.path().join("node.key")).unwrap().trim().parse().unwrap();
+    assert_eq!(run(&job, &gw_key).await.0, StatusCode::OK);
+    let lying = RunRequest { input_hash: Default::default(), ..job.clone() };
+    assert_eq!(run(&lying, &gw_key).await, (StatusCode::BAD_REQUEST, "invalid_job".into()));
+    w.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_refuses_model_bytes_that_do_not_match_their_sha256() {
+    let bytes = digits_bytes();
+    let id = ModelId::of_bytes(&bytes);
+    let mut tampered = bytes.clone();
+    tampered[500] ^= 1;
+    let (bad_hub, bad) = serve(Router::new().route("/v1/blobs/{sha}", get(move || async move { tampered.clone() })));
+    let good_bytes = bytes.clone();
+    let (good_hub, good) = serve(Router::new().route("/v1/blobs/{sha}", get(move || async move { good_bytes.clone() })));
+
+    let gateway_key = Arc::new(PrivateKeySigner::random());
+    let (req, want) = digits_request();
+    let terms = Terms { request_id: "r".into(), input_hash: tensors_hash(&req.inputs), mode: "none".into(), price: 0, payer: Address::ZERO, chain_id: 1 };
+    let unused: LoadBytes = Arc::new(|_| Box::pin(async { Err(verinet_runtime::RuntimeError::Load("remote workers fetch their own".into())) }));
+    let job = || Job { model: id, inputs: req.inputs.clone(), terms: terms.clone(), load: unused.clone() };
+
+    for (hubs, ok) in [(vec![bad_hub.clone()], false), (vec![bad_hub.clone(), good_hub.clone()], true)] {
+        let cache = tempfile::tempdir().unwrap();
+        let key = Arc::new(PrivateKeySigner::random());
+        let runtime = Arc::new(Runtime::new(Arc::new(TractBackend::new()), RuntimeConfig::default()));
+        let config = WorkerConfig { role: NodeRole::Worker, hubs, cache_dir: cache.path().to_path_buf(), skew_ms: 30_000, capacity: 1, max_body: 1 << 20 };
+        let w = Worker::new(key.clone(), runtime, config).unwrap();
+        w.trust(gateway_key.address());
+        let (url, server) = serve(w.router());
+        let remote = RemoteWorker::new(key.address(), url, "tract".into(), gateway_key.clone(), reqwest::Client::new(), 30_000);
+        let cached = cache.path().join(id.hex());
+        match remote.run(job()).await {
+            Err(ExecError::Unavailable(why)) if !ok => {
+                assert!(why.contains("model_unavailable") && why.contains("refused"), "{why}");
+                assert!(!cached.exists(), "refused bytes must not be cached");
+            }
+            Ok(ran) if ok => {
+                // The bad hub was refused, the good one used; the bytes are cached as served.
+                assert_outputs("worker", &ran.out.outputs, &want, Tolerance { abs: 1e-5, rel: 1e-5 });
+                assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+            }
+            other => panic!("hubs ok={ok}: unexpected {:?}", other.map(|r| r.receipt)),
+        }
+        server.abort();
+    }
+    bad.abort();
+    good.abort();
+}
