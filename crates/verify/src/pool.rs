@@ -263,10 +263,14 @@ impl Pool {
         Ok(())
     }
 
-    /// In good standing: live, reputation and stake at or above the thresholds.
+    /// In good standing: live, reputation and stake at or above the thresholds. A node in
+    /// another process needs some stake even when the threshold is 0: joining is open to any
+    /// key, so an unbonded one has nothing to lose by cheating.
     pub fn active(&self, e: &Executor) -> bool {
+        let remote = e.presence().last_seen_ms.is_some();
+        let min_stake = if remote { self.min_stake.max(1) } else { self.min_stake };
         e.stats().reputation() >= self.min_reputation
-            && e.stake() >= self.min_stake
+            && e.stake() >= min_stake
             && e.is_live(verinet_primitives::unix_ms() as u64, self.heartbeat_timeout_ms)
     }
 

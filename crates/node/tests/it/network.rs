@@ -228,6 +228,7 @@ async fn node_messages_must_be_signed_and_fresh() {
     let ack: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(ack["gateway"].as_str().unwrap().parse::<Address>().unwrap(), gw_addr);
     assert_eq!(ack["joined"], true);
+    assert_eq!(ack["active"], false, "registered, but no work without stake");
     // Re-registering the same key as a validator is a conflict.
     let as_validator = serde_json::to_vec(&Registration { role: NodeRole::Validator, ..reg.clone() }).unwrap();
     let h = auth::sign(&key, "POST", HEARTBEAT_PATH, &as_validator);
