@@ -65,6 +65,16 @@ fn positive(amount: u128, what: &str) -> Result<i128> {
     signed(amount)
 }
 
+/// Moves `amount` of `who`'s available balance into its stake.
+fn stake_tx(who: Address, amount: u128) -> Result<LedgerTx> {
+    let a = positive(amount, "stake")?;
+    Ok(tx(
+        TxKind::Stake,
+        vec![Posting::new(who, Bucket::Available, -a), Posting::new(who, Bucket::Stake, a)],
+        format!("stake {amount}"),
+    ))
+}
+
 fn tx(kind: TxKind, postings: Vec<Posting>, memo: String) -> LedgerTx {
     LedgerTx {
         id: new_tx_id(),
@@ -225,12 +235,7 @@ impl Ledger {
 
     /// Bonds `amount` of `who`'s balance as stake.
     pub async fn stake(&self, who: Address, amount: u128) -> Result<String> {
-        let a = positive(amount, "stake")?;
-        let t = tx(
-            TxKind::Stake,
-            vec![Posting::new(who, Bucket::Available, -a), Posting::new(who, Bucket::Stake, a)],
-            format!("stake {amount}"),
-        );
+        let t = stake_tx(who, amount)?;
         self.store.commit(&t).await?;
         Ok(t.id)
     }
@@ -238,12 +243,7 @@ impl Ledger {
     /// [`Ledger::stake`] claiming `who`'s `nonce` with it, so a signed stake request cannot be
     /// replayed (on any gateway sharing the ledger).
     pub async fn stake_once(&self, who: Address, amount: u128, nonce: &str) -> Result<String> {
-        let a = positive(amount, "stake")?;
-        let mut t = tx(
-            TxKind::Stake,
-            vec![Posting::new(who, Bucket::Available, -a), Posting::new(who, Bucket::Stake, a)],
-            format!("stake {amount}"),
-        );
+        let mut t = stake_tx(who, amount)?;
         t.nonce = Some(NonceClaim { payer: who, nonce: nonce.to_owned() });
         self.store.commit(&t).await?;
         Ok(t.id)

@@ -84,28 +84,39 @@ async fn bond(worker: &Worker, http: &reqwest::Client, config: &JoinConfig) -> R
         client.faucet(me, Some(need - available)).await.map_err(|e| e.to_string())?;
     }
     let req = StakeRequest { address: me, amount: need.to_string(), nonce: format!("{:032x}", rand::random::<u128>()) };
-    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
-    let resp = http
-        .post(format!("{}{STAKE_PATH}", gw.trim_end_matches('/')))
-        .headers(auth::sign(worker.key(), "POST", STAKE_PATH, &body))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("{}: {}", resp.status(), resp.text().await.unwrap_or_default()));
-    }
+    post_signed(worker, http, gw, STAKE_PATH, &req).await?;
     info!(gateway = %gw, amount = need, "stake bonded");
     Ok(())
 }
 
 /// One heartbeat to `gateway`; a signed answer makes it a gateway whose jobs this worker takes.
 pub async fn heartbeat(worker: &Worker, http: &reqwest::Client, gateway: &str, endpoint: &str) -> Result<HeartbeatAck, String> {
-    let body = serde_json::to_vec(&worker.registration(endpoint)).map_err(|e| e.to_string())?;
+    let (headers, bytes) = post_signed(worker, http, gateway, HEARTBEAT_PATH, &worker.registration(endpoint)).await?;
+    let signer: Address =
+        auth::verify(&headers, RESPONSE, HEARTBEAT_PATH, &bytes, worker.config().skew_ms).map_err(|e| e.to_string())?;
+    let ack: HeartbeatAck = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if ack.gateway != signer {
+        return Err(format!("acknowledgement for {} signed by {signer}", ack.gateway));
+    }
+    if worker.trust(signer) {
+        info!(gateway = %gateway, address = %signer, "joined gateway");
+    }
+    Ok(ack)
+}
+
+/// POSTs `body` as JSON to `gateway` + `path`, signed by the worker; the answer's headers and
+/// bytes if it is a success.
+async fn post_signed(
+    worker: &Worker,
+    http: &reqwest::Client,
+    gateway: &str,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> Result<(http::HeaderMap, bytes::Bytes), String> {
+    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let resp = http
-        .post(format!("{}{HEARTBEAT_PATH}", gateway.trim_end_matches('/')))
-        .headers(auth::sign(worker.key(), "POST", HEARTBEAT_PATH, &body))
+        .post(format!("{}{path}", gateway.trim_end_matches('/')))
+        .headers(auth::sign(worker.key(), "POST", path, &body))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body)
         .send()
@@ -117,14 +128,5 @@ pub async fn heartbeat(worker: &Worker, http: &reqwest::Client, gateway: &str, e
     if !status.is_success() {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
     }
-    let signer: Address =
-        auth::verify(&headers, RESPONSE, HEARTBEAT_PATH, &bytes, worker.config().skew_ms).map_err(|e| e.to_string())?;
-    let ack: HeartbeatAck = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if ack.gateway != signer {
-        return Err(format!("acknowledgement for {} signed by {signer}", ack.gateway));
-    }
-    if worker.trust(signer) {
-        info!(gateway = %gateway, address = %signer, "joined gateway");
-    }
-    Ok(ack)
+    Ok((headers, bytes))
 }

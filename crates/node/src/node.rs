@@ -164,13 +164,7 @@ impl Node {
     /// [`Node::spawn`] with [`Overrides`].
     pub async fn spawn_with(config: &Config, overrides: Overrides) -> Result<RunningNode> {
         let node = Node::build_with(config, overrides).await?;
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(node.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        Ok(RunningNode { addr, shutdown: Some(tx), task })
+        RunningNode::start(config, |listener, stop| node.serve(listener, stop)).await
     }
 }
 
@@ -301,11 +295,29 @@ fn backend(config: &Config, name: &str) -> Result<Arc<dyn InferenceBackend>> {
 pub struct RunningNode {
     /// Where it listens.
     pub addr: SocketAddr,
-    pub(crate) shutdown: Option<oneshot::Sender<()>>,
-    pub(crate) task: JoinHandle<Result<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<()>>,
 }
 
 impl RunningNode {
+    /// Binds `config.server.listen` and runs `serve(listener, shutdown)` in the background.
+    pub(crate) async fn start<F, Fut>(config: &Config, serve: F) -> Result<Self>
+    where
+        F: FnOnce(TcpListener, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            Box::pin(async move {
+                let _ = rx.await;
+            }),
+        ));
+        Ok(Self { addr, shutdown: Some(tx), task })
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:38211`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

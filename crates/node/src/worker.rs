@@ -85,12 +85,6 @@ impl WorkerNode {
     /// Binds `config.server.listen` and serves in the background (tests, benches).
     pub async fn spawn(config: &Config) -> Result<RunningNode> {
         let node = Self::build(config)?;
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(node.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        Ok(RunningNode { addr, shutdown: Some(tx), task })
+        RunningNode::start(config, |listener, stop| node.serve(listener, stop)).await
     }
 }
