@@ -135,6 +135,9 @@ pub struct UpArgs {
     /// Worker or validator: a gateway to join (repeat for several; the first takes the stake).
     #[arg(long = "gateway")]
     pub gateways: Vec<String>,
+    /// Worker or validator: a peer to fetch model bytes from before the gateways (repeatable).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
     /// Worker or validator: the URL gateways reach it at (default http:// + the bound address).
     #[arg(long)]
     pub advertise: Option<String>,

@@ -34,6 +34,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     if !a.gateways.is_empty() {
         net.gateways = a.gateways;
     }
+    if !a.peers.is_empty() {
+        net.peers = a.peers;
+    }
     if a.advertise.is_some() {
         net.advertise = a.advertise;
     }

@@ -1,6 +1,7 @@
 //! A worker (or validator) process: takes signed jobs from the gateways it joined, runs them on
 //! its own runtime with model bytes it fetched by sha256 (and refuses if they hash otherwise),
-//! and answers with outputs and a receipt it signed, the whole answer signed too.
+//! and answers with outputs and a receipt it signed, the whole answer signed too. It serves the
+//! model bytes it holds to peers (`GET /v1/blobs/{sha256}`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ use crate::wire::{HEALTH_PATH, RUN_PATH, Registration, RunRequest, RunResponse, 
 pub struct WorkerConfig {
     /// Worker or validator.
     pub role: NodeRole,
-    /// Where model bytes come from, in order: hubs (gateways) or peers serving `/v1/blobs`.
+    /// Where model bytes come from, in order: peers or hubs (gateways) serving `/v1/blobs`.
     pub hubs: Vec<String>,
     /// Model bytes kept here, one file per sha256.
     pub cache_dir: PathBuf,
@@ -121,6 +122,7 @@ impl Worker {
         Router::new()
             .route(RUN_PATH, post(run).layer(DefaultBodyLimit::max(self.config.max_body)))
             .route(HEALTH_PATH, get(health))
+            .route("/v1/blobs/{sha256}", get(blob))
             .with_state(self.clone())
     }
 
@@ -244,6 +246,20 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> R
     let mut resp = (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], bytes.clone()).into_response();
     resp.headers_mut().extend(auth::sign(&w.key, RESPONSE, RUN_PATH, &bytes));
     resp
+}
+
+/// `GET /v1/blobs/{sha256}`: a worker is a peer for model bytes it holds (the fetcher checks
+/// the hash again, so serving from a peer needs no trust).
+async fn blob(State(w): State<Arc<Worker>>, axum::extract::Path(sha): axum::extract::Path<String>) -> Response {
+    let Ok(id) = sha.parse::<ModelId>().or_else(|_| format!("sha256:{sha}").parse::<ModelId>()) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_model_ref", format!("{sha:?} is not a sha256"));
+    };
+    match tokio::fs::read(w.config.cache_dir.join(id.hex())).await {
+        Ok(b) if ModelId::of_bytes(&b) == id => {
+            ([(http::header::CONTENT_TYPE, "application/octet-stream")], b).into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", format!("this node does not hold {id}")),
+    }
 }
 
 async fn health(State(w): State<Arc<Worker>>) -> Json<WorkerHealth> {

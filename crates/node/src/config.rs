@@ -70,6 +70,9 @@ pub struct NetworkSection {
     /// Worker or validator: the gateways to join (base URLs); the first one takes the stake
     /// and, with the others, serves model bytes.
     pub gateways: Vec<String>,
+    /// Worker or validator: peers (other workers) or hubs to fetch model bytes from before the
+    /// gateways; bytes are checked against their sha256 whoever serves them.
+    pub peers: Vec<String>,
     /// Worker or validator: the base URL gateways reach it at (default `http://` + the listen
     /// address actually bound).
     pub advertise: Option<String>,
@@ -95,6 +98,7 @@ impl Default for NetworkSection {
         Self {
             role: Role::All,
             gateways: Vec::new(),
+            peers: Vec::new(),
             advertise: None,
             heartbeat_ms: 1_000,
             heartbeat_timeout_ms: 3_000,

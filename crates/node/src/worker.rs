@@ -43,7 +43,7 @@ impl WorkerNode {
             runtime,
             WorkerConfig {
                 role,
-                hubs: config.network.gateways.clone(),
+                hubs: config.network.peers.iter().chain(&config.network.gateways).cloned().collect(),
                 cache_dir: data_dir.join("models"),
                 skew_ms: config.network.skew_ms,
                 capacity,

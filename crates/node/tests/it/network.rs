@@ -309,7 +309,14 @@ async fn a_worker_refuses_model_bytes_that_do_not_match_their_sha256() {
     let unused: LoadBytes = Arc::new(|_| Box::pin(async { Err(verinet_runtime::RuntimeError::Load("remote workers fetch their own".into())) }));
     let job = || Job { model: id, inputs: req.inputs.clone(), terms: terms.clone(), load: unused.clone() };
 
-    for (hubs, ok) in [(vec![bad_hub.clone()], false), (vec![bad_hub.clone(), good_hub.clone()], true)] {
+    // A worker that fetched from the good hub is itself a peer for the next one.
+    let mut peer: Option<(String, tokio::task::JoinHandle<()>)> = None;
+    let mut caches = Vec::new();
+    for (hubs, ok) in [(vec![bad_hub.clone()], false), (vec![bad_hub.clone(), good_hub.clone()], true), (vec![], true)] {
+        let hubs = match &peer {
+            Some((url, _)) if hubs.is_empty() => vec![bad_hub.clone(), url.clone()],
+            _ => hubs,
+        };
         let cache = tempfile::tempdir().unwrap();
         let key = Arc::new(PrivateKeySigner::random());
         let runtime = Arc::new(Runtime::new(Arc::new(TractBackend::new()), RuntimeConfig::default()));
@@ -331,6 +338,16 @@ async fn a_worker_refuses_model_bytes_that_do_not_match_their_sha256() {
             }
             other => panic!("hubs ok={ok}: unexpected {:?}", other.map(|r| r.receipt)),
         }
+        // Kept serving (with its cache) as the peer for the next round.
+        caches.push(cache);
+        if let Some((_, old)) = peer.replace((remote.endpoint().unwrap(), server)) {
+            old.abort();
+        }
+    }
+    if let Some((url, server)) = peer {
+        // Peers serve only what they hold.
+        let missing = ModelId::of_bytes(b"something else");
+        assert!(matches!(Client::new(url).fetch_model(&missing).await, Err(ClientError::Api { status: 404, .. })));
         server.abort();
     }
     bad.abort();
