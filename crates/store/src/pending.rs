@@ -4,15 +4,18 @@ use std::sync::Mutex;
 /// Records waiting to be written in bulk, off the request path (receipts, usage events).
 ///
 /// [`PendingWrites::flush`] hands everything waiting to one write; if that write fails the
-/// records go back in line for the next flush rather than being lost.
+/// records go back in line for the next flush rather than being lost. Flushes run one at a
+/// time, so when a flush returns `Ok`, every record pushed before it was called is written,
+/// including those another flush (the background writer) had taken and was still writing.
 #[derive(Debug)]
 pub struct PendingWrites<T> {
     items: Mutex<Vec<T>>,
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl<T> Default for PendingWrites<T> {
     fn default() -> Self {
-        Self { items: Mutex::new(Vec::new()) }
+        Self { items: Mutex::new(Vec::new()), writing: tokio::sync::Mutex::new(()) }
     }
 }
 
@@ -30,6 +33,8 @@ impl<T> PendingWrites<T> {
         F: FnOnce(Vec<T>) -> Fut,
         Fut: Future<Output = Result<(), (Vec<T>, E)>>,
     {
+        // Wait for a write in progress: a reader that flushes first must find its records stored.
+        let _writing = self.writing.lock().await;
         let batch = std::mem::take(&mut *self.items.lock().unwrap_or_else(|e| e.into_inner()));
         if batch.is_empty() {
             return Ok(());
@@ -68,5 +73,38 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(calls, 0, "nothing waits, nothing is written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_returns_only_once_a_write_in_progress_is_done() {
+        use std::sync::Arc;
+        let p = Arc::new(PendingWrites::default());
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        p.push(1);
+        // The background writer takes the record and is slow to store it.
+        let slow = {
+            let (p, stored) = (p.clone(), stored.clone());
+            tokio::spawn(async move {
+                p.flush(|batch| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    stored.lock().unwrap().extend(batch);
+                    Ok::<(), (Vec<i32>, ())>(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // A reader flushes before reading: when that returns, the record must be stored.
+        p.flush(|batch| {
+            let stored = stored.clone();
+            async move {
+                stored.lock().unwrap().extend(batch);
+                Ok::<(), (Vec<i32>, ())>(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*stored.lock().unwrap(), vec![1]);
+        slow.await.unwrap().unwrap();
     }
 }
