@@ -5,8 +5,8 @@
 //!   another backend) re-executes it and the outputs are compared with tolerance before any
 //!   money is captured. A mismatch is a dispute: the worker is slashed (a share to the
 //!   validator), its reputation drops, the payer is refunded and gets the validator's result.
-//! - `quorum`: k workers run it; the answer that a majority agrees on (within tolerance) is
-//!   returned and every dissenter is disputed and slashed.
+//! - `quorum`: k workers run it (a failed one is replaced); the answer that a majority agrees
+//!   on (within tolerance) is returned and every dissenter is disputed and slashed.
 
 use std::sync::Arc;
 
@@ -159,13 +159,7 @@ pub(crate) async fn execute(
             }
         }
         VerificationMode::Quorum => {
-            let runs = executors.iter().map(|e| run_on(st, e, model, inputs.clone(), terms));
-            let results: Vec<(Arc<Executor>, Ran)> = futures::future::join_all(runs)
-                .await
-                .into_iter()
-                .zip(executors.iter().cloned())
-                .filter_map(|(r, e)| r.ok().map(|ran| (e, ran)))
-                .collect();
+            let results = quorum_runs(st, executors.clone(), model, &inputs, terms).await;
             // The largest group of results that agree with one of them within tolerance.
             let agree = |a: &Ran, b: &Ran| tolerance.compare(&a.out.outputs, &b.out.outputs).is_ok();
             let best = (0..results.len())
@@ -194,6 +188,45 @@ pub(crate) async fn execute(
             Ok(Executed { ran: truth, executor: winner, check: check("quorum", passed, disputed) })
         }
     }
+}
+
+/// Runs the quorum's members at once; a member that fails where another might not (unreachable,
+/// busy, a bad answer) is replaced by a worker not tried yet, for up to `max_attempts` rounds,
+/// so one dead worker does not sink the quorum. Members whose run failed do not vote.
+async fn quorum_runs(
+    st: &AppState,
+    members: Vec<Arc<Executor>>,
+    model: &ModelVersion,
+    inputs: &TensorMap,
+    terms: &Terms,
+) -> Vec<(Arc<Executor>, Ran)> {
+    let mut tried: Vec<Address> = members.iter().map(|e| e.address()).collect();
+    let mut results = Vec::with_capacity(members.len());
+    let mut round = members;
+    for attempt in 1.. {
+        let runs = round.iter().map(|e| run_on(st, e, model, inputs.clone(), terms));
+        let outcomes = futures::future::join_all(runs).await;
+        let mut replace = 0;
+        for (e, r) in round.into_iter().zip(outcomes) {
+            match r {
+                Ok(ran) => results.push((e, ran)),
+                Err(ExecError::Runtime(_)) => {}
+                Err(err) => {
+                    warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "quorum member failed; replacing it");
+                    replace += 1;
+                }
+            }
+        }
+        if replace == 0 || attempt >= st.network.max_attempts.max(1) {
+            break;
+        }
+        round = st.pool.pick_workers(replace, model.id, &tried);
+        if round.is_empty() {
+            break;
+        }
+        tried.extend(round.iter().map(|e| e.address()));
+    }
+    results
 }
 
 /// Records a proven mismatch and slashes the cheater; failures to slash are logged, never

@@ -353,3 +353,51 @@ async fn a_worker_refuses_model_bytes_that_do_not_match_their_sha256() {
     bad.abort();
     good.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_worker_still_in_routing_is_replaced_and_never_costs_a_request() {
+    use verinet_primitives::wire::VerificationMode;
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    // A window long enough that only failing to answer takes the dead worker out of routing.
+    let mut c = Config::default();
+    c.storage.data_dir = dirs[0].path().to_path_buf();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.network.role = Role::Gateway;
+    c.network.heartbeat_timeout_ms = 120_000;
+    c.verification.quorum_k = 2;
+    let gw = Node::spawn(&c).await.unwrap();
+    let client = Client::new(gw.url());
+    let (req, want) = digits_request();
+    for mode in [VerificationMode::None, VerificationMode::Quorum] {
+        let mut workers = Vec::new();
+        for d in &dirs[1..] {
+            let _ = std::fs::remove_dir_all(d.path().join("models"));
+            workers.push(worker(d.path(), Role::Worker, &gw.url()).await);
+        }
+        for w in &workers {
+            wait_active(&client, &w.url(), true, Duration::from_secs(10)).await;
+        }
+        let dead = workers.remove(0);
+        let dead_url = dead.url();
+        dead.stop().await.unwrap();
+        // Routing still counts it live; requests go on until one is routed to it.
+        let req = InferRequest { verification: mode, ..req.clone() };
+        let mut hit = false;
+        for _ in 0..40 {
+            let resp = client.infer(&req).await.unwrap_or_else(|e| panic!("{mode:?}: a dead worker cost a request: {e}"));
+            assert_outputs("after failover", &resp.tensors().unwrap(), &want, Tolerance { abs: 1e-5, rel: 1e-5 });
+            if mode == VerificationMode::Quorum {
+                assert_eq!(resp.check.unwrap().checked_by.len(), 2, "a full quorum voted");
+            }
+            if entry(&client, &dead_url).await["live"] == false {
+                hit = true;
+                break;
+            }
+        }
+        assert!(hit, "{mode:?}: the dead worker was never routed to in 40 requests");
+        for w in workers {
+            w.stop().await.unwrap();
+        }
+    }
+    gw.stop().await.unwrap();
+}
