@@ -2,12 +2,14 @@
 //!
 //! 1. x402 payload verification (EIP-712 hash + secp256k1 recovery), on one thread and on every
 //!    core;
-//! 2. settlement on the ledger (SQLite file, WAL): facilitator `settle` (verify + one transfer
-//!    transaction) and the inference pair escrow + capture, at concurrency 1 and 8;
+//! 2. settlement on the ledger, on SQLite (file, WAL) and, when VERINET_TEST_POSTGRES_URL is
+//!    set, on PostgreSQL: facilitator `settle` (verify + one transfer transaction) and the
+//!    inference pair escrow + capture, at concurrency 1 and 8;
 //! 3. the request path: the same model and input through a node that charges (x402 header
 //!    signed ahead, or a session token) and through a node that does not, interleaved.
 //!
 //! cargo bench -p verinet-node --bench payments
+//! (VERINET_TEST_POSTGRES_URL=postgres://verinet:verinet@127.0.0.1:5433/postgres for PostgreSQL rows)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,18 +62,15 @@ async fn verify_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
     }
 }
 
-async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
+async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner], db: &str, url: &str) {
     const N: usize = 1200;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqlStore::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())).await.expect("db");
+    let store = SqlStore::connect(url).await.expect("db");
     let ledger = Ledger::new(Arc::new(store));
     for p in payers {
         ledger.mint(p.address(), 1 << 100).await.expect("mint");
     }
     let facilitator = Facilitator::new(config.clone(), ledger.clone());
     let req = config.requirements(1000);
-    println!("\n| ledger (SQLite, WAL) | concurrency | operations/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|");
     for conc in [1usize, 8] {
         let bodies: Vec<FacilitatorRequest> = (0..N)
             .map(|i| FacilitatorRequest {
@@ -90,7 +89,7 @@ async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
             }
         })
         .await;
-        println!("| x402 settle (verify + transfer tx) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
+        println!("| {db} | x402 settle (verify + transfer tx) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
 
         let fees = FeeSchedule { operator_fee: 300, protocol_fee_bps: 1000, ..FeeSchedule::default() };
         let payees = Payees { creator: Address::repeat_byte(1), operator: Address::repeat_byte(2), protocol: Address::repeat_byte(3), app: None };
@@ -119,7 +118,7 @@ async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
             }
         })
         .await;
-        println!("| escrow + capture (2 txs, 3-way split) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
+        println!("| {db} | escrow + capture (2 txs, 3-way split) | {conc} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
     }
 }
 
@@ -222,7 +221,19 @@ fn main() {
         let payers: Vec<PrivateKeySigner> = (0..64).map(|_| PrivateKeySigner::random()).collect();
         let config = terms(Address::repeat_byte(0xee));
         verify_rates(&config, &payers).await;
-        settle_rates(&config, &payers).await;
+        println!("\n| database | ledger operation | concurrency | operations/s | p50 ms | p99 ms |");
+        println!("|---|---|---|---|---|---|");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+        settle_rates(&config, &payers, "SQLite (WAL)", &sqlite).await;
+        // PostgreSQL too when a server is configured (scripts/test.sh starts one on 5433).
+        if std::env::var(verinet_store::PG_ENV).is_ok() {
+            let db = verinet_store::PgTestDb::create().await;
+            settle_rates(&config, &payers, "PostgreSQL 15", &db.url).await;
+            db.drop_db().await;
+        } else {
+            println!("| PostgreSQL | (skipped: set {}) | | | | |", verinet_store::PG_ENV);
+        }
         request_path().await;
     });
 }
