@@ -65,7 +65,7 @@ pub(crate) struct NodeList {
 
 pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<NodeList>, ApiError> {
     let mut nodes = Vec::new();
-    let now = now_ms();
+    let now = verinet_primitives::unix_ms_u64();
     for e in st.pool.all() {
         let stats = e.stats();
         let presence = e.presence();
@@ -105,7 +105,7 @@ pub(crate) async fn heartbeat(State(st): State<AppState>, headers: HeaderMap, bo
     }
     check_endpoint(&reg.endpoint)?;
     let stake = st.ledger.store().balances(reg.address).await?.stake;
-    let now = now_ms();
+    let now = verinet_primitives::unix_ms_u64();
     let remote = || -> Arc<RemoteWorker> {
         Arc::new(RemoteWorker::new(
             reg.address,
@@ -193,8 +193,4 @@ fn check_endpoint(endpoint: &str) -> Result<(), ApiError> {
         Some(host) if !host.is_empty() && endpoint.len() <= 512 && !endpoint.chars().any(char::is_whitespace) => Ok(()),
         _ => Err(ApiError::InvalidJson(format!("endpoint {endpoint:?} is not an http(s) base URL"))),
     }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(verinet_primitives::unix_ms()).unwrap_or_default()
 }

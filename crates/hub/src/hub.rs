@@ -134,7 +134,7 @@ impl Hub {
     }
 
     fn check_signature(&self, meta: &PublishRequest, id: ModelId) -> Result<()> {
-        let now = verinet_primitives::unix_ms() as u64 / 1000;
+        let now = verinet_primitives::unix_ms_u64() / 1000;
         let max_skew_secs = self.config.max_clock_skew.as_secs();
         if meta.timestamp.abs_diff(now) > max_skew_secs {
             return Err(HubError::StaleSignature { timestamp: meta.timestamp, now, max_skew_secs });

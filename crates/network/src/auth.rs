@@ -55,7 +55,7 @@ pub fn message_hash(method: &str, path: &str, timestamp: u64, body: &[u8]) -> B2
 
 /// The three headers that sign `body` sent as `method path` by `key`, now.
 pub fn sign(key: &PrivateKeySigner, method: &str, path: &str, body: &[u8]) -> HeaderMap {
-    sign_at(key, method, path, body, now_ms())
+    sign_at(key, method, path, body, verinet_primitives::unix_ms_u64())
 }
 
 /// [`sign`] at a given time (tests of staleness).
@@ -81,7 +81,7 @@ pub fn verify(headers: &HeaderMap, method: &str, path: &str, body: &[u8], skew_m
     let sig_hex = get(SIGNATURE)?;
     let raw = hex::decode(sig_hex.strip_prefix("0x").unwrap_or(sig_hex)).map_err(|_| AuthError::Header(SIGNATURE))?;
     let sig = Signature::try_from(raw.as_slice()).map_err(|_| AuthError::Header(SIGNATURE))?;
-    if now_ms().abs_diff(ts) > skew_ms {
+    if verinet_primitives::unix_ms_u64().abs_diff(ts) > skew_ms {
         return Err(AuthError::Stale { ts, skew_ms });
     }
     let hash = message_hash(method, path, ts, body);
@@ -89,10 +89,6 @@ pub fn verify(headers: &HeaderMap, method: &str, path: &str, body: &[u8], skew_m
         Ok(a) if a == claimed => Ok(a),
         _ => Err(AuthError::BadSignature { claimed }),
     }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(verinet_primitives::unix_ms()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -125,9 +121,9 @@ mod tests {
     #[test]
     fn old_and_future_messages_are_refused() {
         let key = PrivateKeySigner::random();
-        let old = sign_at(&key, "POST", "/p", b"", now_ms() - 60_000);
+        let old = sign_at(&key, "POST", "/p", b"", verinet_primitives::unix_ms_u64() - 60_000);
         assert!(matches!(verify(&old, "POST", "/p", b"", SKEW), Err(AuthError::Stale { .. })));
-        let future = sign_at(&key, "POST", "/p", b"", now_ms() + 60_000);
+        let future = sign_at(&key, "POST", "/p", b"", verinet_primitives::unix_ms_u64() + 60_000);
         assert!(matches!(verify(&future, "POST", "/p", b"", SKEW), Err(AuthError::Stale { .. })));
     }
 

@@ -22,7 +22,7 @@ mod tensor;
 pub mod wire;
 
 pub use alloy_primitives::Address;
-pub use clock::unix_ms;
+pub use clock::{unix_ms, unix_ms_u64};
 pub use error::{Error, Result};
 pub use hash::tensors_hash;
 pub use model_id::{ModelId, Sha256Hasher};

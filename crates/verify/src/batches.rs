@@ -168,7 +168,7 @@ impl ReceiptLog {
             .map(|r| r.digest.parse::<B256>().map_err(|e| VerifyError::Malformed(format!("digest {}: {e}", r.digest))))
             .collect::<Result<Vec<_>, _>>()?;
         let tree = MerkleTree::of(&digests)?;
-        let timestamp = u64::try_from(verinet_primitives::unix_ms()).unwrap_or(0);
+        let timestamp = verinet_primitives::unix_ms_u64();
         let size = pending.len() as u64;
         let hash = batch_hash(tree.root(), size, timestamp, self.chain_id);
         let sig = self.key.sign_hash_sync(&hash).map_err(|e| VerifyError::Malformed(e.to_string()))?;

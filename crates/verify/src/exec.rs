@@ -97,7 +97,7 @@ pub fn receipt_body(terms: &Terms, model: ModelId, outputs: &TensorMap, node: Ad
         mode: terms.mode.clone(),
         price: terms.price.to_string(),
         payer: terms.payer,
-        timestamp: u64::try_from(verinet_primitives::unix_ms()).unwrap_or_default(),
+        timestamp: verinet_primitives::unix_ms_u64(),
     }
 }
 

@@ -271,7 +271,7 @@ impl Pool {
         let min_stake = if remote { self.min_stake.max(1) } else { self.min_stake };
         e.stats().reputation() >= self.min_reputation
             && e.stake() >= min_stake
-            && e.is_live(verinet_primitives::unix_ms() as u64, self.heartbeat_timeout_ms)
+            && e.is_live(verinet_primitives::unix_ms_u64(), self.heartbeat_timeout_ms)
     }
 
     /// Every executor, workers first.
