@@ -67,7 +67,7 @@ async fn run_failover(
     loop {
         tried.push(e.address());
         // A local executor fails only where any would, so it never needs a second copy.
-        let remote = e.endpoint().is_some();
+        let remote = e.is_remote();
         let job_inputs = if remote { inputs.clone() } else { std::mem::take(&mut inputs) };
         let last = match run_on(st, &e, model, job_inputs, terms).await {
             Ok(ran) => return Ok((e, ran)),

@@ -134,7 +134,17 @@ impl Executor {
 
     /// What it last reported.
     pub fn presence(&self) -> Presence {
-        self.presence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.with_presence(Presence::clone)
+    }
+
+    /// Reads what it last reported without copying it (routing reads it on every request).
+    fn with_presence<R>(&self, f: impl FnOnce(&Presence) -> R) -> R {
+        f(&self.presence.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs in another process (it joined by heartbeat).
+    pub fn is_remote(&self) -> bool {
+        self.with_presence(|p| p.last_seen_ms.is_some())
     }
 
     /// A heartbeat: fresh presence (and possibly a new endpoint).
@@ -155,10 +165,7 @@ impl Executor {
 
     /// Heard from within `timeout_ms` of `now_ms` (always, in-process).
     pub fn is_live(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        match self.presence.lock().unwrap_or_else(|e| e.into_inner()).last_seen_ms {
-            None => true,
-            Some(t) => now_ms.saturating_sub(t) <= timeout_ms,
-        }
+        self.with_presence(|p| p.last_seen_ms.is_none_or(|t| now_ms.saturating_sub(t) <= timeout_ms))
     }
 
     /// Jobs this gateway has in flight on it.
@@ -267,8 +274,7 @@ impl Pool {
     /// another process needs some stake even when the threshold is 0: joining is open to any
     /// key, so an unbonded one has nothing to lose by cheating.
     pub fn active(&self, e: &Executor) -> bool {
-        let remote = e.presence().last_seen_ms.is_some();
-        let min_stake = if remote { self.min_stake.max(1) } else { self.min_stake };
+        let min_stake = if e.is_remote() { self.min_stake.max(1) } else { self.min_stake };
         e.stats().reputation() >= self.min_reputation
             && e.stake() >= min_stake
             && e.is_live(verinet_primitives::unix_ms_u64(), self.heartbeat_timeout_ms)
@@ -303,14 +309,17 @@ impl Pool {
     /// does not hold the model's bytes yet (warm caches first), and scaled by its free
     /// capacity: a node with every slot taken keeps 5% so work still flows when all are busy.
     pub fn weight(e: &Executor, model: ModelId) -> f64 {
-        let p = e.presence();
-        let warm = if p.last_seen_ms.is_none() || p.models.contains(&model) { 1.0 } else { 0.5 };
-        let headroom = if p.capacity == 0 {
-            1.0 / (1.0 + f64::from(e.inflight()))
-        } else {
-            let busy = e.inflight().max(p.load);
-            (f64::from(p.capacity.saturating_sub(busy)) / f64::from(p.capacity)).max(0.05)
-        };
+        let inflight = e.inflight();
+        let (warm, headroom) = e.with_presence(|p| {
+            let warm = if p.last_seen_ms.is_none() || p.models.contains(&model) { 1.0 } else { 0.5 };
+            let headroom = if p.capacity == 0 {
+                1.0 / (1.0 + f64::from(inflight))
+            } else {
+                let busy = inflight.max(p.load);
+                (f64::from(p.capacity.saturating_sub(busy)) / f64::from(p.capacity)).max(0.05)
+            };
+            (warm, headroom)
+        });
         e.stats().reputation() * warm * headroom
     }
 
