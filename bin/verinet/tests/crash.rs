@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
+mod common;
+use common::sample;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use alloy_signer_local::PrivateKeySigner;
 use verinet_client::{Client, ClientError};
-use verinet_primitives::{TensorMap, tensors_hash, wire::InferRequest};
+use verinet_primitives::{tensors_hash, wire::InferRequest};
 use verinet_store::{LedgerStore, PaymentStatus, SqlStore, TxKind};
 
 const FEE: u128 = 300;
@@ -34,11 +37,6 @@ fn up(data: &Path, config: &Path) -> (Child, String) {
     let url = first.strip_prefix("verinet node up at ").unwrap_or_else(|| panic!("unexpected {first:?}")).to_owned();
     std::thread::spawn(move || for _ in lines {});
     (child, url)
-}
-
-fn sample() -> TensorMap {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits/sample.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

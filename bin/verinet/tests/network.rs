@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
+mod common;
+use common::sample;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,7 +24,7 @@ use alloy_signer_local::PrivateKeySigner;
 use serde_json::Value;
 use verinet_client::{Client, ClientError};
 use verinet_primitives::{
-    Address, TensorMap, tensors_hash,
+    Address, tensors_hash,
     wire::{InferRequest, InferResponse, VerificationMode},
 };
 use verinet_store::{LedgerStore, PaymentStatus, PgTestDb, SqlStore, TxKind};
@@ -54,11 +57,6 @@ impl Drop for Devnet {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn sample() -> TensorMap {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits/sample.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 fn start_devnet(dir: &Path, db: &str, config: &Path) -> Devnet {
