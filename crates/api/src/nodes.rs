@@ -10,14 +10,14 @@ use axum::{
     body::Bytes,
     extract::State,
     http::HeaderMap,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use serde::Serialize;
 use tracing::info;
 use verinet_flywheel::Event;
 use verinet_network::{
     RemoteWorker,
-    auth::{self, RESPONSE},
+    auth,
     wire::{HEARTBEAT_PATH, HeartbeatAck, Registration, STAKE_PATH, StakeRequest},
 };
 use verinet_primitives::{Address, ModelId, wire::AccountInfo};
@@ -182,9 +182,7 @@ fn authenticate(st: &AppState, headers: &HeaderMap, path: &str, body: &[u8]) -> 
 /// A JSON answer signed by this gateway's key.
 fn signed_json(st: &AppState, path: &str, body: &impl Serialize) -> Result<Response, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut resp = ([(http::header::CONTENT_TYPE, "application/json")], bytes.clone()).into_response();
-    resp.headers_mut().extend(auth::sign(&st.node_key, RESPONSE, path, &bytes));
-    Ok(resp)
+    Ok(auth::signed_answer(&st.node_key, path, bytes))
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), ApiError> {

@@ -73,6 +73,14 @@ pub fn sign_at(key: &PrivateKeySigner, method: &str, path: &str, body: &[u8], ti
     h
 }
 
+/// A `200` JSON answer to a request for `path`, signed by `key` (method [`RESPONSE`]).
+pub fn signed_answer(key: &PrivateKeySigner, path: &str, json: Vec<u8>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut headers = sign(key, RESPONSE, path, &json);
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (headers, json).into_response()
+}
+
 /// The signer of `body` sent as `method path`, if the headers prove it within `skew_ms` of now.
 pub fn verify(headers: &HeaderMap, method: &str, path: &str, body: &[u8], skew_ms: u64) -> Result<Address, AuthError> {
     let get = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).ok_or(AuthError::Header(name));

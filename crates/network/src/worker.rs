@@ -29,7 +29,7 @@ use verinet_primitives::{
 use verinet_runtime::{Runtime, RuntimeError};
 use verinet_verify::{ExecError, Job, LoadBytes, LocalExecutor, NodeRole};
 
-use crate::auth::{self, RESPONSE};
+use crate::auth;
 use crate::wire::{HEALTH_PATH, RUN_PATH, Registration, RunRequest, RunResponse, WorkerHealth};
 
 /// How a worker runs.
@@ -243,9 +243,7 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> R
         Ok(b) => b,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
     };
-    let mut resp = (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], bytes.clone()).into_response();
-    resp.headers_mut().extend(auth::sign(&w.key, RESPONSE, RUN_PATH, &bytes));
-    resp
+    auth::signed_answer(&w.key, RUN_PATH, bytes)
 }
 
 /// `GET /v1/blobs/{sha256}`: a worker is a peer for model bytes it holds (the fetcher checks
