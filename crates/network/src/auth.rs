@@ -73,6 +73,22 @@ pub fn sign_at(key: &PrivateKeySigner, method: &str, path: &str, body: &[u8], ti
     h
 }
 
+/// POSTs `json` to `base` + `path`, signed by `key`; the answer's status, headers and body,
+/// whatever the status (callers judge it, and check the answer's signature with [`verify`]).
+pub async fn post_signed(
+    http: &reqwest::Client,
+    key: &PrivateKeySigner,
+    base: &str,
+    path: &str,
+    json: Vec<u8>,
+) -> Result<(http::StatusCode, HeaderMap, bytes::Bytes), reqwest::Error> {
+    let mut headers = sign(key, "POST", path, &json);
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let resp = http.post(format!("{}{path}", base.trim_end_matches('/'))).headers(headers).body(json).send().await?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    Ok((status, headers, resp.bytes().await?))
+}
+
 /// A `200` JSON answer to a request for `path`, signed by `key` (method [`RESPONSE`]).
 pub fn signed_answer(key: &PrivateKeySigner, path: &str, json: Vec<u8>) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -84,14 +84,14 @@ async fn bond(worker: &Worker, http: &reqwest::Client, config: &JoinConfig) -> R
         client.faucet(me, Some(need - available)).await.map_err(|e| e.to_string())?;
     }
     let req = StakeRequest { address: me, amount: need.to_string(), nonce: format!("{:032x}", rand::random::<u128>()) };
-    post_signed(worker, http, gw, STAKE_PATH, &req).await?;
+    post_ok(worker, http, gw, STAKE_PATH, &req).await?;
     info!(gateway = %gw, amount = need, "stake bonded");
     Ok(())
 }
 
 /// One heartbeat to `gateway`; a signed answer makes it a gateway whose jobs this worker takes.
 pub async fn heartbeat(worker: &Worker, http: &reqwest::Client, gateway: &str, endpoint: &str) -> Result<HeartbeatAck, String> {
-    let (headers, bytes) = post_signed(worker, http, gateway, HEARTBEAT_PATH, &worker.registration(endpoint)).await?;
+    let (headers, bytes) = post_ok(worker, http, gateway, HEARTBEAT_PATH, &worker.registration(endpoint)).await?;
     let signer: Address =
         auth::verify(&headers, RESPONSE, HEARTBEAT_PATH, &bytes, worker.config().skew_ms).map_err(|e| e.to_string())?;
     let ack: HeartbeatAck = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -104,9 +104,9 @@ pub async fn heartbeat(worker: &Worker, http: &reqwest::Client, gateway: &str, e
     Ok(ack)
 }
 
-/// POSTs `body` as JSON to `gateway` + `path`, signed by the worker; the answer's headers and
+/// [`auth::post_signed`] of `body` as JSON by the worker; the answer's headers and
 /// bytes if it is a success.
-async fn post_signed(
+async fn post_ok(
     worker: &Worker,
     http: &reqwest::Client,
     gateway: &str,
@@ -114,17 +114,7 @@ async fn post_signed(
     body: &impl serde::Serialize,
 ) -> Result<(http::HeaderMap, bytes::Bytes), String> {
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let resp = http
-        .post(format!("{}{path}", gateway.trim_end_matches('/')))
-        .headers(auth::sign(worker.key(), "POST", path, &body))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let (status, headers, bytes) = auth::post_signed(http, worker.key(), gateway, path, body).await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
     }

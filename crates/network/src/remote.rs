@@ -51,19 +51,9 @@ impl RemoteWorker {
             chain_id: terms.chain_id,
         };
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Invalid(format!("encoding the job: {e}")))?;
-        let headers = auth::sign(&self.gateway, "POST", RUN_PATH, &body);
-        let resp = self
-            .http
-            .post(format!("{}{RUN_PATH}", self.endpoint))
-            .headers(headers)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
+        let (status, headers, bytes) = auth::post_signed(&self.http, &self.gateway, &self.endpoint, RUN_PATH, body)
             .await
             .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.endpoint)))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| ExecError::Unavailable(format!("{}: reading the answer: {e}", self.endpoint)))?;
         if !status.is_success() {
             let detail = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| format!("{} {}: {}", status.as_u16(), b.error.code, b.error.message))
