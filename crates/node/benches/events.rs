@@ -12,7 +12,7 @@ use verinet_primitives::wire::InferRequest;
 use verinet_payments::{sign_payment, unix_now, wire::{PAYMENT_SIGNATURE, encode_header}};
 
 mod common;
-use common::{Stats, drive, load_model, ms};
+use common::{Stats, drive, infer_call, load_model, ms};
 
 /// One table row: events off (`o`) against on (`e`).
 fn row(round: usize, conc: usize, o: &Stats, e: &Stats) {
@@ -105,15 +105,7 @@ fn main() {
             for conc in [1usize, 4] {
                 let mut results = Vec::new();
                 for client in [&coff, &con] {
-                    let f = {
-                        let (c, r) = (client.clone(), req.clone());
-                        move || {
-                            let (c, r) = (c.clone(), r.clone());
-                            async move {
-                                c.infer(&r).await.expect("free");
-                            }
-                        }
-                    };
+                    let f = infer_call(client, &req);
                     drive(2, 20, f.clone()).await;
                     results.push(drive(conc, 3000, f).await);
                 }

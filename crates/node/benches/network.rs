@@ -21,7 +21,7 @@ use verinet_node::{Config, Node, Role, RunningNode, WorkerNode};
 use verinet_primitives::wire::InferRequest;
 
 mod common;
-use common::{Stats, drive, load_model, ms, publish};
+use common::{Stats, drive, infer_call, load_model, ms, publish};
 
 fn base(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
@@ -63,15 +63,7 @@ async fn run(client: &Client, model: &str, inputs: &verinet_primitives::TensorMa
         sample_rate: None,
         output_encoding: Default::default(),
     });
-    let f = {
-        let (c, r) = (client.clone(), req.clone());
-        move || {
-            let (c, r) = (c.clone(), r.clone());
-            async move {
-                c.infer(&r).await.expect("infer");
-            }
-        }
-    };
+    let f = infer_call(client, &req);
     // Warm: every worker fetches and compiles the model.
     drive(conc.max(4), conc.max(4) * 4, f.clone()).await;
     drive(conc, total, f).await

@@ -26,7 +26,7 @@ use verinet_primitives::{Address, TensorMap, wire::{InferRequest, VerificationMo
 use verinet_store::SqlStore;
 
 mod common;
-use common::{drive, ms};
+use common::{drive, infer_call, ms};
 
 fn terms(pay_to: Address) -> X402Config {
     X402Config { max_timeout_secs: 3600, ..X402Config::devnet(pay_to) }
@@ -166,15 +166,7 @@ async fn request_path() {
         let headers: Vec<String> =
             (0..N + 40).map(|_| encode_header(&sign_payment(&accepted, None, &payer, unix_now()).expect("sign"))).collect();
         let headers = Arc::new(std::sync::Mutex::new(headers));
-        let f = {
-            let (c, r) = (free_client.clone(), req.clone());
-            move || {
-                let (c, r) = (c.clone(), r.clone());
-                async move {
-                    c.infer(&r).await.expect("free");
-                }
-            }
-        };
+        let f = infer_call(&free_client, &req);
         let x = {
             let (c, r, h) = (paid_client.clone(), req.clone(), headers.clone());
             move || {

@@ -21,7 +21,7 @@ use verinet_primitives::{
 use verinet_verify::{sign_receipt, verify_receipt};
 
 mod common;
-use common::{drive, load_model, ms, publish};
+use common::{drive, infer_call, load_model, ms, publish};
 
 fn receipts() {
     const N: usize = 4000;
@@ -89,15 +89,7 @@ async fn modes() {
                     sample_rate: p,
                     output_encoding: Default::default(),
                 });
-                let f = {
-                    let (c, r) = (client.clone(), req.clone());
-                    move || {
-                        let (c, r) = (c.clone(), r.clone());
-                        async move {
-                            c.infer(&r).await.expect("infer");
-                        }
-                    }
-                };
+                let f = infer_call(&client, &req);
                 drive(2, 8, f.clone()).await;
                 let s = drive(conc, total, f).await;
                 let (b50, brps) = *base.get_or_insert((ms(s.p50), s.rps));

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
 use verinet_client::{Client, sign_publish};
-use verinet_primitives::{Address, ModelId, TensorMap, wire::PublishRequest};
+use verinet_primitives::{
+    Address, ModelId, TensorMap,
+    wire::{InferRequest, PublishRequest},
+};
 
 /// Throughput and latency percentiles of one [`drive`].
 pub struct Stats {
@@ -48,6 +51,21 @@ where
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Stats { rps: all.len() as f64 / wall.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) }
+}
+
+/// A free `POST /v1/infer` of `req` through `client`, as the closure [`drive`] runs.
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
+pub fn infer_call(
+    client: &Client,
+    req: &Arc<InferRequest>,
+) -> impl Fn() -> futures::future::BoxFuture<'static, ()> + Clone + Send + Sync + 'static {
+    let (c, r) = (client.clone(), req.clone());
+    move || {
+        let (c, r) = (c.clone(), r.clone());
+        Box::pin(async move {
+            c.infer(&r).await.expect("free inference");
+        })
+    }
 }
 
 #[allow(dead_code, reason = "each bench uses a subset of these helpers")]
