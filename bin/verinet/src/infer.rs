@@ -9,14 +9,7 @@ use crate::{cli::InferArgs, output};
 pub async fn run(a: InferArgs) -> anyhow::Result<()> {
     let inputs = read_inputs(&a.input)?;
     let client = Client::new(&a.node.node);
-    let req = InferRequest {
-        model: a.model,
-        inputs,
-        app: a.app,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    };
+    let req = InferRequest { app: a.app, ..InferRequest::new(a.model, inputs) };
     let resp = if a.pay {
         let key = crate::wallet::load(&a.wallet)?;
         client.infer_paid(&req, key.signer()).await?.0

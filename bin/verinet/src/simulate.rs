@@ -206,12 +206,10 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
                         let k = t * per_task + i;
                         let app = (!apps.is_empty() && (k % 100) as f64 / 100.0 < app_share).then(|| apps[k % apps.len()].clone());
                         let req = InferRequest {
-                            model: format!("model-{}", k % models_used),
-                            inputs: inputs.clone(),
                             app,
                             verification: mode,
                             sample_rate: (mode == VerificationMode::Sampled).then_some(sample_rate),
-                            output_encoding: Default::default(),
+                            ..InferRequest::new(format!("model-{}", k % models_used), inputs.clone())
                         };
                         match client.infer_paid(&req, &users[k % users.len()]).await {
                             Ok(_) => ok += 1,

@@ -51,14 +51,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     let payer = PrivateKeySigner::random();
     const FUNDS: u128 = 1_000_000;
     client.faucet(payer.address(), Some(FUNDS)).await.unwrap();
-    let req = InferRequest {
-        model: "digits".into(),
-        inputs: sample(),
-        app: None,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    };
+    let req = InferRequest::new("digits", sample());
 
     // Four clients pay in a loop until the node dies under them.
     let served = Arc::new(AtomicUsize::new(0));

@@ -140,12 +140,9 @@ async fn setup(db: &str) -> Net {
     let payer = PrivateKeySigner::random();
     Client::new(&gateways[0]).faucet(payer.address(), Some(FUNDS)).await.unwrap();
     let req = InferRequest {
-        model: "digits".into(),
-        inputs: sample(),
-        app: None,
         verification: VerificationMode::Sampled,
         sample_rate: Some(0.25),
-        output_encoding: Default::default(),
+        ..InferRequest::new("digits", sample())
     };
     Net { _tmp: tmp, dir, config, devnet, procs, gateways, workers, payer, req }
 }

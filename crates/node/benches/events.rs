@@ -46,14 +46,7 @@ fn main() {
         let off = Node::spawn(&start(&dirs[1], false)).await.expect("node");
         let (con, coff) = (Client::new(on.url()), Client::new(off.url()));
         let (_, inputs) = load_model("digits").expect("digits");
-        let req = Arc::new(InferRequest {
-            model: "digits".into(),
-            inputs,
-            app: None,
-            verification: Default::default(),
-            sample_rate: None,
-            output_encoding: Default::default(),
-        });
+        let req = Arc::new(InferRequest::new("digits", inputs));
         let payer = PrivateKeySigner::random();
         for c in [&con, &coff] {
             c.faucet(payer.address(), None).await.expect("faucet");

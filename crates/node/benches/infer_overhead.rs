@@ -38,14 +38,7 @@ fn main() {
             // The raw side: the same runtime type and config the node uses, called directly.
             let runtime = Arc::new(Runtime::new(Arc::new(TractBackend::new()), RuntimeConfig::default()));
             let shared = bytes::Bytes::from(bytes);
-            let req = Arc::new(InferRequest {
-                model: format!("bench-{name}"),
-                inputs: inputs.clone(),
-                app: None,
-                verification: Default::default(),
-        sample_rate: None,
-                output_encoding: Default::default(),
-            });
+            let req = Arc::new(InferRequest::new(format!("bench-{name}"), inputs.clone()));
             let inputs = Arc::new(inputs);
             let raw = {
                 let (runtime, inputs, shared) = (runtime.clone(), inputs.clone(), shared.clone());

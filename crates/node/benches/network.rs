@@ -55,14 +55,7 @@ async fn routed(client: &Client, n: usize) {
 }
 
 async fn run(client: &Client, model: &str, inputs: &verinet_primitives::TensorMap, conc: usize, total: usize) -> Stats {
-    let req = Arc::new(InferRequest {
-        model: model.into(),
-        inputs: inputs.clone(),
-        app: None,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    });
+    let req = Arc::new(InferRequest::new(model, inputs.clone()));
     let f = infer_call(client, &req);
     // Warm: every worker fetches and compiles the model.
     drive(conc.max(4), conc.max(4) * 4, f.clone()).await;

@@ -134,14 +134,7 @@ async fn request_path() {
     let free = Node::spawn(&node(&dirs.0, "0")).await.expect("free node");
     let paid = Node::spawn(&node(&dirs.1, "300")).await.expect("paid node");
     let (free_client, paid_client) = (Client::new(free.url()), Client::new(paid.url()));
-    let req = Arc::new(InferRequest {
-        model: "digits".into(),
-        inputs: sample(),
-        app: None,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    });
+    let req = Arc::new(InferRequest::new("digits", sample()));
     let payer = PrivateKeySigner::random();
     paid_client.faucet(payer.address(), None).await.expect("faucet");
     let accepted = paid_client.quote(&req).await.expect("402").accepts[0].clone();

@@ -82,12 +82,9 @@ async fn modes() {
             let mut base = None;
             for (label, mode, p) in cases {
                 let req = Arc::new(InferRequest {
-                    model: format!("bench-{name}"),
-                    inputs: inputs.clone(),
-                    app: None,
                     verification: mode,
                     sample_rate: p,
-                    output_encoding: Default::default(),
+                    ..InferRequest::new(format!("bench-{name}"), inputs.clone())
                 });
                 let f = infer_call(&client, &req);
                 drive(2, 8, f.clone()).await;

@@ -242,6 +242,21 @@ pub struct InferRequest {
     pub output_encoding: OutputEncoding,
 }
 
+impl InferRequest {
+    /// A request for `model` on `inputs` with every option at its default (no app, mode `none`,
+    /// the node's sampling rate, outputs as `data`).
+    pub fn new(model: impl Into<String>, inputs: TensorMap) -> Self {
+        Self {
+            model: model.into(),
+            inputs,
+            app: None,
+            verification: VerificationMode::default(),
+            sample_rate: None,
+            output_encoding: OutputEncoding::default(),
+        }
+    }
+}
+
 /// The model a request resolved to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedModel {

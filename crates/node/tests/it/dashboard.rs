@@ -46,14 +46,7 @@ async fn dashboard_renders_charts_with_data_in_headless_chromium() {
         n.client.faucet(p.address(), Some(10_000)).await.unwrap();
     }
     for (i, case) in r.cases.iter().cycle().take(12).enumerate() {
-        let req = InferRequest {
-            model: "digits".into(),
-            inputs: case.inputs.clone(),
-            app: None,
-            verification: Default::default(),
-            sample_rate: None,
-            output_encoding: Default::default(),
-        };
+        let req = InferRequest::new("digits", case.inputs.clone());
         n.client.infer_paid(&req, &payers[i % 3]).await.unwrap();
     }
     let url = format!("{}/dashboard", n.node.url());

@@ -11,14 +11,7 @@ use crate::helpers::repo_root;
 
 fn req(model: &str) -> InferRequest {
     let r = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
-    InferRequest {
-        model: model.into(),
-        inputs: r.cases[0].inputs.clone(),
-        app: None,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    }
+    InferRequest::new(model, r.cases[0].inputs.clone())
 }
 
 #[tokio::test]

@@ -17,8 +17,7 @@ const DIGITS_TOL: Tolerance = Tolerance { abs: 1e-5, rel: 1e-5 };
 const MODEL_TOL: Tolerance = Tolerance { abs: 1e-4, rel: 1e-4 };
 
 fn req(model: &str, inputs: TensorMap) -> InferRequest {
-    InferRequest { model: model.into(), inputs, app: None, verification: Default::default(),
-        sample_rate: None, output_encoding: Default::default() }
+    InferRequest::new(model, inputs)
 }
 
 #[tokio::test]

@@ -98,14 +98,7 @@ async fn wait_active(client: &Client, url: &str, active: bool, within: Duration)
 fn digits_request() -> (InferRequest, TensorMap) {
     let reference = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
     let case = &reference.cases[0];
-    let req = InferRequest {
-        model: "digits".into(),
-        inputs: case.inputs.clone(),
-        app: None,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    };
+    let req = InferRequest::new("digits", case.inputs.clone());
     (req, case.outputs.clone())
 }
 

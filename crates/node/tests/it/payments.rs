@@ -58,14 +58,7 @@ fn digits_input() -> TensorMap {
 }
 
 fn req(model: &str) -> InferRequest {
-    InferRequest {
-        model: model.into(),
-        inputs: digits_input(),
-        app: None,
-        verification: Default::default(),
-        sample_rate: None,
-        output_encoding: Default::default(),
-    }
+    InferRequest::new(model, digits_input())
 }
 
 async fn funded(client: &Client, amount: u128) -> PrivateKeySigner {

@@ -37,14 +37,7 @@ async fn two_nodes_share_one_postgres_hub() {
         ca.publish_bytes(&signed("shared", "1.0.0", &bytes, &key), bytes.clone()).await.unwrap();
         let reference = parse_reference(&crate::helpers::repo_root().join("fixtures/digits/reference.json"));
         let case = &reference.cases[0];
-        let req = InferRequest {
-            model: "shared@1.0.0".into(),
-            inputs: case.inputs.clone(),
-            app: None,
-            verification: Default::default(),
-        sample_rate: None,
-            output_encoding: Default::default(),
-        };
+        let req = InferRequest::new("shared@1.0.0", case.inputs.clone());
         let resp = cb.infer(&req).await.unwrap();
         assert_outputs("served by b", &resp.tensors().unwrap(), &case.outputs, Tolerance { abs: 1e-5, rel: 1e-5 });
         assert_eq!(cb.model("shared").await.unwrap().usage.calls, 1, "usage counted in the shared database");
@@ -91,14 +84,7 @@ async fn two_gateways_on_postgres_never_double_spend() {
         let payer = PrivateKeySigner::random();
         ca.faucet(payer.address(), Some(500)).await.unwrap();
         let reference = parse_reference(&crate::helpers::repo_root().join("fixtures/digits/reference.json"));
-        let req = InferRequest {
-            model: "digits".into(),
-            inputs: reference.cases[0].inputs.clone(),
-            app: None,
-            verification: Default::default(),
-        sample_rate: None,
-            output_encoding: Default::default(),
-        };
+        let req = InferRequest::new("digits", reference.cases[0].inputs.clone());
         let tasks = (0..12).map(|i| {
             let (client, payer, req) = (if i % 2 == 0 { ca.clone() } else { cb.clone() }, payer.clone(), req.clone());
             tokio::spawn(async move { client.infer_paid(&req, &payer).await })

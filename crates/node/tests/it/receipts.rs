@@ -11,8 +11,7 @@ use crate::helpers::{TestNode, repo_root};
 
 fn digits_req() -> InferRequest {
     let inputs: TensorMap = parse_reference(&repo_root().join("fixtures/digits/reference.json")).cases[0].inputs.clone();
-    InferRequest { model: "digits".into(), inputs, app: None, verification: Default::default(),
-        sample_rate: None, output_encoding: Default::default() }
+    InferRequest::new("digits", inputs)
 }
 
 #[tokio::test]

@@ -26,14 +26,7 @@ const STAKE: u128 = 1_000_000;
 fn req(case: usize, mode: VerificationMode) -> (InferRequest, verinet_primitives::TensorMap) {
     let r = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
     let c = &r.cases[case % r.cases.len()];
-    let req = InferRequest {
-        model: "digits".into(),
-        inputs: c.inputs.clone(),
-        app: None,
-        verification: mode,
-        sample_rate: None,
-        output_encoding: Default::default(),
-    };
+    let req = InferRequest { verification: mode, ..InferRequest::new("digits", c.inputs.clone()) };
     (req, c.outputs.clone())
 }
 
