@@ -290,13 +290,13 @@ impl Pool {
     /// Up to `k` distinct workers in good standing for `model`, none in `exclude`; see
     /// [`Pool::weight`] for who is likelier.
     pub fn pick_workers(&self, k: usize, model: ModelId, exclude: &[Address]) -> Vec<Arc<Executor>> {
-        let from = self.workers.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let from = self.workers.read().unwrap_or_else(|p| p.into_inner());
         self.pick(&from, k, model, exclude)
     }
 
     /// A validator in good standing for `model` that is not in `exclude`.
     pub fn pick_validator(&self, model: ModelId, exclude: &[Address]) -> Option<Arc<Executor>> {
-        let from = self.validators.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let from = self.validators.read().unwrap_or_else(|p| p.into_inner());
         self.pick(&from, 1, model, exclude).into_iter().next()
     }
 
