@@ -251,19 +251,18 @@ async fn status(a: DevnetStatusArgs) -> anyhow::Result<()> {
 /// Each process with whether it runs and answers, and for workers and validators, how many
 /// gateways route to them.
 async fn status_json(file: &DevnetFile) -> Value {
-    let mut views = Vec::new();
+    // Each gateway's `/v1/nodes`, by URL: its answer also says it is up and who it is.
+    let mut views = std::collections::HashMap::new();
     for g in file.procs.iter().filter(|p| p.role == "gateway") {
-        views.push(nodes(&g.url).await.ok());
+        views.insert(g.url.as_str(), nodes(&g.url).await.ok());
     }
     let gateways = views.len();
     let mut out = Vec::new();
     for p in &file.procs {
         let alive = pid_alive(p.pid);
         let (health, address) = if p.role == "gateway" {
-            let v = verinet_client::Client::new(p.url.clone()).get_json("/health").await.ok();
-            let idx = out.len();
-            let addr = views.get(idx).and_then(|v| v.as_ref()).and_then(|v| v["gateway"].as_str().map(str::to_owned));
-            (v.is_some(), addr)
+            let view = views.get(p.url.as_str()).and_then(Option::as_ref);
+            (view.is_some(), view.and_then(|v| v["gateway"].as_str().map(str::to_owned)))
         } else {
             let v = verinet_client::Client::new(p.url.clone()).get_json("/worker/v1/health").await.ok();
             (v.is_some(), v.and_then(|v| v["address"].as_str().map(str::to_owned)))
@@ -277,7 +276,7 @@ async fn status_json(file: &DevnetFile) -> Value {
             let mut routed = 0;
             let mut served = 0u64;
             let mut reputation = None;
-            for v in views.iter().flatten() {
+            for v in views.values().flatten() {
                 for n in v["nodes"].as_array().into_iter().flatten() {
                     if n["address"].as_str().map(str::to_lowercase) == me {
                         routed += usize::from(n["active"] == true);
