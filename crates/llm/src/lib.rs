@@ -1,0 +1,30 @@
+//! Language models on CPU for a verinet node, beside the ONNX runtime.
+//!
+//! - [`inspect_gguf`] checks a GGUF file and reads [`LlmInfo`]; [`LanguageModel`] loads one:
+//!   [`Llama`] (the network, with per-sequence [`KvCache`]s, batched decode steps and
+//!   every-position logits for teacher-forced checks) and [`TextCodec`] (its BPE tokenizer and
+//!   chat template, from the file's own metadata).
+//! - [`Generator`] serves a model with continuous batching on the blocking pool
+//!   ([`GenRequest`] in, [`GenEvent`]s out) within [`LlmConfig`].
+//! - [`sample`]: the sampler, a pure function of (logits, [`SamplingParams`], step).
+//! - [`Bundle`]: the canonical single-blob form of a multi-file model; [`Embedder`] runs a
+//!   BERT encoder bundle into unit vectors.
+//! - [`LlmError`]: every way it fails.
+
+mod bundle;
+mod codec;
+mod embed;
+mod engine;
+mod error;
+mod gguf;
+mod llama;
+mod sampler;
+
+pub use bundle::{BUNDLE_MAGIC, Bundle, BundleEntry, ENCODER_FILES, bundle_from_zip};
+pub use codec::{ChatMessage, TextCodec};
+pub use embed::{EmbedInfo, Embedder};
+pub use engine::{Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig};
+pub use error::{LlmError, Result};
+pub use gguf::{LlmInfo, inspect_gguf};
+pub use llama::{KvCache, Llama, LlamaShape};
+pub use sampler::{SamplingParams, argmax, sample, uniform};

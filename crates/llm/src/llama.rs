@@ -1,0 +1,240 @@
+//! A llama-architecture decoder over quantized GGUF weights, written for serving and checking:
+//! every sequence has its own KV cache, sized for exactly the tokens it may hold; one decode
+//! step runs many sequences through each weight matrix at once (the weights are read once per
+//! step, not once per sequence); and a forward pass can return the logits of every position,
+//! which a validator's teacher-forced check needs.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor, gguf_file::Content};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_transformers::quantized_nn::RmsNorm;
+
+use crate::gguf::md_u32;
+use crate::{LlmError, Result};
+
+struct Layer {
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+}
+
+/// Shape of the network.
+#[derive(Debug, Clone, Copy)]
+pub struct LlamaShape {
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `heads`).
+    pub kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Longest sequence the rotary tables cover.
+    pub max_positions: usize,
+}
+
+/// The weights.
+pub struct Llama {
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    shape: LlamaShape,
+    device: Device,
+}
+
+/// One sequence's keys and values for every layer, preallocated for `capacity` positions.
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Llama {
+    /// Loads the weights of an inspected GGUF file (output layer tied to the token embedding
+    /// when the file has no `output.weight`).
+    pub fn load(ct: &Content, bytes: &[u8]) -> Result<Self> {
+        let device = Device::Cpu;
+        let mut r = Cursor::new(bytes);
+        let mut t = |name: &str| ct.tensor(&mut r, name, &device).map_err(|e| LlmError::InvalidModel(format!("GGUF tensor {name}: {e}")));
+        let heads = md_u32(ct, "llama.attention.head_count")?;
+        let kv_heads = md_u32(ct, "llama.attention.head_count_kv").unwrap_or(heads);
+        let hidden = md_u32(ct, "llama.embedding_length")?;
+        let layers_n = md_u32(ct, "llama.block_count")?;
+        let eps = ct.metadata.get("llama.attention.layer_norm_rms_epsilon").and_then(|v| v.to_f32().ok()).unwrap_or(1e-5) as f64;
+        let freq_base = ct.metadata.get("llama.rope.freq_base").and_then(|v| v.to_f32().ok()).unwrap_or(10_000.0);
+        let max_positions = md_u32(ct, "llama.context_length")?;
+        if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+            return Err(LlmError::InvalidModel(format!("GGUF: {heads} heads, {kv_heads} kv heads, hidden {hidden} do not fit")));
+        }
+        let head_dim = hidden / heads;
+        let embed = Arc::new(t("token_embd.weight")?);
+        let output = match t("output.weight") {
+            Ok(w) => QMatMul::from_qtensor(w)?,
+            Err(_) => QMatMul::from_arc(embed.clone())?,
+        };
+        let norm = RmsNorm::from_qtensor(t("output_norm.weight")?, eps)?;
+        let mut layers = Vec::with_capacity(layers_n);
+        for i in 0..layers_n {
+            let mut q = |n: &str| -> Result<QMatMul> { Ok(QMatMul::from_qtensor(t(&format!("blk.{i}.{n}.weight"))?)?) };
+            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
+            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            let attn_norm = RmsNorm::from_qtensor(t(&format!("blk.{i}.attn_norm.weight"))?, eps)?;
+            let ffn_norm = RmsNorm::from_qtensor(t(&format!("blk.{i}.ffn_norm.weight"))?, eps)?;
+            layers.push(Layer { wq, wk, wv, wo, gate, up, down, attn_norm, ffn_norm });
+        }
+        // Rotary tables (llama: interleaved pairs), one row per position.
+        let inv: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / freq_base.powf(i as f32 / head_dim as f32)).collect();
+        let inv = Tensor::new(inv.as_slice(), &device)?.reshape((1, head_dim / 2))?;
+        let pos = Tensor::arange(0u32, max_positions as u32, &device)?.to_dtype(DType::F32)?.reshape((max_positions, 1))?;
+        let angles = pos.matmul(&inv)?;
+        let shape = LlamaShape { heads, kv_heads, head_dim, hidden, layers: layers_n, max_positions };
+        Ok(Self { embed, layers, norm, output, cos: angles.cos()?, sin: angles.sin()?, shape, device })
+    }
+
+    /// The network's shape.
+    pub fn shape(&self) -> LlamaShape {
+        self.shape
+    }
+
+    /// An empty cache for a sequence of at most `capacity` positions (bytes it will hold:
+    /// `capacity * layers * 2 * kv_heads * head_dim * 4`).
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let capacity = capacity.clamp(1, self.shape.max_positions);
+        KvCache { layers: (0..self.shape.layers).map(|_| candle_nn::kv_cache::KvCache::new(2, capacity)).collect(), len: 0, capacity }
+    }
+
+    /// Bytes a cache of `capacity` positions holds.
+    pub fn cache_bytes(&self, capacity: usize) -> usize {
+        capacity * self.shape.layers * 2 * self.shape.kv_heads * self.shape.head_dim * 4
+    }
+
+    /// Runs `tokens` of one sequence at its next positions, appending them to its cache.
+    /// Returns the logits of the last position `[vocab]`, or of every position `[n, vocab]`.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, every_position: bool) -> Result<Tensor> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(LlmError::Input("no tokens to run".into()));
+        }
+        if cache.len + n > cache.capacity {
+            return Err(LlmError::Engine(format!("sequence of {} positions overflows its cache of {}", cache.len + n, cache.capacity)));
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.reshape((1, n, self.shape.hidden))?;
+        let start = cache.len;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = layer.attn_norm.forward(&x)?;
+            let (q, k, v) = self.qkv(layer, &h, 1, n)?;
+            let y = self.attend(&q, &k, &v, &mut cache.layers[li], start)?;
+            let y = y.transpose(1, 2)?.reshape((1, n, self.shape.hidden))?;
+            x = (layer.wo.forward(&y)? + x)?;
+            x = (self.mlp(layer, &x)? + x)?;
+        }
+        cache.len += n;
+        let x = self.norm.forward(&x)?;
+        let x = if every_position { x.squeeze(0)? } else { x.narrow(1, n - 1, 1)?.reshape((1, self.shape.hidden))? };
+        let logits = self.output.forward(&x)?;
+        Ok(if every_position { logits } else { logits.squeeze(0)? })
+    }
+
+    /// One decode step for several sequences: `tokens[i]` at the next position of `caches[i]`.
+    /// Returns logits `[batch, vocab]`. The matrix products run once for the whole batch;
+    /// attention runs per sequence over its own cache.
+    pub fn step(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let b = tokens.len();
+        if b == 0 || b != caches.len() {
+            return Err(LlmError::Engine(format!("{b} tokens for {} caches", caches.len())));
+        }
+        if let Some(c) = caches.iter().find(|c| c.len + 1 > c.capacity) {
+            return Err(LlmError::Engine(format!("sequence overflows its cache of {}", c.capacity)));
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.reshape((b, 1, self.shape.hidden))?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = layer.attn_norm.forward(&x)?;
+            let (q, k, v) = self.qkv(layer, &h, b, 1)?;
+            let mut ys = Vec::with_capacity(b);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len;
+                let one = |t: &Tensor| t.narrow(0, i, 1);
+                ys.push(self.attend(&one(&q)?, &one(&k)?, &one(&v)?, &mut cache.layers[li], pos)?);
+            }
+            let y = Tensor::cat(&ys, 0)?.transpose(1, 2)?.reshape((b, 1, self.shape.hidden))?;
+            x = (layer.wo.forward(&y)? + x)?;
+            x = (self.mlp(layer, &x)? + x)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += 1;
+        }
+        let x = self.norm.forward(&x)?.reshape((b, self.shape.hidden))?;
+        Ok(self.output.forward(&x)?)
+    }
+
+    /// Projections to heads: q `[b, heads, n, d]`, k and v `[b, kv_heads, n, d]` (not yet rotated).
+    fn qkv(&self, layer: &Layer, h: &Tensor, b: usize, n: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let s = self.shape;
+        let q = layer.wq.forward(h)?.reshape((b, n, s.heads, s.head_dim))?.transpose(1, 2)?;
+        let k = layer.wk.forward(h)?.reshape((b, n, s.kv_heads, s.head_dim))?.transpose(1, 2)?;
+        let v = layer.wv.forward(h)?.reshape((b, n, s.kv_heads, s.head_dim))?.transpose(1, 2)?;
+        Ok((q, k, v))
+    }
+
+    /// Causal attention of one sequence's new positions `start..start+n` over its cache.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, cache: &mut candle_nn::kv_cache::KvCache, start: usize) -> Result<Tensor> {
+        let s = self.shape;
+        let n = q.dim(2)?;
+        if start + n > s.max_positions {
+            return Err(LlmError::Engine(format!("position {} is past the model's {}", start + n, s.max_positions)));
+        }
+        let cos = self.cos.narrow(0, start, n)?;
+        let sin = self.sin.narrow(0, start, n)?;
+        let q = candle_nn::rotary_emb::rope_i(&q.contiguous()?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope_i(&k.contiguous()?, &cos, &sin)?;
+        let (k, v) = cache.append(&k.contiguous()?, &v.contiguous()?)?;
+        let rep = s.heads / s.kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? / (s.head_dim as f64).sqrt())?;
+        let att = if n > 1 {
+            let mask = candle_transformers::utils::build_causal_mask(n, start, &self.device)?;
+            let mask = mask.broadcast_as(att.shape())?;
+            let neg = Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(att.shape())?;
+            mask.where_cond(&neg, &att)?
+        } else {
+            att
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        Ok(att.matmul(&v)?)
+    }
+
+    fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
+        let h = layer.ffn_norm.forward(x)?;
+        let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+        let u = layer.up.forward(&h)?;
+        Ok(layer.down.forward(&(g * u)?)?)
+    }
+}
