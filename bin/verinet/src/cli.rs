@@ -275,10 +275,20 @@ pub enum ModelCmd {
     Show(ShowArgs),
 }
 
+fn parse_kind(s: &str) -> Result<verinet_primitives::ModelKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("{s:?}: use onnx, llm or embedding"))
+}
+
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// ONNX file.
+    /// The model: an ONNX file, a GGUF file (an LLM), an encoder bundle, or a zipped
+    /// sentence-transformers folder (bundled first: config.json, model.safetensors,
+    /// tokenizer.json, sentence_bert_config.json; see docs/llm.md).
     pub file: PathBuf,
+    /// The kind of model (`onnx`, `llm`, `embedding`); detected from the bytes when left out,
+    /// and the hub refuses a kind the bytes are not.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<verinet_primitives::ModelKind>,
     /// Model name (lowercase letters, digits, - _ .).
     #[arg(long)]
     pub name: String,

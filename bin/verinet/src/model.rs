@@ -13,8 +13,18 @@ use crate::{
     output, wallet,
 };
 
-pub async fn push(a: PushArgs) -> anyhow::Result<()> {
+pub async fn push(mut a: PushArgs) -> anyhow::Result<()> {
     let key = wallet::load(&a.wallet)?;
+    // A zipped encoder folder is published as its canonical bundle (one blob, one sha256).
+    let _bundle_file;
+    if a.file.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+        let zip = tokio::fs::read(&a.file).await.with_context(|| format!("cannot read {}", a.file.display()))?;
+        let bundle = verinet_llm::bundle_from_zip(&zip)?;
+        let tmp = tempfile::NamedTempFile::new()?;
+        tokio::fs::write(tmp.path(), &bundle).await?;
+        a.file = tmp.path().to_path_buf();
+        _bundle_file = tmp;
+    }
     let len = tokio::fs::metadata(&a.file).await.with_context(|| format!("cannot read {}", a.file.display()))?.len();
 
     // Hash first (the signature covers the sha256), streaming so big models stay out of memory.
@@ -42,6 +52,7 @@ pub async fn push(a: PushArgs) -> anyhow::Result<()> {
         signature: String::new(),
         sha256: None,
         verification: None,
+        kind: a.kind,
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let meta = sign_publish(meta, id, key.signer(), now)?;

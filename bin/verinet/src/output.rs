@@ -20,6 +20,14 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn print_io(io: &IoSignature) {
+    if !io.kind.is_onnx() {
+        println!("  kind     {}", io.kind);
+    }
+    if let Some(serde_json::Value::Object(facts)) = &io.language {
+        for (k, v) in facts {
+            println!("  {k:<8} {v}");
+        }
+    }
     for s in &io.inputs {
         println!("  input    {s}");
     }

@@ -158,6 +158,7 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
             signature: String::new(),
             sha256: None,
             verification: None,
+            kind: None,
         };
         let signed = sign_publish(meta, ModelId::of_bytes(&bytes), &creator, now()).map_err(|e| anyhow::anyhow!("{e}"))?;
         client.publish_bytes(&signed, bytes.clone()).await?;

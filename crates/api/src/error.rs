@@ -36,6 +36,18 @@ pub enum ApiError {
     /// The model reference did not parse.
     #[error("{0}")]
     InvalidModelRef(String),
+    /// The model is of a kind this route does not serve (a language model on `/v1/infer`).
+    #[error("{model} is a {kind} model; {route} serves {serves} models")]
+    WrongModelKind {
+        /// The model named.
+        model: String,
+        /// Its kind.
+        kind: verinet_primitives::ModelKind,
+        /// The route called.
+        route: &'static str,
+        /// The kinds the route serves.
+        serves: &'static str,
+    },
     /// A multipart upload was malformed.
     #[error("{0}")]
     BadUpload(String),
@@ -184,6 +196,7 @@ impl ApiError {
             ApiError::Ledger(LedgerError::Store(e)) | ApiError::Store(e) => store_parts(e),
             ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", true),
             ApiError::InvalidModelRef(_) => (S::BAD_REQUEST, "invalid_model_ref", true),
+            ApiError::WrongModelKind { .. } => (S::BAD_REQUEST, "wrong_model_kind", true),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "bad_upload", true),
             ApiError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large", true),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", true),

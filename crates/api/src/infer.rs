@@ -86,6 +86,9 @@ async fn serve(
     let model_ref: ModelRef = req.model.parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
     let model = st.hub.resolve(&model_ref).await?;
     ev.model = Some(model.name.clone());
+    if !model.signature.kind.is_onnx() {
+        return Err(ApiError::WrongModelKind { model: req.model, kind: model.signature.kind, route: "/v1/infer", serves: "onnx" });
+    }
     Span::current().record("model", tracing::field::display(&model.id));
 
     // 3. Validate inputs against the stored signature before anything costs money or CPU.

@@ -56,8 +56,8 @@ pub enum HubError {
         /// Version.
         version: String,
     },
-    /// The bytes are not a valid, runnable ONNX graph.
-    #[error("not a runnable ONNX model: {0}")]
+    /// The bytes are not a model that runs: an invalid ONNX graph, GGUF file or encoder bundle.
+    #[error("not a runnable model: {0}")]
     InvalidModel(String),
     /// No such model, version or blob.
     #[error("{0} not found")]

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::{Stream, stream::BoxStream};
 use tracing::{info, instrument};
 use verinet_primitives::{
-    ModelId, ModelRef, PublishAuth, validate_model_name,
+    IoSignature, ModelId, ModelKind, ModelRef, PublishAuth, validate_model_name,
     wire::{ModelPolicy, PublishRequest},
 };
 use verinet_runtime::{Runtime, RuntimeError};
@@ -101,12 +101,21 @@ impl Hub {
             return Err(HubError::VersionExists { name: meta.name, version: meta.version.to_string() });
         }
 
-        // The runtime needs the whole graph in memory to compile it; the upload itself never was.
+        // The engine needs the whole model in memory to check it; the upload itself never was.
         let bytes = Bytes::from(tokio::fs::read(&staged.path).await?);
-        let signature = self.runtime.inspect(staged.id, bytes).await.map_err(|e| match e {
-            RuntimeError::InvalidModel(reason) => HubError::InvalidModel(reason),
-            other => HubError::Internal(other.to_string()),
-        })?;
+        let detected = ModelKind::detect(&bytes);
+        if let Some(claimed) = meta.kind
+            && claimed != detected
+        {
+            return Err(HubError::InvalidModel(format!("the bytes are of kind {detected}, not {claimed}")));
+        }
+        let signature = match detected {
+            ModelKind::Onnx => self.runtime.inspect(staged.id, bytes).await.map_err(|e| match e {
+                RuntimeError::InvalidModel(reason) => HubError::InvalidModel(reason),
+                other => HubError::Internal(other.to_string()),
+            })?,
+            kind => inspect_language_model(kind, bytes).await?,
+        };
         self.blobs.put_file(&staged.id, &staged.path).await?;
 
         let record = NewModelVersion {
@@ -207,6 +216,23 @@ impl Hub {
     pub async fn flush_usage(&self) {
         self.usage.flush().await;
     }
+}
+
+/// Loads a GGUF model or an encoder bundle once, on the blocking pool, to prove it runs: its
+/// signature is its kind and what the engine read from it.
+async fn inspect_language_model(kind: ModelKind, bytes: Bytes) -> Result<IoSignature> {
+    let facts = tokio::task::spawn_blocking(move || match kind {
+        ModelKind::Llm => verinet_llm::LanguageModel::load(&bytes).map(|m| serde_json::to_value(m.info())),
+        _ => verinet_llm::Embedder::load(&bytes).map(|m| serde_json::to_value(m.info())),
+    })
+    .await
+    .map_err(|e| HubError::Internal(format!("inspect task: {e}")))?
+    .map_err(|e| match e {
+        verinet_llm::LlmError::InvalidModel(reason) => HubError::InvalidModel(reason),
+        other => HubError::InvalidModel(other.to_string()),
+    })?
+    .map_err(|e| HubError::Internal(e.to_string()))?;
+    Ok(IoSignature { kind, language: Some(facts), ..IoSignature::default() })
 }
 
 /// Validates the metadata fields and parses the price.

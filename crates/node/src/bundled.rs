@@ -70,6 +70,7 @@ pub async fn publish_missing(hub: &Hub, key: &KeyFile) -> Result<()> {
             signature: format!("0x{}", alloy_primitives::hex::encode(sig.as_bytes())),
             sha256: Some(id),
             verification: None,
+            kind: None,
         };
         let staged = hub.stage(futures_once(m.bytes)).await?;
         match hub.publish(meta, staged).await {

@@ -28,5 +28,5 @@ pub use hash::tensors_hash;
 pub use model_id::{ModelId, Sha256Hasher};
 pub use model_ref::{ModelRef, validate_model_name};
 pub use publish::PublishAuth;
-pub use signature::{Dim, InputMismatch, IoSignature, TensorSpec};
+pub use signature::{Dim, InputMismatch, IoSignature, ModelKind, TensorSpec};
 pub use tensor::{DType, Tensor, TensorMap};

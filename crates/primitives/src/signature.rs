@@ -5,13 +5,68 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DType, TensorMap};
 
-/// A model's declared inputs and outputs, read from its ONNX graph at publish time.
+/// A model's interface, read from its bytes at publish time: the declared inputs and outputs
+/// of an ONNX graph, or, for a language model, its kind and the facts its file states (an LLM
+/// takes messages and answers tokens; an encoder takes texts and answers vectors).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct IoSignature {
-    /// Graph inputs that must be fed (initialisers excluded), in graph order.
+    /// Graph inputs that must be fed (initialisers excluded), in graph order (ONNX only).
     pub inputs: Vec<TensorSpec>,
-    /// Graph outputs, in graph order.
+    /// Graph outputs, in graph order (ONNX only).
     pub outputs: Vec<TensorSpec>,
+    /// What kind of model this is (absent in JSON: `onnx`).
+    #[serde(default, skip_serializing_if = "ModelKind::is_onnx")]
+    pub kind: ModelKind,
+    /// For `llm` and `embedding`: what the engine read from the file (context length,
+    /// vocabulary, quantization, dimensions, ...), as the engine states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<serde_json::Value>,
+}
+
+/// The kinds of model the hub stores. Each is one blob, named by its sha256.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// An ONNX graph: tensors in, tensors out.
+    #[default]
+    Onnx,
+    /// A GGUF language model (tokenizer and chat template in its metadata).
+    Llm,
+    /// A sentence encoder bundle (weights, tokenizer, config in one canonical bundle).
+    Embedding,
+}
+
+impl ModelKind {
+    /// Whether this is the default kind.
+    pub fn is_onnx(&self) -> bool {
+        *self == ModelKind::Onnx
+    }
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Onnx => "onnx",
+            ModelKind::Llm => "llm",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+
+    /// The kind the bytes look like: GGUF magic, the bundle's first line, else ONNX.
+    pub fn detect(bytes: &[u8]) -> Self {
+        if bytes.starts_with(b"GGUF") {
+            ModelKind::Llm
+        } else if bytes.starts_with(b"VERINET-BUNDLE-1\n") {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Onnx
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One named tensor slot in a signature.
@@ -179,6 +234,7 @@ mod tests {
                 TensorSpec { name: "x".into(), dtype: DType::Float32, shape: vec![Dim::Symbolic("batch".into()), Dim::Fixed(3)] },
             ],
             outputs: vec![],
+            ..Default::default()
         }
     }
 

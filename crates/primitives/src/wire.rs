@@ -41,6 +41,10 @@ pub struct PublishRequest {
     /// `{"sample_rate": 0.2, "tolerance_abs": 1e-3, "tolerance_rel": 1e-3}` (each optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<serde_json::Value>,
+    /// The kind of model the bytes are (`onnx`, `llm`, `embedding`); detected from the bytes
+    /// when absent, and checked against them when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::ModelKind>,
 }
 
 /// A model version's verification policy, overriding the node's defaults: the sampling rate of

@@ -60,7 +60,7 @@ pub(crate) fn signature(
     if outputs.is_empty() {
         return Err(RuntimeError::InvalidModel("the graph has no outputs".into()));
     }
-    Ok(IoSignature { inputs, outputs })
+    Ok(IoSignature { inputs, outputs, ..Default::default() })
 }
 
 /// The declared spec of one graph value; `None` when its type or shape is left out.

@@ -70,6 +70,7 @@ pub fn sample(name: &str, version: &str, owner: Address) -> NewModelVersion {
                 shape: vec![Dim::Fixed(1), Dim::Fixed(4)],
             }],
             outputs: vec![TensorSpec { name: "y".into(), dtype: DType::Float32, shape: vec![Dim::Fixed(1)] }],
+            ..Default::default()
         },
         publish_signature: format!("0x{}", "1b".repeat(65)),
         policy: Some(r#"{"sample_rate":0.5}"#.into()),
@@ -118,6 +119,9 @@ pub async fn round_trip(store: Arc<dyn ModelStore>) {
             dtype: DType::Int64,
             shape: vec![Dim::Symbolic("batch".into())],
         }],
+        // A language model's kind and facts round-trip with the rest of the signature.
+        kind: verinet_primitives::ModelKind::Llm,
+        language: Some(serde_json::json!({"context_length": 8192, "quantization": "q4_1"})),
     };
     v.publish_signature = format!("0x{}", "ab".repeat(65));
     v.published_at_ms = 1_712_345_678_901;

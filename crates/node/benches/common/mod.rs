@@ -116,6 +116,7 @@ pub async fn publish(client: &Client, key: &PrivateKeySigner, name: &str, bytes:
         signature: String::new(),
         sha256: None,
         verification: None,
+        kind: None,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let id = ModelId::of_bytes(&bytes);

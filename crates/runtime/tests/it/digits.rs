@@ -14,6 +14,7 @@ pub fn digits_signature() -> IoSignature {
             spec("probabilities", DType::Float32, vec![batch(), Dim::Fixed(10)]),
             spec("label", DType::Int64, vec![batch()]),
         ],
+        ..Default::default()
     }
 }
 
