@@ -62,6 +62,8 @@ pub(crate) fn list_item(s: &ModelSummary, fees: &FeeSchedule) -> ModelListItem {
         owner: s.owner,
         latest_version: s.latest.version.clone(),
         sha256: s.latest.id,
+        kind: s.latest.signature.kind,
+        published_at_ms: s.latest.published_at_ms,
         description: s.latest.description.clone(),
         tags: s.latest.tags.clone(),
         price: price_of(&s.latest, fees).total,

@@ -262,7 +262,7 @@ impl IntoResponse for ApiError {
             error!(error = %self, "internal error");
             "internal error; see the node log".to_owned()
         };
-        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, kind: openai_type(status).to_owned() } };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -273,5 +273,19 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         resp
+    }
+}
+
+/// OpenAI's `error.type` for a status (its clients pick the exception class from the status;
+/// the type is for people and logs).
+fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        402 => "payment_required",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
     }
 }

@@ -13,7 +13,8 @@ use tracing::instrument;
 use verinet_hub::Staged;
 use verinet_primitives::{
     ModelId,
-    wire::{ModelInfo, ModelList, ModelVersionInfo, PublishRequest},
+    openai::{ModelEntry, ModelPage},
+    wire::{ModelInfo, ModelVersionInfo, PublishRequest},
 };
 use verinet_store::{ModelQuery, ModelSort};
 
@@ -87,11 +88,12 @@ pub(crate) struct ListQuery {
     offset: Option<u32>,
 }
 
-/// `GET /v1/models[?q=&tag=&sort=usage|name|newest&limit=&offset=]`, most used first.
+/// `GET /v1/models[?q=&tag=&sort=usage|name|newest&limit=&offset=]`, most used first, in
+/// OpenAI's list shape (`id` is the name to call) with the hub's fields in each entry.
 pub(crate) async fn list(
     State(st): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ModelList>, ApiError> {
+) -> Result<Json<ModelPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidJson(format!("query: {}", e.body_text())))?;
     let sort = match q.sort.as_deref() {
         None | Some("usage") => ModelSort::Usage,
@@ -107,7 +109,20 @@ pub(crate) async fn list(
         offset: q.offset.unwrap_or(0),
     };
     let models = st.hub.list(&query).await?;
-    Ok(Json(ModelList { models: models.iter().map(|m| dto::list_item(m, &st.payments.fees)).collect() }))
+    let data = models
+        .iter()
+        .map(|m| {
+            let hub = dto::list_item(m, &st.payments.fees);
+            ModelEntry {
+                id: hub.name.clone(),
+                object: "model".into(),
+                created: (hub.published_at_ms.max(0) / 1000) as u64,
+                owned_by: hub.owner.to_checksum(None),
+                hub,
+            }
+        })
+        .collect();
+    Ok(Json(ModelPage { object: "list".into(), data }))
 }
 
 /// `GET /v1/models/{name}`.

@@ -163,7 +163,7 @@ impl Client {
         decode(resp).await
     }
 
-    /// `GET /v1/models`.
+    /// `GET /v1/models` (OpenAI's list shape; the hub's record of each entry).
     pub async fn list_models(&self, p: &ListParams) -> Result<ModelList> {
         let q: Vec<(&str, String)> = [
             ("q", p.q.clone()),
@@ -174,7 +174,8 @@ impl Client {
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
-        decode(self.http.get(self.url("/v1/models")).query(&q).send().await?).await
+        let page: verinet_primitives::openai::ModelPage = decode(self.http.get(self.url("/v1/models")).query(&q).send().await?).await?;
+        Ok(ModelList { models: page.data.into_iter().map(|e| e.hub).collect() })
     }
 
     /// `GET /v1/models/{name}`.

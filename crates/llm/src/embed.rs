@@ -23,17 +23,22 @@ pub struct EmbedInfo {
     pub files: Vec<String>,
 }
 
-/// A loaded encoder.
-pub struct Embedder {
-    bert: BertModel,
+/// The tokenizer of an encoder bundle and its input limit: all a gateway needs to count and
+/// check inputs before anything runs (no weights loaded).
+pub struct EncoderTokenizer {
     tokenizer: Tokenizer,
-    info: EmbedInfo,
+    max_tokens: usize,
 }
 
-impl Embedder {
-    /// Checks and loads a bundle.
+impl EncoderTokenizer {
+    /// Reads `tokenizer.json`, `config.json` and `sentence_bert_config.json` from a bundle.
     pub fn load(bytes: &[u8]) -> Result<Self> {
         let bundle = Bundle::parse(bytes)?;
+        let (tokenizer, config, _) = Self::from_bundle(&bundle)?;
+        Ok(Self { tokenizer, max_tokens: max_tokens(&bundle, &config) })
+    }
+
+    fn from_bundle<'a>(bundle: &Bundle<'a>) -> Result<(Tokenizer, Config, &'a [u8])> {
         let file = |n: &str| bundle.file(n).ok_or_else(|| LlmError::InvalidModel(format!("embedding bundle: {n} is missing")));
         let config: Config = serde_json::from_slice(file("config.json")?)
             .map_err(|e| LlmError::InvalidModel(format!("config.json: {e}")))?;
@@ -42,31 +47,12 @@ impl Embedder {
         // Inputs are measured and refused when too long, never silently cut.
         tokenizer.with_truncation(None).map_err(|e| LlmError::InvalidModel(e.to_string()))?;
         tokenizer.with_padding(None);
-        let weights = file("model.safetensors")?;
-        safetensors_check(weights)?;
-        let vb = VarBuilder::from_slice_safetensors(weights, DType::F32, &Device::Cpu)
-            .map_err(|e| LlmError::InvalidModel(format!("model.safetensors: {e}")))?;
-        let bert = BertModel::load(vb.clone(), &config)
-            .or_else(|_| BertModel::load(vb.pp("bert"), &config))
-            .map_err(|e| LlmError::InvalidModel(format!("model.safetensors does not hold a BERT encoder for config.json: {e}")))?;
-        // sentence-transformers' own limit when the bundle carries it, else the position table.
-        let st_max = bundle
-            .file("sentence_bert_config.json")
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-            .and_then(|v| v.get("max_seq_length").and_then(|m| m.as_u64()))
-            .map(|m| m as usize);
-        let info = EmbedInfo {
-            dimensions: config.hidden_size,
-            max_tokens: st_max.unwrap_or(512).min(config.max_position_embeddings),
-            layers: config.num_hidden_layers,
-            files: bundle.files.iter().map(|(e, _)| e.name.clone()).collect(),
-        };
-        Ok(Self { bert, tokenizer, info })
+        Ok((tokenizer, config, file("model.safetensors")?))
     }
 
-    /// Facts about it.
-    pub fn info(&self) -> &EmbedInfo {
-        &self.info
+    /// Most tokens one input may have.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
     }
 
     /// Token ids of each text (with the tokenizer's special tokens). Too long an input is an
@@ -77,12 +63,70 @@ impl Embedder {
             .enumerate()
             .map(|(i, t)| {
                 let enc = self.tokenizer.encode(t.as_str(), true).map_err(|e| LlmError::Input(format!("input[{i}]: {e}")))?;
-                if enc.len() > self.info.max_tokens {
-                    return Err(LlmError::ContextExceeded { prompt: enc.len(), max_tokens: 0, context: self.info.max_tokens });
+                if enc.len() > self.max_tokens {
+                    return Err(LlmError::Input(format!(
+                        "input[{i}] has {} tokens; this model takes at most {}",
+                        enc.len(),
+                        self.max_tokens
+                    )));
                 }
                 Ok(enc.get_ids().to_vec())
             })
             .collect()
+    }
+}
+
+/// sentence-transformers' own limit when the bundle carries it, else the position table.
+fn max_tokens(bundle: &Bundle<'_>, config: &Config) -> usize {
+    let st_max = bundle
+        .file("sentence_bert_config.json")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v.get("max_seq_length").and_then(|m| m.as_u64()))
+        .map(|m| m as usize);
+    st_max.unwrap_or(512).min(config.max_position_embeddings)
+}
+
+/// A loaded encoder.
+pub struct Embedder {
+    bert: BertModel,
+    tokenizer: EncoderTokenizer,
+    info: EmbedInfo,
+}
+
+impl Embedder {
+    /// Checks and loads a bundle.
+    pub fn load(bytes: &[u8]) -> Result<Self> {
+        let bundle = Bundle::parse(bytes)?;
+        let (tokenizer, config, weights) = EncoderTokenizer::from_bundle(&bundle)?;
+        safetensors_check(weights)?;
+        let vb = VarBuilder::from_slice_safetensors(weights, DType::F32, &Device::Cpu)
+            .map_err(|e| LlmError::InvalidModel(format!("model.safetensors: {e}")))?;
+        let bert = BertModel::load(vb.clone(), &config)
+            .or_else(|_| BertModel::load(vb.pp("bert"), &config))
+            .map_err(|e| LlmError::InvalidModel(format!("model.safetensors does not hold a BERT encoder for config.json: {e}")))?;
+        let max_tokens = max_tokens(&bundle, &config);
+        let info = EmbedInfo {
+            dimensions: config.hidden_size,
+            max_tokens,
+            layers: config.num_hidden_layers,
+            files: bundle.files.iter().map(|(e, _)| e.name.clone()).collect(),
+        };
+        Ok(Self { bert, tokenizer: EncoderTokenizer { tokenizer, max_tokens }, info })
+    }
+
+    /// Facts about it.
+    pub fn info(&self) -> &EmbedInfo {
+        &self.info
+    }
+
+    /// Its tokenizer.
+    pub fn tokenizer(&self) -> &EncoderTokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of each text; see [`EncoderTokenizer::tokenize`].
+    pub fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        self.tokenizer.tokenize(texts)
     }
 
     /// One unit vector per input (a padded batch, masked).

@@ -9,6 +9,7 @@
 //! - [`sample`]: the sampler, a pure function of (logits, [`SamplingParams`], step).
 //! - [`Bundle`]: the canonical single-blob form of a multi-file model; [`Embedder`] runs a
 //!   BERT encoder bundle into unit vectors.
+//! - [`LlmHost`]: the models and tokenizers one process holds, loaded once, LRU-bounded.
 //! - [`LlmError`]: every way it fails.
 
 mod bundle;
@@ -17,14 +18,16 @@ mod embed;
 mod engine;
 mod error;
 mod gguf;
+mod host;
 mod llama;
 mod sampler;
 
 pub use bundle::{BUNDLE_MAGIC, Bundle, BundleEntry, ENCODER_FILES, bundle_from_zip};
 pub use codec::{ChatMessage, TextCodec};
-pub use embed::{EmbedInfo, Embedder};
+pub use embed::{EmbedInfo, Embedder, EncoderTokenizer};
 pub use engine::{Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig};
 pub use error::{LlmError, Result};
 pub use gguf::{LlmInfo, inspect_gguf};
+pub use host::{LlmHost, ModelKey};
 pub use llama::{KvCache, Llama, LlamaShape};
 pub use sampler::{SamplingParams, argmax, sample, uniform};

@@ -185,7 +185,7 @@ impl Drop for InFlight<'_> {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } })).into_response()
+    (status, Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into(), kind: String::new() } })).into_response()
 }
 
 async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {

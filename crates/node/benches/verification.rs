@@ -36,6 +36,7 @@ fn receipts() {
         price: "1430".into(),
         payer: Address::repeat_byte(1),
         timestamp: 1_764_000_000_000,
+        completion: None,
     };
     let start = Instant::now();
     let signed: Vec<_> = (0..N).map(|i| sign_receipt(body(i), &key, 31337).expect("sign")).collect();

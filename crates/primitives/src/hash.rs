@@ -28,6 +28,30 @@ pub fn tensors_hash(tensors: &TensorMap) -> B256 {
     h.finalize()
 }
 
+/// Canonical hash of token ids (a prompt or a completion): keccak256 over each id as u32
+/// little-endian, in order. An LLM receipt binds the prompt and output this way, so anyone
+/// holding the ids (the response returns the output ids) recomputes it.
+pub fn token_ids_hash(ids: &[u32]) -> B256 {
+    let mut h = Keccak256::new();
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    h.finalize()
+}
+
+/// Canonical hash of several token id lists (the inputs of one embeddings call): keccak256 over
+/// each list as its length (u32 LE) then its ids (u32 LE each), in order.
+pub fn token_lists_hash(lists: &[Vec<u32>]) -> B256 {
+    let mut h = Keccak256::new();
+    for ids in lists {
+        h.update((ids.len() as u32).to_le_bytes());
+        for id in ids {
+            h.update(id.to_le_bytes());
+        }
+    }
+    h.finalize()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +77,21 @@ mod tests {
         for other in [shape, value, name] {
             assert_ne!(tensors_hash(&other), base);
         }
+    }
+
+    #[test]
+    fn token_hashes_are_the_documented_bytes() {
+        let mut bytes = Vec::new();
+        for id in [1u32, 9690, 198] {
+            bytes.extend(id.to_le_bytes());
+        }
+        assert_eq!(token_ids_hash(&[1, 9690, 198]), alloy_primitives::keccak256(&bytes));
+        assert_ne!(token_ids_hash(&[1, 9690]), token_ids_hash(&[1, 9690, 198]));
+        // List boundaries count: [[1],[2,3]] and [[1,2],[3]] differ.
+        assert_ne!(token_lists_hash(&[vec![1], vec![2, 3]]), token_lists_hash(&[vec![1, 2], vec![3]]));
+        let mut b = 1u32.to_le_bytes().to_vec();
+        b.extend(7u32.to_le_bytes());
+        assert_eq!(token_lists_hash(&[vec![7]]), alloy_primitives::keccak256(&b));
     }
 
     /// The documented test vector (docs/receipts.md): one float32 tensor "x" = [[1, 2]].

@@ -3,7 +3,10 @@
 //! - [`ModelId`]: the content address of a model, `sha256:<hex>` of its exact ONNX bytes.
 //! - [`Tensor`], [`DType`], [`TensorMap`]: tensors and their JSON form (`data` or `b64`).
 //! - [`unix_ms`]: the wall clock, in the unit records and events use.
-//! - [`tensors_hash`]: the canonical keccak256 of named tensors that receipts and payments bind.
+//! - [`tensors_hash`], [`token_ids_hash`], [`token_lists_hash`]: the canonical keccak256 of
+//!   named tensors and of token ids that receipts and payments bind.
+//! - [`openai`]: the OpenAI-compatible request and response bodies (chat, completions,
+//!   embeddings, the model list).
 //! - [`IoSignature`], [`TensorSpec`], [`Dim`]: a model's declared inputs and outputs, and the
 //!   check of a request's inputs against them ([`InputMismatch`]).
 //! - [`ModelRef`]: how a request names a model (`name`, `name@version`, `sha256:<hex>`).
@@ -19,12 +22,13 @@ mod model_ref;
 mod publish;
 mod signature;
 mod tensor;
+pub mod openai;
 pub mod wire;
 
 pub use alloy_primitives::Address;
 pub use clock::{unix_ms, unix_ms_u64};
 pub use error::{Error, Result};
-pub use hash::tensors_hash;
+pub use hash::{tensors_hash, token_ids_hash, token_lists_hash};
 pub use model_id::{ModelId, Sha256Hasher};
 pub use model_ref::{ModelRef, validate_model_name};
 pub use publish::PublishAuth;

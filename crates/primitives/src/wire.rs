@@ -169,6 +169,13 @@ pub struct ModelListItem {
     pub latest_version: semver::Version,
     /// Its content id.
     pub sha256: ModelId,
+    /// What it is: `onnx` (called on `/v1/infer`), `llm` (chat and text completions) or
+    /// `embedding` (`/v1/embeddings`).
+    #[serde(default)]
+    pub kind: crate::ModelKind,
+    /// When its newest version was published, unix ms.
+    #[serde(default)]
+    pub published_at_ms: i64,
     /// Its description.
     pub description: String,
     /// Its tags.
@@ -499,6 +506,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable message.
     pub message: String,
+    /// OpenAI's error class: `invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `not_found_error`, `rate_limit_error`, `server_error`.
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
 }
 
 /// `GET /health`.
@@ -540,6 +551,37 @@ pub struct ReceiptBody {
     pub payer: Address,
     /// Unix milliseconds.
     pub timestamp: u64,
+    /// For a completion (LLM) call: what was generated and how. The receipt is then signed as
+    /// the EIP-712 type `CompletionReceipt` (docs/receipts.md), `input_hash` is the
+    /// [`token_ids_hash`](crate::token_ids_hash) of the prompt ids and `output_hash` that of
+    /// the output ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<CompletionTerms>,
+}
+
+/// The terms of a completion that its receipt binds besides the hashes.
+///
+/// Floats are decimal strings exactly as the sampler read them (Rust's shortest round-trip
+/// form of the `f32`), so the signed text is what a verifier hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionTerms {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Tokens generated (the final end-of-turn token included).
+    pub completion_tokens: u32,
+    /// Sampling temperature (`"0"`: greedy).
+    pub temperature: String,
+    /// Nucleus mass.
+    pub top_p: String,
+    /// Sampler seed (chosen by the node when the request gave none).
+    pub seed: u64,
+    /// Most tokens asked for.
+    pub max_tokens: u32,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
 }
 
 /// A receipt with its signature and the chain id of its EIP-712 domain.

@@ -98,6 +98,7 @@ pub fn receipt_body(terms: &Terms, model: ModelId, outputs: &TensorMap, node: Ad
         price: terms.price.to_string(),
         payer: terms.payer,
         timestamp: verinet_primitives::unix_ms_u64(),
+        completion: None,
     }
 }
 

@@ -22,6 +22,29 @@ sol! {
         address payer;
         uint64 timestamp;
     }
+
+    /// The EIP-712 message a node signs for a completion (LLM) call: the receipt's fields,
+    /// `inputHash`/`outputHash` over prompt and output token ids, then the generation terms.
+    #[derive(Debug)]
+    struct CompletionReceipt {
+        string requestId;
+        bytes32 modelHash;
+        bytes32 inputHash;
+        bytes32 outputHash;
+        address node;
+        string mode;
+        uint256 price;
+        address payer;
+        uint64 timestamp;
+        uint32 promptTokens;
+        uint32 completionTokens;
+        string temperature;
+        string topP;
+        uint64 seed;
+        uint32 maxTokens;
+        string[] stop;
+        string finishReason;
+    }
 }
 
 /// The domain receipts are signed in.
@@ -35,6 +58,29 @@ pub fn receipt_hash(body: &ReceiptBody, chain_id: u64) -> Result<B256, VerifyErr
         let this = body;
         let price = U256::from_str_radix(&this.price, 10)
             .map_err(|e| VerifyError::Malformed(format!("price {:?}: {e}", this.price)))?;
+        let domain = receipt_domain(chain_id);
+        if let Some(c) = &this.completion {
+            let message = CompletionReceipt {
+                requestId: this.request_id.clone(),
+                modelHash: this.model_hash,
+                inputHash: this.input_hash,
+                outputHash: this.output_hash,
+                node: this.node,
+                mode: this.mode.clone(),
+                price,
+                payer: this.payer,
+                timestamp: this.timestamp,
+                promptTokens: c.prompt_tokens,
+                completionTokens: c.completion_tokens,
+                temperature: c.temperature.clone(),
+                topP: c.top_p.clone(),
+                seed: c.seed,
+                maxTokens: c.max_tokens,
+                stop: c.stop.clone(),
+                finishReason: c.finish_reason.clone(),
+            };
+            return Ok(message.eip712_signing_hash(&domain));
+        }
         let message = Receipt {
             requestId: this.request_id.clone(),
             modelHash: this.model_hash,
@@ -46,7 +92,7 @@ pub fn receipt_hash(body: &ReceiptBody, chain_id: u64) -> Result<B256, VerifyErr
             payer: this.payer,
             timestamp: this.timestamp,
         };
-        Ok(message.eip712_signing_hash(&receipt_domain(chain_id)))
+        Ok(message.eip712_signing_hash(&domain))
     }
 }
 
@@ -93,6 +139,7 @@ mod tests {
             price: "1430".into(),
             payer: Address::repeat_byte(4),
             timestamp: 1_764_000_000_000,
+            completion: None,
         }
     }
 
@@ -113,6 +160,33 @@ mod tests {
         let mut t = signed.clone();
         t.chain_id = 1;
         assert!(verify_receipt(&t).is_err());
+        // A completion receipt is another EIP-712 type: its terms are signed too.
+        let mut c = body(key.address());
+        c.completion = Some(verinet_primitives::wire::CompletionTerms {
+            prompt_tokens: 20,
+            completion_tokens: 8,
+            temperature: "0.7".into(),
+            top_p: "1".into(),
+            seed: 42,
+            max_tokens: 8,
+            stop: vec!["\n".into()],
+            finish_reason: "length".into(),
+        });
+        let signed_c = sign_receipt(c, &key, 31337).unwrap();
+        assert_ne!(signed_c.digest, signed.digest);
+        assert_eq!(verify_receipt(&signed_c).unwrap(), key.address());
+        type Edit = fn(&mut verinet_primitives::wire::CompletionTerms);
+        let edits: [Edit; 4] = [
+            |t| t.seed = 43,
+            |t| t.completion_tokens = 7,
+            |t| t.temperature = "0.70".into(),
+            |t| t.stop.clear(),
+        ];
+        for edit in edits {
+            let mut t = signed_c.clone();
+            edit(t.receipt.completion.as_mut().unwrap());
+            assert!(matches!(verify_receipt(&t), Err(VerifyError::DigestMismatch { .. })));
+        }
         let other = PrivateKeySigner::random();
         assert!(matches!(sign_receipt(body(key.address()), &other, 31337), Err(VerifyError::WrongSigner { .. })));
     }
