@@ -48,6 +48,18 @@ pub enum ApiError {
         /// The kinds the route serves.
         serves: &'static str,
     },
+    /// A well-formed request the node cannot serve as asked (bad messages, a parameter out of
+    /// range, a prompt over the context window); `code` names which.
+    #[error("{message}")]
+    InvalidRequest {
+        /// Stable code (`empty_messages`, `invalid_role`, `context_length_exceeded`, ...).
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A language model refused or failed.
+    #[error(transparent)]
+    Llm(verinet_llm::LlmError),
     /// A multipart upload was malformed.
     #[error("{0}")]
     BadUpload(String),
@@ -198,6 +210,15 @@ impl ApiError {
             ApiError::InvalidModelRef(_) => (S::BAD_REQUEST, "invalid_model_ref", true),
             ApiError::WrongModelKind { .. } => (S::BAD_REQUEST, "wrong_model_kind", true),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "bad_upload", true),
+            ApiError::InvalidRequest { code, .. } => (S::BAD_REQUEST, code, true),
+            ApiError::Llm(e) => match e {
+                verinet_llm::LlmError::Input(_) => (S::BAD_REQUEST, "invalid_input", true),
+                verinet_llm::LlmError::ContextExceeded { .. } => (S::BAD_REQUEST, "context_length_exceeded", true),
+                verinet_llm::LlmError::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded", true),
+                verinet_llm::LlmError::InvalidModel(_) | verinet_llm::LlmError::Engine(_) => {
+                    (S::INTERNAL_SERVER_ERROR, "internal", false)
+                }
+            },
             ApiError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large", true),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", true),
             ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", true),

@@ -251,7 +251,7 @@ async fn serve(
 ///
 /// The compute fee goes to `operator`, whoever served in the end (a retry may have moved the
 /// request off the worker quoted).
-async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address) -> Result<String, ApiError> {
+pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address) -> Result<String, ApiError> {
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
     match st.ledger.capture(&escrow, output_hash).await {
@@ -264,7 +264,7 @@ async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Addr
     }
 }
 
-async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
+pub(crate) async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
     let esc = &e.escrow;
     if let Err(err) = st.ledger.refund(&esc.request_id, esc.payer, esc.quote.total, reason).await {
         // The escrow stays; recovery refunds it at the next start.
@@ -275,7 +275,7 @@ async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
 
 
 /// 128 random bits as hex: unique without coordination between gateways.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let mut b = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)

@@ -21,6 +21,7 @@ mod health;
 mod infer;
 mod models;
 mod nodes;
+mod openai;
 mod money;
 mod pay;
 mod receipts;

@@ -6,6 +6,7 @@ use verinet_hub::Hub;
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config};
 use verinet_primitives::Address;
+use verinet_llm::LlmHost;
 use verinet_runtime::Runtime;
 use verinet_flywheel::EventLog;
 use verinet_verify::{Pool, ReceiptLog, Tolerance};
@@ -15,6 +16,8 @@ use verinet_verify::{Pool, ReceiptLog, Tolerance};
 pub struct ApiConfig {
     /// Largest `POST /v1/infer` body in bytes (default 64 MiB).
     pub max_infer_body: usize,
+    /// Largest body of the OpenAI routes in bytes (default 8 MiB).
+    pub max_openai_body: usize,
     /// Timeout of every request except uploads (default 60 s).
     pub request_timeout: Duration,
     /// Timeout of a model upload (default 30 min: 512 MiB at ~300 KiB/s).
@@ -27,6 +30,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_infer_body: 64 << 20,
+            max_openai_body: 8 << 20,
             request_timeout: Duration::from_secs(60),
             upload_timeout: Duration::from_secs(30 * 60),
             storage_name: "sqlite".into(),
@@ -96,6 +100,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The inference runtime.
     pub runtime: Arc<Runtime>,
+    /// Language models and tokenizers (the gateway tokenizes; in-process executors generate).
+    pub llm: Arc<LlmHost>,
     /// The money ledger.
     pub ledger: Ledger,
     /// The x402 facilitator over the ledger.

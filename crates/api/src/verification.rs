@@ -34,7 +34,7 @@ fn check(status: &str, checked_by: Vec<Address>, disputed: Vec<Address>) -> Chec
 }
 
 /// How an in-process executor gets model bytes: from this gateway's hub.
-fn hub_loader(st: &AppState) -> LoadBytes {
+pub(crate) fn hub_loader(st: &AppState) -> LoadBytes {
     let hub = st.hub.clone();
     Arc::new(move |id: ModelId| {
         let hub = hub.clone();

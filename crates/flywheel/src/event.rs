@@ -72,6 +72,12 @@ pub struct RequestEvent {
     pub queue_ms: f64,
     /// Whole request, ms.
     pub total_ms: f64,
+    /// Language models: prompt (or embedding input) tokens.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Language models: tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 // Amounts as decimal strings: u128 does not fit a JSON number everywhere, and serde's

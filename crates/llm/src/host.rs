@@ -90,10 +90,13 @@ impl LlmHost {
     }
 }
 
+/// A value being loaded or loaded, shared by everyone who asked for it.
+type Slot<T> = Arc<OnceCell<Arc<T>>>;
+
 /// Loaded values by key, most recently used last.
 struct Cache<T> {
     max: usize,
-    slots: Mutex<VecDeque<(ModelKey, Arc<OnceCell<Arc<T>>>)>>,
+    slots: Mutex<VecDeque<(ModelKey, Slot<T>)>>,
 }
 
 impl<T: Send + Sync + 'static> Cache<T> {

@@ -89,6 +89,20 @@ pub async fn post_signed(
     Ok((status, headers, resp.bytes().await?))
 }
 
+/// Sends `json` to `base + path` signed by `key` and returns the response unread (for a
+/// streamed answer).
+pub async fn send_signed(
+    http: &reqwest::Client,
+    key: &PrivateKeySigner,
+    base: &str,
+    path: &str,
+    json: Vec<u8>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut headers = sign(key, "POST", path, &json);
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    http.post(format!("{}{path}", base.trim_end_matches('/'))).headers(headers).body(json).send().await
+}
+
 /// A `200` JSON answer to a request for `path`, signed by `key` (method [`RESPONSE`]).
 pub fn signed_answer(key: &PrivateKeySigner, path: &str, json: Vec<u8>) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -9,10 +9,15 @@ use futures::future::BoxFuture;
 use http::StatusCode;
 use verinet_primitives::wire::ErrorBody;
 use verinet_runtime::{RunOutput, Timings};
-use verinet_verify::{ExecError, Execute, Job, Ran, check_receipt};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use verinet_verify::{
+    Completed, EmbedJob, ExecError, Execute, GenChunk, GenJob, GenStream, Job, Ran, check_completion, check_embedding,
+    check_receipt,
+};
 
 use crate::auth::{self, RESPONSE};
-use crate::wire::{RUN_PATH, RunRequest, RunResponse};
+use crate::wire::{EMBED_PATH, EmbedRequest, GENERATE_PATH, GenLine, GenerateRequest, JobTerms, RUN_PATH, RunRequest, RunResponse};
 
 /// Sends jobs to the worker at `endpoint`, signed by the gateway key; accepts only answers
 /// signed by `address` whose receipt states exactly the job and the outputs returned.
@@ -50,21 +55,112 @@ impl RemoteWorker {
             payer: terms.payer,
             chain_id: terms.chain_id,
         };
+        let ran = self.post_for_run(RUN_PATH, &req).await?;
+        check_receipt(&ran, &terms, model, self.address).map_err(ExecError::Invalid)?;
+        Ok(ran)
+    }
+
+    async fn call_embed(&self, job: EmbedJob) -> Result<Ran, ExecError> {
+        let EmbedJob { model, ids, terms, load: _ } = job;
+        let req = EmbedRequest { model, ids, terms: JobTerms::of(&terms) };
+        let ran = self.post_for_run(EMBED_PATH, &req).await?;
+        check_embedding(&ran, &terms, model, self.address).map_err(ExecError::Invalid)?;
+        Ok(ran)
+    }
+
+    async fn call_generate(&self, job: GenJob) -> Result<GenStream, ExecError> {
+        let GenJob { model, prompt, generation, terms, load: _ } = job;
+        let g = generation.clone();
+        let req = GenerateRequest {
+            model,
+            prompt,
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            seed: g.seed,
+            stop: g.stop.clone(),
+            terms: JobTerms::of(&terms),
+        };
+        let prompt_tokens = req.prompt.len();
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Invalid(format!("encoding the job: {e}")))?;
-        let (status, headers, bytes) = auth::post_signed(&self.http, &self.gateway, &self.endpoint, RUN_PATH, body)
+        let resp = auth::send_signed(&self.http, &self.gateway, &self.endpoint, GENERATE_PATH, body)
+            .await
+            .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.endpoint)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(refusal(status, &bytes));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let node = self.address;
+        tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut text = String::new();
+            loop {
+                let next = tokio::select! {
+                    // The reader went away: dropping the response hangs up, the worker cancels.
+                    () = tx.closed() => return,
+                    n = body.next() => n,
+                };
+                let chunk = match next {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(ExecError::Unavailable(format!("the worker's stream broke: {e}")))).await;
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(Err(ExecError::Unavailable("the worker's stream ended without a receipt".into()))).await;
+                        return;
+                    }
+                };
+                buf.extend_from_slice(&chunk);
+                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let item = match serde_json::from_slice::<GenLine>(&line) {
+                        Ok(GenLine::Text(t)) => {
+                            text.push_str(&t);
+                            Ok(GenChunk::Text(t))
+                        }
+                        Ok(GenLine::Done(d)) => {
+                            let c = Completed {
+                                output_ids: d.output_ids,
+                                text: d.text,
+                                finish_reason: d.finish_reason,
+                                receipt: d.receipt,
+                                first_token_ms: d.first_token_ms,
+                                total_ms: d.total_ms,
+                            };
+                            check_completion(&c, &terms, model, &generation, prompt_tokens, node)
+                                .and_then(|()| {
+                                    if c.text == text { Ok(()) } else { Err("the streamed text differs from the final text".into()) }
+                                })
+                                .map(|()| GenChunk::Done(Box::new(c)))
+                                .map_err(ExecError::Invalid)
+                        }
+                        Ok(GenLine::Error(e)) => Err(ExecError::Unavailable(format!("{}: {}", e.code, e.message))),
+                        Err(e) => Err(ExecError::Invalid(format!("the worker's stream: {e}"))),
+                    };
+                    let last = !matches!(item, Ok(GenChunk::Text(_)));
+                    if tx.send(item).await.is_err() || last {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Posts a signed job whose answer is a signed [`RunResponse`].
+    async fn post_for_run<T: serde::Serialize>(&self, path: &str, req: &T) -> Result<Ran, ExecError> {
+        let body = serde_json::to_vec(req).map_err(|e| ExecError::Invalid(format!("encoding the job: {e}")))?;
+        let (status, headers, bytes) = auth::post_signed(&self.http, &self.gateway, &self.endpoint, path, body)
             .await
             .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.endpoint)))?;
         if !status.is_success() {
-            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| format!("{} {}: {}", status.as_u16(), b.error.code, b.error.message))
-                .unwrap_or_else(|_| format!("{}", status.as_u16()));
-            return Err(if status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error() {
-                ExecError::Unavailable(detail)
-            } else {
-                ExecError::Invalid(detail)
-            });
+            return Err(refusal(status, &bytes));
         }
-        let signer = auth::verify(&headers, RESPONSE, RUN_PATH, &bytes, self.skew_ms)
+        let signer = auth::verify(&headers, RESPONSE, path, &bytes, self.skew_ms)
             .map_err(|e| ExecError::Invalid(format!("answer not signed by the worker: {e}")))?;
         if signer != self.address {
             return Err(ExecError::Invalid(format!("answer signed by {signer}, not {}", self.address)));
@@ -78,8 +174,25 @@ impl RemoteWorker {
             },
             receipt: r.receipt,
         };
-        check_receipt(&ran, &terms, model, self.address).map_err(ExecError::Invalid)?;
         Ok(ran)
+    }
+}
+
+/// A worker's refusal: unavailable (another may serve) or invalid (this one is suspect), except
+/// a request no worker would take (too long a prompt), which is the caller's.
+fn refusal(status: StatusCode, bytes: &[u8]) -> ExecError {
+    let body = serde_json::from_slice::<ErrorBody>(bytes).ok();
+    let detail = body
+        .as_ref()
+        .map(|b| format!("{} {}: {}", status.as_u16(), b.error.code, b.error.message))
+        .unwrap_or_else(|| format!("{}", status.as_u16()));
+    if status == StatusCode::BAD_REQUEST && body.is_some_and(|b| b.error.code == "invalid_input") {
+        return ExecError::Llm(verinet_llm::LlmError::Input(detail));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error() {
+        ExecError::Unavailable(detail)
+    } else {
+        ExecError::Invalid(detail)
     }
 }
 
@@ -94,5 +207,13 @@ impl Execute for RemoteWorker {
 
     fn endpoint(&self) -> Option<String> {
         Some(self.endpoint.clone())
+    }
+
+    fn generate(&self, job: GenJob) -> BoxFuture<'_, Result<GenStream, ExecError>> {
+        Box::pin(self.call_generate(job))
+    }
+
+    fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
+        Box::pin(self.call_embed(job))
     }
 }

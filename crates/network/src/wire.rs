@@ -9,6 +9,10 @@ use verinet_verify::{NodeRole, Presence, Terms};
 
 /// `POST /worker/v1/run`: the worker runs it.
 pub const RUN_PATH: &str = "/worker/v1/run";
+/// `POST /worker/v1/generate`: the worker streams a completion ([`GenLine`]s, one JSON per line).
+pub const GENERATE_PATH: &str = "/worker/v1/generate";
+/// `POST /worker/v1/embed`: the worker embeds token ids (answered as a [`RunResponse`]).
+pub const EMBED_PATH: &str = "/worker/v1/embed";
 /// `GET /worker/v1/health`.
 pub const HEALTH_PATH: &str = "/worker/v1/health";
 /// `POST /v1/nodes/heartbeat` on a gateway: join, then stay live.
@@ -107,6 +111,105 @@ impl RunRequest {
             chain_id: self.chain_id,
         })
     }
+}
+
+/// The receipt terms every job names (the worker computes the input hash itself from what it
+/// is asked to run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobTerms {
+    /// The request.
+    pub request_id: String,
+    /// Verification mode name.
+    pub mode: String,
+    /// Price in escrow for this answer, base units.
+    pub price: String,
+    /// Who pays.
+    pub payer: Address,
+    /// EIP-712 chain id for the receipt.
+    pub chain_id: u64,
+}
+
+impl JobTerms {
+    /// Of `t` (its input hash is sent implicitly).
+    pub fn of(t: &Terms) -> Self {
+        Self { request_id: t.request_id.clone(), mode: t.mode.clone(), price: t.price.to_string(), payer: t.payer, chain_id: t.chain_id }
+    }
+
+    /// The terms, with the input hash the worker computed.
+    pub fn terms(&self, input_hash: B256) -> Result<Terms, String> {
+        Ok(Terms {
+            request_id: self.request_id.clone(),
+            input_hash,
+            mode: self.mode.clone(),
+            price: self.price.parse().map_err(|_| format!("price {:?} is not a base-unit amount", self.price))?,
+            payer: self.payer,
+            chain_id: self.chain_id,
+        })
+    }
+}
+
+/// A completion job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// The GGUF model by content.
+    pub model: ModelId,
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Most tokens.
+    pub max_tokens: u32,
+    /// Temperature (0: greedy).
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Sampler seed.
+    pub seed: u64,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Receipt terms.
+    pub terms: JobTerms,
+}
+
+/// One line of a streamed completion: `{"text": ...}`* then `{"done": ...}` or `{"error": ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenLine {
+    /// New text.
+    Text(String),
+    /// The end, with the signed receipt.
+    Done(Box<GenDone>),
+    /// The generation failed.
+    Error(verinet_primitives::wire::ErrorDetail),
+}
+
+/// The end of a streamed completion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenDone {
+    /// Every token generated.
+    pub output_ids: Vec<u32>,
+    /// The whole text.
+    pub text: String,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+    /// Signed by the worker.
+    pub receipt: SignedReceipt,
+    /// Time to the first token, ms.
+    pub first_token_ms: f64,
+    /// Whole generation, ms.
+    pub total_ms: f64,
+}
+
+/// An embeddings job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    /// The encoder bundle by content.
+    pub model: ModelId,
+    /// Token ids of each input.
+    pub ids: Vec<Vec<u32>>,
+    /// Receipt terms.
+    pub terms: JobTerms,
 }
 
 /// A worker's answer to a job.

@@ -27,10 +27,14 @@ use verinet_primitives::{
     wire::{ErrorBody, ErrorDetail},
 };
 use verinet_runtime::{Runtime, RuntimeError};
-use verinet_verify::{ExecError, Job, LoadBytes, LocalExecutor, NodeRole};
+use verinet_llm::{LlmError, LlmHost};
+use verinet_verify::{EmbedJob, ExecError, GenChunk, GenJob, Generation, Job, LoadBytes, LocalExecutor, NodeRole, embed_signed, generate_signed};
 
 use crate::auth;
-use crate::wire::{HEALTH_PATH, RUN_PATH, Registration, RunRequest, RunResponse, WorkerHealth};
+use crate::wire::{
+    EMBED_PATH, EmbedRequest, GENERATE_PATH, GenDone, GenLine, GenerateRequest, HEALTH_PATH, RUN_PATH, Registration,
+    RunRequest, RunResponse, WorkerHealth,
+};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -53,6 +57,7 @@ pub struct WorkerConfig {
 pub struct Worker {
     key: Arc<PrivateKeySigner>,
     runtime: Arc<Runtime>,
+    llm: Arc<LlmHost>,
     config: WorkerConfig,
     trusted: RwLock<BTreeSet<Address>>,
     models: Mutex<BTreeSet<ModelId>>,
@@ -61,9 +66,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker with `key` running on `runtime`; models already in the cache directory count
-    /// as held.
-    pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, config: WorkerConfig) -> std::io::Result<Arc<Self>> {
+    /// A worker with `key` running on `runtime` (tensor models) and `llm` (language models);
+    /// models already in the cache directory count as held.
+    pub fn new(
+        key: Arc<PrivateKeySigner>,
+        runtime: Arc<Runtime>,
+        llm: Arc<LlmHost>,
+        config: WorkerConfig,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.cache_dir)?;
         let models = std::fs::read_dir(&config.cache_dir)?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<ModelId>().ok())
@@ -71,6 +81,7 @@ impl Worker {
         Ok(Arc::new(Self {
             key,
             runtime,
+            llm,
             config,
             trusted: RwLock::new(BTreeSet::new()),
             models: Mutex::new(models),
@@ -121,6 +132,8 @@ impl Worker {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route(RUN_PATH, post(run).layer(DefaultBodyLimit::max(self.config.max_body)))
+            .route(GENERATE_PATH, post(generate).layer(DefaultBodyLimit::max(self.config.max_body)))
+            .route(EMBED_PATH, post(embed).layer(DefaultBodyLimit::max(self.config.max_body)))
             .route(HEALTH_PATH, get(health))
             .route("/v1/blobs/{sha256}", get(blob))
             .with_state(self.clone())
@@ -188,17 +201,148 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into(), kind: String::new() } })).into_response()
 }
 
-async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
-    let gateway = match auth::verify(&headers, "POST", RUN_PATH, &body, w.config.skew_ms) {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
-    };
+/// The job in `body`, if a gateway this worker joined signed it for `path`.
+fn signed_job<T: serde::de::DeserializeOwned>(w: &Worker, headers: &HeaderMap, path: &str, body: &[u8]) -> Result<T, Box<Response>> {
+    let gateway = auth::verify(headers, "POST", path, body, w.config.skew_ms)
+        .map_err(|e| Box::new(error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())))?;
     if !w.trusts(gateway) {
-        return error(StatusCode::FORBIDDEN, "untrusted_gateway", format!("{gateway} is not a gateway this worker joined"));
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "untrusted_gateway",
+            format!("{gateway} is not a gateway this worker joined"),
+        )));
     }
-    let req: RunRequest = match serde_json::from_slice(&body) {
+    serde_json::from_slice(body).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid_job", e.to_string())))
+}
+
+/// Where this worker's jobs get model bytes: its cache, else the hubs (hash-checked).
+fn loader(w: &Arc<Worker>) -> LoadBytes {
+    let w = w.clone();
+    Arc::new(move |id| Box::pin(w.clone().fetch(id)))
+}
+
+/// Status and code of a language-model failure.
+fn llm_error(e: &ExecError) -> (StatusCode, &'static str) {
+    match e {
+        ExecError::Llm(LlmError::Input(_) | LlmError::ContextExceeded { .. }) => (StatusCode::BAD_REQUEST, "invalid_input"),
+        ExecError::Llm(LlmError::InvalidModel(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_model"),
+        ExecError::Llm(LlmError::Overloaded(_)) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "execution_failed"),
+    }
+}
+
+/// `POST /worker/v1/generate`: the completion streamed as JSON lines, the receipt on the last.
+/// The lines are not signed one by one: the last one's receipt (EIP-712, by this worker)
+/// binds the output ids, and the gateway checks the text against them. A gateway that hangs
+/// up cancels the generation.
+async fn generate(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: GenerateRequest = match signed_job(&w, &headers, GENERATE_PATH, &body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_job", e.to_string()),
+        Err(resp) => return *resp,
+    };
+    let terms = match req.terms.terms(verinet_primitives::token_ids_hash(&req.prompt)) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_job", e),
+    };
+    let generation =
+        Generation { max_tokens: req.max_tokens, temperature: req.temperature, top_p: req.top_p, seed: req.seed, stop: req.stop };
+    let job = GenJob { model: req.model, prompt: req.prompt, generation, terms, load: loader(&w) };
+    let in_flight = InFlightOwned::new(w.clone());
+    let stream = match generate_signed(w.key.clone(), &w.llm, job).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (status, code) = llm_error(&e);
+            return error(status, code, e.to_string());
+        }
+    };
+    let lines = futures::stream::unfold((stream, Some(in_flight)), |(mut rx, guard)| async move {
+        let guard = guard?;
+        let (line, more) = match rx.recv().await {
+            Some(Ok(GenChunk::Text(t))) => (GenLine::Text(t), true),
+            Some(Ok(GenChunk::Done(c))) => {
+                guard.0.served.fetch_add(1, Ordering::Relaxed);
+                let done = GenDone {
+                    output_ids: c.output_ids,
+                    text: c.text,
+                    finish_reason: c.finish_reason,
+                    receipt: c.receipt,
+                    first_token_ms: c.first_token_ms,
+                    total_ms: c.total_ms,
+                };
+                (GenLine::Done(Box::new(done)), false)
+            }
+            Some(Err(e)) => {
+                let (_, code) = llm_error(&e);
+                (GenLine::Error(ErrorDetail { code: code.into(), message: e.to_string(), kind: String::new() }), false)
+            }
+            None => return None,
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(bytes), (rx, more.then_some(guard))))
+    });
+    ([(http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response()
+}
+
+/// `POST /worker/v1/embed`: vectors and a receipt, the whole answer signed.
+async fn embed(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: EmbedRequest = match signed_job(&w, &headers, EMBED_PATH, &body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let terms = match req.terms.terms(verinet_primitives::token_lists_hash(&req.ids)) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_job", e),
+    };
+    let _in_flight = InFlight::new(&w.inflight);
+    let job = EmbedJob { model: req.model, ids: req.ids, terms, load: loader(&w) };
+    let ran = match embed_signed(&w.key, &w.llm, job).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (status, code) = llm_error(&e);
+            return error(status, code, e.to_string());
+        }
+    };
+    w.served.fetch_add(1, Ordering::Relaxed);
+    answer(&w, EMBED_PATH, ran)
+}
+
+fn answer(w: &Worker, path: &str, ran: verinet_verify::Ran) -> Response {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let t = ran.out.timings;
+    let answer = RunResponse {
+        outputs: ran.out.outputs,
+        receipt: ran.receipt,
+        load_ms: ms(t.load),
+        queue_ms: ms(t.queue),
+        compute_ms: ms(t.compute),
+    };
+    match serde_json::to_vec(&answer) {
+        Ok(b) => auth::signed_answer(&w.key, path, b),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
+    }
+}
+
+/// [`InFlight`] that owns its worker (it lives as long as a streamed answer).
+struct InFlightOwned(Arc<Worker>);
+
+impl InFlightOwned {
+    fn new(w: Arc<Worker>) -> Self {
+        w.inflight.fetch_add(1, Ordering::Relaxed);
+        Self(w)
+    }
+}
+
+impl Drop for InFlightOwned {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: RunRequest = match signed_job(&w, &headers, RUN_PATH, &body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
     };
     let terms = match req.terms() {
         Ok(t) => t,
@@ -208,11 +352,7 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> R
         return error(StatusCode::BAD_REQUEST, "invalid_job", "input_hash is not the hash of the inputs sent");
     }
     let _in_flight = InFlight::new(&w.inflight);
-    let load: LoadBytes = {
-        let w = w.clone();
-        Arc::new(move |id| Box::pin(w.clone().fetch(id)))
-    };
-    let job = Job { model: req.model, inputs: req.inputs, terms, load };
+    let job = Job { model: req.model, inputs: req.inputs, terms, load: loader(&w) };
     let ran = LocalExecutor::run_signed(&w.key, &w.runtime, job).await;
     let ran = match ran {
         Ok(r) => r,
@@ -230,20 +370,7 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> R
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
     };
     w.served.fetch_add(1, Ordering::Relaxed);
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let t = ran.out.timings;
-    let answer = RunResponse {
-        outputs: ran.out.outputs,
-        receipt: ran.receipt,
-        load_ms: ms(t.load),
-        queue_ms: ms(t.queue),
-        compute_ms: ms(t.compute),
-    };
-    let bytes = match serde_json::to_vec(&answer) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
-    };
-    auth::signed_answer(&w.key, RUN_PATH, bytes)
+    answer(&w, RUN_PATH, ran)
 }
 
 /// `GET /v1/blobs/{sha256}`: a worker is a peer for model bytes it holds (the fetcher checks

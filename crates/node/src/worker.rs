@@ -41,6 +41,7 @@ impl WorkerNode {
         let worker = Worker::new(
             Arc::new(key.signer().clone()),
             runtime,
+            Arc::new(config.llm.host()),
             WorkerConfig {
                 role,
                 hubs: config.network.peers.iter().chain(&config.network.gateways).cloned().collect(),

@@ -17,6 +17,9 @@ use verinet_primitives::{
 };
 use verinet_runtime::{RunOutput, Runtime, RuntimeError};
 
+use verinet_llm::LlmHost;
+
+use crate::language::{EmbedJob, GenJob, GenStream, embed_signed, generate_signed};
 use crate::{sign_receipt, verify_receipt};
 
 /// Fetches a model's bytes by content id (the gateway's hub for a local executor).
@@ -74,6 +77,22 @@ pub enum ExecError {
     /// an error of its own): another one may serve it; this one is suspect.
     #[error("executor answered badly: {0}")]
     Invalid(String),
+    /// A language model refused or failed the job: a bad request (too long, bad input) is not
+    /// retried; an engine failure or a full queue may be served elsewhere.
+    #[error(transparent)]
+    Llm(#[from] verinet_llm::LlmError),
+}
+
+impl ExecError {
+    /// Whether another executor may serve the job.
+    pub fn retriable(&self) -> bool {
+        use verinet_llm::LlmError as L;
+        match self {
+            ExecError::Runtime(_) => false,
+            ExecError::Unavailable(_) | ExecError::Invalid(_) => true,
+            ExecError::Llm(e) => matches!(e, L::Engine(_) | L::Overloaded(_)),
+        }
+    }
 }
 
 /// Something that runs jobs and signs for them.
@@ -84,6 +103,17 @@ pub trait Execute: Send + Sync {
     fn backend_name(&self) -> String;
     /// Where it listens, for one on another process; `None` in-process.
     fn endpoint(&self) -> Option<String>;
+    /// Starts a completion; text streams as it is generated, the last chunk carries the
+    /// receipt. An executor without language models says it is unavailable.
+    fn generate(&self, job: GenJob) -> BoxFuture<'_, Result<GenStream, ExecError>> {
+        drop(job);
+        Box::pin(async { Err(ExecError::Unavailable("this executor serves no language models".into())) })
+    }
+    /// Embeds token id lists and signs the vectors.
+    fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
+        drop(job);
+        Box::pin(async { Err(ExecError::Unavailable("this executor serves no language models".into())) })
+    }
 }
 
 /// The receipt body an executor at `node` signs for `outputs` of `model` under `terms`.
@@ -122,16 +152,17 @@ pub fn check_receipt(ran: &Ran, terms: &Terms, model: ModelId, node: Address) ->
     field("payer", b.payer == want.payer)
 }
 
-/// An executor in this process: a key and a runtime.
+/// An executor in this process: a key, a runtime and the language models it holds.
 pub struct LocalExecutor {
     key: Arc<PrivateKeySigner>,
     runtime: Arc<Runtime>,
+    llm: Arc<LlmHost>,
 }
 
 impl LocalExecutor {
-    /// Runs on `runtime`, signs with `key`.
-    pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>) -> Self {
-        Self { key, runtime }
+    /// Runs on `runtime` and `llm`, signs with `key`.
+    pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, llm: Arc<LlmHost>) -> Self {
+        Self { key, runtime, llm }
     }
 
     /// Runs `job` on `runtime` and signs the receipt with `key`: what a local executor and a
@@ -156,5 +187,13 @@ impl Execute for LocalExecutor {
 
     fn endpoint(&self) -> Option<String> {
         None
+    }
+
+    fn generate(&self, job: GenJob) -> BoxFuture<'_, Result<GenStream, ExecError>> {
+        Box::pin(generate_signed(self.key.clone(), &self.llm, job))
+    }
+
+    fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
+        Box::pin(embed_signed(&self.key, &self.llm, job))
     }
 }

@@ -13,11 +13,14 @@
 //!   reputation and a heartbeat; who runs and who checks a request.
 //! - [`Execute`], [`Job`], [`Ran`]: running one job and answering with a self-signed receipt;
 //!   [`check_receipt`] is what a gateway checks before trusting an answer.
+//! - [`GenJob`], [`GenStream`], [`EmbedJob`]: language-model jobs (a streamed completion with
+//!   a `CompletionReceipt`, embeddings with a tensor receipt); [`check_completion`].
 //! - [`VerifyError`].
 
 mod batches;
 mod error;
 mod exec;
+mod language;
 mod pool;
 pub mod merkle;
 mod receipt;
@@ -26,6 +29,10 @@ mod tolerance;
 pub use batches::{BatchConfig, BatchInfo, InclusionProof, ReceiptInfo, ReceiptLog, ReceiptStatus, batch_hash};
 pub use error::VerifyError;
 pub use exec::{ExecError, Execute, Job, LoadBytes, LocalExecutor, Ran, Terms, check_receipt, receipt_body};
-pub use pool::{Executor, NodeRole, Pool, Presence, Stats};
+pub use language::{
+    Completed, EmbedJob, GenChunk, GenJob, GenStream, Generation, check_completion, check_embedding, completion_body,
+    completion_terms, embed_signed, generate_signed,
+};
+pub use pool::{Executor, InFlightGuard, NodeRole, Pool, Presence, Stats};
 pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};
 pub use tolerance::{Mismatch, Tolerance};

@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use verinet_primitives::ModelId;
+use verinet_llm::LlmHost;
 use verinet_runtime::Runtime;
 
 use crate::exec::{ExecError, Execute, Job, LocalExecutor, Ran};
@@ -74,6 +75,15 @@ async fn run_counted(e: &Executor, job: Job) -> Result<Ran, ExecError> {
     Ok(ran)
 }
 
+/// A job in flight on an executor (routing weighs by it); counted until dropped.
+pub struct InFlightGuard(Arc<Executor>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Verification outcomes of one executor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -99,9 +109,21 @@ impl Stats {
 
 impl Executor {
     /// An executor in this process with a fresh record.
-    pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, role: NodeRole) -> Self {
+    pub fn new(key: Arc<PrivateKeySigner>, runtime: Arc<Runtime>, llm: Arc<LlmHost>, role: NodeRole) -> Self {
         let address = key.address();
-        Self::with_backend(address, role, Arc::new(LocalExecutor::new(key, runtime)), Presence::default())
+        Self::with_backend(address, role, Arc::new(LocalExecutor::new(key, runtime, llm)), Presence::default())
+    }
+
+    /// The backend it runs on (to start a language job on it; see [`Executor::run`] for the
+    /// in-flight count of tensor jobs).
+    pub fn backend(&self) -> Arc<dyn Execute> {
+        self.backend.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Counts a job in flight on it until the guard is dropped.
+    pub fn in_flight(self: &Arc<Self>) -> InFlightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.clone())
     }
 
     /// An executor behind `backend` (another process) with a fresh record.

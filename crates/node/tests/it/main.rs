@@ -8,6 +8,7 @@ mod helpers;
 mod hub;
 mod infer;
 mod network;
+mod openai;
 mod payments;
 mod postgres;
 mod receipts;

@@ -314,7 +314,7 @@ async fn a_worker_refuses_model_bytes_that_do_not_match_their_sha256() {
         let key = Arc::new(PrivateKeySigner::random());
         let runtime = Arc::new(Runtime::new(Arc::new(TractBackend::new()), RuntimeConfig::default()));
         let config = WorkerConfig { role: NodeRole::Worker, hubs, cache_dir: cache.path().to_path_buf(), skew_ms: 30_000, capacity: 1, max_body: 1 << 20 };
-        let w = Worker::new(key.clone(), runtime, config).unwrap();
+        let w = Worker::new(key.clone(), runtime, Arc::new(verinet_llm::LlmHost::new(Default::default(), 1)), config).unwrap();
         w.trust(gateway_key.address());
         let (url, server) = serve(w.router());
         let remote = RemoteWorker::new(key.address(), url, "tract".into(), gateway_key.clone(), reqwest::Client::new(), 30_000);

@@ -1,0 +1,943 @@
+//! The OpenAI-compatible routes: `POST /v1/chat/completions`, `/v1/completions` and
+//! `/v1/embeddings`, one request top to bottom as in `infer.rs`:
+//!
+//! parse -> resolve the model (and check its kind) -> tokenize on the gateway and check the
+//! limits -> price -> pay (escrow) -> execute on a worker (another one if it fails before its
+//! first token) -> capture or refund -> answer (JSON, or server-sent events) with the
+//! executor's receipt in a `verinet` field.
+//!
+//! The gateway tokenizes, so the prompt ids the receipt binds are fixed before any worker runs
+//! and every worker generates from the same ids. Nothing is charged for a stream the client
+//! left before its end (per-token charging of a partial stream is the next issue's).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::{State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine as _;
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tracing::{Span, info, instrument, warn};
+use verinet_flywheel::{Event, RequestEvent};
+use verinet_llm::{ChatMessage, LlmError};
+use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
+use verinet_primitives::{
+    Address, ModelKind, ModelRef, token_ids_hash, token_lists_hash,
+    openai::{
+        ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessageOut, ChunkChoice, CompletionProof,
+        CompletionRequest, Content, Delta, EmbeddingData, EmbeddingInput, EmbeddingProof, EmbeddingRequest,
+        EmbeddingResponse, EmbeddingUsage, GenerationOptions, Prompt, TextChoice, TextCompletion, Usage,
+    },
+    wire::{PaymentSummary, ResolvedModel, VerificationMode},
+};
+use verinet_store::ModelVersion;
+use verinet_verify::{Completed, EmbedJob, ExecError, Executor, GenChunk, GenJob, GenStream, Generation, InFlightGuard, Ran, Terms};
+
+use crate::{ApiError, AppState, infer, pay, verification};
+
+/// Most stop strings (OpenAI's limit).
+const MAX_STOP: usize = 4;
+/// Most inputs of one embeddings call (OpenAI's limit).
+pub(crate) const MAX_EMBED_INPUTS: usize = 2048;
+/// Most tokens of one embeddings call, all inputs together (bounds the batch's memory).
+const MAX_EMBED_TOKENS: usize = 65_536;
+
+/// Which OpenAI shape a generation answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Chat,
+    Text,
+}
+
+/// `POST /v1/chat/completions`.
+#[instrument(skip_all, fields(request_id, model))]
+pub(crate) async fn chat_completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut ev = RequestEvent { mode: "none".into(), ..RequestEvent::default() };
+    let started = Instant::now();
+    let result = async {
+        let req: ChatCompletionRequest = parse(&st, body)?;
+        let messages = chat_messages(&req)?;
+        ev.app = req.options.app.clone();
+        let model = resolve(&st, &req.model, ModelKind::Llm, "/v1/chat/completions").await?;
+        ev.model = Some(model.name.clone());
+        let codec = st.llm.codec(*model.id.digest(), hub_bytes(&st, &model)).await.map_err(llm_error)?;
+        let text = codec.render_chat(&messages).map_err(llm_error)?;
+        let prompt = codec.encode(&text).map_err(llm_error)?;
+        generate(&st, &headers, model, req.model, prompt, req.options, Shape::Chat, &mut ev, started).await
+    }
+    .await;
+    finish_event(&st, ev, started, result)
+}
+
+/// `POST /v1/completions`.
+#[instrument(skip_all, fields(request_id, model))]
+pub(crate) async fn completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut ev = RequestEvent { mode: "none".into(), ..RequestEvent::default() };
+    let started = Instant::now();
+    let result = async {
+        let req: CompletionRequest = parse(&st, body)?;
+        let text = match req.prompt {
+            Prompt::Text(t) => t,
+            Prompt::Many(mut v) if v.len() == 1 => v.remove(0),
+            Prompt::Many(v) => {
+                return Err(invalid("unsupported_parameter", format!("prompt: one prompt per request is served, got {}", v.len())));
+            }
+        };
+        if text.is_empty() {
+            return Err(invalid("empty_prompt", "prompt is empty"));
+        }
+        ev.app = req.options.app.clone();
+        let model = resolve(&st, &req.model, ModelKind::Llm, "/v1/completions").await?;
+        ev.model = Some(model.name.clone());
+        let codec = st.llm.codec(*model.id.digest(), hub_bytes(&st, &model)).await.map_err(llm_error)?;
+        let prompt = codec.encode(&text).map_err(llm_error)?;
+        generate(&st, &headers, model, req.model, prompt, req.options, Shape::Text, &mut ev, started).await
+    }
+    .await;
+    finish_event(&st, ev, started, result)
+}
+
+/// An answer, and whether its usage event is left to a stream that is still running.
+type Answered = (Response, bool);
+
+/// Emits the usage event of a request that ended in the handler (a stream emits its own at
+/// its end).
+fn finish_event(st: &AppState, mut ev: RequestEvent, started: Instant, result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
+    match &result {
+        Ok((_, true)) => return result.map(|(r, _)| r),
+        Ok(_) => ev.status = 200,
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            ev.status = status.as_u16();
+            ev.error = Some(code.to_owned());
+        }
+    }
+    ev.total_ms = started.elapsed().as_secs_f64() * 1e3;
+    st.events.emit(&Event::Request(Box::new(ev)));
+    result.map(|(r, _)| r)
+}
+
+fn parse<T: DeserializeOwned>(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge { limit: st.config.max_openai_body as u64 },
+        other => ApiError::InvalidJson(other.body_text()),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidRequest { code, message: message.into() }
+}
+
+fn llm_error(e: LlmError) -> ApiError {
+    ApiError::Llm(e)
+}
+
+/// The messages as the template takes them: roles checked, text parts joined.
+fn chat_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, ApiError> {
+    if req.messages.is_empty() {
+        return Err(invalid("empty_messages", "messages is empty; send at least one message"));
+    }
+    req.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(invalid(
+                        "invalid_role",
+                        format!("messages[{i}].role {other:?}: use system, developer, user or assistant"),
+                    ));
+                }
+            };
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => text.push_str(t),
+                            (kind, _) => {
+                                return Err(invalid(
+                                    "unsupported_content",
+                                    format!("messages[{i}].content[{j}]: only text parts are served, got {kind:?}"),
+                                ));
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            if content.is_empty() && role != "assistant" {
+                return Err(invalid("empty_message", format!("messages[{i}] has no content")));
+            }
+            Ok(ChatMessage { role: role.to_owned(), content })
+        })
+        .collect()
+}
+
+/// The latest version of `name` (or the exact one named), which must be of `kind`.
+async fn resolve(st: &AppState, name: &str, kind: ModelKind, route: &'static str) -> Result<ModelVersion, ApiError> {
+    let model_ref: ModelRef = name.parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
+    let model = st.hub.resolve(&model_ref).await?;
+    Span::current().record("model", tracing::field::display(&model.id));
+    if model.signature.kind != kind {
+        let serves = match kind {
+            ModelKind::Llm => "llm",
+            ModelKind::Embedding => "embedding",
+            ModelKind::Onnx => "onnx",
+        };
+        return Err(ApiError::WrongModelKind { model: name.to_owned(), kind: model.signature.kind, route, serves });
+    }
+    Ok(model)
+}
+
+/// The model's bytes from this gateway's hub, for its tokenizer.
+fn hub_bytes(st: &AppState, model: &ModelVersion) -> impl Future<Output = Result<Bytes, LlmError>> + use<> {
+    let (hub, id) = (st.hub.clone(), model.id);
+    async move { hub.load_bytes(&id).await.map_err(|e| LlmError::Engine(format!("model bytes: {e}"))) }
+}
+
+/// The context window served for `model`: the node's limit, at most the model's own.
+fn context_of(st: &AppState, model: &ModelVersion) -> usize {
+    let own = model
+        .signature
+        .language
+        .as_ref()
+        .and_then(|l| l.get("context_length"))
+        .and_then(|c| c.as_u64())
+        .map_or(usize::MAX, |c| c as usize);
+    st.llm.config().max_context.min(own)
+}
+
+/// Checks the options against the model and the node's limits and fixes the generation.
+fn generation(st: &AppState, model: &ModelVersion, prompt_tokens: usize, o: &GenerationOptions) -> Result<Generation, ApiError> {
+    if o.n.is_some_and(|n| n != 1) {
+        return Err(invalid("unsupported_parameter", "n: one choice per request is served (n = 1)"));
+    }
+    let temperature = o.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(invalid("invalid_parameter", format!("temperature {temperature} is not in [0, 2]")));
+    }
+    let top_p = o.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(invalid("invalid_parameter", format!("top_p {top_p} is not in (0, 1]")));
+    }
+    let stop = o.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    if stop.len() > MAX_STOP {
+        return Err(invalid("invalid_parameter", format!("stop: at most {MAX_STOP} strings, got {}", stop.len())));
+    }
+    if stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(invalid("invalid_parameter", "stop: every string must have 1 to 256 bytes"));
+    }
+    let context = context_of(st, model);
+    let limit = st.llm.config().max_tokens;
+    if prompt_tokens >= context {
+        return Err(invalid(
+            "context_length_exceeded",
+            format!("the prompt has {prompt_tokens} tokens; this model's context window is {context} tokens"),
+        ));
+    }
+    let max_tokens = match o.max_completion_tokens.or(o.max_tokens) {
+        Some(0) => return Err(invalid("invalid_parameter", "max_tokens must be at least 1")),
+        Some(m) if m as usize > limit => {
+            return Err(invalid("max_tokens_too_large", format!("max_tokens {m} is over this node's limit of {limit}")));
+        }
+        Some(m) if prompt_tokens + m as usize > context => {
+            return Err(invalid(
+                "context_length_exceeded",
+                format!(
+                    "the prompt has {prompt_tokens} tokens and max_tokens is {m}; this model's context window is {context} tokens"
+                ),
+            ));
+        }
+        Some(m) => m as usize,
+        None => limit.min(context - prompt_tokens),
+    };
+    let seed = o.seed.unwrap_or_else(|| rand::thread_rng().next_u64());
+    Ok(Generation { max_tokens: max_tokens as u32, temperature, top_p, seed, stop })
+}
+
+/// Everything after tokenizing: check, price, pay, run, settle, answer.
+#[allow(clippy::too_many_arguments)]
+async fn generate(
+    st: &AppState,
+    headers: &HeaderMap,
+    model: ModelVersion,
+    asked: String,
+    prompt: Vec<u32>,
+    options: GenerationOptions,
+    shape: Shape,
+    ev: &mut RequestEvent,
+    started: Instant,
+) -> Result<Answered, ApiError> {
+    let request_id = infer::new_request_id();
+    Span::current().record("request_id", request_id.as_str());
+    let generation = generation(st, &model, prompt.len(), &options)?;
+    ev.prompt_tokens = prompt.len() as u64;
+
+    // Price and pay as a tensor call does (per-token prices are the next issue's).
+    let executors = verification::route(st, VerificationMode::None, model.id)?;
+    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, token_ids_hash(&prompt), executors[0].address(), ev).await?;
+    let terms = Terms {
+        request_id: request_id.clone(),
+        input_hash: token_ids_hash(&prompt),
+        mode: "none".into(),
+        price: paid.as_ref().map_or(0, |p| p.escrow.quote.total),
+        payer: paid.as_ref().map_or(Address::ZERO, |p| p.escrow.payer),
+        chain_id: st.payments.x402.chain_id,
+    };
+
+    let ctx = GenContext {
+        st: st.clone(),
+        model,
+        asked,
+        request_id,
+        prompt,
+        generation,
+        terms,
+        paid,
+        shape,
+        created: verinet_primitives::unix_ms_u64() / 1000,
+        started,
+    };
+    if options.stream {
+        let include_usage = options.stream_options.is_some_and(|o| o.include_usage);
+        // Started (and failed over) before the first byte is sent, so a failure is an
+        // ordinary HTTP error and nothing was charged.
+        let started_run = match ctx.start(executors[0].clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.refund("no worker served the request").await;
+                return Err(e);
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let ev = std::mem::take(ev);
+        // The stream emits its own usage event when it ends.
+        tokio::spawn(ctx.stream(started_run, tx, include_usage, ev));
+        let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        }));
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok((resp, true));
+    }
+    // Not streamed: generation and settlement in a task of their own, so a client that hangs
+    // up cannot leave the escrow half-settled.
+    let first = executors[0].clone();
+    let (result, ev_out) = tokio::spawn(async move {
+        let mut ev = RequestEvent::default();
+        let r = ctx.run_to_end(first, &mut ev).await;
+        (r, ev)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("generation task: {e}")))?;
+    merge_event(ev, ev_out);
+    result.map(|r| (r, false))
+}
+
+fn merge_event(ev: &mut RequestEvent, from: RequestEvent) {
+    ev.completion_tokens = from.completion_tokens;
+    ev.executor = from.executor.or(ev.executor);
+    ev.check = from.check.or(ev.check.take());
+    ev.charged = from.charged;
+    for (k, v) in from.earnings {
+        *ev.earnings.entry(k).or_default() += v;
+    }
+}
+
+/// Quotes and escrows (nothing when free).
+#[allow(clippy::too_many_arguments)]
+async fn take_payment(
+    st: &AppState,
+    headers: &HeaderMap,
+    model: &ModelVersion,
+    app_id: Option<&str>,
+    request_id: &str,
+    input_hash: alloy_primitives::B256,
+    operator: Address,
+    ev: &mut RequestEvent,
+) -> Result<Option<pay::Paid>, ApiError> {
+    let app = match app_id {
+        Some(id) => Some(st.ledger.store().app(id).await?.ok_or_else(|| ApiError::UnknownApp(id.to_owned()))?),
+        None => None,
+    };
+    let quote = pay::quote(st, model, VerificationMode::None, app.as_ref(), operator);
+    ev.price = quote.total;
+    ev.payment_attempted = pay::attached(headers);
+    let paid = pay::take(st, headers, &quote, model, app_id, request_id, &format!("{input_hash:#x}")).await?;
+    ev.payer = paid.as_ref().map(|p| p.escrow.payer);
+    Ok(paid)
+}
+
+/// A generation between its payment and its answer.
+struct GenContext {
+    st: AppState,
+    model: ModelVersion,
+    asked: String,
+    request_id: String,
+    prompt: Vec<u32>,
+    generation: Generation,
+    terms: Terms,
+    paid: Option<pay::Paid>,
+    shape: Shape,
+    created: u64,
+    started: Instant,
+}
+
+/// A generation that produced its first chunk on `executor`.
+struct Running {
+    executor: Arc<Executor>,
+    _in_flight: InFlightGuard,
+    first: GenChunk,
+    rest: GenStream,
+    first_token_ms: f64,
+}
+
+impl GenContext {
+    /// Starts on `first` and, while workers fail before their first token in a way another may
+    /// not, on others (up to the attempt limit).
+    async fn start(&self, first: Arc<Executor>) -> Result<Running, ApiError> {
+        let st = &self.st;
+        let mut tried = Vec::new();
+        let mut e = first;
+        loop {
+            tried.push(e.address());
+            let guard = e.in_flight();
+            let job = GenJob {
+                model: self.model.id,
+                prompt: self.prompt.clone(),
+                generation: self.generation.clone(),
+                terms: self.terms.clone(),
+                load: verification::hub_loader(st),
+            };
+            let attempt = async {
+                let mut rx = e.backend().generate(job).await?;
+                match rx.recv().await {
+                    Some(Ok(chunk)) => Ok((chunk, rx)),
+                    Some(Err(err)) => Err(err),
+                    None => Err(ExecError::Unavailable("the stream ended before its first token".into())),
+                }
+            };
+            let err = match attempt.await {
+                Ok((first, rest)) => {
+                    let first_token_ms = self.started.elapsed().as_secs_f64() * 1e3;
+                    return Ok(Running { executor: e, _in_flight: guard, first, rest, first_token_ms });
+                }
+                Err(err) if !err.retriable() => return Err(exec_error(err)),
+                Err(err) => err,
+            };
+            if matches!(err, ExecError::Unavailable(_)) {
+                e.mark_down();
+            }
+            warn!(request_id = %self.request_id, executor = %e.address(), error = %err, "executor failed before its first token; trying another");
+            let next = st.pool.pick_workers(1, self.model.id, &tried).pop();
+            match next {
+                Some(n) if tried.len() < st.network.max_attempts.max(1) => e = n,
+                _ => return Err(ApiError::WorkersFailed { attempts: tried.len(), last: err.to_string() }),
+            }
+        }
+    }
+
+    /// Not streamed: start, read to the end, settle, answer.
+    async fn run_to_end(self, first: Arc<Executor>, ev: &mut RequestEvent) -> Result<Response, ApiError> {
+        let running = match self.start(first).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.refund("no worker served the request").await;
+                return Err(e);
+            }
+        };
+        let Running { executor, _in_flight, first, mut rest, first_token_ms } = running;
+        let mut chunk = first;
+        let done = loop {
+            match chunk {
+                GenChunk::Done(c) => break *c,
+                GenChunk::Text(_) => {}
+            }
+            chunk = match rest.recv().await {
+                Some(Ok(c)) => c,
+                Some(Err(err)) => {
+                    self.refund(&err.to_string()).await;
+                    return Err(ApiError::WorkersFailed { attempts: 1, last: err.to_string() });
+                }
+                None => {
+                    self.refund("the stream ended without a receipt").await;
+                    return Err(ApiError::WorkersFailed { attempts: 1, last: "the stream ended without a receipt".into() });
+                }
+            };
+        };
+        let capture = self.settle(&done, &executor, ev).await?;
+        let proof = self.proof(&done, capture.as_ref(), first_token_ms);
+        let usage = usage(self.prompt.len(), &done);
+        let body = match self.shape {
+            Shape::Chat => serde_json::to_value(ChatCompletion {
+                id: format!("chatcmpl-{}", self.request_id),
+                object: "chat.completion".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![ChatChoice {
+                    index: 0,
+                    message: ChatMessageOut { role: "assistant".into(), content: done.text.clone() },
+                    finish_reason: done.finish_reason.clone(),
+                    logprobs: None,
+                }],
+                usage,
+                system_fingerprint: self.model.id.to_string(),
+                verinet: proof,
+            }),
+            Shape::Text => serde_json::to_value(TextCompletion {
+                id: format!("cmpl-{}", self.request_id),
+                object: "text_completion".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![TextChoice { index: 0, text: done.text.clone(), finish_reason: Some(done.finish_reason.clone()), logprobs: None }],
+                usage: Some(usage),
+                system_fingerprint: self.model.id.to_string(),
+                verinet: Some(proof),
+            }),
+        }
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        info!(prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion served");
+        let mut resp = Json(body).into_response();
+        self.payment_header(capture.as_ref(), &mut resp);
+        Ok(resp)
+    }
+
+    /// Streamed: sends the events, settles at the end; a client that leaves cancels the
+    /// generation (dropping the stream) and is refunded.
+    async fn stream(self, running: Running, tx: mpsc::Sender<Bytes>, include_usage: bool, mut ev: RequestEvent) {
+        let Running { executor, _in_flight, first, mut rest, first_token_ms } = running;
+        ev.executor = Some(executor.address());
+        let id = match self.shape {
+            Shape::Chat => format!("chatcmpl-{}", self.request_id),
+            Shape::Text => format!("cmpl-{}", self.request_id),
+        };
+        let mut sent_role = false;
+        let mut chunk = first;
+        let outcome: Result<Completed, String> = loop {
+            match chunk {
+                GenChunk::Done(c) => break Ok(*c),
+                GenChunk::Text(t) => {
+                    let data = self.delta_event(&id, &mut sent_role, Some(t), None, None, None);
+                    if tx.send(data).await.is_err() {
+                        break Err("the client closed the stream".into());
+                    }
+                }
+            }
+            chunk = tokio::select! {
+                () = tx.closed() => break Err("the client closed the stream".into()),
+                c = rest.recv() => match c {
+                    Some(Ok(c)) => c,
+                    Some(Err(err)) => break Err(err.to_string()),
+                    None => break Err("the stream ended without a receipt".into()),
+                },
+            };
+        };
+        // Cancels the generation (local or remote) if it is still running.
+        drop(rest);
+        match outcome {
+            Ok(done) => {
+                let capture = match self.settle(&done, &executor, &mut ev).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(error_event(&e)).await;
+                        self.emit(ev, 500, Some("internal"));
+                        return;
+                    }
+                };
+                let proof = self.proof(&done, capture.as_ref(), first_token_ms);
+                let usage = usage(self.prompt.len(), &done);
+                let (finish_proof, usage_proof) = if include_usage { (None, Some(proof)) } else { (Some(proof), None) };
+                let _ = tx.send(self.delta_event(&id, &mut sent_role, None, Some(done.finish_reason.clone()), None, finish_proof)).await;
+                if include_usage {
+                    let _ = tx.send(self.usage_event(&id, usage, usage_proof)).await;
+                }
+                let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                self.emit(ev, 200, None);
+            }
+            Err(why) => {
+                self.refund(&why).await;
+                let closed = tx.is_closed();
+                if !closed {
+                    let e = ApiError::WorkersFailed { attempts: 1, last: why.clone() };
+                    let _ = tx.send(error_event(&e)).await;
+                }
+                info!(request_id = %self.request_id, reason = %why, "stream ended early; refunded");
+                self.emit(ev, if closed { 499 } else { 502 }, Some(if closed { "client_closed" } else { "workers_failed" }));
+            }
+        }
+    }
+
+    fn emit(&self, mut ev: RequestEvent, status: u16, error: Option<&str>) {
+        ev.status = status;
+        ev.error = error.map(str::to_owned);
+        ev.total_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.st.events.emit(&Event::Request(Box::new(ev)));
+    }
+
+    /// One SSE `data:` event with new text or the finish reason.
+    fn delta_event(
+        &self,
+        id: &str,
+        sent_role: &mut bool,
+        text: Option<String>,
+        finish: Option<String>,
+        usage: Option<Usage>,
+        proof: Option<CompletionProof>,
+    ) -> Bytes {
+        let value = match self.shape {
+            Shape::Chat => {
+                let role = (!std::mem::replace(sent_role, true)).then(|| "assistant".to_owned());
+                serde_json::to_value(ChatCompletionChunk {
+                    id: id.to_owned(),
+                    object: "chat.completion.chunk".into(),
+                    created: self.created,
+                    model: self.asked.clone(),
+                    choices: vec![ChunkChoice { index: 0, delta: Delta { role, content: text }, finish_reason: finish, logprobs: None }],
+                    usage,
+                    system_fingerprint: self.model.id.to_string(),
+                    verinet: proof,
+                })
+            }
+            Shape::Text => serde_json::to_value(TextCompletion {
+                id: id.to_owned(),
+                object: "text_completion".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![TextChoice { index: 0, text: text.unwrap_or_default(), finish_reason: finish, logprobs: None }],
+                usage,
+                system_fingerprint: self.model.id.to_string(),
+                verinet: proof,
+            }),
+        };
+        sse(&value.unwrap_or_default())
+    }
+
+    /// The usage chunk (`include_usage`): no choices.
+    fn usage_event(&self, id: &str, usage: Usage, proof: Option<CompletionProof>) -> Bytes {
+        let value = match self.shape {
+            Shape::Chat => serde_json::to_value(ChatCompletionChunk {
+                id: id.to_owned(),
+                object: "chat.completion.chunk".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![],
+                usage: Some(usage),
+                system_fingerprint: self.model.id.to_string(),
+                verinet: proof,
+            }),
+            Shape::Text => serde_json::to_value(TextCompletion {
+                id: id.to_owned(),
+                object: "text_completion".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![],
+                usage: Some(usage),
+                system_fingerprint: self.model.id.to_string(),
+                verinet: proof,
+            }),
+        };
+        sse(&value.unwrap_or_default())
+    }
+
+    /// Records the receipt and usage, captures the escrow (with the output hash) if any.
+    async fn settle(&self, done: &Completed, executor: &Executor, ev: &mut RequestEvent) -> Result<Option<String>, ApiError> {
+        self.st.receipts.record(&done.receipt);
+        self.st.hub.record_call(&self.model, true);
+        ev.completion_tokens = done.output_ids.len() as u64;
+        ev.executor = Some(executor.address());
+        ev.check = Some("unchecked".into());
+        let Some(p) = &self.paid else { return Ok(None) };
+        let hash = format!("{:#x}", done.receipt.receipt.output_hash);
+        let tx = infer::capture(&self.st, p, &hash, executor.address()).await?;
+        ev.charged = p.escrow.quote.total;
+        for (_, role, amount) in p.escrow.quote.split() {
+            *ev.earnings.entry(role.to_string()).or_default() += amount;
+        }
+        Ok(Some(tx))
+    }
+
+    async fn refund(&self, why: &str) {
+        if let Some(p) = &self.paid {
+            infer::refund(&self.st, p, why).await;
+        }
+        self.st.hub.record_call(&self.model, false);
+    }
+
+    fn summary(&self, capture: Option<&String>) -> Option<PaymentSummary> {
+        match (&self.paid, capture) {
+            (Some(p), Some(tx)) => Some(PaymentSummary {
+                method: p.method.to_owned(),
+                payer: p.escrow.payer,
+                amount: p.escrow.quote.total.to_string(),
+                escrow_tx: p.escrow.tx_id.clone(),
+                capture_tx: tx.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn proof(&self, done: &Completed, capture: Option<&String>, first_token_ms: f64) -> CompletionProof {
+        let payment = self.summary(capture);
+        CompletionProof {
+            request_id: self.request_id.clone(),
+            model: ResolvedModel { name: self.model.name.clone(), version: self.model.version.clone(), sha256: self.model.id },
+            prompt_ids: self.prompt.clone(),
+            output_ids: done.output_ids.clone(),
+            seed: self.generation.seed,
+            price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
+            payment,
+            receipt: done.receipt.clone(),
+            first_token_ms,
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+
+    fn payment_header(&self, capture: Option<&String>, resp: &mut Response) {
+        payment_response_header(&self.st, self.summary(capture).as_ref(), resp);
+    }
+}
+
+/// `PAYMENT-RESPONSE` for an x402-paid answer.
+fn payment_response_header(st: &AppState, summary: Option<&PaymentSummary>, resp: &mut Response) {
+    let Some(p) = summary.filter(|p| p.method == "x402") else { return };
+    let s = SettleResponse {
+        success: true,
+        transaction: p.capture_tx.clone(),
+        network: st.payments.x402.network(),
+        payer: Some(p.payer.to_checksum(None)),
+        amount: Some(p.amount.clone()),
+        error_reason: None,
+        error_message: None,
+    };
+    if let Ok(v) = HeaderValue::from_str(&encode_header(&s)) {
+        resp.headers_mut().insert(PAYMENT_RESPONSE, v);
+    }
+}
+
+fn usage(prompt_tokens: usize, done: &Completed) -> Usage {
+    let (p, c) = (prompt_tokens as u32, done.output_ids.len() as u32);
+    Usage { prompt_tokens: p, completion_tokens: c, total_tokens: p + c }
+}
+
+fn sse(value: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// An error inside a stream that already answered 200 (OpenAI's clients raise it).
+fn error_event(e: &ApiError) -> Bytes {
+    let (status, code) = e.status_and_code();
+    sse(&serde_json::json!({"error": {"message": e.to_string(), "type": if status.is_server_error() { "server_error" } else { "invalid_request_error" }, "code": code}}))
+}
+
+fn exec_error(e: ExecError) -> ApiError {
+    match e {
+        ExecError::Llm(l) => ApiError::Llm(l),
+        ExecError::Runtime(r) => ApiError::Runtime(r),
+        other => ApiError::WorkersFailed { attempts: 1, last: other.to_string() },
+    }
+}
+
+/// `POST /v1/embeddings`.
+#[instrument(skip_all, fields(request_id, model))]
+pub(crate) async fn embeddings(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut ev = RequestEvent { mode: "none".into(), ..RequestEvent::default() };
+    let started = Instant::now();
+    let result = embed(&st, &headers, body, &mut ev, started).await.map(|r| (r, false));
+    finish_event(&st, ev, started, result)
+}
+
+async fn embed(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    ev: &mut RequestEvent,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let req: EmbeddingRequest = parse(st, body)?;
+    let texts = match req.input {
+        EmbeddingInput::One(t) => vec![t],
+        EmbeddingInput::Many(v) => v,
+    };
+    if texts.is_empty() {
+        return Err(invalid("empty_input", "input is empty; send a string or an array of strings"));
+    }
+    if texts.len() > MAX_EMBED_INPUTS {
+        return Err(invalid("too_many_inputs", format!("input has {} strings; at most {MAX_EMBED_INPUTS} per request", texts.len())));
+    }
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(invalid("empty_input", format!("input[{i}] is an empty string")));
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(invalid("invalid_parameter", format!("encoding_format {other:?}: use float or base64"))),
+    };
+    ev.app = req.app.clone();
+    let model = resolve(st, &req.model, ModelKind::Embedding, "/v1/embeddings").await?;
+    ev.model = Some(model.name.clone());
+    let dims = model.signature.language.as_ref().and_then(|l| l.get("dimensions")).and_then(|d| d.as_u64());
+    if let (Some(want), Some(have)) = (req.dimensions, dims)
+        && u64::from(want) != have
+    {
+        return Err(invalid("invalid_parameter", format!("dimensions {want}: this model gives {have}-dimensional vectors")));
+    }
+    let tokenizer = st.llm.encoder_tokenizer(*model.id.digest(), hub_bytes(st, &model)).await.map_err(llm_error)?;
+    let ids = tokenizer.tokenize(&texts).map_err(|e| match e {
+        LlmError::Input(m) if m.contains("tokens; this model takes at most") => invalid("context_length_exceeded", m),
+        other => llm_error(other),
+    })?;
+    let total: usize = ids.iter().map(Vec::len).sum();
+    if total > MAX_EMBED_TOKENS {
+        return Err(invalid("too_many_tokens", format!("the inputs have {total} tokens together; at most {MAX_EMBED_TOKENS} per request")));
+    }
+    ev.prompt_tokens = total as u64;
+
+    let request_id = infer::new_request_id();
+    Span::current().record("request_id", request_id.as_str());
+    let input_hash = token_lists_hash(&ids);
+    let executors = verification::route(st, VerificationMode::None, model.id)?;
+    let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), ev).await?;
+    let terms = Terms {
+        request_id: request_id.clone(),
+        input_hash,
+        mode: "none".into(),
+        price: paid.as_ref().map_or(0, |p| p.escrow.quote.total),
+        payer: paid.as_ref().map_or(Address::ZERO, |p| p.escrow.payer),
+        chain_id: st.payments.x402.chain_id,
+    };
+    // Run and settle in a task of their own (as /v1/infer does).
+    let task = {
+        let (st, model, paid, first) = (st.clone(), model.clone(), paid.clone(), executors[0].clone());
+        async move {
+            let result = embed_failover(&st, first, &model, ids, &terms).await;
+            st.hub.record_call(&model, result.is_ok());
+            let settled = match (&paid, &result) {
+                (None, _) => Ok(None),
+                (Some(p), Ok((e, ran))) => {
+                    infer::capture(&st, p, &format!("{:#x}", ran.receipt.receipt.output_hash), e.address()).await.map(Some)
+                }
+                (Some(p), Err(err)) => {
+                    infer::refund(&st, p, &err.to_string()).await;
+                    Ok(None)
+                }
+            };
+            (result, settled)
+        }
+    };
+    let (result, settled) = tokio::spawn(task).await.map_err(|e| ApiError::Internal(format!("embedding task: {e}")))?;
+    let (executor, ran) = result?;
+    let capture = settled?;
+    ev.executor = Some(executor.address());
+    ev.check = Some("unchecked".into());
+    if let (Some(p), Some(_)) = (&paid, &capture) {
+        ev.charged = p.escrow.quote.total;
+        for (_, role, amount) in p.escrow.quote.split() {
+            *ev.earnings.entry(role.to_string()).or_default() += amount;
+        }
+    }
+    st.receipts.record(&ran.receipt);
+
+    let vectors = ran.out.outputs.get("embeddings").ok_or_else(|| ApiError::Internal("the answer has no embeddings".into()))?;
+    let dims = vectors.shape().get(1).copied().unwrap_or(0);
+    let raw = vectors.raw();
+    let data = (0..texts.len())
+        .map(|i| {
+            let bytes = &raw[i * dims * 4..(i + 1) * dims * 4];
+            let embedding = if base64 {
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                serde_json::to_value(floats).unwrap_or_default()
+            };
+            EmbeddingData { object: "embedding".into(), index: i as u32, embedding }
+        })
+        .collect();
+    let payment = match (&paid, &capture) {
+        (Some(p), Some(tx)) => Some(PaymentSummary {
+            method: p.method.to_owned(),
+            payer: p.escrow.payer,
+            amount: p.escrow.quote.total.to_string(),
+            escrow_tx: p.escrow.tx_id.clone(),
+            capture_tx: tx.clone(),
+        }),
+        _ => None,
+    };
+    let tokens = total as u32;
+    let body = EmbeddingResponse {
+        object: "list".into(),
+        data,
+        model: req.model,
+        usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
+        verinet: EmbeddingProof {
+            request_id,
+            model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
+            price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
+            payment: payment.clone(),
+            receipt: ran.receipt,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+        },
+    };
+    let mut resp = Json(body).into_response();
+    payment_response_header(st, payment.as_ref(), &mut resp);
+    Ok(resp)
+}
+
+/// Embeds on `first`, and on other workers while they fail in a way another may not.
+async fn embed_failover(
+    st: &AppState,
+    first: Arc<Executor>,
+    model: &ModelVersion,
+    ids: Vec<Vec<u32>>,
+    terms: &Terms,
+) -> Result<(Arc<Executor>, Ran), ApiError> {
+    let mut tried = Vec::new();
+    let mut e = first;
+    loop {
+        tried.push(e.address());
+        let _guard = e.in_flight();
+        let job = EmbedJob { model: model.id, ids: ids.clone(), terms: terms.clone(), load: verification::hub_loader(st) };
+        let err = match e.backend().embed(job).await {
+            Ok(ran) => {
+                e.served();
+                return Ok((e, ran));
+            }
+            Err(err) if !err.retriable() => return Err(exec_error(err)),
+            Err(err) => err,
+        };
+        if matches!(err, ExecError::Unavailable(_)) {
+            e.mark_down();
+        }
+        warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "executor failed; trying another");
+        match st.pool.pick_workers(1, model.id, &tried).pop() {
+            Some(n) if tried.len() < st.network.max_attempts.max(1) => e = n,
+            _ => return Err(ApiError::WorkersFailed { attempts: tried.len(), last: err.to_string() }),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Language-model jobs: a completion (streamed text, then the ids and a receipt) and an
+//! embeddings call (vectors and a receipt), as [`Execute`](crate::Execute) runs them.
+//!
+//! The gateway tokenizes and fixes the terms; the executor generates from exactly those ids
+//! and signs what it generated. A completion's receipt binds the prompt ids, the output ids and
+//! the generation terms ([`CompletionTerms`]); an embeddings receipt is a tensor receipt over
+//! the token ids in and `{"embeddings": f32 [n, dims]}` out.
+
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256};
+use alloy_signer_local::PrivateKeySigner;
+use tokio::sync::mpsc;
+use verinet_llm::{GenEvent, GenRequest, LlmError, LlmHost, SamplingParams};
+use verinet_primitives::{
+    ModelId, Tensor, TensorMap, token_ids_hash,
+    wire::{CompletionTerms, ReceiptBody, SignedReceipt},
+};
+use verinet_runtime::{RunOutput, Timings};
+
+use crate::exec::{ExecError, LoadBytes, Ran, Terms, check_receipt, receipt_body};
+use crate::{sign_receipt, verify_receipt};
+
+/// How to generate: fixed by the gateway, signed back by the executor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Most tokens.
+    pub max_tokens: u32,
+    /// 0: greedy.
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Sampler seed.
+    pub seed: u64,
+    /// Stop strings.
+    pub stop: Vec<String>,
+}
+
+/// One completion.
+pub struct GenJob {
+    /// The GGUF model.
+    pub model: ModelId,
+    /// Prompt token ids (`terms.input_hash` is their `token_ids_hash`).
+    pub prompt: Vec<u32>,
+    /// How to generate.
+    pub generation: Generation,
+    /// What the receipt will say besides.
+    pub terms: Terms,
+    /// Where a local executor gets the bytes.
+    pub load: LoadBytes,
+}
+
+/// What a stream carries: text as it becomes final, then the end.
+#[derive(Debug, Clone)]
+pub enum GenChunk {
+    /// New text.
+    Text(String),
+    /// The end: ids and the signed receipt.
+    Done(Box<Completed>),
+}
+
+/// A finished completion.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// Every token generated.
+    pub output_ids: Vec<u32>,
+    /// The whole text (what the `Text` chunks added up to).
+    pub text: String,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+    /// Signed by the executor.
+    pub receipt: SignedReceipt,
+    /// Time to the first token on the executor, ms.
+    pub first_token_ms: f64,
+    /// The generation on the executor, ms.
+    pub total_ms: f64,
+}
+
+/// A completion in progress; dropping it cancels the generation.
+pub type GenStream = mpsc::Receiver<Result<GenChunk, ExecError>>;
+
+/// One embeddings call.
+pub struct EmbedJob {
+    /// The encoder bundle.
+    pub model: ModelId,
+    /// Token ids of each input (`terms.input_hash` is their `token_lists_hash`).
+    pub ids: Vec<Vec<u32>>,
+    /// What the receipt will say.
+    pub terms: Terms,
+    /// Where a local executor gets the bytes.
+    pub load: LoadBytes,
+}
+
+/// The terms a completion receipt states for `generation` of `prompt_tokens`.
+pub fn completion_terms(g: &Generation, prompt_tokens: usize, output_ids: &[u32], finish_reason: &str) -> CompletionTerms {
+    CompletionTerms {
+        prompt_tokens: prompt_tokens as u32,
+        completion_tokens: output_ids.len() as u32,
+        temperature: g.temperature.to_string(),
+        top_p: g.top_p.to_string(),
+        seed: g.seed,
+        max_tokens: g.max_tokens,
+        stop: g.stop.clone(),
+        finish_reason: finish_reason.to_owned(),
+    }
+}
+
+/// The receipt body an executor at `node` signs for a completion.
+pub fn completion_body(
+    terms: &Terms,
+    model: ModelId,
+    g: &Generation,
+    prompt_tokens: usize,
+    output_ids: &[u32],
+    finish_reason: &str,
+    node: Address,
+) -> ReceiptBody {
+    ReceiptBody {
+        request_id: terms.request_id.clone(),
+        model_hash: B256::from(*model.digest()),
+        input_hash: terms.input_hash,
+        output_hash: token_ids_hash(output_ids),
+        node,
+        mode: terms.mode.clone(),
+        price: terms.price.to_string(),
+        payer: terms.payer,
+        timestamp: verinet_primitives::unix_ms_u64(),
+        completion: Some(completion_terms(g, prompt_tokens, output_ids, finish_reason)),
+    }
+}
+
+/// Checks a finished completion from `node`: its receipt is signed by it, about this request,
+/// model, prompt and terms, and about exactly the ids returned.
+pub fn check_completion(c: &Completed, terms: &Terms, model: ModelId, g: &Generation, prompt_tokens: usize, node: Address) -> Result<(), String> {
+    let r = &c.receipt;
+    let signer = verify_receipt(r).map_err(|e| format!("receipt: {e}"))?;
+    let want = completion_body(terms, model, g, prompt_tokens, &c.output_ids, &c.finish_reason, node);
+    let b = &r.receipt;
+    let field = |name: &str, ok: bool| if ok { Ok(()) } else { Err(format!("receipt {name} differs from what was asked")) };
+    field("signer", signer == node)?;
+    field("chain id", r.chain_id == terms.chain_id)?;
+    field("request id", b.request_id == want.request_id)?;
+    field("model hash", b.model_hash == want.model_hash)?;
+    field("input hash", b.input_hash == want.input_hash)?;
+    field("output hash (of the ids returned)", b.output_hash == want.output_hash)?;
+    field("node", b.node == node)?;
+    field("mode", b.mode == want.mode)?;
+    field("price", b.price == want.price)?;
+    field("payer", b.payer == want.payer)?;
+    field("completion terms", b.completion == want.completion)?;
+    field("finish reason", matches!(c.finish_reason.as_str(), "stop" | "length"))
+}
+
+/// Checks an embeddings answer: a tensor receipt over the vectors returned.
+pub fn check_embedding(ran: &Ran, terms: &Terms, model: ModelId, node: Address) -> Result<(), String> {
+    check_receipt(ran, terms, model, node)
+}
+
+fn llm_load(load: &LoadBytes, model: ModelId) -> impl Future<Output = Result<bytes::Bytes, LlmError>> + use<> {
+    let f = load(model);
+    async move { f.await.map_err(|e| LlmError::Engine(format!("model bytes: {e}"))) }
+}
+
+/// Runs a completion on `llm` and streams it; the last chunk carries the receipt signed with
+/// `key`. What a local executor and a worker process both do.
+pub async fn generate_signed(key: Arc<PrivateKeySigner>, llm: &LlmHost, job: GenJob) -> Result<GenStream, ExecError> {
+    let GenJob { model, prompt, generation, terms, load } = job;
+    let generator = llm.generator(*model.digest(), llm_load(&load, model)).await?;
+    let mut events = generator.submit(GenRequest {
+        prompt: prompt.clone(),
+        max_tokens: generation.max_tokens as usize,
+        sampling: SamplingParams { temperature: generation.temperature, top_p: generation.top_p, seed: generation.seed },
+        stop: generation.stop.clone(),
+    })?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                // The reader went away: dropping `events` cancels the generation.
+                () = tx.closed() => return,
+                ev = events.recv() => ev,
+            };
+            let chunk = match ev {
+                Some(GenEvent::Text(t)) => Ok(GenChunk::Text(t)),
+                Some(GenEvent::Done(g)) => {
+                    let finish = match g.finish {
+                        verinet_llm::Finish::Stop => "stop",
+                        verinet_llm::Finish::Length => "length",
+                    };
+                    let body = completion_body(&terms, model, &generation, prompt.len(), &g.output_ids, finish, key.address());
+                    sign_receipt(body, &key, terms.chain_id)
+                        .map(|receipt| {
+                            GenChunk::Done(Box::new(Completed {
+                                output_ids: g.output_ids,
+                                text: g.text,
+                                finish_reason: finish.to_owned(),
+                                receipt,
+                                first_token_ms: g.first_token_ms,
+                                total_ms: g.total_ms,
+                            }))
+                        })
+                        .map_err(|e| ExecError::Invalid(format!("signing: {e}")))
+                }
+                Some(GenEvent::Failed(e)) => Err(ExecError::Llm(LlmError::Engine(e))),
+                None => Err(ExecError::Unavailable("the generation ended without an answer".into())),
+            };
+            let last = !matches!(chunk, Ok(GenChunk::Text(_)));
+            if tx.send(chunk).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Embeds on `llm` and signs the receipt with `key`.
+pub async fn embed_signed(key: &PrivateKeySigner, llm: &LlmHost, job: EmbedJob) -> Result<Ran, ExecError> {
+    let EmbedJob { model, ids, terms, load } = job;
+    let started = std::time::Instant::now();
+    let embedder = llm.embedder(*model.digest(), llm_load(&load, model)).await?;
+    let loaded = started.elapsed();
+    let n = ids.len();
+    let vectors = llm.embed(embedder, ids).await?;
+    let dims = vectors.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+    let tensor = Tensor::from_f32(vec![n, dims], &flat).map_err(|e| ExecError::Invalid(format!("embeddings tensor: {e}")))?;
+    let outputs: TensorMap = [("embeddings".to_owned(), tensor)].into_iter().collect();
+    let body = receipt_body(&terms, model, &outputs, key.address());
+    let receipt = sign_receipt(body, key, terms.chain_id).map_err(|e| ExecError::Invalid(format!("signing: {e}")))?;
+    let timings = Timings { load: loaded, queue: Default::default(), compute: started.elapsed() - loaded };
+    Ok(Ran { out: RunOutput { outputs, timings }, receipt })
+}
