@@ -290,3 +290,54 @@ async fn two_remote_workers_give_the_same_tokens_for_the_same_request() {
     }
     gw.stop().await.unwrap();
 }
+
+/// The official `openai` Python client, unchanged, against a node: models, chat (streamed and
+/// not, with usage), text completions, embeddings, and errors as its exception classes; and
+/// eth_account recovers the completion receipt's signer from the `verinet` field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_openai_python_client_works_unchanged() {
+    let python = std::env::var("VERINET_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("VERINET_TEST_PYTHON is not set: run scripts/test.sh, which installs the openai client into target/pyenv")
+    });
+    let n = llm_node().await;
+    let (script, url) = (repo_root().join("scripts/openai_client.py"), n.node.url());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg(script).args([url.as_str(), CHAT, EMBED]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "openai_client.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models: Vec<&str> = v["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(models.contains(&CHAT) && models.contains(&EMBED), "{models:?}");
+
+    let chat = &v["chat"];
+    assert!(!chat["content"].as_str().unwrap().is_empty());
+    assert!(["stop", "length"].contains(&chat["finish_reason"].as_str().unwrap()));
+    let u = &chat["usage"];
+    assert_eq!(u["total_tokens"].as_u64(), Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(chat["proof"], json!({"input_hash_ok": true, "output_hash_ok": true, "signer_ok": true}));
+
+    let stream = &v["stream"];
+    assert_eq!(stream["content"], chat["content"], "streamed and whole answers agree at temperature 0");
+    assert!(stream["chunks"].as_u64().unwrap() >= 2, "{stream}");
+    assert_eq!(stream["usage"], chat["usage"]);
+    assert_eq!(stream["finish_reason"], chat["finish_reason"]);
+    assert_eq!(stream["proof"], chat["proof"]);
+
+    assert!(!v["completion"]["text"].as_str().unwrap().is_empty());
+    assert!(v["completion"]["usage"]["completion_tokens"].as_u64().unwrap() <= 8);
+
+    let e = &v["embeddings"];
+    assert_eq!(e["dims"], json!([384, 384, 384]));
+    assert_eq!(e["float_dims"], 384);
+    for norm in e["norms"].as_array().unwrap() {
+        assert!((norm.as_f64().unwrap() - 1.0).abs() < 1e-4, "unit vectors: {norm}");
+    }
+    assert!(e["cos_cat_dog"].as_f64().unwrap() > e["cos_cat_earnings"].as_f64().unwrap());
+    assert!(e["prompt_tokens"].as_u64().unwrap() > 3);
+
+    assert_eq!(v["errors"]["unknown_model"], json!({"class": "NotFoundError", "status": 404, "code": "not_found"}));
+    assert_eq!(v["errors"]["too_long"], json!({"class": "BadRequestError", "status": 400, "code": "context_length_exceeded"}));
+    n.node.stop().await.unwrap();
+}
