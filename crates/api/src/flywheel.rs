@@ -90,6 +90,8 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoRespo
     gauge("compute_latency_p50_ms", "median request latency", r.compute.latency_p50_ms);
     gauge("models_hosted", "models hosted", r.models.hosted as f64);
     gauge("models_active", "models served at least once", r.models.active as f64);
+    gauge("models_prompt_tokens", "language-model input tokens served", r.models.prompt_tokens as f64);
+    gauge("models_completion_tokens", "language-model tokens generated", r.models.completion_tokens as f64);
     gauge("models_top_share", "share of results on the most used model", r.models.top_share);
     gauge("applications_active", "apps that brought requests", r.applications.active as f64);
     gauge("applications_share_via_apps", "share of requests through an app", r.applications.share_via_apps);

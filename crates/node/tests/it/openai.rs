@@ -132,6 +132,10 @@ async fn chat_completions_and_embeddings_through_the_openai_routes() {
     let plain: Vec<f32> = e["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     assert_eq!(floats, plain);
 
+    // The flywheel counts tokens in and out of served calls.
+    let f = n.client.get_json("/v1/flywheel?window=3600").await.unwrap();
+    assert!(f["models"]["completion_tokens"].as_u64().unwrap() >= 12 * 2 + 10 * 4, "{}", f["models"]);
+    assert!(f["models"]["prompt_tokens"].as_u64().unwrap() >= want_tokens * 2, "{}", f["models"]);
     n.node.stop().await.unwrap();
 }
 
