@@ -14,17 +14,16 @@ use axum::{
     Json,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use rand::RngCore;
 use serde_json::{Map, Value};
 use tracing::{Span, error, info, instrument, warn};
-use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
 use verinet_primitives::{
     Address, ModelRef, tensors_hash,
     wire::{
-        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ResolvedModel, TimingsMs,
+        InferRequest, InferResponse, ModelPolicy, OutputEncoding, ResolvedModel, TimingsMs,
         VerificationMode,
     },
 };
@@ -206,26 +205,9 @@ async fn serve(
         compute: ms(out.timings.compute),
         total: ms(started.elapsed()),
     };
-    let payment = match (&escrow, capture_tx) {
-        (Some(e), Some(tx)) => Some(PaymentSummary {
-            method: e.method.to_owned(),
-            payer: e.escrow.payer,
-            amount: e.escrow.quote.total.to_string(),
-            escrow_tx: e.escrow.tx_id.clone(),
-            capture_tx: tx,
-        }),
-        _ => None,
-    };
+    let payment = pay::summary(escrow.as_ref(), capture_tx.as_ref());
     info!(compute_ms = timings_ms.compute, total_ms = timings_ms.total, price = %quote.total, "inference served");
-    let settle_header = payment.as_ref().filter(|p| p.method == "x402").map(|p| SettleResponse {
-        success: true,
-        transaction: p.capture_tx.clone(),
-        network: st.payments.x402.network(),
-        payer: Some(p.payer.to_checksum(None)),
-        amount: Some(p.amount.clone()),
-        error_reason: None,
-        error_message: None,
-    });
+    let summary = payment.clone();
     let mut resp = Json(InferResponse {
         request_id,
         model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
@@ -238,11 +220,7 @@ async fn serve(
         timings_ms,
     })
     .into_response();
-    if let Some(s) = settle_header
-        && let Ok(v) = HeaderValue::from_str(&encode_header(&s))
-    {
-        resp.headers_mut().insert(PAYMENT_RESPONSE, v);
-    }
+    pay::settle_header(st, summary.as_ref(), &mut resp);
     Ok(resp)
 }
 

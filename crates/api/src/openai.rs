@@ -27,7 +27,6 @@ use tokio::sync::mpsc;
 use tracing::{Span, info, instrument, warn};
 use verinet_flywheel::{Event, RequestEvent};
 use verinet_llm::{ChatMessage, LlmError};
-use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
 use verinet_primitives::{
     Address, ModelKind, ModelRef, token_ids_hash, token_lists_hash,
     openai::{
@@ -687,16 +686,7 @@ impl GenContext {
     }
 
     fn summary(&self, capture: Option<&String>) -> Option<PaymentSummary> {
-        match (&self.paid, capture) {
-            (Some(p), Some(tx)) => Some(PaymentSummary {
-                method: p.method.to_owned(),
-                payer: p.escrow.payer,
-                amount: p.escrow.quote.total.to_string(),
-                escrow_tx: p.escrow.tx_id.clone(),
-                capture_tx: tx.clone(),
-            }),
-            _ => None,
-        }
+        pay::summary(self.paid.as_ref(), capture)
     }
 
     fn proof(&self, done: &Completed, capture: Option<&String>, first_token_ms: f64) -> CompletionProof {
@@ -716,24 +706,7 @@ impl GenContext {
     }
 
     fn payment_header(&self, capture: Option<&String>, resp: &mut Response) {
-        payment_response_header(&self.st, self.summary(capture).as_ref(), resp);
-    }
-}
-
-/// `PAYMENT-RESPONSE` for an x402-paid answer.
-fn payment_response_header(st: &AppState, summary: Option<&PaymentSummary>, resp: &mut Response) {
-    let Some(p) = summary.filter(|p| p.method == "x402") else { return };
-    let s = SettleResponse {
-        success: true,
-        transaction: p.capture_tx.clone(),
-        network: st.payments.x402.network(),
-        payer: Some(p.payer.to_checksum(None)),
-        amount: Some(p.amount.clone()),
-        error_reason: None,
-        error_message: None,
-    };
-    if let Ok(v) = HeaderValue::from_str(&encode_header(&s)) {
-        resp.headers_mut().insert(PAYMENT_RESPONSE, v);
+        pay::settle_header(&self.st, self.summary(capture).as_ref(), resp);
     }
 }
 
@@ -879,16 +852,7 @@ async fn embed(
             EmbeddingData { object: "embedding".into(), index: i as u32, embedding }
         })
         .collect();
-    let payment = match (&paid, &capture) {
-        (Some(p), Some(tx)) => Some(PaymentSummary {
-            method: p.method.to_owned(),
-            payer: p.escrow.payer,
-            amount: p.escrow.quote.total.to_string(),
-            escrow_tx: p.escrow.tx_id.clone(),
-            capture_tx: tx.clone(),
-        }),
-        _ => None,
-    };
+    let payment = pay::summary(paid.as_ref(), capture.as_ref());
     let tokens = total as u32;
     let body = EmbeddingResponse {
         object: "list".into(),
@@ -905,7 +869,7 @@ async fn embed(
         },
     };
     let mut resp = Json(body).into_response();
-    payment_response_header(st, payment.as_ref(), &mut resp);
+    pay::settle_header(st, payment.as_ref(), &mut resp);
     Ok(resp)
 }
 

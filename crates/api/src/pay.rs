@@ -114,3 +114,35 @@ pub(crate) fn resource_url(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     format!("http://{host}/v1/infer")
 }
+
+/// What an answer says about its payment: `Some` once the escrow was captured.
+pub(crate) fn summary(paid: Option<&Paid>, capture_tx: Option<&String>) -> Option<verinet_primitives::wire::PaymentSummary> {
+    match (paid, capture_tx) {
+        (Some(p), Some(tx)) => Some(verinet_primitives::wire::PaymentSummary {
+            method: p.method.to_owned(),
+            payer: p.escrow.payer,
+            amount: p.escrow.quote.total.to_string(),
+            escrow_tx: p.escrow.tx_id.clone(),
+            capture_tx: tx.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Sets x402's `PAYMENT-RESPONSE` on an answer paid with x402.
+pub(crate) fn settle_header(st: &AppState, summary: Option<&verinet_primitives::wire::PaymentSummary>, resp: &mut axum::response::Response) {
+    use verinet_payments::wire::{PAYMENT_RESPONSE, SettleResponse, encode_header};
+    let Some(p) = summary.filter(|p| p.method == "x402") else { return };
+    let s = SettleResponse {
+        success: true,
+        transaction: p.capture_tx.clone(),
+        network: st.payments.x402.network(),
+        payer: Some(p.payer.to_checksum(None)),
+        amount: Some(p.amount.clone()),
+        error_reason: None,
+        error_message: None,
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&encode_header(&s)) {
+        resp.headers_mut().insert(PAYMENT_RESPONSE, v);
+    }
+}

@@ -12,7 +12,7 @@ use verinet_runtime::{RunOutput, Timings};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use verinet_verify::{
-    Completed, EmbedJob, ExecError, Execute, GenChunk, GenJob, GenStream, Job, Ran, check_completion, check_embedding,
+    EmbedJob, ExecError, Execute, GenChunk, GenJob, GenStream, Job, Ran, check_completion, check_embedding,
     check_receipt,
 };
 
@@ -122,20 +122,12 @@ impl RemoteWorker {
                             text.push_str(&t);
                             Ok(GenChunk::Text(t))
                         }
-                        Ok(GenLine::Done(d)) => {
-                            let c = Completed {
-                                output_ids: d.output_ids,
-                                text: d.text,
-                                finish_reason: d.finish_reason,
-                                receipt: d.receipt,
-                                first_token_ms: d.first_token_ms,
-                                total_ms: d.total_ms,
-                            };
+                        Ok(GenLine::Done(c)) => {
                             check_completion(&c, &terms, model, &generation, prompt_tokens, node)
                                 .and_then(|()| {
                                     if c.text == text { Ok(()) } else { Err("the streamed text differs from the final text".into()) }
                                 })
-                                .map(|()| GenChunk::Done(Box::new(c)))
+                                .map(|()| GenChunk::Done(c))
                                 .map_err(ExecError::Invalid)
                         }
                         Ok(GenLine::Error(e)) => Err(ExecError::Unavailable(format!("{}: {}", e.code, e.message))),

@@ -178,26 +178,9 @@ pub enum GenLine {
     /// New text.
     Text(String),
     /// The end, with the signed receipt.
-    Done(Box<GenDone>),
+    Done(Box<verinet_verify::Completed>),
     /// The generation failed.
     Error(verinet_primitives::wire::ErrorDetail),
-}
-
-/// The end of a streamed completion.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GenDone {
-    /// Every token generated.
-    pub output_ids: Vec<u32>,
-    /// The whole text.
-    pub text: String,
-    /// `stop` or `length`.
-    pub finish_reason: String,
-    /// Signed by the worker.
-    pub receipt: SignedReceipt,
-    /// Time to the first token, ms.
-    pub first_token_ms: f64,
-    /// Whole generation, ms.
-    pub total_ms: f64,
 }
 
 /// An embeddings job.

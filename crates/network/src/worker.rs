@@ -32,7 +32,7 @@ use verinet_verify::{EmbedJob, ExecError, GenChunk, GenJob, Generation, Job, Loa
 
 use crate::auth;
 use crate::wire::{
-    EMBED_PATH, EmbedRequest, GENERATE_PATH, GenDone, GenLine, GenerateRequest, HEALTH_PATH, RUN_PATH, Registration,
+    EMBED_PATH, EmbedRequest, GENERATE_PATH, GenLine, GenerateRequest, HEALTH_PATH, RUN_PATH, Registration,
     RunRequest, RunResponse, WorkerHealth,
 };
 
@@ -261,15 +261,7 @@ async fn generate(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes)
             Some(Ok(GenChunk::Text(t))) => (GenLine::Text(t), true),
             Some(Ok(GenChunk::Done(c))) => {
                 guard.0.served.fetch_add(1, Ordering::Relaxed);
-                let done = GenDone {
-                    output_ids: c.output_ids,
-                    text: c.text,
-                    finish_reason: c.finish_reason,
-                    receipt: c.receipt,
-                    first_token_ms: c.first_token_ms,
-                    total_ms: c.total_ms,
-                };
-                (GenLine::Done(Box::new(done)), false)
+                (GenLine::Done(c), false)
             }
             Some(Err(e)) => {
                 let (_, code) = llm_error(&e);

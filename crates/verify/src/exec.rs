@@ -135,21 +135,26 @@ pub fn receipt_body(terms: &Terms, model: ModelId, outputs: &TensorMap, node: Ad
 /// Checks that `ran` is what `node` was asked for: signed by it, in the right domain, about this
 /// request, model and inputs at these terms, and about exactly these outputs.
 pub fn check_receipt(ran: &Ran, terms: &Terms, model: ModelId, node: Address) -> Result<(), String> {
-    let r = &ran.receipt;
+    check_signed(&ran.receipt, &receipt_body(terms, model, &ran.out.outputs, node), terms.chain_id)
+}
+
+/// Checks that `r` is signed by the node `want` names and states every field of `want`
+/// (the timestamp aside).
+pub(crate) fn check_signed(r: &SignedReceipt, want: &ReceiptBody, chain_id: u64) -> Result<(), String> {
     let signer = verify_receipt(r).map_err(|e| format!("receipt: {e}"))?;
     let b = &r.receipt;
-    let want = receipt_body(terms, model, &ran.out.outputs, node);
     let field = |name: &str, ok: bool| if ok { Ok(()) } else { Err(format!("receipt {name} differs from what was asked")) };
-    field("signer", signer == node)?;
-    field("chain id", r.chain_id == terms.chain_id)?;
+    field("signer", signer == want.node)?;
+    field("chain id", r.chain_id == chain_id)?;
     field("request id", b.request_id == want.request_id)?;
     field("model hash", b.model_hash == want.model_hash)?;
     field("input hash", b.input_hash == want.input_hash)?;
     field("output hash (of the outputs returned)", b.output_hash == want.output_hash)?;
-    field("node", b.node == node)?;
+    field("node", b.node == want.node)?;
     field("mode", b.mode == want.mode)?;
     field("price", b.price == want.price)?;
-    field("payer", b.payer == want.payer)
+    field("payer", b.payer == want.payer)?;
+    field("completion terms", b.completion == want.completion)
 }
 
 /// An executor in this process: a key, a runtime and the language models it holds.

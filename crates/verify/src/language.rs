@@ -18,8 +18,8 @@ use verinet_primitives::{
 };
 use verinet_runtime::{RunOutput, Timings};
 
-use crate::exec::{ExecError, LoadBytes, Ran, Terms, check_receipt, receipt_body};
-use crate::{sign_receipt, verify_receipt};
+use crate::exec::{ExecError, LoadBytes, Ran, Terms, check_receipt, check_signed, receipt_body};
+use crate::sign_receipt;
 
 /// How to generate: fixed by the gateway, signed back by the executor.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,8 +59,8 @@ pub enum GenChunk {
     Done(Box<Completed>),
 }
 
-/// A finished completion.
-#[derive(Debug, Clone)]
+/// A finished completion (also the last line of a remote worker's stream).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Completed {
     /// Every token generated.
     pub output_ids: Vec<u32>,
@@ -132,23 +132,11 @@ pub fn completion_body(
 /// Checks a finished completion from `node`: its receipt is signed by it, about this request,
 /// model, prompt and terms, and about exactly the ids returned.
 pub fn check_completion(c: &Completed, terms: &Terms, model: ModelId, g: &Generation, prompt_tokens: usize, node: Address) -> Result<(), String> {
-    let r = &c.receipt;
-    let signer = verify_receipt(r).map_err(|e| format!("receipt: {e}"))?;
+    if !matches!(c.finish_reason.as_str(), "stop" | "length") {
+        return Err(format!("finish reason {:?} is neither stop nor length", c.finish_reason));
+    }
     let want = completion_body(terms, model, g, prompt_tokens, &c.output_ids, &c.finish_reason, node);
-    let b = &r.receipt;
-    let field = |name: &str, ok: bool| if ok { Ok(()) } else { Err(format!("receipt {name} differs from what was asked")) };
-    field("signer", signer == node)?;
-    field("chain id", r.chain_id == terms.chain_id)?;
-    field("request id", b.request_id == want.request_id)?;
-    field("model hash", b.model_hash == want.model_hash)?;
-    field("input hash", b.input_hash == want.input_hash)?;
-    field("output hash (of the ids returned)", b.output_hash == want.output_hash)?;
-    field("node", b.node == node)?;
-    field("mode", b.mode == want.mode)?;
-    field("price", b.price == want.price)?;
-    field("payer", b.payer == want.payer)?;
-    field("completion terms", b.completion == want.completion)?;
-    field("finish reason", matches!(c.finish_reason.as_str(), "stop" | "length"))
+    check_signed(&c.receipt, &want, terms.chain_id)
 }
 
 /// Checks an embeddings answer: a tensor receipt over the vectors returned.
