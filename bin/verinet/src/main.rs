@@ -1,9 +1,11 @@
-//! `verinet`: run a node, manage a wallet, publish models, run inference.
+//! `verinet`: run a node, manage a wallet, publish models, run inference, chat and embed.
 //!
 //! main only parses arguments, sets up tracing and hands off to a command module.
 
+mod chat;
 mod cli;
 mod devnet;
+mod fetch;
 mod flywheel;
 mod infer;
 mod model;

