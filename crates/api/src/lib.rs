@@ -5,6 +5,8 @@
 //! - [`ApiError`]: the one error type; its `IntoResponse` decides every status.
 //! - `infer`: the request pipeline (resolve, validate, price, pay, execute, settle, answer),
 //!   readable top to bottom in one file; `pay`: its payment step (x402 or session -> escrow).
+//! - `openai`: chat and text completions on OpenAI's API (JSON or server-sent events);
+//!   `embeddings`: `/v1/embeddings`. Both tokenize on the gateway and route like `infer`.
 //! - `money`: accounts, faucet, apps, spending sessions, payment records, x402 facilitator.
 //! - `receipts`: a receipt's status and its Merkle inclusion proof.
 //! - `verification`: the execution step by mode (none, sampled, quorum), disputes and slashing.
@@ -15,6 +17,7 @@
 //! [`Router`]: axum::Router
 
 mod dto;
+mod embeddings;
 mod error;
 mod flywheel;
 mod health;

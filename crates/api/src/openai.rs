@@ -1,5 +1,5 @@
-//! The OpenAI-compatible routes: `POST /v1/chat/completions`, `/v1/completions` and
-//! `/v1/embeddings`, one request top to bottom as in `infer.rs`:
+//! The OpenAI-compatible completion routes, `POST /v1/chat/completions` and `/v1/completions`
+//! (`/v1/embeddings` is in `embeddings.rs`), one request top to bottom as in `infer.rs`:
 //!
 //! parse -> resolve the model (and check its kind) -> tokenize on the gateway and check the
 //! limits -> price -> pay (escrow) -> execute on a worker (another one if it fails before its
@@ -20,7 +20,6 @@ use axum::{
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use base64::Engine as _;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -28,25 +27,20 @@ use tracing::{Span, info, instrument, warn};
 use verinet_flywheel::{Event, RequestEvent};
 use verinet_llm::{ChatMessage, LlmError};
 use verinet_primitives::{
-    Address, ModelKind, ModelRef, token_ids_hash, token_lists_hash,
+    Address, ModelKind, ModelRef, token_ids_hash,
     openai::{
         ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessageOut, ChunkChoice, CompletionProof,
-        CompletionRequest, Content, Delta, EmbeddingData, EmbeddingInput, EmbeddingProof, EmbeddingRequest,
-        EmbeddingResponse, EmbeddingUsage, GenerationOptions, Prompt, TextChoice, TextCompletion, Usage,
+        CompletionRequest, Content, Delta, GenerationOptions, Prompt, TextChoice, TextCompletion, Usage,
     },
     wire::{PaymentSummary, ResolvedModel, VerificationMode},
 };
 use verinet_store::ModelVersion;
-use verinet_verify::{Completed, EmbedJob, ExecError, Executor, GenChunk, GenJob, GenStream, Generation, InFlightGuard, Ran, Terms};
+use verinet_verify::{Completed, ExecError, Executor, GenChunk, GenJob, GenStream, Generation, InFlightGuard, Terms};
 
 use crate::{ApiError, AppState, infer, pay, verification};
 
 /// Most stop strings (OpenAI's limit).
 const MAX_STOP: usize = 4;
-/// Most inputs of one embeddings call (OpenAI's limit).
-pub(crate) const MAX_EMBED_INPUTS: usize = 2048;
-/// Most tokens of one embeddings call, all inputs together (bounds the batch's memory).
-const MAX_EMBED_TOKENS: usize = 65_536;
 
 /// Which OpenAI shape a generation answers in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +106,11 @@ pub(crate) async fn completions(
 }
 
 /// An answer, and whether its usage event is left to a stream that is still running.
-type Answered = (Response, bool);
+pub(crate) type Answered = (Response, bool);
 
 /// Emits the usage event of a request that ended in the handler (a stream emits its own at
 /// its end).
-fn finish_event(st: &AppState, mut ev: RequestEvent, started: Instant, result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
+pub(crate) fn finish_event(st: &AppState, mut ev: RequestEvent, started: Instant, result: Result<Answered, ApiError>) -> Result<Response, ApiError> {
     match &result {
         Ok((_, true)) => return result.map(|(r, _)| r),
         Ok(_) => ev.status = 200,
@@ -131,7 +125,7 @@ fn finish_event(st: &AppState, mut ev: RequestEvent, started: Instant, result: R
     result.map(|(r, _)| r)
 }
 
-fn parse<T: DeserializeOwned>(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge { limit: st.config.max_openai_body as u64 },
         other => ApiError::InvalidJson(other.body_text()),
@@ -139,11 +133,11 @@ fn parse<T: DeserializeOwned>(st: &AppState, body: Result<Bytes, BytesRejection>
     serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidRequest { code, message: message.into() }
 }
 
-fn llm_error(e: LlmError) -> ApiError {
+pub(crate) fn llm_error(e: LlmError) -> ApiError {
     ApiError::Llm(e)
 }
 
@@ -195,7 +189,7 @@ fn chat_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, ApiErr
 }
 
 /// The latest version of `name` (or the exact one named), which must be of `kind`.
-async fn resolve(st: &AppState, name: &str, kind: ModelKind, route: &'static str) -> Result<ModelVersion, ApiError> {
+pub(crate) async fn resolve(st: &AppState, name: &str, kind: ModelKind, route: &'static str) -> Result<ModelVersion, ApiError> {
     let model_ref: ModelRef = name.parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
     let model = st.hub.resolve(&model_ref).await?;
     Span::current().record("model", tracing::field::display(&model.id));
@@ -211,7 +205,7 @@ async fn resolve(st: &AppState, name: &str, kind: ModelKind, route: &'static str
 }
 
 /// The model's bytes from this gateway's hub, for its tokenizer.
-fn hub_bytes(st: &AppState, model: &ModelVersion) -> impl Future<Output = Result<Bytes, LlmError>> + use<> {
+pub(crate) fn hub_bytes(st: &AppState, model: &ModelVersion) -> impl Future<Output = Result<Bytes, LlmError>> + use<> {
     let (hub, id) = (st.hub.clone(), model.id);
     async move { hub.load_bytes(&id).await.map_err(|e| LlmError::Engine(format!("model bytes: {e}"))) }
 }
@@ -368,7 +362,7 @@ fn merge_event(ev: &mut RequestEvent, from: RequestEvent) {
 
 /// Quotes and escrows (nothing when free).
 #[allow(clippy::too_many_arguments)]
-async fn take_payment(
+pub(crate) async fn take_payment(
     st: &AppState,
     headers: &HeaderMap,
     model: &ModelVersion,
@@ -725,183 +719,10 @@ fn error_event(e: &ApiError) -> Bytes {
     sse(&serde_json::json!({"error": {"message": e.to_string(), "type": if status.is_server_error() { "server_error" } else { "invalid_request_error" }, "code": code}}))
 }
 
-fn exec_error(e: ExecError) -> ApiError {
+pub(crate) fn exec_error(e: ExecError) -> ApiError {
     match e {
         ExecError::Llm(l) => ApiError::Llm(l),
         ExecError::Runtime(r) => ApiError::Runtime(r),
         other => ApiError::WorkersFailed { attempts: 1, last: other.to_string() },
-    }
-}
-
-/// `POST /v1/embeddings`.
-#[instrument(skip_all, fields(request_id, model))]
-pub(crate) async fn embeddings(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let mut ev = RequestEvent { mode: "none".into(), ..RequestEvent::default() };
-    let started = Instant::now();
-    let result = embed(&st, &headers, body, &mut ev, started).await.map(|r| (r, false));
-    finish_event(&st, ev, started, result)
-}
-
-async fn embed(
-    st: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    ev: &mut RequestEvent,
-    started: Instant,
-) -> Result<Response, ApiError> {
-    let req: EmbeddingRequest = parse(st, body)?;
-    let texts = match req.input {
-        EmbeddingInput::One(t) => vec![t],
-        EmbeddingInput::Many(v) => v,
-    };
-    if texts.is_empty() {
-        return Err(invalid("empty_input", "input is empty; send a string or an array of strings"));
-    }
-    if texts.len() > MAX_EMBED_INPUTS {
-        return Err(invalid("too_many_inputs", format!("input has {} strings; at most {MAX_EMBED_INPUTS} per request", texts.len())));
-    }
-    if let Some(i) = texts.iter().position(String::is_empty) {
-        return Err(invalid("empty_input", format!("input[{i}] is an empty string")));
-    }
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => return Err(invalid("invalid_parameter", format!("encoding_format {other:?}: use float or base64"))),
-    };
-    ev.app = req.app.clone();
-    let model = resolve(st, &req.model, ModelKind::Embedding, "/v1/embeddings").await?;
-    ev.model = Some(model.name.clone());
-    let dims = model.signature.language.as_ref().and_then(|l| l.get("dimensions")).and_then(|d| d.as_u64());
-    if let (Some(want), Some(have)) = (req.dimensions, dims)
-        && u64::from(want) != have
-    {
-        return Err(invalid("invalid_parameter", format!("dimensions {want}: this model gives {have}-dimensional vectors")));
-    }
-    let tokenizer = st.llm.encoder_tokenizer(*model.id.digest(), hub_bytes(st, &model)).await.map_err(llm_error)?;
-    let ids = tokenizer.tokenize(&texts).map_err(|e| match e {
-        LlmError::Input(m) if m.contains("tokens; this model takes at most") => invalid("context_length_exceeded", m),
-        other => llm_error(other),
-    })?;
-    let total: usize = ids.iter().map(Vec::len).sum();
-    if total > MAX_EMBED_TOKENS {
-        return Err(invalid("too_many_tokens", format!("the inputs have {total} tokens together; at most {MAX_EMBED_TOKENS} per request")));
-    }
-    ev.prompt_tokens = total as u64;
-
-    let request_id = infer::new_request_id();
-    Span::current().record("request_id", request_id.as_str());
-    let input_hash = token_lists_hash(&ids);
-    let executors = verification::route(st, VerificationMode::None, model.id)?;
-    let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), ev).await?;
-    let terms = Terms {
-        request_id: request_id.clone(),
-        input_hash,
-        mode: "none".into(),
-        price: paid.as_ref().map_or(0, |p| p.escrow.quote.total),
-        payer: paid.as_ref().map_or(Address::ZERO, |p| p.escrow.payer),
-        chain_id: st.payments.x402.chain_id,
-    };
-    // Run and settle in a task of their own (as /v1/infer does).
-    let task = {
-        let (st, model, paid, first) = (st.clone(), model.clone(), paid.clone(), executors[0].clone());
-        async move {
-            let result = embed_failover(&st, first, &model, ids, &terms).await;
-            st.hub.record_call(&model, result.is_ok());
-            let settled = match (&paid, &result) {
-                (None, _) => Ok(None),
-                (Some(p), Ok((e, ran))) => {
-                    infer::capture(&st, p, &format!("{:#x}", ran.receipt.receipt.output_hash), e.address()).await.map(Some)
-                }
-                (Some(p), Err(err)) => {
-                    infer::refund(&st, p, &err.to_string()).await;
-                    Ok(None)
-                }
-            };
-            (result, settled)
-        }
-    };
-    let (result, settled) = tokio::spawn(task).await.map_err(|e| ApiError::Internal(format!("embedding task: {e}")))?;
-    let (executor, ran) = result?;
-    let capture = settled?;
-    ev.executor = Some(executor.address());
-    ev.check = Some("unchecked".into());
-    if let (Some(p), Some(_)) = (&paid, &capture) {
-        ev.charged = p.escrow.quote.total;
-        for (_, role, amount) in p.escrow.quote.split() {
-            *ev.earnings.entry(role.to_string()).or_default() += amount;
-        }
-    }
-    st.receipts.record(&ran.receipt);
-
-    let vectors = ran.out.outputs.get("embeddings").ok_or_else(|| ApiError::Internal("the answer has no embeddings".into()))?;
-    let dims = vectors.shape().get(1).copied().unwrap_or(0);
-    let raw = vectors.raw();
-    let data = (0..texts.len())
-        .map(|i| {
-            let bytes = &raw[i * dims * 4..(i + 1) * dims * 4];
-            let embedding = if base64 {
-                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                serde_json::to_value(floats).unwrap_or_default()
-            };
-            EmbeddingData { object: "embedding".into(), index: i as u32, embedding }
-        })
-        .collect();
-    let payment = pay::summary(paid.as_ref(), capture.as_ref());
-    let tokens = total as u32;
-    let body = EmbeddingResponse {
-        object: "list".into(),
-        data,
-        model: req.model,
-        usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
-        verinet: EmbeddingProof {
-            request_id,
-            model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
-            price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
-            payment: payment.clone(),
-            receipt: ran.receipt,
-            total_ms: started.elapsed().as_secs_f64() * 1e3,
-        },
-    };
-    let mut resp = Json(body).into_response();
-    pay::settle_header(st, payment.as_ref(), &mut resp);
-    Ok(resp)
-}
-
-/// Embeds on `first`, and on other workers while they fail in a way another may not.
-async fn embed_failover(
-    st: &AppState,
-    first: Arc<Executor>,
-    model: &ModelVersion,
-    ids: Vec<Vec<u32>>,
-    terms: &Terms,
-) -> Result<(Arc<Executor>, Ran), ApiError> {
-    let mut tried = Vec::new();
-    let mut e = first;
-    loop {
-        tried.push(e.address());
-        let _guard = e.in_flight();
-        let job = EmbedJob { model: model.id, ids: ids.clone(), terms: terms.clone(), load: verification::hub_loader(st) };
-        let err = match e.backend().embed(job).await {
-            Ok(ran) => {
-                e.served();
-                return Ok((e, ran));
-            }
-            Err(err) if !err.retriable() => return Err(exec_error(err)),
-            Err(err) => err,
-        };
-        if matches!(err, ExecError::Unavailable(_)) {
-            e.mark_down();
-        }
-        warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "executor failed; trying another");
-        match st.pool.pick_workers(1, model.id, &tried).pop() {
-            Some(n) if tried.len() < st.network.max_attempts.max(1) => e = n,
-            _ => return Err(ApiError::WorkersFailed { attempts: tried.len(), last: err.to_string() }),
-        }
     }
 }

@@ -8,7 +8,7 @@ use axum::{
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
-use crate::{ApiError, AppState, flywheel, health::health, infer::infer, models, money, nodes, openai, receipts};
+use crate::{ApiError, AppState, embeddings, flywheel, health::health, infer::infer, models, money, nodes, openai, receipts};
 
 /// The node's HTTP API. Uploads get their own (long) timeout and no buffered-body limit:
 /// the hub streams and bounds them itself.
@@ -27,7 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/infer", post(infer).layer(DefaultBodyLimit::max(cfg.max_infer_body)))
         .route("/v1/chat/completions", post(openai::chat_completions).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
         .route("/v1/completions", post(openai::completions).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
-        .route("/v1/embeddings", post(openai::embeddings).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
+        .route("/v1/embeddings", post(embeddings::embeddings).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
         .route("/v1/accounts/{address}", get(money::account))
         .route("/v1/faucet", post(money::faucet))
         .route("/v1/apps", post(money::register_app))

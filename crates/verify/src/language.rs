@@ -18,7 +18,7 @@ use verinet_primitives::{
 };
 use verinet_runtime::{RunOutput, Timings};
 
-use crate::exec::{ExecError, LoadBytes, Ran, Terms, check_receipt, check_signed, receipt_body};
+use crate::job::{ExecError, LoadBytes, Ran, Terms, check_receipt, check_signed, receipt_body};
 use crate::sign_receipt;
 
 /// How to generate: fixed by the gateway, signed back by the executor.

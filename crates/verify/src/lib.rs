@@ -20,6 +20,7 @@
 mod batches;
 mod error;
 mod exec;
+mod job;
 mod language;
 mod pool;
 pub mod merkle;
@@ -28,7 +29,8 @@ mod tolerance;
 
 pub use batches::{BatchConfig, BatchInfo, InclusionProof, ReceiptInfo, ReceiptLog, ReceiptStatus, batch_hash};
 pub use error::VerifyError;
-pub use exec::{ExecError, Execute, Job, LoadBytes, LocalExecutor, Ran, Terms, check_receipt, receipt_body};
+pub use exec::{Execute, LocalExecutor};
+pub use job::{ExecError, Job, LoadBytes, Ran, Terms, check_receipt, receipt_body};
 pub use language::{
     Completed, EmbedJob, GenChunk, GenJob, GenStream, Generation, check_completion, check_embedding, completion_body,
     completion_terms, embed_signed, generate_signed,

@@ -20,7 +20,8 @@ use verinet_primitives::ModelId;
 use verinet_llm::LlmHost;
 use verinet_runtime::Runtime;
 
-use crate::exec::{ExecError, Execute, Job, LocalExecutor, Ran};
+use crate::exec::{Execute, LocalExecutor};
+use crate::job::{ExecError, Job, Ran};
 
 /// What an executor does for the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
