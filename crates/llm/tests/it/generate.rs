@@ -90,7 +90,10 @@ async fn greedy_completions_match_llama_cpp_token_for_token() {
             }
         }
         compared += 1;
-        assert_eq!(got.finish, Finish::Length);
+        // After a near tie the continuation is another text, which may end sooner.
+        if first_diff.is_none() {
+            assert_eq!(got.finish, Finish::Length);
+        }
 
         // Past the first near tie too: llama.cpp's own 32 tokens, teacher-forced through this
         // engine, get logits within LOGIT_TOL of llama.cpp's at every position, and the same
