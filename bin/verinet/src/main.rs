@@ -19,6 +19,7 @@ mod wallet;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    pin_thread_count();
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -40,5 +41,19 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// candle 0.11 works out its thread count on every matmul, and without `RAYON_NUM_THREADS` that
+/// means reading `/proc/cpuinfo` each time: 8,640 file opens for one 32-token completion, and
+/// decoding ~1.4x slower (measured, BENCHMARKS.md). Fixed once here, before any thread exists;
+/// an operator's own setting wins.
+#[allow(unsafe_code, reason = "set_var before any other thread is started")]
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        // SAFETY: first statement of main; no other thread runs yet, so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
 }
