@@ -17,7 +17,7 @@ use tracing::{Span, instrument, warn};
 use verinet_flywheel::RequestEvent;
 use verinet_llm::LlmError;
 use verinet_primitives::{
-    Address, ModelKind, token_lists_hash,
+    ModelKind, token_lists_hash,
     openai::{EmbeddingData, EmbeddingInput, EmbeddingProof, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage},
     wire::{ResolvedModel, VerificationMode},
 };
@@ -96,14 +96,7 @@ async fn embed(
     let input_hash = token_lists_hash(&ids);
     let executors = verification::route(st, VerificationMode::None, model.id)?;
     let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), ev).await?;
-    let terms = Terms {
-        request_id: request_id.clone(),
-        input_hash,
-        mode: "none".into(),
-        price: paid.as_ref().map_or(0, |p| p.escrow.quote.total),
-        payer: paid.as_ref().map_or(Address::ZERO, |p| p.escrow.payer),
-        chain_id: st.payments.x402.chain_id,
-    };
+    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref());
     // Run and settle in a task of their own (as /v1/infer does).
     let task = {
         let (st, model, paid, first) = (st.clone(), model.clone(), paid.clone(), executors[0].clone());
@@ -129,10 +122,7 @@ async fn embed(
     ev.executor = Some(executor.address());
     ev.check = Some("unchecked".into());
     if let (Some(p), Some(_)) = (&paid, &capture) {
-        ev.charged = p.escrow.quote.total;
-        for (_, role, amount) in p.escrow.quote.split() {
-            *ev.earnings.entry(role.to_string()).or_default() += amount;
-        }
+        pay::record_charge(ev, &p.escrow.quote);
     }
     st.receipts.record(&ran.receipt);
 

@@ -172,10 +172,7 @@ async fn serve(
     ev.disputed = executed.check.disputed.clone();
     ev.queue_ms = out.timings.queue.as_secs_f64() * 1e3;
     if capture_tx.is_some() {
-        ev.charged = quote.total;
-        for (_, role, amount) in quote.split() {
-            *ev.earnings.entry(role.to_string()).or_default() += amount;
-        }
+        pay::record_charge(ev, &quote);
     }
 
     // 9. The receipt, signed by whoever computed the answer (checked against the terms and

@@ -290,15 +290,9 @@ async fn generate(
 
     // Price and pay as a tensor call does (per-token prices are the next issue's).
     let executors = verification::route(st, VerificationMode::None, model.id)?;
-    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, token_ids_hash(&prompt), executors[0].address(), ev).await?;
-    let terms = Terms {
-        request_id: request_id.clone(),
-        input_hash: token_ids_hash(&prompt),
-        mode: "none".into(),
-        price: paid.as_ref().map_or(0, |p| p.escrow.quote.total),
-        payer: paid.as_ref().map_or(Address::ZERO, |p| p.escrow.payer),
-        chain_id: st.payments.x402.chain_id,
-    };
+    let input_hash = token_ids_hash(&prompt);
+    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), ev).await?;
+    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref());
 
     let ctx = GenContext {
         st: st.clone(),
@@ -665,10 +659,7 @@ impl GenContext {
         let Some(p) = &self.paid else { return Ok(None) };
         let hash = format!("{:#x}", done.receipt.receipt.output_hash);
         let tx = infer::capture(&self.st, p, &hash, executor.address()).await?;
-        ev.charged = p.escrow.quote.total;
-        for (_, role, amount) in p.escrow.quote.split() {
-            *ev.earnings.entry(role.to_string()).or_default() += amount;
-        }
+        pay::record_charge(ev, &p.escrow.quote);
         Ok(Some(tx))
     }
 

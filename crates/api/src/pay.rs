@@ -146,3 +146,24 @@ pub(crate) fn settle_header(st: &AppState, summary: Option<&verinet_primitives::
         resp.headers_mut().insert(PAYMENT_RESPONSE, v);
     }
 }
+
+/// Counts a captured `quote` in the request's usage event: what was charged and each role's
+/// share.
+pub(crate) fn record_charge(ev: &mut verinet_flywheel::RequestEvent, quote: &Quote) {
+    ev.charged = quote.total;
+    for (_, role, amount) in quote.split() {
+        *ev.earnings.entry(role.to_string()).or_default() += amount;
+    }
+}
+
+/// The receipt terms of a language-model request (mode `none`): what was escrowed, for whom.
+pub(crate) fn language_terms(st: &AppState, request_id: &str, input_hash: alloy_primitives::B256, paid: Option<&Paid>) -> verinet_verify::Terms {
+    verinet_verify::Terms {
+        request_id: request_id.to_owned(),
+        input_hash,
+        mode: "none".into(),
+        price: paid.map_or(0, |p| p.escrow.quote.total),
+        payer: paid.map_or(verinet_primitives::Address::ZERO, |p| p.escrow.payer),
+        chain_id: st.payments.x402.chain_id,
+    }
+}
