@@ -20,6 +20,7 @@ mod error;
 mod gguf;
 mod host;
 mod llama;
+mod q41;
 mod sampler;
 
 pub use bundle::{BUNDLE_MAGIC, Bundle, BundleEntry, ENCODER_FILES, bundle_from_zip};

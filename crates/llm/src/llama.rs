@@ -12,16 +12,17 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
 use crate::gguf::md_u32;
+use crate::q41::Q41Matrix;
 use crate::{LlmError, Result};
 
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    wq: Mat,
+    wk: Mat,
+    wv: Mat,
+    wo: Mat,
+    gate: Mat,
+    up: Mat,
+    down: Mat,
     attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
 }
@@ -48,7 +49,7 @@ pub struct Llama {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Mat,
     cos: Tensor,
     sin: Tensor,
     shape: LlamaShape,
@@ -100,7 +101,7 @@ impl Llama {
         let norm = RmsNorm::from_qtensor(t("output_norm.weight")?, eps)?;
         let mut layers = Vec::with_capacity(layers_n);
         for i in 0..layers_n {
-            let mut q = |n: &str| -> Result<QMatMul> { weight(Arc::new(t(&format!("blk.{i}.{n}.weight"))?)) };
+            let mut q = |n: &str| -> Result<Mat> { weight(Arc::new(t(&format!("blk.{i}.{n}.weight"))?)) };
             let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
             let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
             let attn_norm = RmsNorm::from_qtensor(t(&format!("blk.{i}.attn_norm.weight"))?, eps)?;
@@ -239,17 +240,33 @@ impl Llama {
     }
 }
 
-/// A weight matrix for matmuls. Types for which candle 0.11 has no SIMD CPU kernel (the legacy
-/// `q4_1`, `q5_0`, `q5_1`) are dequantized to f32 once at load: measured on SmolLM2 Q4_1, the
-/// quantized path prefilled ~20 tokens/s and decoded ~14 tokens/s where f32 does ~300 and ~25
-/// (BENCHMARKS.md), for 4.5x the memory of those weights. The values are exactly the file's
-/// (dequantization is exact); only the activations are no longer rounded to 8 bits, which
-/// keeps the logits as close to llama.cpp's as before (largest difference 1.01 on
-/// fixtures/llm, 2 of 8 greedy cases identical for 32 tokens). Other types stay quantized.
-fn weight(t: Arc<QTensor>) -> Result<QMatMul> {
+/// A weight matrix for matmuls: `q4_1` through this crate's kernel ([`Q41Matrix`]: 4-bit
+/// weights times 8-bit activations, as llama.cpp computes it, batch-invariant), other types
+/// through candle. candle 0.11 has no SIMD CPU kernel for the legacy `q5_0` and `q5_1`: those
+/// are dequantized to f32 once at load (exact; ~15x faster prompts and ~2x faster decoding
+/// than candle's scalar kernel, for 4.5x the memory of those weights).
+enum Mat {
+    Q41(Q41Matrix),
+    Candle(QMatMul),
+}
+
+impl Mat {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Mat::Q41(m) => m.forward(x),
+            Mat::Candle(m) => Ok(m.forward(x)?),
+        }
+    }
+}
+
+fn weight(t: Arc<QTensor>) -> Result<Mat> {
     use candle_core::quantized::GgmlDType as G;
     match t.dtype() {
-        G::Q4_1 | G::Q5_0 | G::Q5_1 => Ok(QMatMul::Tensor(t.dequantize(&Device::Cpu)?)),
-        _ => Ok(QMatMul::from_arc(t)?),
+        G::Q4_1 => {
+            let (rows, cols) = t.shape().dims2()?;
+            Ok(Mat::Q41(Q41Matrix::from_gguf_bytes(rows, cols, &t.data()?)?))
+        }
+        G::Q5_0 | G::Q5_1 => Ok(Mat::Candle(QMatMul::Tensor(t.dequantize(&Device::Cpu)?))),
+        _ => Ok(Mat::Candle(QMatMul::from_arc(t)?)),
     }
 }

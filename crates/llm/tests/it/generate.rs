@@ -6,20 +6,24 @@ use crate::{fixture, test_model};
 
 /// A greedy step where llama.cpp's top two logits are closer than this may go either way in
 /// another correct implementation: llama.cpp itself moves logits by ~0.26 between batched and
-/// token-by-token prompt evaluation, and keeps its KV cache in f16 where this engine keeps f32.
-/// Past such a step the two continuations are different texts and are not compared.
-const NEAR_TIE: f64 = 0.3;
+/// token-by-token prompt evaluation, keeps its KV cache in f16 where this engine keeps f32,
+/// and both round the activations of every `q4_1` product to 8 bits, each its own
+/// activations (measured: a gap of 0.32 went the other way). Past such a step the two
+/// continuations are different texts and are not compared.
+const NEAR_TIE: f64 = 0.4;
 
 /// Largest difference allowed between this engine's logits and llama.cpp's for the same
-/// token at the same position. Measured: up to ~1.0 on logits of 1-30 (llama.cpp keeps its KV
-/// cache in f16 and runs other kernels; its own batched and one-by-one evaluations differ by
-/// ~0.3). A wrong rotary table, norm or weight moves logits by several units.
-const LOGIT_TOL: f64 = 1.25;
+/// token at the same position. Measured over the fixture's 512 positions, on logits of 1-30:
+/// mean 0.20, largest 1.27, 26 above 0.5 (with f32 activations instead of 8-bit ones: mean
+/// 0.19, largest 1.01, 24 above 0.5). llama.cpp keeps its KV cache in f16 and runs other
+/// kernels; its own batched and one-by-one evaluations differ by ~0.3. A wrong rotary table,
+/// norm or weight moves logits by several units.
+const LOGIT_TOL: f64 = 1.5;
 
 /// Within this engine, a prompt run as one matrix and the same positions decoded one by one
-/// go through different quantized-matmul kernels (candle repacks some weight types for
-/// multi-row products); their top two logits may swap only when closer than this (measured:
-/// 0.12).
+/// give the same weight products bit for bit (`q4_1`), but attention and candle's `q8_0`
+/// output layer run other kernels for one row and for many; their top two logits may swap
+/// only when closer than this (measured: 0.12).
 const SELF_TIE: f32 = 0.2;
 
 fn model() -> Arc<LanguageModel> {
