@@ -192,7 +192,7 @@ impl Llama {
             c.len += 1;
         }
         let x = self.norm.forward(&x)?.reshape((b, self.shape.hidden))?;
-        Ok(self.output.forward(&x)?)
+        self.output.forward(&x)
     }
 
     /// Projections to heads: q `[b, heads, n, d]`, k and v `[b, kv_heads, n, d]` (not yet rotated).
@@ -236,7 +236,7 @@ impl Llama {
         let h = layer.ffn_norm.forward(x)?;
         let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
         let u = layer.up.forward(&h)?;
-        Ok(layer.down.forward(&(g * u)?)?)
+        layer.down.forward(&(g * u)?)
     }
 }
 

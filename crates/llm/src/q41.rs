@@ -5,8 +5,9 @@
 //!
 //! Every output element is one row of weights times one row of activations, summed in a fixed
 //! order, so a result does not depend on how many rows run together (a prompt as one matrix,
-//! a decoding step of one or of many sequences) nor on the thread split. The AVX2 kernel and
-//! the portable one sum in the same order and give the same bits (tested).
+//! a decoding step of one or of many sequences) nor on the thread split. The kernels (AVX2;
+//! AVX-512 VNNI where the CPU has it; a portable one elsewhere) sum in the same order and give
+//! the same bits (tested), so a validator on another CPU computes the same products.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
@@ -52,7 +53,7 @@ pub(crate) struct Q41Matrix {
 impl Q41Matrix {
     /// Reads the raw `q4_1` bytes of a `[rows, cols]` tensor, as GGUF stores them.
     pub(crate) fn from_gguf_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        if cols % BLOCK != 0 || bytes.len() != rows * cols / BLOCK * Q4_1_BYTES {
+        if !cols.is_multiple_of(BLOCK) || bytes.len() != rows * cols / BLOCK * Q4_1_BYTES {
             return Err(LlmError::InvalidModel(format!("q4_1 tensor [{rows}, {cols}] cannot hold {} bytes", bytes.len())));
         }
         let blocks = bytes
@@ -79,12 +80,21 @@ impl Q41Matrix {
         // Computed transposed (one weight row's outputs for every activation row together, so
         // a weight row is read once per product), then turned back.
         let mut t = vec![0f32; self.rows * n];
+        // Activation rows go four at a time through the task's weight rows, so each weight
+        // block is unpacked once for four products and the tile stays in L1.
+        let act = |i: usize| &acts[i * per_row..(i + 1) * per_row];
         t.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, out)| {
             let first = task * ROWS_PER_TASK;
+            let weights = |r: usize| &self.blocks[(first + r) * per_row..(first + r + 1) * per_row];
+            let four = n / 4 * 4;
+            for i in (0..four).step_by(4) {
+                for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
+                    out_row[i..i + 4].copy_from_slice(&dot(kernel, weights(r), [act(i), act(i + 1), act(i + 2), act(i + 3)]));
+                }
+            }
             for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
-                let w = &self.blocks[(first + r) * per_row..(first + r + 1) * per_row];
-                for (i, o) in out_row.iter_mut().enumerate() {
-                    *o = dot(kernel, w, &acts[i * per_row..(i + 1) * per_row]);
+                for (i, o) in out_row.iter_mut().enumerate().skip(four) {
+                    [*o] = dot(kernel, weights(r), [act(i)]);
                 }
             }
         });
@@ -126,9 +136,12 @@ fn quantize_q8_1(x: &[f32]) -> ABlock {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut qs = [0i8; BLOCK];
     let mut sum = 0i32;
+    // Round half to even without a libm call: adding and removing 1.5 * 2^23 leaves an f32
+    // of magnitude below 2^22 rounded to an integer in the default rounding mode.
+    const MAGIC: f32 = 12_582_912.0;
     for (q, v) in qs.iter_mut().zip(x) {
         // |v * id| <= 127 up to rounding, so the cast never saturates in practice.
-        *q = (v * id).round_ties_even() as i8;
+        *q = ((v * id + MAGIC) - MAGIC) as i8;
         sum += i32::from(*q);
     }
     ABlock { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), qs }
@@ -140,25 +153,43 @@ enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
 }
 
 impl Kernel {
-    fn best() -> Self {
+    /// Every kernel this CPU runs, fastest last.
+    fn available() -> Vec<Self> {
+        let mut all = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return Kernel::Avx2;
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                all.push(Kernel::Avx2);
+                if has!("avx512vnni") && has!("avx512vl") {
+                    all.push(Kernel::Vnni);
+                }
+            }
         }
-        Kernel::Portable
+        all
+    }
+
+    fn best() -> Self {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| *Self::available().last().expect("the portable kernel"))
     }
 }
 
-#[allow(unsafe_code, reason = "calls the AVX2 kernel after the feature check")]
-fn dot(kernel: Kernel, w: &[WBlock], a: &[ABlock]) -> f32 {
+/// One weight row times `N` activation rows.
+#[allow(unsafe_code, reason = "calls the SIMD kernels after the feature check")]
+fn dot<const N: usize>(kernel: Kernel, w: &[WBlock], a: [&[ABlock]; N]) -> [f32; N] {
     match kernel {
-        Kernel::Portable => dot_portable(w, a),
+        Kernel::Portable => a.map(|a| dot_portable(w, a)),
+        // SAFETY: these kernels are only chosen after detecting their features on this CPU.
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Kernel::Avx2` is only chosen after detecting AVX2 and FMA on this CPU.
-        Kernel::Avx2 => unsafe { avx2::dot(w, a) },
+        Kernel::Avx2 => unsafe { x86::avx2(w, a) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Vnni => unsafe { x86::vnni(w, a) },
     }
 }
 
@@ -189,39 +220,54 @@ fn dot_portable(w: &[WBlock], a: &[ABlock]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code, reason = "SIMD intrinsics; the only caller checks the CPU features first")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::{ABlock, WBlock, sum_lanes};
 
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(w: &[WBlock], a: &[ABlock]) -> f32 {
-        let low = _mm_set1_epi8(0x0f);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for (w, a) in w.iter().zip(a) {
-            let scale = w.d * a.d;
-            mins += w.m * a.s;
-            // SAFETY: `qs` are 16 and 32 bytes; the loads are unaligned ones.
-            let (packed, qy) = unsafe {
-                (_mm_loadu_si128(w.qs.as_ptr().cast::<__m128i>()), _mm256_loadu_si256(a.qs.as_ptr().cast::<__m256i>()))
-            };
-            let lo = _mm_and_si128(packed, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-            let qx = _mm256_set_m128i(hi, lo);
-            // u8 x i8 pairs to i16 (at most 2 * 15 * 127, no saturation), then pairs to i32:
-            // lane l holds values 4l..4l+4.
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p), acc);
-        }
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 f32.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        sum_lanes(lanes) + mins
+    /// One weight row times `N` activation rows. The weight block is unpacked once for the `N`
+    /// products; each product has its own accumulators, updated in the order of
+    /// [`super::dot_portable`], so every result has the same bits whatever `N` and kernel.
+    /// `$products` turns 32 u8 weights and 32 i8 activations into 8 i32 lanes, lane `l`
+    /// holding values `4l..4l+4`.
+    macro_rules! kernel {
+        ($name:ident, $features:literal, |$qx:ident, $qy:ident| $products:expr) => {
+            /// # Safety
+            #[doc = concat!("The CPU must support ", $features, ".")]
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const N: usize>(w: &[WBlock], a: [&[ABlock]; N]) -> [f32; N] {
+                let low = _mm_set1_epi8(0x0f);
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut mins = [0f32; N];
+                for (b, w) in w.iter().enumerate() {
+                    // SAFETY: `qs` is 16 bytes; the load is an unaligned one.
+                    let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr().cast::<__m128i>()) };
+                    let lo = _mm_and_si128(packed, low);
+                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+                    let $qx = _mm256_set_m128i(hi, lo);
+                    for r in 0..N {
+                        let a = &a[r][b];
+                        mins[r] += w.m * a.s;
+                        // SAFETY: `qs` is 32 bytes; the load is an unaligned one.
+                        let $qy = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast::<__m256i>()) };
+                        let p = $products;
+                        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+                    }
+                }
+                std::array::from_fn(|r| {
+                    let mut lanes = [0f32; 8];
+                    // SAFETY: `lanes` holds 8 f32.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
+                    sum_lanes(lanes) + mins[r]
+                })
+            }
+        };
     }
+
+    // u8 x i8 pairs to i16 (at most 2 * 15 * 127: no saturation), then pairs of those to i32.
+    kernel!(avx2, "avx2,fma", |qx, qy| _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
+    // The same sums of four in one instruction.
+    kernel!(vnni, "avx2,fma,avx512vnni,avx512vl", |qx, qy| _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, qy));
 }
 
 #[cfg(test)]
@@ -285,8 +331,10 @@ mod tests {
         let m = Q41Matrix::from_gguf_bytes(rows, cols, &random_q4_1(&mut rng, rows, cols)).unwrap();
         let x: Vec<f32> = (0..n * cols).map(|_| rng.unit() * 5.0).collect();
         let all = m.matmul(&x, n, Kernel::best());
-        let portable = m.matmul(&x, n, Kernel::Portable);
-        assert_eq!(all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for kernel in Kernel::available() {
+            assert_eq!(bits(&m.matmul(&x, n, kernel)), bits(&all), "{kernel:?}");
+        }
         for i in 0..n {
             let one = m.matmul(&x[i * cols..(i + 1) * cols], 1, Kernel::best());
             assert_eq!(one, all[i * rows..(i + 1) * rows], "row {i} alone");
@@ -314,6 +362,18 @@ mod tests {
                 let bound: f32 = (0..cols).map(|k| exact[j * cols + k].abs() * 4.0 / 254.0).sum::<f32>() + 1e-3;
                 assert!((got[i * rows + j] - want).abs() <= bound, "[{i},{j}]: {} vs {want}", got[i * rows + j]);
             }
+        }
+    }
+
+    #[test]
+    fn activations_round_half_to_even() {
+        let mut x = [0f32; BLOCK];
+        x[0] = 127.0;
+        (x[1], x[2], x[3], x[4], x[5]) = (2.5, -2.5, 3.5, 0.49, -126.6);
+        let a = quantize_q8_1(&x);
+        assert_eq!(&a.qs[..6], &[127, 2, -2, 4, 0, -127]);
+        for (q, v) in a.qs.iter().zip(x) {
+            assert_eq!(*q, v.round_ties_even() as i8);
         }
     }
 
