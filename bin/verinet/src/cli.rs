@@ -320,6 +320,13 @@ pub struct PushArgs {
     /// Royalty per call in base units (18 decimals).
     #[arg(long, default_value = "0")]
     pub price: String,
+    /// Royalty per 1,000 prompt (input) tokens in base units, for an LLM or embedding model
+    /// (priced by the token instead of per call).
+    #[arg(long)]
+    pub prompt_price_per_1k: Option<u128>,
+    /// Royalty per 1,000 completion tokens in base units, for an LLM.
+    #[arg(long)]
+    pub completion_price_per_1k: Option<u128>,
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]

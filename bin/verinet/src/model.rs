@@ -53,6 +53,12 @@ pub async fn push(mut a: PushArgs) -> anyhow::Result<()> {
         sha256: None,
         verification: None,
         kind: a.kind,
+        token_prices: (a.prompt_price_per_1k.is_some() || a.completion_price_per_1k.is_some()).then(|| {
+            verinet_primitives::wire::TokenPrices {
+                prompt_per_1k: a.prompt_price_per_1k.unwrap_or(0),
+                completion_per_1k: a.completion_price_per_1k.unwrap_or(0),
+            }
+        }),
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let meta = sign_publish(meta, id, key.signer(), now)?;

@@ -159,6 +159,7 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
             sha256: None,
             verification: None,
             kind: None,
+            token_prices: None,
         };
         let signed = sign_publish(meta, ModelId::of_bytes(&bytes), &creator, now()).map_err(|e| anyhow::anyhow!("{e}"))?;
         client.publish_bytes(&signed, bytes.clone()).await?;

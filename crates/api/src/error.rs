@@ -175,19 +175,8 @@ impl ApiError {
             ApiError::FaucetDisabled => (S::FORBIDDEN, "faucet_disabled", true),
             ApiError::Payment(p) => match &p.error {
                 PaymentError::SessionInvalid(_) => (S::UNAUTHORIZED, p.error.code(), true),
-                PaymentError::Required { .. }
-                | PaymentError::Malformed(_)
-                | PaymentError::UnsupportedScheme(_)
-                | PaymentError::NetworkMismatch { .. }
-                | PaymentError::AssetMismatch { .. }
-                | PaymentError::RecipientMismatch { .. }
-                | PaymentError::AmountMismatch { .. }
-                | PaymentError::Expired { .. }
-                | PaymentError::NotYetValid { .. }
-                | PaymentError::InvalidSignature(_)
-                | PaymentError::NonceUsed(_)
-                | PaymentError::InsufficientFunds { .. }
-                | PaymentError::BudgetExceeded(_) => (S::PAYMENT_REQUIRED, p.error.code(), true),
+                // Every other refusal is answered with a fresh 402 to pay again.
+                _ => (S::PAYMENT_REQUIRED, p.error.code(), true),
             },
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
             ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),

@@ -239,9 +239,33 @@ pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, ope
     }
 }
 
+/// Captures `used` (a quote of what the call used, at most the escrowed one) for the executor
+/// `operator`, refunding the rest; on failure refunds it all. Returns the transaction and the
+/// quote as charged.
+pub(crate) async fn capture_used(
+    st: &AppState,
+    e: &pay::Paid,
+    mut used: verinet_ledger::Quote,
+    output_hash: &str,
+    operator: Address,
+    memo: &str,
+) -> Result<(String, verinet_ledger::Quote), ApiError> {
+    let mut escrow = e.escrow.clone();
+    escrow.quote.payees.operator = operator;
+    used.payees.operator = operator;
+    match st.ledger.capture_used(&escrow, &used, output_hash, memo).await {
+        Ok(tx) => Ok((tx, used)),
+        Err(err) => {
+            error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");
+            refund(st, e, "capture failed").await;
+            Err(err.into())
+        }
+    }
+}
+
 pub(crate) async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
     let esc = &e.escrow;
-    if let Err(err) = st.ledger.refund(&esc.request_id, esc.payer, esc.quote.total, reason).await {
+    if let Err(err) = st.ledger.refund_to(&esc.request_id, esc.payer, esc.quote.total, esc.session.as_deref(), reason).await {
         // The escrow stays; recovery refunds it at the next start.
         warn!(request_id = %esc.request_id, %err, "refund failed; left for recovery");
     }

@@ -288,10 +288,12 @@ async fn generate(
     let generation = generation(st, &model, prompt.len(), &options)?;
     ev.prompt_tokens = prompt.len() as u64;
 
-    // Price and pay as a tensor call does (per-token prices are the next issue's).
+    // Priced by the token: the escrow holds the price of the prompt and max_tokens; the
+    // capture takes what the completion used and returns the rest.
     let executors = verification::route(st, VerificationMode::None, model.id)?;
     let input_hash = token_ids_hash(&prompt);
-    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), ev).await?;
+    let tokens = (prompt.len() as u64, u64::from(generation.max_tokens));
+    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), tokens, ev).await?;
     let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref());
 
     let ctx = GenContext {
@@ -354,7 +356,7 @@ fn merge_event(ev: &mut RequestEvent, from: RequestEvent) {
     }
 }
 
-/// Quotes and escrows (nothing when free).
+/// Quotes `(prompt, completion)` tokens at most and escrows that (nothing when free).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn take_payment(
     st: &AppState,
@@ -364,13 +366,14 @@ pub(crate) async fn take_payment(
     request_id: &str,
     input_hash: alloy_primitives::B256,
     operator: Address,
+    (prompt, completion): (u64, u64),
     ev: &mut RequestEvent,
 ) -> Result<Option<pay::Paid>, ApiError> {
     let app = match app_id {
         Some(id) => Some(st.ledger.store().app(id).await?.ok_or_else(|| ApiError::UnknownApp(id.to_owned()))?),
         None => None,
     };
-    let quote = pay::quote(st, model, VerificationMode::None, app.as_ref(), operator);
+    let quote = pay::token_quote(st, model, app.as_ref(), operator, prompt, completion);
     ev.price = quote.total;
     ev.payment_attempted = pay::attached(headers);
     let paid = pay::take(st, headers, &quote, model, app_id, request_id, &format!("{input_hash:#x}")).await?;
@@ -391,6 +394,12 @@ struct GenContext {
     shape: Shape,
     created: u64,
     started: Instant,
+}
+
+/// A captured payment: the transaction, and what it charged.
+struct Capture {
+    tx: String,
+    charged: u128,
 }
 
 /// A generation that produced its first chunk on `executor`.
@@ -650,7 +659,10 @@ impl GenContext {
     }
 
     /// Records the receipt and usage, captures the escrow (with the output hash) if any.
-    async fn settle(&self, done: &Completed, executor: &Executor, ev: &mut RequestEvent) -> Result<Option<String>, ApiError> {
+    /// Records the receipt and usage, and captures from the escrow the price of the tokens
+    /// used (the rest goes back to the payer). Returns the capture: its transaction and the
+    /// amount charged.
+    async fn settle(&self, done: &Completed, executor: &Executor, ev: &mut RequestEvent) -> Result<Option<Capture>, ApiError> {
         self.st.receipts.record(&done.receipt);
         self.st.hub.record_call(&self.model, true);
         ev.completion_tokens = done.output_ids.len() as u64;
@@ -658,9 +670,12 @@ impl GenContext {
         ev.check = Some("unchecked".into());
         let Some(p) = &self.paid else { return Ok(None) };
         let hash = format!("{:#x}", done.receipt.receipt.output_hash);
-        let tx = infer::capture(&self.st, p, &hash, executor.address()).await?;
-        pay::record_charge(ev, &p.escrow.quote);
-        Ok(Some(tx))
+        let (prompt, completion) = (self.prompt.len() as u64, done.output_ids.len() as u64);
+        let used = pay::used_quote(&self.st, &self.model, &p.escrow.quote, prompt, completion);
+        let memo = format!("{prompt} prompt and {completion} completion tokens");
+        let (tx, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
+        pay::record_charge(ev, &used);
+        Ok(Some(Capture { tx, charged: used.total }))
     }
 
     async fn refund(&self, why: &str) {
@@ -670,11 +685,11 @@ impl GenContext {
         self.st.hub.record_call(&self.model, false);
     }
 
-    fn summary(&self, capture: Option<&String>) -> Option<PaymentSummary> {
-        pay::summary(self.paid.as_ref(), capture)
+    fn summary(&self, capture: Option<&Capture>) -> Option<PaymentSummary> {
+        pay::summary_charged(self.paid.as_ref(), capture.map(|c| &c.tx), capture.map_or(0, |c| c.charged))
     }
 
-    fn proof(&self, done: &Completed, capture: Option<&String>, first_token_ms: f64) -> CompletionProof {
+    fn proof(&self, done: &Completed, capture: Option<&Capture>, first_token_ms: f64) -> CompletionProof {
         let payment = self.summary(capture);
         CompletionProof {
             request_id: self.request_id.clone(),
@@ -690,7 +705,7 @@ impl GenContext {
         }
     }
 
-    fn payment_header(&self, capture: Option<&String>, resp: &mut Response) {
+    fn payment_header(&self, capture: Option<&Capture>, resp: &mut Response) {
         pay::settle_header(&self.st, self.summary(capture).as_ref(), resp);
     }
 }

@@ -35,6 +35,33 @@ pub(crate) fn quote(
     p.fees.quote(model.price, mode, app.map_or(0, |a| a.markup), payees)
 }
 
+/// The price of a language-model or embedding call of `prompt` prompt and `completion`
+/// completion tokens: the model's per-token royalties (or, published without them, its price
+/// per call) and the node's fees per 1,000 tokens; through `app`, its markup per call.
+pub(crate) fn token_quote(
+    st: &AppState,
+    model: &ModelVersion,
+    app: Option<&App>,
+    operator: verinet_primitives::Address,
+    prompt: u64,
+    completion: u64,
+) -> Quote {
+    let p = &st.payments;
+    let payees = Payees { creator: model.owner, operator, protocol: p.protocol, app: app.map(|a| a.owner) };
+    requote(st, model, app.map_or(0, |a| a.markup), payees, prompt, completion)
+}
+
+/// [`token_quote`] for other token counts with the payees and markup of `of`: what a call
+/// escrowed at its maximum actually used.
+pub(crate) fn used_quote(st: &AppState, model: &ModelVersion, of: &Quote, prompt: u64, completion: u64) -> Quote {
+    requote(st, model, of.markup, of.payees, prompt, completion)
+}
+
+fn requote(st: &AppState, model: &ModelVersion, markup: u128, payees: Payees, prompt: u64, completion: u64) -> Quote {
+    let royalty = model.token_prices.map_or(model.price, |t| t.royalty(prompt, completion));
+    st.payments.fees.quote_tokens(royalty, prompt.saturating_add(completion), VerificationMode::None, markup, payees)
+}
+
 /// Takes payment for `quote`: `None` when the call is free, else the escrow. Refusals carry
 /// the requirements for a fresh 402.
 pub(crate) async fn take(
@@ -115,13 +142,19 @@ pub(crate) fn resource_url(headers: &HeaderMap) -> String {
     format!("http://{host}/v1/infer")
 }
 
-/// What an answer says about its payment: `Some` once the escrow was captured.
+/// What an answer says about its payment: `Some` once the escrow was captured, with the amount
+/// charged (`charged`, when less than the escrow: the rest was refunded).
 pub(crate) fn summary(paid: Option<&Paid>, capture_tx: Option<&String>) -> Option<verinet_primitives::wire::PaymentSummary> {
+    summary_charged(paid, capture_tx, paid.map_or(0, |p| p.escrow.quote.total))
+}
+
+/// [`summary`] of a capture of `charged`.
+pub(crate) fn summary_charged(paid: Option<&Paid>, capture_tx: Option<&String>, charged: u128) -> Option<verinet_primitives::wire::PaymentSummary> {
     match (paid, capture_tx) {
         (Some(p), Some(tx)) => Some(verinet_primitives::wire::PaymentSummary {
             method: p.method.to_owned(),
             payer: p.escrow.payer,
-            amount: p.escrow.quote.total.to_string(),
+            amount: charged.to_string(),
             escrow_tx: p.escrow.tx_id.clone(),
             capture_tx: tx.clone(),
         }),

@@ -109,6 +109,7 @@ impl Hub {
         {
             return Err(HubError::InvalidModel(format!("the bytes are of kind {detected}, not {claimed}")));
         }
+        check_token_prices(&meta, price, detected)?;
         let signature = match detected {
             ModelKind::Onnx => self.runtime.inspect(staged.id, bytes).await.map_err(|e| match e {
                 RuntimeError::InvalidModel(reason) => HubError::InvalidModel(reason),
@@ -131,6 +132,7 @@ impl Hub {
             signature,
             publish_signature: meta.signature,
             policy,
+            token_prices: meta.token_prices,
             published_at_ms: verinet_primitives::unix_ms(),
         };
         let stored = self.models.insert_version(&record).await.map_err(|e| match e {
@@ -236,6 +238,22 @@ async fn inspect_language_model(kind: ModelKind, bytes: Bytes) -> Result<IoSigna
 }
 
 /// Validates the metadata fields and parses the price.
+/// Per-token prices belong to language and embedding models, which are then priced by the
+/// token only (a per-call price besides would be charged on top, which nobody expects), and an
+/// embedding has no completion tokens.
+fn check_token_prices(meta: &PublishRequest, price: u128, kind: ModelKind) -> Result<()> {
+    let Some(p) = meta.token_prices else { return Ok(()) };
+    let bad = |m: String| Err(HubError::InvalidMetadata(m));
+    match kind {
+        ModelKind::Onnx => bad("token_prices are for llm and embedding models; an onnx model has a price per call".into()),
+        _ if price != 0 => bad(format!("token_prices and a per-call price {price} cannot both be set; set price to 0")),
+        ModelKind::Embedding if p.completion_per_1k != 0 => {
+            bad("an embedding model has no completion tokens; set completion_per_1k to 0".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_metadata(meta: &PublishRequest) -> Result<u128> {
     let bad = |m: String| Err(HubError::InvalidMetadata(m));
     if let Err(e) = validate_model_name(&meta.name) {

@@ -32,6 +32,9 @@ pub struct Escrow {
     pub quote: Quote,
     /// The escrow transaction id.
     pub tx_id: String,
+    /// The spending session it was debited from, if paid by one (its budget gets back what
+    /// is refunded).
+    pub session: Option<String>,
 }
 
 /// What `GET /v1/accounts/{address}` shows.
@@ -163,7 +166,7 @@ impl Ledger {
                 ("x402", nonce.clone())
             }
             PaidBy::Session { id } => {
-                t.session_spend = Some(SessionSpend { id: id.clone(), amount: r.quote.total });
+                t.session_spend = Some(SessionSpend { id: id.clone(), amount: r.quote.total, released: 0 });
                 ("session", id.clone())
             }
         };
@@ -180,7 +183,11 @@ impl Ledger {
             input_hash: r.input_hash.to_owned(),
         }));
         self.store.commit(&t).await?;
-        Ok(Escrow { request_id: r.request_id.to_owned(), payer: r.payer, quote: r.quote.clone(), tx_id: t.id })
+        let session = match r.paid_by {
+            PaidBy::Session { id } => Some(id),
+            PaidBy::Authorization { .. } => None,
+        };
+        Ok(Escrow { request_id: r.request_id.to_owned(), payer: r.payer, quote: r.quote.clone(), tx_id: t.id, session })
     }
 
     /// Pays the quote's split out of escrow and records the result hash: the request produced a
@@ -202,14 +209,65 @@ impl Ledger {
         Ok(t.id)
     }
 
+    /// Pays `used` out of an escrow of a larger maximum (a call priced by what it used:
+    /// tokens) and returns the rest to the payer, in one transaction: the escrow is emptied,
+    /// each payee gets its share of `used`, the payer's available balance (and the session's
+    /// budget) gets `maximum - used`. Refused if `used` exceeds the escrowed quote in any
+    /// part, or the request is not escrowed.
+    pub async fn capture_used(&self, e: &Escrow, used: &Quote, output_hash: &str, memo: &str) -> Result<String> {
+        let max = &e.quote;
+        let within = used.royalty <= max.royalty
+            && used.compute <= max.compute
+            && used.verification <= max.verification
+            && used.protocol <= max.protocol
+            && used.markup <= max.markup
+            && used.total <= max.total
+            && used.payees == max.payees;
+        if !within {
+            return Err(LedgerError::InvalidAmount(format!(
+                "request {}: the charge {} exceeds the authorised maximum {} (or names other payees)",
+                e.request_id, used.total, max.total
+            )));
+        }
+        let rest = max.total - used.total;
+        let mut postings = vec![Posting::new(e.payer, Bucket::Escrow, -signed(max.total)?)];
+        for (to, role, amount) in used.split() {
+            postings.push(Posting::earned(to, role, signed(amount)?));
+        }
+        if rest > 0 {
+            postings.push(Posting::new(e.payer, Bucket::Available, signed(rest)?));
+        }
+        let mut t = tx(
+            TxKind::Capture,
+            postings,
+            format!("capture {} of {} for request {}: {memo}", used.total, max.total, e.request_id),
+        );
+        t.payment = Some(PaymentChange::Close {
+            request_id: e.request_id.clone(),
+            to: PaymentStatus::Captured,
+            output_hash: Some(output_hash.to_owned()),
+            reason: Some(memo.to_owned()),
+        });
+        t.session_spend = e.session.clone().filter(|_| rest > 0).map(|id| SessionSpend { id, amount: 0, released: rest });
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
     /// Returns the escrow to the payer: the request produced no result.
     pub async fn refund(&self, request_id: &str, payer: Address, amount: u128, reason: &str) -> Result<String> {
+        self.refund_to(request_id, payer, amount, None, reason).await
+    }
+
+    /// [`Ledger::refund`], giving the amount back to the spending session's budget too when
+    /// the escrow was paid by one.
+    pub async fn refund_to(&self, request_id: &str, payer: Address, amount: u128, session: Option<&str>, reason: &str) -> Result<String> {
         let a = signed(amount)?;
         let mut t = tx(
             TxKind::Refund,
             vec![Posting::new(payer, Bucket::Escrow, -a), Posting::new(payer, Bucket::Available, a)],
             format!("refund for request {request_id}: {reason}"),
         );
+        t.session_spend = session.map(|id| SessionSpend { id: id.to_owned(), amount: 0, released: amount });
         t.payment = Some(PaymentChange::Close {
             request_id: request_id.to_owned(),
             to: PaymentStatus::Refunded,
@@ -312,7 +370,8 @@ impl Ledger {
         let stale = self.store.payments_with_status(PaymentStatus::Escrowed, gateway, before_ms).await?;
         let mut n = 0;
         for p in stale {
-            match self.refund(&p.request_id, p.payer, p.amount, "node restarted before a result").await {
+            let session = (p.method == "session").then_some(p.reference.as_str());
+            match self.refund_to(&p.request_id, p.payer, p.amount, session, "node restarted before a result").await {
                 Ok(_) => n += 1,
                 // Closed meanwhile (another recovery): nothing to do.
                 Err(LedgerError::Store(verinet_store::StoreError::PaymentState { .. })) => {}

@@ -156,6 +156,7 @@ async fn publish_one(hub: &Hub, key: &KeyFile, m: &BundledModel, kind: Option<Mo
             sha256: Some(id),
             verification: None,
             kind,
+            token_prices: None,
         };
         let staged = hub.stage(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) })).await?;
         match hub.publish(meta, staged).await {

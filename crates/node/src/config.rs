@@ -390,6 +390,13 @@ pub struct PaymentsSection {
     pub sampled_fee: String,
     /// Verification fee per call in `quorum` mode.
     pub quorum_fee: String,
+    /// Operator compute fee per 1,000 tokens (prompt + completion) of a language-model or
+    /// embedding call, which pays this instead of `operator_fee`.
+    pub operator_fee_per_1k_tokens: String,
+    /// Verification fee per 1,000 tokens of a language-model call in `sampled` mode.
+    pub sampled_fee_per_1k_tokens: String,
+    /// Verification fee per 1,000 tokens of a language-model call in `quorum` mode.
+    pub quorum_fee_per_1k_tokens: String,
     /// Protocol fee, basis points of royalty + compute + verification.
     pub protocol_fee_bps: u32,
     /// Protocol treasury; default: last 20 bytes of keccak256("verinet protocol treasury").
@@ -413,6 +420,9 @@ impl Default for PaymentsSection {
             operator_fee: "0".into(),
             sampled_fee: "0".into(),
             quorum_fee: "0".into(),
+            operator_fee_per_1k_tokens: "0".into(),
+            sampled_fee_per_1k_tokens: "0".into(),
+            quorum_fee_per_1k_tokens: "0".into(),
             protocol_fee_bps: 0,
             protocol_address: None,
             max_timeout_secs: 300,

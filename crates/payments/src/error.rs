@@ -15,8 +15,8 @@ pub enum PaymentError {
     /// The payment header or body does not decode.
     #[error("malformed payment: {0}")]
     Malformed(String),
-    /// Not scheme `exact`.
-    #[error("unsupported payment scheme {0:?}: this node accepts \"exact\"")]
+    /// Not the scheme being checked (`exact`, or `upto` where offered).
+    #[error("unsupported payment scheme {0:?}: this node accepts \"exact\" and, where offered, \"upto\"")]
     UnsupportedScheme(String),
     /// Wrong chain id.
     #[error("payment is for network {got:?}, this node settles on {expected:?}")]
@@ -66,6 +66,24 @@ pub enum PaymentError {
         /// Node time, unix seconds.
         now: u64,
     },
+    /// Scheme `upto`: the permit's `spender` is not the x402 upto Permit2 proxy (Permit2 lets
+    /// only the named spender pull the funds).
+    #[error("permit names spender {got}, must name the x402 upto proxy {expected}")]
+    SpenderMismatch {
+        /// Its `spender`.
+        got: Address,
+        /// [`UPTO_PERMIT2_PROXY`](crate::UPTO_PERMIT2_PROXY).
+        expected: Address,
+    },
+    /// Scheme `upto`: the permit's `witness.facilitator` is not the address this node settles as
+    /// (the requirement's `extra.facilitatorAddress`).
+    #[error("permit names facilitator {got}, this node settles as {expected}")]
+    FacilitatorMismatch {
+        /// Its `witness.facilitator`.
+        got: Address,
+        /// The requirement's `extra.facilitatorAddress`.
+        expected: Address,
+    },
     /// The signature does not recover to `from`.
     #[error("invalid payment signature: {0}")]
     InvalidSignature(String),
@@ -101,6 +119,8 @@ impl PaymentError {
             PaymentError::AmountMismatch { .. } => "amount_mismatch",
             PaymentError::Expired { .. } => "authorization_expired",
             PaymentError::NotYetValid { .. } => "authorization_not_yet_valid",
+            PaymentError::SpenderMismatch { .. } => "spender_mismatch",
+            PaymentError::FacilitatorMismatch { .. } => "facilitator_mismatch",
             PaymentError::InvalidSignature(_) => "invalid_signature",
             PaymentError::NonceUsed(_) => "nonce_used",
             PaymentError::InsufficientFunds { .. } => "insufficient_funds",
@@ -121,6 +141,9 @@ impl PaymentError {
             PaymentError::AmountMismatch { .. } => "invalid_exact_evm_payload_authorization_value_mismatch",
             PaymentError::Expired { .. } => "invalid_exact_evm_payload_authorization_valid_before",
             PaymentError::NotYetValid { .. } => "invalid_exact_evm_payload_authorization_valid_after",
+            // The reasons of x402's upto facilitator (`verify_upto_permit2`).
+            PaymentError::SpenderMismatch { .. } => "invalid_permit2_spender",
+            PaymentError::FacilitatorMismatch { .. } => "upto_facilitator_mismatch",
             PaymentError::InvalidSignature(_) => "invalid_exact_evm_payload_signature",
             PaymentError::NonceUsed(_) => "invalid_exact_evm_nonce_already_used",
             PaymentError::InsufficientFunds { .. } => "invalid_exact_evm_insufficient_balance",

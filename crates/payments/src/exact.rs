@@ -53,9 +53,11 @@ pub fn devnet_asset() -> Address {
 pub struct VerifiedPayment {
     /// Recovered signer, equal to `authorization.from`.
     pub payer: Address,
-    /// Authorized amount (equals the price).
+    /// Authorized amount: the price (`exact`) or the maximum the permit allows (`upto`).
     pub value: u128,
-    /// The nonce, `0x` + 64 lowercase hex.
+    /// The key the ledger claims once per payer: `0x` + 64 lowercase hex (`exact`, the EIP-3009
+    /// bytes32 nonce), or `permit2:0x` + 64 lowercase hex (`upto`, see
+    /// [`permit2_nonce_key`](crate::permit2_nonce_key)).
     pub nonce: String,
 }
 
@@ -221,11 +223,11 @@ pub fn recover(signature: &str, hash: B256) -> Result<Address, PaymentError> {
     sig.recover_address_from_prehash(&hash).map_err(|e| PaymentError::InvalidSignature(e.to_string()))
 }
 
-fn parse_address(s: &str, field: &str) -> Result<Address, PaymentError> {
+pub(crate) fn parse_address(s: &str, field: &str) -> Result<Address, PaymentError> {
     s.parse().map_err(|e| PaymentError::Malformed(format!("{field} {s:?} is not an address: {e}")))
 }
 
-fn parse_u256(s: &str, field: &str) -> Result<U256, PaymentError> {
+pub(crate) fn parse_u256(s: &str, field: &str) -> Result<U256, PaymentError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(PaymentError::Malformed(format!("{field} {s:?} is not a decimal integer")));
     }

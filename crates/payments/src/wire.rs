@@ -1,5 +1,7 @@
 //! x402 v2 JSON shapes (camelCase), as the official x402 clients and facilitators speak them,
-//! and the header encoding (standard padded base64 of compact JSON).
+//! and the header encoding (standard padded base64 of compact JSON). Payment payloads come in
+//! two schemes, `exact` ([`PaymentPayload`]) and `upto` ([`UptoPaymentPayload`]);
+//! [`decode_payment`] tells them apart.
 
 use base64::{
     Engine,
@@ -10,7 +12,7 @@ use serde_json::Value;
 
 /// The header of a 402 answer carrying [`PaymentRequired`].
 pub const PAYMENT_REQUIRED: &str = "payment-required";
-/// The header of a paid retry carrying [`PaymentPayload`] (x402 v2).
+/// The header of a paid retry carrying [`PaymentPayload`] or [`UptoPaymentPayload`] (x402 v2).
 pub const PAYMENT_SIGNATURE: &str = "payment-signature";
 /// The legacy (x402 v1) header of a paid retry.
 pub const X_PAYMENT: &str = "x-payment";
@@ -47,23 +49,24 @@ pub struct ResourceInfo {
     pub mime_type: Option<String>,
 }
 
-/// One way to pay: scheme `exact` on `eip155:<chainId>` with the ledger token.
+/// One way to pay: scheme `exact` (or `upto`) on `eip155:<chainId>` with the ledger token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequirements {
-    /// `exact`.
+    /// `exact` or `upto`.
     pub scheme: String,
     /// `eip155:<chainId>`.
     pub network: String,
     /// The token (ledger) address; the EIP-712 `verifyingContract`.
     pub asset: String,
-    /// Base units, decimal digits.
+    /// Base units, decimal digits: the price (`exact`) or the maximum (`upto`).
     pub amount: String,
     /// The recipient the authorization must name.
     pub pay_to: String,
     /// How long a signed authorization may take to arrive.
     pub max_timeout_seconds: u64,
-    /// `{"name", "version"}` of the token's EIP-712 domain.
+    /// `{"name", "version"}` of the token's EIP-712 domain; `upto` adds `facilitatorAddress`
+    /// and `assetTransferMethod: "permit2"`.
     #[serde(default)]
     pub extra: Value,
 }
@@ -115,6 +118,82 @@ pub struct Authorization {
     pub valid_before: String,
     /// 32 bytes, `0x` hex.
     pub nonce: String,
+}
+
+/// `PAYMENT-SIGNATURE` for scheme `upto` (x402 v2 only): a Permit2 permit for at most
+/// `permitted.amount`, of which the node settles the actual charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoPaymentPayload {
+    /// 2.
+    pub x402_version: u32,
+    /// The permit and its signature.
+    pub payload: UptoPayload,
+    /// The requirement the client chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<PaymentRequirements>,
+    /// The resource, copied from the 402.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceInfo>,
+}
+
+/// Scheme `upto` on EVM: a Permit2 `PermitWitnessTransferFrom` and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoPayload {
+    /// The signed message, plus `from` (which is not signed: the signer is recovered).
+    pub permit2_authorization: Permit2Authorization,
+    /// 65-byte secp256k1 signature, `0x` hex.
+    pub signature: String,
+}
+
+/// Permit2 `PermitWitnessTransferFrom` fields with the x402 upto witness, as strings on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permit2Authorization {
+    /// Payer (the Permit2 owner).
+    pub from: String,
+    /// Token and maximum amount.
+    pub permitted: TokenPermissions,
+    /// Who may pull the funds: the x402 upto proxy.
+    pub spender: String,
+    /// uint256, decimal (as the Python client sends it) or `0x` hex (as the spec shows it).
+    pub nonce: String,
+    /// Unix seconds, decimal: the permit is void after it.
+    pub deadline: String,
+    /// The x402 terms bound into the signature.
+    pub witness: Witness,
+}
+
+/// Permit2 `TokenPermissions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenPermissions {
+    /// The token (the requirement's `asset`).
+    pub token: String,
+    /// The maximum, base units, decimal.
+    pub amount: String,
+}
+
+/// The x402 upto witness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Witness {
+    /// Recipient (must be `payTo`).
+    pub to: String,
+    /// The only address allowed to settle (the requirement's `extra.facilitatorAddress`).
+    pub facilitator: String,
+    /// Unix seconds, decimal: the permit is void before it.
+    pub valid_after: String,
+}
+
+/// A `PAYMENT-SIGNATURE` (or `X-PAYMENT`) of either scheme, told apart by its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyPayment {
+    /// Scheme `exact`: an EIP-3009 `authorization`.
+    Exact(PaymentPayload),
+    /// Scheme `upto`: a `permit2Authorization` whose witness names a facilitator.
+    Upto(UptoPaymentPayload),
 }
 
 /// `PAYMENT-RESPONSE` and the facilitator's settle answer.
@@ -187,11 +266,11 @@ pub struct Supported {
 pub struct SupportedKind {
     /// Protocol version.
     pub x402_version: u32,
-    /// `exact`.
+    /// `exact` or `upto`.
     pub scheme: String,
     /// `eip155:<chainId>`.
     pub network: String,
-    /// EIP-712 domain name and version of the asset.
+    /// EIP-712 domain name and version of the asset (`exact`), `facilitatorAddress` (`upto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Value>,
 }
@@ -211,4 +290,26 @@ pub fn decode_header<T: DeserializeOwned>(value: &str) -> Result<T, String> {
         .find_map(|e| e.decode(value).ok())
         .ok_or_else(|| "header is not base64".to_owned())?;
     serde_json::from_slice(&bytes).map_err(|e| format!("header is not the expected JSON: {e}"))
+}
+
+/// Decodes a payment header of either scheme with [`decode_header`]'s base64 rules. The payload
+/// decides, as x402's own `is_upto_permit2_payload` does: `permit2Authorization` whose
+/// `witness` has a `facilitator` is `upto`, `authorization` is `exact`. A Permit2 payload
+/// without a facilitator (`exact` over Permit2) is refused: this node takes EIP-3009 for `exact`.
+pub fn decode_payment(header_value: &str) -> Result<AnyPayment, String> {
+    let value: Value = decode_header(header_value)?;
+    let payload = value.get("payload");
+    let permit = payload.and_then(|p| p.get("permit2Authorization"));
+    let shape_error = |e: serde_json::Error| format!("header is not the expected JSON: {e}");
+    if permit.and_then(|a| a.get("witness")).and_then(|w| w.get("facilitator")).is_some() {
+        serde_json::from_value(value).map(AnyPayment::Upto).map_err(shape_error)
+    } else if payload.and_then(|p| p.get("authorization")).is_some() {
+        serde_json::from_value(value).map(AnyPayment::Exact).map_err(shape_error)
+    } else if permit.is_some() {
+        Err("Permit2 payload without witness.facilitator (exact over Permit2) is not accepted: \
+             sign an EIP-3009 authorization for exact, or a permit with the upto witness"
+            .to_owned())
+    } else {
+        Err("payload has neither authorization (exact) nor permit2Authorization (upto)".to_owned())
+    }
 }

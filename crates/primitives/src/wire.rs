@@ -45,6 +45,9 @@ pub struct PublishRequest {
     /// when absent, and checked against them when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<crate::ModelKind>,
+    /// Per-token royalties of a language or embedding model (then `price` must be 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prices: Option<TokenPrices>,
 }
 
 /// A model version's verification policy, overriding the node's defaults: the sampling rate of
@@ -81,6 +84,53 @@ impl ModelPolicy {
 
 fn zero() -> String {
     "0".into()
+}
+
+/// A language model's creator royalty per token, set at publish, in base units (18 decimals)
+/// per 1,000 tokens. An embedding model has only input (prompt) tokens. What a call costs is
+/// in [`TokenPrices::royalty`]; the node adds its per-token fees on top.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPrices {
+    /// Per 1,000 prompt (input) tokens; a decimal string on the wire.
+    #[serde(with = "decimal")]
+    pub prompt_per_1k: u128,
+    /// Per 1,000 completion tokens (zero for embedding models).
+    #[serde(default, with = "decimal")]
+    pub completion_per_1k: u128,
+}
+
+impl TokenPrices {
+    /// The royalty for a call's token counts: `ceil((prompt * prompt_per_1k + completion *
+    /// completion_per_1k) / 1000)`, saturating. Rounded once, up, so the charge never depends
+    /// on how the tokens are split, and it grows with every token.
+    pub fn royalty(&self, prompt: u64, completion: u64) -> u128 {
+        per_1k(u128::from(prompt).saturating_mul(self.prompt_per_1k).saturating_add(u128::from(completion).saturating_mul(self.completion_per_1k)))
+    }
+}
+
+/// `ceil(x / 1000)`, the rounding of every per-1,000-token price.
+pub fn per_1k(x: u128) -> u128 {
+    x.div_ceil(1000)
+}
+
+/// u128 amounts as decimal strings (JSON numbers lose precision past 2^53).
+pub mod decimal {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// Writes the digits.
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// Reads decimal digits only (no sign, no exponent, no fraction).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(D::Error::custom(format!("{s:?} is not a decimal amount in base units")));
+        }
+        s.parse().map_err(D::Error::custom)
+    }
 }
 
 /// Usage counters of a model or version. Usage, not inventory, is the headline.
@@ -139,8 +189,26 @@ pub struct PriceInfo {
     /// Protocol fee (basis points of royalty + compute + verification).
     #[serde(default)]
     pub protocol_fee: String,
-    /// Total the caller pays.
+    /// Total the caller pays (per call; for a model priced by the token, what a call costs
+    /// beyond its tokens: an app's markup, else 0).
     pub total: String,
+    /// For language and embedding models, priced by the token: what 1,000 tokens cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_1k_tokens: Option<TokenPriceInfo>,
+}
+
+/// What 1,000 tokens of a language or embedding model cost in mode `none` without an app:
+/// the creator's royalty, the node's fee per token and the protocol's share, rounded up as a
+/// call is. Each is a decimal string in base units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPriceInfo {
+    /// Per 1,000 prompt (input) tokens.
+    pub prompt: String,
+    /// Per 1,000 completion tokens.
+    pub completion: String,
+    /// The creator's royalties alone, as published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub royalty: Option<TokenPrices>,
 }
 
 /// `GET /v1/models/{name}`.
@@ -182,6 +250,9 @@ pub struct ModelListItem {
     pub tags: Vec<String>,
     /// Its price per call (total, base units).
     pub price: String,
+    /// For a language or embedding model: its price per 1,000 tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_1k_tokens: Option<TokenPriceInfo>,
     /// Number of versions.
     pub versions: u32,
     /// Usage summed over versions.

@@ -74,6 +74,7 @@ pub fn sample(name: &str, version: &str, owner: Address) -> NewModelVersion {
         },
         publish_signature: format!("0x{}", "1b".repeat(65)),
         policy: Some(r#"{"sample_rate":0.5}"#.into()),
+        token_prices: Some(verinet_primitives::wire::TokenPrices { prompt_per_1k: 7, completion_per_1k: 11 }),
         published_at_ms: 1_700_000_000_000,
         name: name.into(),
         version,

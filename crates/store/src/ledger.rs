@@ -275,13 +275,16 @@ pub struct NewPayment {
     pub input_hash: String,
 }
 
-/// Debit of a spending session's budget.
+/// Debit of a spending session's budget, or the release of an unused part of an earlier one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSpend {
     /// Session id.
     pub id: String,
-    /// Amount added to `spent`.
+    /// Amount added to `spent` (checked against the cap and the expiry).
     pub amount: u128,
+    /// Amount taken back from `spent` (an escrow refunded in whole or in part); allowed after
+    /// the expiry, never below zero.
+    pub released: u128,
 }
 
 /// A paid request as stored.

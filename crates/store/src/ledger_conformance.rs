@@ -324,7 +324,7 @@ pub async fn session_budget_caps_spending(s: Arc<dyn LedgerStore>) {
     let spend = |i: u64, at_ms: i64| {
         let mut t = escrow_tx(payer, 1, &format!("r{i}"), &nonce(100 + i));
         t.nonce = None;
-        t.session_spend = Some(SessionSpend { id: "s1".into(), amount: 1 });
+        t.session_spend = Some(SessionSpend { id: "s1".into(), amount: 1, released: 0 });
         t.at_ms = at_ms;
         t
     };
@@ -338,9 +338,23 @@ pub async fn session_budget_caps_spending(s: Arc<dyn LedgerStore>) {
     let later = SpendingSession { id: "s3".into(), token_hash: "0xh3".into(), nonce: nonce(6), max_total: 50, ..session };
     s.insert_session(&later).await.unwrap();
     let mut expired = spend(4, 10_000);
-    expired.session_spend = Some(SessionSpend { id: "s3".into(), amount: 1 });
+    expired.session_spend = Some(SessionSpend { id: "s3".into(), amount: 1, released: 0 });
     assert!(matches!(s.commit(&expired).await, Err(StoreError::Budget { .. })));
     assert_eq!(s.balances(payer).await.unwrap(), bal(97, 3, 0));
+
+    // The unused part of an escrow goes back to the budget, also after the expiry, never
+    // below zero.
+    let release = |released: u128| {
+        let mut t = tx(TxKind::Refund, vec![Posting::new(payer, Bucket::Escrow, -1), Posting::new(payer, Bucket::Available, 1)]);
+        t.session_spend = Some(SessionSpend { id: "s1".into(), amount: 0, released });
+        t.at_ms = 10_000;
+        t
+    };
+    s.commit(&release(1)).await.unwrap();
+    assert_eq!(s.session_by_token("0xhash").await.unwrap().unwrap().spent, 2);
+    assert!(matches!(s.commit(&release(5)).await, Err(StoreError::Budget { .. })));
+    assert_eq!(s.session_by_token("0xhash").await.unwrap().unwrap().spent, 2);
+    assert_eq!(s.balances(payer).await.unwrap(), bal(98, 2, 0));
     assert_balanced(&*s).await;
 }
 

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize, Serializer};
-use verinet_primitives::{Address, IoSignature, ModelId};
+use verinet_primitives::{Address, IoSignature, ModelId, wire::TokenPrices};
 
 use crate::Result;
 
@@ -80,6 +80,8 @@ pub struct NewModelVersion {
     pub publish_signature: String,
     /// Verification policy JSON (`ModelPolicy`), if set at publish.
     pub policy: Option<String>,
+    /// Per-token royalties of a language or embedding model, if set at publish.
+    pub token_prices: Option<TokenPrices>,
     /// Publish time, unix milliseconds.
     pub published_at_ms: i64,
 }
@@ -112,6 +114,8 @@ pub struct ModelVersion {
     pub publish_signature: String,
     /// Verification policy JSON (`ModelPolicy`), if set at publish.
     pub policy: Option<String>,
+    /// Per-token royalties of a language or embedding model, if set at publish.
+    pub token_prices: Option<TokenPrices>,
     /// Publish time, unix milliseconds.
     pub published_at_ms: i64,
     /// Calls of this version.
@@ -134,6 +138,7 @@ impl ModelVersion {
             signature: v.signature.clone(),
             publish_signature: v.publish_signature.clone(),
             policy: v.policy.clone(),
+            token_prices: v.token_prices,
             published_at_ms: v.published_at_ms,
             usage: Usage::default(),
         }

@@ -102,7 +102,7 @@ impl SqlStore {
 
 /// The columns [`version_from_row`] reads, from `model_versions v JOIN models m`.
 const VERSION_COLUMNS: &str = "v.name, v.version, v.sha256, v.size, m.owner, v.description, v.tags, v.license, \
-     v.price, v.signature, v.publish_signature, v.policy, v.published_at, v.calls, v.failures, v.last_called_at";
+     v.price, v.signature, v.publish_signature, v.policy, v.token_prices, v.published_at, v.calls, v.failures, v.last_called_at";
 
 #[async_trait]
 impl ModelStore for SqlStore {
@@ -266,8 +266,8 @@ async fn insert_in(tx: &mut AnyConnection, v: &NewModelVersion, row: &VersionRow
 
     let inserted = sqlx::query(
         "INSERT INTO model_versions (name, version, major, minor, patch, pre, sha256, size, description, tags, \
-         license, price, signature, publish_signature, published_at, search, policy) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         license, price, signature, publish_signature, published_at, search, policy, token_prices) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          ON CONFLICT (name, version) DO NOTHING",
     )
     .bind(&v.name)
@@ -287,6 +287,7 @@ async fn insert_in(tx: &mut AnyConnection, v: &NewModelVersion, row: &VersionRow
     .bind(v.published_at_ms)
     .bind(&row.search)
     .bind(v.policy.as_deref())
+    .bind(v.token_prices.map(|p| serde_json::to_string(&p).unwrap_or_default()))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -369,6 +370,10 @@ fn version_from_row(r: &AnyRow) -> Result<ModelVersion> {
         signature: serde_json::from_str::<IoSignature>(&text("signature")?).map_err(|e| corrupt("signature", &e))?,
         publish_signature: text("publish_signature")?,
         policy: r.try_get("policy")?,
+        token_prices: r
+            .try_get::<Option<String>, _>("token_prices")?
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("token_prices", &e)))
+            .transpose()?,
         published_at_ms: r.try_get("published_at")?,
         usage: Usage {
             calls: counter(r, "calls")?,

@@ -140,10 +140,13 @@ impl SqlStore {
             let spent = amount(&row, "spent")?;
             let max = amount(&row, "max_total")?;
             let expires_at: i64 = row.try_get("expires_at")?;
-            if tx.at_ms >= expires_at.saturating_mul(1000) {
+            if spend.amount > 0 && tx.at_ms >= expires_at.saturating_mul(1000) {
                 return Err(budget(format!("expired at {expires_at}")));
             }
-            let after = spent.checked_add(spend.amount).filter(|a| *a <= max).ok_or_else(|| {
+            let spent = spent.checked_sub(spend.released).ok_or_else(|| {
+                budget(format!("releasing {} of a budget that has spent only {spent}", spend.released))
+            })?;
+            let after = spent.checked_add(spend.amount).filter(|a| spend.amount == 0 || *a <= max).ok_or_else(|| {
                 budget(format!("spending {} would exceed the cap {max} (spent {spent})", spend.amount))
             })?;
             sqlx::query("UPDATE spending_sessions SET spent = $1 WHERE id = $2")

@@ -117,6 +117,7 @@ pub async fn publish(client: &Client, key: &PrivateKeySigner, name: &str, bytes:
         sha256: None,
         verification: None,
         kind: None,
+        token_prices: None,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let id = ModelId::of_bytes(&bytes);

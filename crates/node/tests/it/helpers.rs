@@ -64,6 +64,7 @@ pub fn meta(name: &str, version: &str) -> PublishRequest {
         sha256: None,
         verification: None,
         kind: None,
+        token_prices: None,
     }
 }
 

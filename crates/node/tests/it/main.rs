@@ -7,6 +7,7 @@ mod flywheel;
 mod helpers;
 mod hub;
 mod infer;
+mod llm_payments;
 mod network;
 mod openai;
 mod payments;

@@ -61,7 +61,7 @@ fn req(model: &str) -> InferRequest {
     InferRequest::new(model, digits_input())
 }
 
-async fn funded(client: &Client, amount: u128) -> PrivateKeySigner {
+pub(crate) async fn funded(client: &Client, amount: u128) -> PrivateKeySigner {
     let key = PrivateKeySigner::random();
     client.faucet(key.address(), Some(amount)).await.unwrap();
     key
@@ -359,7 +359,7 @@ async fn apps_add_their_markup_and_earn_it() {
     assert!(matches!(unknown, ClientError::Api { status: 404, ref code, .. } if code == "unknown_app"), "{unknown}");
 }
 
-fn cap(payer: &PrivateKeySigner, max_total: u128, models: &[&str], expiry: u64) -> SpendingCap {
+pub(crate) fn cap(payer: &PrivateKeySigner, max_total: u128, models: &[&str], expiry: u64) -> SpendingCap {
     let mut c = SpendingCap {
         payer: payer.address(),
         max_total: max_total.to_string(),

@@ -1,0 +1,181 @@
+//! Language and embedding calls priced by the token: the 402 asks for the maximum (prompt plus
+//! max_tokens), the escrow holds it, the capture takes exactly what the completion used and
+//! gives the rest back in the same transaction; streamed or not, x402 or a spending session.
+
+use alloy_signer_local::PrivateKeySigner;
+use serde_json::{Value, json};
+use verinet_client::Client;
+use verinet_payments::{
+    sign_payment,
+    wire::{PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PaymentRequired, SettleResponse, decode_header, encode_header},
+};
+use verinet_primitives::wire::TokenPrices;
+
+use crate::helpers::{TestNode, now, signed, test_models_dir};
+use crate::payments::{cap, funded};
+
+const CHAT: &str = "paid-chat";
+const EMBED: &str = "paid-embed";
+/// Creator royalties per 1,000 tokens (odd numbers, so rounding shows).
+const PROMPT_1K: u128 = 3_000_001;
+const COMPLETION_1K: u128 = 7_000_003;
+const EMBED_1K: u128 = 500_007;
+/// The node's compute fee per 1,000 tokens and its 10% protocol fee.
+const OPERATOR_1K: u128 = 2_000_009;
+const PROTOCOL_BPS: u128 = 1_000;
+
+fn ceil_1k(x: u128) -> u128 {
+    x.div_ceil(1000)
+}
+
+/// What a call of `prompt` + `completion` tokens costs, computed here from the published
+/// prices, independently of the node's code.
+fn charge(royalty_prompt_1k: u128, royalty_completion_1k: u128, prompt: u64, completion: u64) -> u128 {
+    let (p, c) = (u128::from(prompt), u128::from(completion));
+    let royalty = ceil_1k(p * royalty_prompt_1k + c * royalty_completion_1k);
+    let compute = ceil_1k((p + c) * OPERATOR_1K);
+    let base = royalty + compute;
+    base + base * PROTOCOL_BPS / 10_000
+}
+
+struct Priced {
+    n: TestNode,
+    creator: PrivateKeySigner,
+}
+
+/// A node with the bundled language models, fees per token, and copies of both models
+/// published with per-token royalties by a creator.
+async fn priced_node() -> Priced {
+    let n = TestNode::start_with(|c| {
+        c.bundled.language_models_dir = test_models_dir();
+        c.payments.operator_fee = "999".into();
+        c.payments.operator_fee_per_1k_tokens = OPERATOR_1K.to_string();
+        c.payments.protocol_fee_bps = PROTOCOL_BPS as u32;
+    })
+    .await;
+    let creator = PrivateKeySigner::random();
+    let gguf = std::fs::read(test_models_dir().join("smollm2/model.gguf")).unwrap();
+    let mut meta = signed(CHAT, "1.0.0", &gguf, &creator);
+    meta.token_prices = Some(TokenPrices { prompt_per_1k: PROMPT_1K, completion_per_1k: COMPLETION_1K });
+    n.client.publish_bytes(&meta, gguf).await.unwrap();
+
+    let list = n.client.get_json("/v1/models").await.unwrap();
+    let sha = list["data"].as_array().unwrap().iter().find(|m| m["id"] == "all-minilm-l6-v2").unwrap()["sha256"].as_str().unwrap().to_owned();
+    let bundle = reqwest::get(format!("{}/v1/blobs/{sha}", n.node.url())).await.unwrap().bytes().await.unwrap().to_vec();
+    let mut meta = signed(EMBED, "1.0.0", &bundle, &creator);
+    meta.token_prices = Some(TokenPrices { prompt_per_1k: EMBED_1K, completion_per_1k: 0 });
+    n.client.publish_bytes(&meta, bundle).await.unwrap();
+    Priced { n, creator }
+}
+
+/// POSTs `body` to `path` with `headers`: status, the response, the decoded 402 terms.
+async fn post(url: &str, path: &str, body: &Value, headers: &[(&str, String)]) -> (u16, reqwest::Response, Option<PaymentRequired>) {
+    let mut r = reqwest::Client::new().post(format!("{url}{path}")).json(body);
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    let resp = r.send().await.unwrap();
+    let required = resp.headers().get(PAYMENT_REQUIRED).map(|v| decode_header(v.to_str().unwrap()).unwrap());
+    (resp.status().as_u16(), resp, required)
+}
+
+/// Asks, pays the `exact` maximum, returns the paid answer.
+async fn pay_exact(n: &TestNode, path: &str, body: &Value, payer: &PrivateKeySigner) -> (PaymentRequired, reqwest::Response) {
+    let url = n.node.url();
+    let (status, _, required) = post(&url, path, body, &[]).await;
+    assert_eq!(status, 402);
+    let required = required.expect("PAYMENT-REQUIRED");
+    let exact = required.accepts.iter().find(|a| a.scheme == "exact").expect("an exact offer").clone();
+    let payload = sign_payment(&exact, required.resource.clone(), payer, now()).unwrap();
+    let (status, resp, _) = post(&url, path, body, &[(PAYMENT_SIGNATURE, encode_header(&payload))]).await;
+    assert_eq!(status, 200);
+    (required, resp)
+}
+
+fn settled(resp: &reqwest::Response) -> SettleResponse {
+    decode_header(resp.headers().get(PAYMENT_RESPONSE).expect("PAYMENT-RESPONSE").to_str().unwrap()).unwrap()
+}
+
+async fn balance(client: &Client, who: &PrivateKeySigner) -> u128 {
+    client.account(who.address()).await.unwrap().balance.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_refunded() {
+    let Priced { n, creator } = priced_node().await;
+    let start = 10u128.pow(18);
+    let payer = funded(&n.client, start).await;
+
+    // The listing and the detail state the price per 1,000 tokens.
+    let detail = n.client.get_json(&format!("/v1/models/{CHAT}")).await.unwrap();
+    let per_1k = &detail["latest"]["price"]["per_1k_tokens"];
+    assert_eq!(per_1k["prompt"], charge(PROMPT_1K, COMPLETION_1K, 1000, 0).to_string(), "{detail}");
+    assert_eq!(per_1k["completion"], charge(PROMPT_1K, COMPLETION_1K, 0, 1000).to_string());
+    assert_eq!(per_1k["royalty"]["prompt_per_1k"], PROMPT_1K.to_string());
+    let list = n.client.get_json("/v1/models").await.unwrap();
+    let entry = list["data"].as_array().unwrap().iter().find(|m| m["id"] == CHAT).unwrap().clone();
+    assert_eq!(entry["price_per_1k_tokens"], *per_1k);
+
+    // Not streamed: the 402 asks for prompt + max_tokens; the charge is what was used.
+    let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 40, "temperature": 0});
+    let (required, resp) = pay_exact(&n, "/v1/chat/completions", &body, &payer).await;
+    let settle = settled(&resp);
+    let a: Value = resp.json().await.unwrap();
+    let (p, c) = (a["usage"]["prompt_tokens"].as_u64().unwrap(), a["usage"]["completion_tokens"].as_u64().unwrap());
+    assert!(c < 40, "the answer ends before max_tokens, so something is refunded: {c}");
+    let max = charge(PROMPT_1K, COMPLETION_1K, p, 40);
+    assert_eq!(required.accepts.iter().find(|x| x.scheme == "exact").unwrap().amount, max.to_string());
+    let charged = charge(PROMPT_1K, COMPLETION_1K, p, c);
+    assert_eq!(settle.amount.as_deref(), Some(charged.to_string().as_str()));
+    assert_eq!(a["verinet"]["payment"]["amount"], charged.to_string());
+    assert_eq!(a["verinet"]["price"], charged.to_string());
+    assert_eq!(balance(&n.client, &payer).await, start - charged);
+    let mut spent = charged;
+
+    // Streamed, with the usage chunk: the same accounting.
+    let body = json!({"model": CHAT, "prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "stream": true,
+        "stream_options": {"include_usage": true}});
+    let (required, resp) = pay_exact(&n, "/v1/completions", &body, &payer).await;
+    let text = resp.text().await.unwrap();
+    let usage: Value = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["usage"].is_object())
+        .expect("a usage chunk")["usage"]
+        .clone();
+    let (p, c) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    assert_eq!(required.accepts[0].amount, charge(PROMPT_1K, COMPLETION_1K, p, 8).to_string());
+    spent += charge(PROMPT_1K, COMPLETION_1K, p, c);
+    assert_eq!(balance(&n.client, &payer).await, start - spent);
+
+    // Embeddings: priced per input token, known before the call.
+    let body = json!({"model": EMBED, "input": ["a red apple", "the stock market fell"]});
+    let (required, resp) = pay_exact(&n, "/v1/embeddings", &body, &payer).await;
+    let e: Value = resp.json().await.unwrap();
+    let tokens = e["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cost = charge(EMBED_1K, 0, tokens, 0);
+    assert_eq!(required.accepts[0].amount, cost.to_string());
+    spent += cost;
+    assert_eq!(balance(&n.client, &payer).await, start - spent);
+
+    // A spending session is charged per token too, and its budget keeps what was not used.
+    let session = n.client.open_session(&cap(&payer, 10u128.pow(16), &[CHAT], now() + 600)).await.unwrap();
+    let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 40, "temperature": 0});
+    let (status, resp, _) = post(&n.node.url(), "/v1/chat/completions", &body, &[("authorization", format!("Bearer {}", session.token))]).await;
+    assert_eq!(status, 200);
+    let a: Value = resp.json().await.unwrap();
+    let (p, c) = (a["usage"]["prompt_tokens"].as_u64().unwrap(), a["usage"]["completion_tokens"].as_u64().unwrap());
+    let cost = charge(PROMPT_1K, COMPLETION_1K, p, c);
+    assert_eq!(a["verinet"]["payment"]["amount"], cost.to_string());
+    spent += cost;
+    assert_eq!(balance(&n.client, &payer).await, start - spent);
+    let sessions = n.client.get_json(&format!("/v1/accounts/{}", payer.address())).await.unwrap();
+    assert_eq!(sessions["escrow"], "0", "{sessions}");
+
+    // The creator earned the royalties of all four calls, nothing more; the books balance.
+    let earned = n.client.account(creator.address()).await.unwrap();
+    let royalty: u128 = earned.earnings.get("creator").map_or(0, |v| v.parse().unwrap());
+    assert!(royalty > 0 && royalty < spent, "{royalty} of {spent}");
+    n.node.stop().await.unwrap();
+}

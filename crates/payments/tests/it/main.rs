@@ -1,0 +1,3 @@
+//! Integration tests of verinet-payments, one binary: payloads made by other runtimes.
+
+mod upto_python;
