@@ -21,10 +21,17 @@ requirement, signs it and retries once. Prints one JSON object to stdout:
      "payment_response": <decoded PAYMENT-RESPONSE header JSON, or null>,
      "payment_response_error": <why x402's own SettleResponse parser
                                 rejected that header, or null>,
-     "paid": <true if the client created a payment payload>}
+     "paid": <true if the client created a payment payload>,
+     "scheme": <the scheme of the payment the client created, or null>}
 
 Exit status: 0 if any HTTP response was received, 2 otherwise (the error is
 printed as {"status": null, "error": "..."}).
+
+Schemes: `--scheme exact` (the default) registers only the `exact` scheme, so
+the client pays the `exact` offer; `--scheme upto` registers only the `upto`
+scheme (Permit2 witness, the package's `UptoEvmScheme`), so the client signs
+the authorised maximum and the server charges what the call used; `--scheme
+both` registers both and lets the client take the first offer it supports.
 
 Spend controls: by default the official client only pays "default" assets it
 knows (USDC on public chains etc.) with a $1 cap. A verinet test chain
@@ -67,21 +74,28 @@ async def _run(args: argparse.Namespace) -> int:
     from x402.http.clients.httpx import x402HttpxClient
     from x402.mechanisms.evm.exact import ExactEvmScheme
     from x402.mechanisms.evm.signers import EthAccountSigner
+    from x402.mechanisms.evm.upto import UptoEvmScheme
 
     body = json.loads(args.json)
     signer = EthAccountSigner(Account.from_key(args.key))
 
     client = x402Client()
-    client.register("eip155:*", ExactEvmScheme(signer=signer))
+    if args.scheme in ("upto", "both"):
+        client.register("eip155:*", UptoEvmScheme(signer))
+    if args.scheme in ("exact", "both"):
+        client.register("eip155:*", ExactEvmScheme(signer=signer))
     client.set_spend_controls({"allowed_assets": True})
     if args.max_atomic is not None:
         client.register_policy(max_amount(args.max_atomic))
 
     paid = False
+    scheme = None
 
-    def _after(_ctx: Any) -> None:
-        nonlocal paid
+    def _after(ctx: Any) -> None:
+        nonlocal paid, scheme
         paid = True
+        accepted = getattr(getattr(ctx, "payment_payload", None), "accepted", None)
+        scheme = getattr(accepted, "scheme", None)
 
     client.on_after_payment_creation(_after)
 
@@ -107,6 +121,7 @@ async def _run(args: argparse.Namespace) -> int:
                 "payment_response": payment_response,
                 "payment_response_error": payment_response_error,
                 "paid": paid,
+                "scheme": scheme,
             }
         )
     )
@@ -121,6 +136,8 @@ def main() -> int:
     parser.add_argument("--max-atomic", type=int, default=None,
                         help="refuse requirements whose amount exceeds this (atomic units)")
     parser.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout, seconds")
+    parser.add_argument("--scheme", choices=["exact", "upto", "both"], default="exact",
+                        help="which x402 schemes the client registers")
     return asyncio.run(_run(parser.parse_args()))
 
 

@@ -151,9 +151,10 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A payment refusal for a call costing `amount`, with fresh requirements.
-    pub(crate) fn payment(error: PaymentError, st: &AppState, amount: u128, headers: &HeaderMap) -> Self {
-        let required = st.payments.x402.payment_required(amount, &pay::resource_url(headers), Some(&error));
+    /// A payment refusal for a call costing `amount` on a route that makes `offer`, with fresh
+    /// requirements.
+    pub(crate) fn payment_for(error: PaymentError, st: &AppState, amount: u128, headers: &HeaderMap, offer: pay::Offer) -> Self {
+        let required = pay::payment_required(st, amount, headers, offer, Some(&error));
         ApiError::Payment(Box::new(PaymentRefusal { error, required }))
     }
 
@@ -175,8 +176,21 @@ impl ApiError {
             ApiError::FaucetDisabled => (S::FORBIDDEN, "faucet_disabled", true),
             ApiError::Payment(p) => match &p.error {
                 PaymentError::SessionInvalid(_) => (S::UNAUTHORIZED, p.error.code(), true),
-                // Every other refusal is answered with a fresh 402 to pay again.
-                _ => (S::PAYMENT_REQUIRED, p.error.code(), true),
+                PaymentError::Required { .. }
+                | PaymentError::Malformed(_)
+                | PaymentError::UnsupportedScheme(_)
+                | PaymentError::NetworkMismatch { .. }
+                | PaymentError::AssetMismatch { .. }
+                | PaymentError::RecipientMismatch { .. }
+                | PaymentError::SpenderMismatch { .. }
+                | PaymentError::FacilitatorMismatch { .. }
+                | PaymentError::AmountMismatch { .. }
+                | PaymentError::Expired { .. }
+                | PaymentError::NotYetValid { .. }
+                | PaymentError::InvalidSignature(_)
+                | PaymentError::NonceUsed(_)
+                | PaymentError::InsufficientFunds { .. }
+                | PaymentError::BudgetExceeded(_) => (S::PAYMENT_REQUIRED, p.error.code(), true),
             },
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
             ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),

@@ -120,7 +120,7 @@ async fn serve(
     let input_hash = tensors_hash(&req.inputs);
     ev.payment_attempted = pay::attached(headers);
     let escrow =
-        pay::take(st, headers, &quote, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
+        pay::take(st, headers, &quote, pay::INFER, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
     ev.payer = escrow.as_ref().map(|e| e.escrow.payer);
 
     // 7. Execute (and check, by mode), then 8. settle: capture with the result hash, or refund

@@ -49,6 +49,15 @@ enum Shape {
     Text,
 }
 
+impl Shape {
+    fn path(self) -> &'static str {
+        match self {
+            Shape::Chat => "/v1/chat/completions",
+            Shape::Text => "/v1/completions",
+        }
+    }
+}
+
 /// `POST /v1/chat/completions`.
 #[instrument(skip_all, fields(request_id, model))]
 pub(crate) async fn chat_completions(
@@ -293,7 +302,8 @@ async fn generate(
     let executors = verification::route(st, VerificationMode::None, model.id)?;
     let input_hash = token_ids_hash(&prompt);
     let tokens = (prompt.len() as u64, u64::from(generation.max_tokens));
-    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), tokens, ev).await?;
+    let offer = pay::Offer { path: shape.path(), upto: true };
+    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), tokens, offer, ev).await?;
     let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref());
 
     let ctx = GenContext {
@@ -367,6 +377,7 @@ pub(crate) async fn take_payment(
     input_hash: alloy_primitives::B256,
     operator: Address,
     (prompt, completion): (u64, u64),
+    offer: pay::Offer,
     ev: &mut RequestEvent,
 ) -> Result<Option<pay::Paid>, ApiError> {
     let app = match app_id {
@@ -376,7 +387,7 @@ pub(crate) async fn take_payment(
     let quote = pay::token_quote(st, model, app.as_ref(), operator, prompt, completion);
     ev.price = quote.total;
     ev.payment_attempted = pay::attached(headers);
-    let paid = pay::take(st, headers, &quote, model, app_id, request_id, &format!("{input_hash:#x}")).await?;
+    let paid = pay::take(st, headers, &quote, offer, model, app_id, request_id, &format!("{input_hash:#x}")).await?;
     ev.payer = paid.as_ref().map(|p| p.escrow.payer);
     Ok(paid)
 }

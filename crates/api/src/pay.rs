@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, header};
 use verinet_ledger::{Escrow, EscrowRequest, PaidBy, Payees, Quote};
 use verinet_payments::{
     PaymentError, from_ledger_error, token_hash, unix_now,
-    wire::{PAYMENT_SIGNATURE, PaymentPayload, X_PAYMENT, decode_header},
+    wire::{AnyPayment, PAYMENT_SIGNATURE, PaymentRequired, X_PAYMENT, decode_payment},
 };
 use verinet_primitives::wire::VerificationMode;
 use verinet_store::{App, ModelVersion};
@@ -62,12 +62,40 @@ fn requote(st: &AppState, model: &ModelVersion, markup: u128, payees: Payees, pr
     st.payments.fees.quote_tokens(royalty, prompt.saturating_add(completion), VerificationMode::None, markup, payees)
 }
 
-/// Takes payment for `quote`: `None` when the call is free, else the escrow. Refusals carry
-/// the requirements for a fresh 402.
+/// What a route's 402 offers: its resource path, and whether `upto` comes first (calls whose
+/// price is only known at the end: an authorised maximum, of which the capture takes what
+/// was used). `exact` is always offered, for the maximum too; either way the rest of the
+/// maximum goes back to the payer's balance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Offer {
+    /// The route, for the x402 resource URL.
+    pub path: &'static str,
+    /// Offer `upto` (Permit2) before `exact`.
+    pub upto: bool,
+}
+
+/// `/v1/infer`: a price known before the call, `exact`.
+pub(crate) const INFER: Offer = Offer { path: "/v1/infer", upto: false };
+
+/// The `PAYMENT-REQUIRED` body of `offer` for `amount`.
+pub(crate) fn payment_required(st: &AppState, amount: u128, headers: &HeaderMap, offer: Offer, error: Option<&PaymentError>) -> PaymentRequired {
+    let x402 = &st.payments.x402;
+    let mut required = x402.payment_required(amount, &resource_url(headers, offer.path), error);
+    if offer.upto {
+        required.accepts.insert(0, x402.upto_requirements(amount, st.payments.gateway));
+    }
+    required
+}
+
+/// Takes payment for `quote` (the maximum, for a call priced by what it uses): `None` when
+/// the call is free, else the escrow. An x402 payment may be `exact` or `upto` on any route.
+/// Refusals carry the requirements for a fresh 402.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn take(
     st: &AppState,
     headers: &HeaderMap,
     quote: &Quote,
+    offer: Offer,
     model: &ModelVersion,
     app: Option<&str>,
     request_id: &str,
@@ -76,15 +104,20 @@ pub(crate) async fn take(
     if quote.total == 0 {
         return Ok(None);
     }
-    let refuse = |e: PaymentError| ApiError::payment(e, st, quote.total, headers);
+    let refuse = |e: PaymentError| ApiError::payment_for(e, st, quote.total, headers, offer);
     let model_id = model.id.to_string();
 
     let x402 = headers.get(PAYMENT_SIGNATURE).or_else(|| headers.get(X_PAYMENT));
     let (payer, paid_by, method) = if let Some(value) = x402 {
         let value = value.to_str().map_err(|_| refuse(PaymentError::Malformed("header is not ASCII".into())))?;
-        let payload: PaymentPayload = decode_header(value).map_err(|e| refuse(PaymentError::Malformed(e)))?;
-        let required = st.payments.x402.requirements(quote.total);
-        let ok = st.payments.x402.verify(&payload, &required, unix_now()).map_err(refuse)?;
+        let terms = &st.payments.x402;
+        let ok = match decode_payment(value).map_err(|e| refuse(PaymentError::Malformed(e)))? {
+            AnyPayment::Exact(payload) => terms.verify(&payload, &terms.requirements(quote.total), unix_now()),
+            AnyPayment::Upto(payload) => {
+                terms.verify_upto(&payload, &terms.upto_requirements(quote.total, st.payments.gateway), unix_now())
+            }
+        }
+        .map_err(refuse)?;
         (ok.payer, PaidBy::Authorization { nonce: ok.nonce }, "x402")
     } else if let Some(token) = bearer(headers) {
         let session = st
@@ -136,10 +169,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// `http://<host>/v1/infer`, the x402 resource URL.
-pub(crate) fn resource_url(headers: &HeaderMap) -> String {
+/// `http://<host><path>`, the x402 resource URL.
+pub(crate) fn resource_url(headers: &HeaderMap, path: &str) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}/v1/infer")
+    format!("http://{host}{path}")
 }
 
 /// What an answer says about its payment: `Some` once the escrow was captured, with the amount

@@ -136,15 +136,7 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     let body = json!({"model": CHAT, "prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "stream": true,
         "stream_options": {"include_usage": true}});
     let (required, resp) = pay_exact(&n, "/v1/completions", &body, &payer).await;
-    let text = resp.text().await.unwrap();
-    let usage: Value = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .find(|v| v["usage"].is_object())
-        .expect("a usage chunk")["usage"]
-        .clone();
-    let (p, c) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    let (p, c) = counts(&usage_chunk(&resp.text().await.unwrap())["usage"]);
     assert_eq!(required.accepts[0].amount, charge(PROMPT_1K, COMPLETION_1K, p, 8).to_string());
     spent += charge(PROMPT_1K, COMPLETION_1K, p, c);
     assert_eq!(balance(&n.client, &payer).await, start - spent);
@@ -177,5 +169,126 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     let earned = n.client.account(creator.address()).await.unwrap();
     let royalty: u128 = earned.earnings.get("creator").map_or(0, |v| v.parse().unwrap());
     assert!(royalty > 0 && royalty < spent, "{royalty} of {spent}");
+    n.node.stop().await.unwrap();
+}
+
+/// Runs `scripts/x402_pay.py` (the official PyPI x402 client 2.25, unchanged) with `scheme`.
+async fn official_client(url: String, payer: &PrivateKeySigner, body: &Value, scheme: &str) -> Value {
+    let python = std::env::var("VERINET_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("VERINET_TEST_PYTHON is not set: run scripts/test.sh, which installs the x402 client into target/pyenv")
+    });
+    let key = format!("0x{}", hex::encode(payer.to_bytes()));
+    let (body, scheme) = (body.to_string(), scheme.to_owned());
+    let script = crate::helpers::repo_root().join("scripts/x402_pay.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args(["--url", &url, "--key", &key, "--json", &body, "--scheme", &scheme])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "x402_pay.py failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((&result["status"], &result["paid"]), (&json!(200), &json!(true)), "{result}");
+    // A stream's headers leave before its end, so its settlement is in its last chunk
+    // (`verinet.payment`), not in a PAYMENT-RESPONSE header.
+    if result["body"].is_object() {
+        assert_eq!(result["payment_response"]["success"], true, "{result}");
+        assert!(result["payment_response_error"].is_null(), "x402's own parser refused PAYMENT-RESPONSE: {result}");
+    }
+    result
+}
+
+/// The usage chunk of a streamed answer (`include_usage`): usage and the `verinet` proof.
+fn usage_chunk(sse: &str) -> Value {
+    sse.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v["usage"].is_object())
+        .expect("a usage chunk")
+}
+
+fn counts(usage: &Value) -> (u64, u64) {
+    (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap())
+}
+
+/// The official x402 client's `upto` scheme pays a chat call, streamed and not: it signs the
+/// maximum, the node charges exactly what was used and keeps the rest in the payer's balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_x402_client_pays_chat_with_upto_streamed_and_not() {
+    let Priced { n, .. } = priced_node().await;
+    let start = 10u128.pow(18);
+    let payer = funded(&n.client, start).await;
+    let url = format!("{}/v1/chat/completions", n.node.url());
+
+    let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 64, "temperature": 0});
+    let r = official_client(url.clone(), &payer, &body, "upto").await;
+    assert_eq!(r["scheme"], "upto", "{r}");
+    let (p, c) = counts(&r["body"]["usage"]);
+    assert!(c < 64, "the answer ends before max_tokens, so something is refunded: {c}");
+    let charged = charge(PROMPT_1K, COMPLETION_1K, p, c);
+    assert_eq!(r["payment_response"]["amount"], charged.to_string(), "{r}");
+    assert_eq!(balance(&n.client, &payer).await, start - charged);
+    let mut spent = charged;
+
+    let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Count to three."}], "max_tokens": 12,
+        "temperature": 0.7, "seed": 5, "stream": true, "stream_options": {"include_usage": true}});
+    let r = official_client(url.clone(), &payer, &body, "upto").await;
+    let last = usage_chunk(r["body"].as_str().expect("an event stream"));
+    let (p, c) = counts(&last["usage"]);
+    let charged = charge(PROMPT_1K, COMPLETION_1K, p, c);
+    assert_eq!(last["verinet"]["payment"]["amount"], charged.to_string());
+    assert_eq!(last["verinet"]["payment"]["method"], "x402");
+    spent += charged;
+    assert_eq!(balance(&n.client, &payer).await, start - spent);
+
+    // A client that supports both takes the first offer: upto.
+    let body = json!({"model": CHAT, "prompt": "Once upon a time", "max_tokens": 5, "temperature": 0});
+    let r = official_client(format!("{}/v1/completions", n.node.url()), &payer, &body, "both").await;
+    assert_eq!(r["scheme"], "upto", "{r}");
+    spent += charge(PROMPT_1K, COMPLETION_1K, counts(&r["body"]["usage"]).0, 5);
+    assert_eq!(balance(&n.client, &payer).await, start - spent);
+    assert_eq!(n.client.account(payer.address()).await.unwrap().escrow, "0");
+    n.node.stop().await.unwrap();
+}
+
+/// An `upto` authorization pays once, for its route's maximum only, and names this node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upto_authorization_pays_once_and_only_what_it_names() {
+    let Priced { n, .. } = priced_node().await;
+    let url = n.node.url();
+    let payer = funded(&n.client, 10u128.pow(18)).await;
+    let body = json!({"model": EMBED, "input": "a red apple"});
+    let (_, _, required) = post(&url, "/v1/embeddings", &body, &[]).await;
+    let required = required.unwrap();
+    assert_eq!(required.accepts.iter().map(|a| a.scheme.as_str()).collect::<Vec<_>>(), ["upto", "exact"]);
+    let upto = required.accepts[0].clone();
+    assert_eq!(upto.extra["facilitatorAddress"].as_str(), Some(upto.pay_to.as_str()), "the node settles its own escrows");
+    let header = encode_header(&verinet_payments::sign_upto_payment(&upto, required.resource.clone(), &payer, now()).unwrap());
+    let (status, resp, _) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, header.clone())]).await;
+    assert_eq!(status, 200);
+    assert_eq!(settled(&resp).amount, Some(upto.amount.clone()));
+
+    // The same authorization again: its nonce is spent.
+    let (status, resp, again) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, header)]).await;
+    assert_eq!(status, 402);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "nonce_used");
+    assert!(again.is_some(), "a refusal carries fresh terms");
+
+    // Authorising less than the maximum, or another facilitator: refused, nothing held.
+    let mut short = upto.clone();
+    short.amount = (upto.amount.parse::<u128>().unwrap() - 1).to_string();
+    let low = encode_header(&verinet_payments::sign_upto_payment(&short, None, &payer, now()).unwrap());
+    let (status, resp, _) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, low)]).await;
+    assert_eq!((status, resp.json::<Value>().await.unwrap()["error"]["code"].clone()), (402, json!("amount_mismatch")));
+    let mut elsewhere = upto.clone();
+    elsewhere.extra["facilitatorAddress"] = json!(PrivateKeySigner::random().address().to_checksum(None));
+    let other = encode_header(&verinet_payments::sign_upto_payment(&elsewhere, None, &payer, now()).unwrap());
+    let (status, resp, _) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, other)]).await;
+    assert_eq!((status, resp.json::<Value>().await.unwrap()["error"]["code"].clone()), (402, json!("facilitator_mismatch")));
+    assert_eq!(n.client.account(payer.address()).await.unwrap().escrow, "0");
     n.node.stop().await.unwrap();
 }
