@@ -83,18 +83,32 @@ pub struct FlywheelArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCmd {
-    /// Verify a receipt file (a receipt, or a saved `infer --json` response) with no node:
-    /// the digest is its EIP-712 hash and the signature recovers the node it names.
+    /// Verify a saved receipt or answer with no node: a receipt, an `infer --json` response, a
+    /// chat or text completion (JSON, or a stream saved as its `data: {...}` lines) or an
+    /// embeddings answer. The receipt's digest is its EIP-712 hash and its signature recovers
+    /// the node it names; for a completion, the prompt and output ids hash to what it signs,
+    /// the signed counts, finish reason and seed match the answer (usage too), and so do the
+    /// request id and model; for embeddings, the vectors hash to its output hash. One line per
+    /// check, then what the file cannot show; exits non-zero if any check fails.
     Verify(ReceiptVerifyArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ReceiptVerifyArgs {
-    /// JSON file.
+    /// The saved receipt or answer (JSON, or a saved stream).
     pub file: PathBuf,
     /// Also require this signer (the node you paid).
     #[arg(long)]
     pub node: Option<String>,
+    /// Recompute a language call's charge from the signed token counts (docs/payments.md,
+    /// mode none, no app) and compare it with `verinet.payment.amount`: the model's royalties
+    /// and the node's fees, base units, as
+    /// `prompt_per_1k,completion_per_1k,operator_fee_per_1k,protocol_bps`.
+    #[arg(long, value_parser = crate::receipt::parse_prices)]
+    pub prices: Option<crate::receipt::Prices>,
+    /// The verdict as JSON: {ok, kind, signer, request_id, checks: [{name, ok, detail}], not_checked}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which node a client command talks to.

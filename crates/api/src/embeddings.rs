@@ -95,8 +95,8 @@ async fn embed(
     Span::current().record("request_id", request_id.as_str());
     let input_hash = token_lists_hash(&ids);
     let executors = verification::route(st, VerificationMode::None, model.id)?;
-    let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), (total as u64, 0), pay::Offer { path: "/v1/embeddings", upto: true }, ev).await?;
-    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref());
+    let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), (total as u64, 0), pay::Offer { path: "/v1/embeddings", upto: true }, VerificationMode::None, ev).await?;
+    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref(), VerificationMode::None);
     // Run and settle in a task of their own (as /v1/infer does).
     let task = {
         let (st, model, paid, first) = (st.clone(), model.clone(), paid.clone(), executors[0].clone());

@@ -32,10 +32,10 @@ use verinet_primitives::{
         ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessageOut, ChunkChoice, CompletionProof,
         CompletionRequest, Content, Delta, GenerationOptions, Prompt, TextChoice, TextCompletion, Usage,
     },
-    wire::{PaymentSummary, ResolvedModel, VerificationMode},
+    wire::{CheckInfo, ModelPolicy, PaymentSummary, ResolvedModel, VerificationMode},
 };
 use verinet_store::ModelVersion;
-use verinet_verify::{Completed, ExecError, Executor, GenChunk, GenJob, GenStream, Generation, InFlightGuard, Terms};
+use verinet_verify::{CheckJob, Completed, ExecError, Executor, GenChunk, GenJob, GenStream, Generation, InFlightGuard, Terms};
 
 use crate::{ApiError, AppState, infer, pay, verification};
 
@@ -231,6 +231,21 @@ fn context_of(st: &AppState, model: &ModelVersion) -> usize {
     st.llm.config().max_context.min(own)
 }
 
+/// The request's verification mode and sampling rate (request > model policy > node).
+fn verification_of(st: &AppState, model: &ModelVersion, o: &GenerationOptions) -> Result<(VerificationMode, f64), ApiError> {
+    if o.verification == VerificationMode::Quorum {
+        return Err(invalid(
+            "unsupported_parameter",
+            "verification: quorum is not served for language models yet; use none or sampled",
+        ));
+    }
+    if let Some(p) = o.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
+        return Err(invalid("invalid_parameter", format!("sample_rate {p} is not a probability in [0, 1]")));
+    }
+    let policy = model.policy.as_deref().and_then(|p| serde_json::from_str::<ModelPolicy>(p).ok()).unwrap_or_default();
+    Ok((o.verification, o.sample_rate.or(policy.sample_rate).unwrap_or(st.verification.sample_rate)))
+}
+
 /// Checks the options against the model and the node's limits and fixes the generation.
 fn generation(st: &AppState, model: &ModelVersion, prompt_tokens: usize, o: &GenerationOptions) -> Result<Generation, ApiError> {
     if o.n.is_some_and(|n| n != 1) {
@@ -296,15 +311,18 @@ async fn generate(
     Span::current().record("request_id", request_id.as_str());
     let generation = generation(st, &model, prompt.len(), &options)?;
     ev.prompt_tokens = prompt.len() as u64;
+    let (mode, sample_rate) = verification_of(st, &model, &options)?;
+    ev.mode = mode.as_str().to_owned();
 
     // Priced by the token: the escrow holds the price of the prompt and max_tokens; the
     // capture takes what the completion used and returns the rest.
-    let executors = verification::route(st, VerificationMode::None, model.id)?;
+    let executors = verification::route(st, mode, model.id)?;
     let input_hash = token_ids_hash(&prompt);
     let tokens = (prompt.len() as u64, u64::from(generation.max_tokens));
     let offer = pay::Offer { path: shape.path(), upto: true };
-    let paid = take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), tokens, offer, ev).await?;
-    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref());
+    let paid =
+        take_payment(st, headers, &model, options.app.as_deref(), &request_id, input_hash, executors[0].address(), tokens, offer, mode, ev).await?;
+    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref(), mode);
 
     let ctx = GenContext {
         st: st.clone(),
@@ -316,6 +334,8 @@ async fn generate(
         terms,
         paid,
         shape,
+        mode,
+        sample_rate,
         created: verinet_primitives::unix_ms_u64() / 1000,
         started,
     };
@@ -378,13 +398,14 @@ pub(crate) async fn take_payment(
     operator: Address,
     (prompt, completion): (u64, u64),
     offer: pay::Offer,
+    mode: VerificationMode,
     ev: &mut RequestEvent,
 ) -> Result<Option<pay::Paid>, ApiError> {
     let app = match app_id {
         Some(id) => Some(st.ledger.store().app(id).await?.ok_or_else(|| ApiError::UnknownApp(id.to_owned()))?),
         None => None,
     };
-    let quote = pay::token_quote(st, model, app.as_ref(), operator, prompt, completion);
+    let quote = pay::token_quote(st, model, mode, app.as_ref(), operator, prompt, completion);
     ev.price = quote.total;
     ev.payment_attempted = pay::attached(headers);
     let paid = pay::take(st, headers, &quote, offer, model, app_id, request_id, &format!("{input_hash:#x}")).await?;
@@ -403,8 +424,16 @@ struct GenContext {
     terms: Terms,
     paid: Option<pay::Paid>,
     shape: Shape,
+    mode: VerificationMode,
+    sample_rate: f64,
     created: u64,
     started: Instant,
+}
+
+/// How a completion was settled: its capture (none when free or refuted) and its check.
+struct Settled {
+    capture: Option<Capture>,
+    check: CheckInfo,
 }
 
 /// A captured payment: the transaction, and what it charged.
@@ -495,8 +524,8 @@ impl GenContext {
                 }
             };
         };
-        let capture = self.settle(&done, &executor, ev).await?;
-        let proof = self.proof(&done, capture.as_ref(), first_token_ms);
+        let Settled { capture, check } = self.settle(&done, &executor, ev).await?;
+        let proof = self.proof(&done, capture.as_ref(), check, first_token_ms);
         let usage = usage(self.prompt.len(), &done);
         let body = match self.shape {
             Shape::Chat => serde_json::to_value(ChatCompletion {
@@ -566,7 +595,7 @@ impl GenContext {
         drop(rest);
         match outcome {
             Ok(done) => {
-                let capture = match self.settle(&done, &executor, &mut ev).await {
+                let Settled { capture, check } = match self.settle(&done, &executor, &mut ev).await {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.send(error_event(&e)).await;
@@ -574,7 +603,7 @@ impl GenContext {
                         return;
                     }
                 };
-                let proof = self.proof(&done, capture.as_ref(), first_token_ms);
+                let proof = self.proof(&done, capture.as_ref(), check, first_token_ms);
                 let usage = usage(self.prompt.len(), &done);
                 let (finish_proof, usage_proof) = if include_usage { (None, Some(proof)) } else { (Some(proof), None) };
                 let _ = tx.send(self.delta_event(&id, &mut sent_role, None, Some(done.finish_reason.clone()), None, finish_proof)).await;
@@ -673,20 +702,78 @@ impl GenContext {
     /// Records the receipt and usage, and captures from the escrow the price of the tokens
     /// used (the rest goes back to the payer). Returns the capture: its transaction and the
     /// amount charged.
-    async fn settle(&self, done: &Completed, executor: &Executor, ev: &mut RequestEvent) -> Result<Option<Capture>, ApiError> {
+    /// A completion a validator refuted is not charged: the escrow goes back whole.
+    async fn settle(&self, done: &Completed, executor: &Arc<Executor>, ev: &mut RequestEvent) -> Result<Settled, ApiError> {
+        // The receipt must state this request, these terms and exactly these ids (a remote
+        // worker's was checked on arrival; an in-process one is checked here): a worker that
+        // signs other counts is not paid and loses reputation.
+        if let Err(why) = verinet_verify::check_completion(done, &self.terms, self.model.id, &self.generation, self.prompt.len(), executor.address()) {
+            executor.checked(false);
+            warn!(request_id = %self.request_id, executor = %executor.address(), %why, "the completion's receipt does not match it");
+            self.refund(&why).await;
+            return Err(ApiError::WorkersFailed { attempts: 1, last: format!("the worker's receipt does not match its answer: {why}") });
+        }
         self.st.receipts.record(&done.receipt);
-        self.st.hub.record_call(&self.model, true);
         ev.completion_tokens = done.output_ids.len() as u64;
         ev.executor = Some(executor.address());
-        ev.check = Some("unchecked".into());
-        let Some(p) = &self.paid else { return Ok(None) };
+        let check = self.verify(done, executor).await;
+        ev.check = Some(check.status.clone());
+        if check.status == "disputed" {
+            self.refund("a validator refuted the completion").await;
+            return Ok(Settled { capture: None, check });
+        }
+        self.st.hub.record_call(&self.model, true);
+        let Some(p) = &self.paid else { return Ok(Settled { capture: None, check }) };
         let hash = format!("{:#x}", done.receipt.receipt.output_hash);
         let (prompt, completion) = (self.prompt.len() as u64, done.output_ids.len() as u64);
-        let used = pay::used_quote(&self.st, &self.model, &p.escrow.quote, prompt, completion);
+        let used = pay::used_quote(&self.st, &self.model, self.mode, &p.escrow.quote, prompt, completion);
         let memo = format!("{prompt} prompt and {completion} completion tokens");
         let (tx, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
         pay::record_charge(ev, &used);
-        Ok(Some(Capture { tx, charged: used.total }))
+        Ok(Settled { capture: Some(Capture { tx, charged: used.total }), check })
+    }
+
+    /// `sampled`: with the request's probability, a validator other than the worker checks the
+    /// completion with one teacher-forced pass; a refuted worker is slashed and the dispute
+    /// recorded. Without a validator in good standing, or when its check fails to run, the
+    /// completion stays unchecked (and is logged).
+    async fn verify(&self, done: &Completed, worker: &Arc<Executor>) -> CheckInfo {
+        let unchecked = || verification::check("unchecked", vec![], vec![]);
+        if self.mode != VerificationMode::Sampled || !self.st.pool.sample(self.sample_rate) {
+            return unchecked();
+        }
+        let Some(validator) = self.st.pool.pick_validator(self.model.id, &[worker.address()]) else {
+            warn!(request_id = %self.request_id, "sampled for a check but no validator is in good standing");
+            return unchecked();
+        };
+        let job = CheckJob {
+            model: self.model.id,
+            prompt: self.prompt.clone(),
+            output: done.output_ids.clone(),
+            generation: self.generation.clone(),
+            finish: done.finish_reason.clone(),
+            load: verification::hub_loader(&self.st),
+        };
+        let verdict = {
+            let _busy = validator.in_flight();
+            validator.backend().check(job).await
+        };
+        match verdict {
+            Ok(v) if v.accepted => {
+                worker.checked(true);
+                verification::check("passed", vec![validator.address()], vec![])
+            }
+            Ok(v) => {
+                let got = format!("{:#x}", done.receipt.receipt.output_hash);
+                let found = format!("teacher-forced check: refuted at output position {}", v.refuted_at.map_or(-1, i64::from));
+                verification::dispute(&self.st, worker, &validator, got, found, &v.detail, "sampled", &self.request_id).await;
+                verification::check("disputed", vec![validator.address()], vec![worker.address()])
+            }
+            Err(e) => {
+                warn!(request_id = %self.request_id, validator = %validator.address(), error = %e, "the check did not run; unchecked");
+                unchecked()
+            }
+        }
     }
 
     async fn refund(&self, why: &str) {
@@ -700,7 +787,7 @@ impl GenContext {
         pay::summary_charged(self.paid.as_ref(), capture.map(|c| &c.tx), capture.map_or(0, |c| c.charged))
     }
 
-    fn proof(&self, done: &Completed, capture: Option<&Capture>, first_token_ms: f64) -> CompletionProof {
+    fn proof(&self, done: &Completed, capture: Option<&Capture>, check: CheckInfo, first_token_ms: f64) -> CompletionProof {
         let payment = self.summary(capture);
         CompletionProof {
             request_id: self.request_id.clone(),
@@ -711,6 +798,7 @@ impl GenContext {
             price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
             payment,
             receipt: done.receipt.clone(),
+            check: (self.mode != VerificationMode::None).then_some(check),
             first_token_ms,
             total_ms: self.started.elapsed().as_secs_f64() * 1e3,
         }

@@ -38,9 +38,11 @@ pub(crate) fn quote(
 /// The price of a language-model or embedding call of `prompt` prompt and `completion`
 /// completion tokens: the model's per-token royalties (or, published without them, its price
 /// per call) and the node's fees per 1,000 tokens; through `app`, its markup per call.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn token_quote(
     st: &AppState,
     model: &ModelVersion,
+    mode: VerificationMode,
     app: Option<&App>,
     operator: verinet_primitives::Address,
     prompt: u64,
@@ -48,18 +50,18 @@ pub(crate) fn token_quote(
 ) -> Quote {
     let p = &st.payments;
     let payees = Payees { creator: model.owner, operator, protocol: p.protocol, app: app.map(|a| a.owner) };
-    requote(st, model, app.map_or(0, |a| a.markup), payees, prompt, completion)
+    requote(st, model, mode, app.map_or(0, |a| a.markup), payees, prompt, completion)
 }
 
 /// [`token_quote`] for other token counts with the payees and markup of `of`: what a call
 /// escrowed at its maximum actually used.
-pub(crate) fn used_quote(st: &AppState, model: &ModelVersion, of: &Quote, prompt: u64, completion: u64) -> Quote {
-    requote(st, model, of.markup, of.payees, prompt, completion)
+pub(crate) fn used_quote(st: &AppState, model: &ModelVersion, mode: VerificationMode, of: &Quote, prompt: u64, completion: u64) -> Quote {
+    requote(st, model, mode, of.markup, of.payees, prompt, completion)
 }
 
-fn requote(st: &AppState, model: &ModelVersion, markup: u128, payees: Payees, prompt: u64, completion: u64) -> Quote {
+fn requote(st: &AppState, model: &ModelVersion, mode: VerificationMode, markup: u128, payees: Payees, prompt: u64, completion: u64) -> Quote {
     let royalty = model.token_prices.map_or(model.price, |t| t.royalty(prompt, completion));
-    st.payments.fees.quote_tokens(royalty, prompt.saturating_add(completion), VerificationMode::None, markup, payees)
+    st.payments.fees.quote_tokens(royalty, prompt.saturating_add(completion), mode, markup, payees)
 }
 
 /// What a route's 402 offers: its resource path, and whether `upto` comes first (calls whose
@@ -222,12 +224,18 @@ pub(crate) fn record_charge(ev: &mut verinet_flywheel::RequestEvent, quote: &Quo
     }
 }
 
-/// The receipt terms of a language-model request (mode `none`): what was escrowed, for whom.
-pub(crate) fn language_terms(st: &AppState, request_id: &str, input_hash: alloy_primitives::B256, paid: Option<&Paid>) -> verinet_verify::Terms {
+/// The receipt terms of a language-model request: its mode, what was escrowed, for whom.
+pub(crate) fn language_terms(
+    st: &AppState,
+    request_id: &str,
+    input_hash: alloy_primitives::B256,
+    paid: Option<&Paid>,
+    mode: VerificationMode,
+) -> verinet_verify::Terms {
     verinet_verify::Terms {
         request_id: request_id.to_owned(),
         input_hash,
-        mode: "none".into(),
+        mode: mode.as_str().into(),
         price: paid.map_or(0, |p| p.escrow.quote.total),
         payer: paid.map_or(verinet_primitives::Address::ZERO, |p| p.escrow.payer),
         chain_id: st.payments.x402.chain_id,

@@ -18,7 +18,7 @@ use verinet_primitives::{
 };
 use verinet_runtime::{RunOutput, RuntimeError};
 use verinet_store::{DisputeRecord, ModelVersion};
-use verinet_verify::{ExecError, Executor, Job, LoadBytes, Mismatch, NodeRole, Ran, Terms, Tolerance};
+use verinet_verify::{ExecError, Executor, Job, LoadBytes, NodeRole, Ran, Terms, Tolerance};
 
 use crate::{ApiError, AppState};
 
@@ -29,7 +29,7 @@ pub(crate) struct Executed {
     pub check: CheckInfo,
 }
 
-fn check(status: &str, checked_by: Vec<Address>, disputed: Vec<Address>) -> CheckInfo {
+pub(crate) fn check(status: &str, checked_by: Vec<Address>, disputed: Vec<Address>) -> CheckInfo {
     CheckInfo { status: status.to_owned(), checked_by, disputed }
 }
 
@@ -152,7 +152,8 @@ pub(crate) async fn execute(
                     Ok(Executed { ran, executor: worker, check: check("passed", vec![validator.address()], vec![]) })
                 }
                 Err(m) => {
-                    dispute(st, &worker, &validator, &ran.out, &truth.out, &m, "sampled", request_id).await;
+                    let (got, want) = (hash_of(&ran.out), hash_of(&truth.out));
+                    dispute(st, &worker, &validator, got, want, &m.to_string(), "sampled", request_id).await;
                     let by = vec![validator.address()];
                     Ok(Executed { ran: truth, executor: validator, check: check("disputed", by, vec![worker.address()]) })
                 }
@@ -179,7 +180,8 @@ pub(crate) async fn execute(
                         passed.push(e.address());
                     }
                     Err(m) => {
-                        dispute(st, e, &winner, &ran.out, &truth.out, &m, "quorum", request_id).await;
+                        let (got, want) = (hash_of(&ran.out), hash_of(&truth.out));
+                        dispute(st, e, &winner, got, want, &m.to_string(), "quorum", request_id).await;
                         disputed.push(e.address());
                     }
                 }
@@ -229,16 +231,21 @@ async fn quorum_runs(
     results
 }
 
+fn hash_of(out: &RunOutput) -> String {
+    format!("{:#x}", tensors_hash(&out.outputs))
+}
+
 /// Records a proven mismatch and slashes the cheater; failures to slash are logged, never
-/// shown to the payer (their answer is right either way).
-#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
-async fn dispute(
+/// shown to the payer (their answer is right either way). `got` and `truth` describe the two
+/// results (output hashes, or what a check found).
+#[allow(clippy::too_many_arguments, reason = "a struct would only rename them")]
+pub(crate) async fn dispute(
     st: &AppState,
     cheater: &Arc<Executor>,
     checker: &Arc<Executor>,
-    got: &RunOutput,
-    truth: &RunOutput,
-    m: &Mismatch,
+    got: String,
+    truth: String,
+    m: &str,
     mode: &str,
     request_id: &str,
 ) {
@@ -263,9 +270,9 @@ async fn dispute(
         worker: cheater.address(),
         validator: checker.address(),
         mode: mode.to_owned(),
-        worker_output: format!("{:#x}", tensors_hash(&got.outputs)),
-        validator_output: format!("{:#x}", tensors_hash(&truth.outputs)),
-        detail: m.to_string(),
+        worker_output: got,
+        validator_output: truth,
+        detail: m.to_owned(),
         slashed,
         created_at_ms: verinet_primitives::unix_ms(),
     };

@@ -75,8 +75,7 @@ impl LanguageModel {
         let mut all = prompt.to_vec();
         all.extend_from_slice(&output[..output.len() - 1]);
         let mut cache = self.llama.new_cache(all.len());
-        let logits = self.llama.forward(&all, &mut cache, true)?;
-        Ok(logits.narrow(0, prompt.len() - 1, output.len())?)
+        self.llama.forward_last(&all, &mut cache, output.len())
     }
 }
 
@@ -279,24 +278,8 @@ fn fail(s: &Seq, e: &LlmError) {
 fn advance(model: &LanguageModel, s: &mut Seq, logits: &[f32]) -> bool {
     let id = sample(logits, &s.req.sampling, s.out.len() as u32);
     s.out.push(id);
-    let codec = &model.codec;
-    let stop_token = codec.is_stop(id);
-    if !stop_token {
-        s.bytes.extend_from_slice(codec.token_bytes(id));
-    }
-    let valid = match std::str::from_utf8(&s.bytes) {
-        Ok(t) => t.len(),
-        Err(e) => e.valid_up_to(),
-    };
+    let (finish, valid, stop_at) = end_after(&model.codec, &s.req, id, s.out.len(), &mut s.bytes);
     let text = std::str::from_utf8(&s.bytes[..valid]).unwrap_or_default();
-    let stop_at = s.req.stop.iter().filter(|p| !p.is_empty()).filter_map(|p| text.find(p.as_str())).min();
-    let finish = if stop_token || stop_at.is_some() {
-        Some(Finish::Stop)
-    } else if s.out.len() >= s.req.max_tokens {
-        Some(Finish::Length)
-    } else {
-        None
-    };
     match finish {
         None => {
             // Hold back what could still turn out to begin a stop string.
@@ -330,4 +313,29 @@ fn advance(model: &LanguageModel, s: &mut Seq, logits: &[f32]) -> bool {
             true
         }
     }
+}
+
+/// Whether a sequence ends with its `len`-th token `id`, and why: the rule the engine applies
+/// and [`crate::check_completion`] replays. Appends the token's bytes to `bytes` (the text so
+/// far; an end-of-turn token adds none) and returns the finish, the length of the valid UTF-8
+/// prefix of `bytes` and where the first stop string begins in it.
+pub(crate) fn end_after(codec: &TextCodec, req: &GenRequest, id: u32, len: usize, bytes: &mut Vec<u8>) -> (Option<Finish>, usize, Option<usize>) {
+    let stop_token = codec.is_stop(id);
+    if !stop_token {
+        bytes.extend_from_slice(codec.token_bytes(id));
+    }
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(t) => t.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    let text = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+    let stop_at = req.stop.iter().filter(|p| !p.is_empty()).filter_map(|p| text.find(p.as_str())).min();
+    let finish = if stop_token || stop_at.is_some() {
+        Some(Finish::Stop)
+    } else if len >= req.max_tokens {
+        Some(Finish::Length)
+    } else {
+        None
+    };
+    (finish, valid, stop_at)
 }

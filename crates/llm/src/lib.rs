@@ -6,13 +6,17 @@
 //!   chat template, from the file's own metadata).
 //! - [`Generator`] serves a model with continuous batching on the blocking pool
 //!   ([`GenRequest`] in, [`GenEvent`]s out) within [`LlmConfig`].
-//! - [`sample`]: the sampler, a pure function of (logits, [`SamplingParams`], step).
+//! - [`sample`]: the sampler, a pure function of (logits, [`SamplingParams`], step), and the
+//!   [`Candidates`] it draws from.
+//! - [`check_completion`]: a completion checked with one teacher-forced pass, within a
+//!   [`CheckTolerance`] ([`CompletionCheck`]: near ties accepted, the first [`Refutation`]).
 //! - [`Bundle`]: the canonical single-blob form of a multi-file model; [`Embedder`] runs a
 //!   BERT encoder bundle into unit vectors.
 //! - [`LlmHost`]: the models and tokenizers one process holds, loaded once, LRU-bounded.
 //! - [`LlmError`]: every way it fails.
 
 mod bundle;
+mod check;
 mod codec;
 mod embed;
 mod engine;
@@ -24,6 +28,7 @@ mod q41;
 mod sampler;
 
 pub use bundle::{BUNDLE_MAGIC, Bundle, BundleEntry, ENCODER_FILES, bundle_from_zip};
+pub use check::{CheckTolerance, CompletionCheck, Deviation, Refutation, check_completion};
 pub use codec::{ChatMessage, TextCodec};
 pub use embed::{EmbedInfo, Embedder, EncoderTokenizer};
 pub use engine::{Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig};
@@ -31,4 +36,4 @@ pub use error::{LlmError, Result};
 pub use gguf::{LlmInfo, inspect_gguf};
 pub use host::{LlmHost, ModelKey};
 pub use llama::{KvCache, Llama, LlamaShape};
-pub use sampler::{SamplingParams, argmax, sample, uniform};
+pub use sampler::{Candidates, SamplingParams, argmax, sample, uniform};

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
 use crate::gguf::md_u32;
-use crate::q41::Q41Matrix;
+use crate::q41::{Q41Matrix, Q80Matrix};
 use crate::{LlmError, Result};
 
 struct Layer {
@@ -137,9 +137,20 @@ impl Llama {
     /// Runs `tokens` of one sequence at its next positions, appending them to its cache.
     /// Returns the logits of the last position `[vocab]`, or of every position `[n, vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, every_position: bool) -> Result<Tensor> {
+        if every_position {
+            self.forward_last(tokens, cache, tokens.len())
+        } else {
+            Ok(self.forward_last(tokens, cache, 1)?.squeeze(0)?)
+        }
+    }
+
+    /// As [`Llama::forward`], returning the logits of the last `last` positions `[last, vocab]`
+    /// only: the output layer (a quarter of SmolLM2's weights) runs for those rows alone, and
+    /// each row's logits are the same whichever rows run with it.
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache, last: usize) -> Result<Tensor> {
         let n = tokens.len();
-        if n == 0 {
-            return Err(LlmError::Input("no tokens to run".into()));
+        if n == 0 || last == 0 || last > n {
+            return Err(LlmError::Input(format!("the logits of {last} of {n} positions")));
         }
         if cache.len + n > cache.capacity {
             return Err(LlmError::Engine(format!("sequence of {} positions overflows its cache of {}", cache.len + n, cache.capacity)));
@@ -156,10 +167,9 @@ impl Llama {
             x = (self.mlp(layer, &x)? + x)?;
         }
         cache.len += n;
-        let x = self.norm.forward(&x)?;
-        let x = if every_position { x.squeeze(0)? } else { x.narrow(1, n - 1, 1)?.reshape((1, self.shape.hidden))? };
-        let logits = self.output.forward(&x)?;
-        Ok(if every_position { logits } else { logits.squeeze(0)? })
+        let x = x.narrow(1, n - last, last)?;
+        let x = self.norm.forward(&x)?.reshape((last, self.shape.hidden))?;
+        self.output.forward(&x)
     }
 
     /// One decode step for several sequences: `tokens[i]` at the next position of `caches[i]`.
@@ -241,12 +251,13 @@ impl Llama {
 }
 
 /// A weight matrix for matmuls: `q4_1` through this crate's kernel ([`Q41Matrix`]: 4-bit
-/// weights times 8-bit activations, as llama.cpp computes it, batch-invariant), other types
-/// through candle. candle 0.11 has no SIMD CPU kernel for the legacy `q5_0` and `q5_1`: those
+/// weights times 8-bit activations, as llama.cpp computes it, batch-invariant), `q8_0` through
+/// [`Q80Matrix`] where it runs (candle's bits, tiled for prompts), other types through candle. candle 0.11 has no SIMD CPU kernel for the legacy `q5_0` and `q5_1`: those
 /// are dequantized to f32 once at load (exact; ~15x faster prompts and ~2x faster decoding
 /// than candle's scalar kernel, for 4.5x the memory of those weights).
 enum Mat {
     Q41(Q41Matrix),
+    Q80(Q80Matrix),
     Candle(QMatMul),
 }
 
@@ -254,6 +265,7 @@ impl Mat {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Mat::Q41(m) => m.forward(x),
+            Mat::Q80(m) => m.forward(x),
             Mat::Candle(m) => Ok(m.forward(x)?),
         }
     }
@@ -265,6 +277,10 @@ fn weight(t: Arc<QTensor>) -> Result<Mat> {
         G::Q4_1 => {
             let (rows, cols) = t.shape().dims2()?;
             Ok(Mat::Q41(Q41Matrix::from_gguf_bytes(rows, cols, &t.data()?)?))
+        }
+        G::Q8_0 if Q80Matrix::supported(t.shape().dims2()?.1) => {
+            let (rows, cols) = t.shape().dims2()?;
+            Ok(Mat::Q80(Q80Matrix::from_gguf_bytes(rows, cols, &t.data()?)?))
         }
         G::Q5_0 | G::Q5_1 => Ok(Mat::Candle(QMatMul::Tensor(t.dequantize(&Device::Cpu)?))),
         _ => Ok(Mat::Candle(QMatMul::from_arc(t)?)),

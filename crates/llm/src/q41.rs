@@ -8,6 +8,12 @@
 //! a decoding step of one or of many sequences) nor on the thread split. The kernels (AVX2;
 //! AVX-512 VNNI where the CPU has it; a portable one elsewhere) sum in the same order and give
 //! the same bits (tested), so a validator on another CPU computes the same products.
+//!
+//! [`Q80Matrix`] does the same for `q8_0` weights (SmolLM2's output layer, tied to its token
+//! embedding), but with candle's arithmetic rather than llama.cpp's: each of its results has
+//! the bits candle 0.11's AVX2 kernel gives (tested), only tiled like the `q4_1` products —
+//! candle computes a prompt's rows one dot product at a time, which made the output layer a
+//! third of a prompt's time.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::f16;
@@ -39,6 +45,17 @@ struct WBlock {
 struct ABlock {
     d: f32,
     s: f32,
+    qs: [i8; BLOCK],
+}
+
+/// Bytes of one `q8_0` block in a GGUF file: `d` as f16, then 32 signed bytes.
+const Q8_0_BYTES: usize = 34;
+
+/// One `q8_0` block, weights or activations: `x[i] ≈ d * qs[i]`, `d` widened from f16 to f32.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Q8Block {
+    d: f32,
     qs: [i8; BLOCK],
 }
 
@@ -75,36 +92,17 @@ impl Q41Matrix {
 
     /// `out[i][j] = x[i] · w[j]` for `x` of `n` rows of `cols`, `out` of `n` rows of `rows`.
     fn matmul(&self, x: &[f32], n: usize, kernel: Kernel) -> Vec<f32> {
-        let per_row = self.cols / BLOCK;
         let acts: Vec<ABlock> = x.chunks_exact(BLOCK).map(quantize_q8_1).collect();
-        // Computed transposed (one weight row's outputs for every activation row together, so
-        // a weight row is read once per product), then turned back.
-        let mut t = vec![0f32; self.rows * n];
-        // Activation rows go four at a time through the task's weight rows, so each weight
-        // block is unpacked once for four products and the tile stays in L1.
-        let act = |i: usize| &acts[i * per_row..(i + 1) * per_row];
-        t.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, out)| {
-            let first = task * ROWS_PER_TASK;
-            let weights = |r: usize| &self.blocks[(first + r) * per_row..(first + r + 1) * per_row];
-            let four = n / 4 * 4;
-            for i in (0..four).step_by(4) {
-                for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
-                    out_row[i..i + 4].copy_from_slice(&dot(kernel, weights(r), [act(i), act(i + 1), act(i + 2), act(i + 3)]));
+        tiled(self.rows, self.cols / BLOCK, n, &self.blocks, &acts, |w, a| match *a {
+            [a0, a1, a2, a3] => dot(kernel, w, [a0, a1, a2, a3]),
+            _ => {
+                let mut out = [0f32; 4];
+                for (o, a) in out.iter_mut().zip(a) {
+                    [*o] = dot(kernel, w, [*a]);
                 }
+                out
             }
-            for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
-                for (i, o) in out_row.iter_mut().enumerate().skip(four) {
-                    [*o] = dot(kernel, weights(r), [act(i)]);
-                }
-            }
-        });
-        let mut out = vec![0f32; n * self.rows];
-        for (j, col) in t.chunks_exact(n).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                out[i * self.rows + j] = *v;
-            }
-        }
-        out
+        })
     }
 }
 
@@ -125,6 +123,131 @@ impl CustomOp1 for Q41Matrix {
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dim") = self.rows;
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
+
+/// A `q8_0` weight matrix `[rows, cols]`, multiplied as `x @ wᵀ` with the bits of candle's
+/// `QMatMul` on an AVX2 CPU (activations rounded to `q8_0` as candle rounds them; per output,
+/// 8 lane accumulators with one fused multiply-add per block, then candle's horizontal sum).
+/// Only built where candle runs that kernel ([`Q80Matrix::supported`]); elsewhere candle's own.
+pub(crate) struct Q80Matrix {
+    rows: usize,
+    cols: usize,
+    blocks: Vec<Q8Block>,
+}
+
+impl Q80Matrix {
+    /// Whether candle would multiply a `q8_0` matrix of `cols` inputs with its AVX2 dot
+    /// product here, whose bits this kernel has: the CPU has AVX2 and FMA, and `cols` is not a
+    /// multiple of 256 (candle 0.11 repacks those for AVX-512 CPUs, with other bits).
+    pub(crate) fn supported(cols: usize) -> bool {
+        Kernel::best() != Kernel::Portable && !cols.is_multiple_of(256)
+    }
+
+    /// Reads the raw `q8_0` bytes of a `[rows, cols]` tensor, as GGUF stores them.
+    pub(crate) fn from_gguf_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        if !cols.is_multiple_of(BLOCK) || bytes.len() != rows * cols / BLOCK * Q8_0_BYTES {
+            return Err(LlmError::InvalidModel(format!("q8_0 tensor [{rows}, {cols}] cannot hold {} bytes", bytes.len())));
+        }
+        let blocks = bytes
+            .chunks_exact(Q8_0_BYTES)
+            .map(|b| Q8Block { d: f16::from_le_bytes([b[0], b[1]]).to_f32(), qs: std::array::from_fn(|i| b[2 + i] as i8) })
+            .collect();
+        Ok(Self { rows, cols, blocks })
+    }
+
+    /// `x @ wᵀ` for `x` of shape `[.., cols]`, giving `[.., rows]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
+    }
+
+    fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let acts: Vec<Q8Block> = x.chunks_exact(BLOCK).map(quantize_q8_0).collect();
+        tiled(self.rows, self.cols / BLOCK, n, &self.blocks, &acts, dot_q8)
+    }
+}
+
+impl CustomOp1 for Q80Matrix {
+    fn name(&self) -> &'static str {
+        "q8_0-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("q8_0 matmul takes f32 activations") };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("q8_0 matmul takes contiguous activations") };
+        let dims = layout.shape().dims();
+        if dims.last() != Some(&self.cols) {
+            candle_core::bail!("q8_0 matmul: activations {dims:?} against weights [{}, {}]", self.rows, self.cols)
+        }
+        let n = layout.shape().elem_count() / self.cols;
+        let out = self.matmul(&data[start..end], n);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dim") = self.rows;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
+
+/// `out[i][j] = dot(w[j], a[i])` for `n` activation rows and `rows` weight rows of `per_row`
+/// blocks: weight rows split across threads in tasks of [`ROWS_PER_TASK`], activation rows
+/// four at a time through each task's weight rows (a weight block is loaded once for four
+/// products and the tile stays in L1). Computed transposed, then turned back.
+fn tiled<W: Sync, A: Sync>(rows: usize, per_row: usize, n: usize, w: &[W], a: &[A], dot: impl Fn(&[W], &[&[A]]) -> [f32; 4] + Sync) -> Vec<f32> {
+    let mut t = vec![0f32; rows * n];
+    let act = |i: usize| &a[i * per_row..(i + 1) * per_row];
+    t.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, out)| {
+        let first = task * ROWS_PER_TASK;
+        let weights = |r: usize| &w[(first + r) * per_row..(first + r + 1) * per_row];
+        let four = n / 4 * 4;
+        for i in (0..four).step_by(4) {
+            for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
+                out_row[i..i + 4].copy_from_slice(&dot(weights(r), &[act(i), act(i + 1), act(i + 2), act(i + 3)]));
+            }
+        }
+        for (r, out_row) in out.chunks_exact_mut(n).enumerate() {
+            for (i, o) in out_row.iter_mut().enumerate().skip(four) {
+                *o = dot(weights(r), &[act(i)])[0];
+            }
+        }
+    });
+    let mut out = vec![0f32; n * rows];
+    for (j, col) in t.chunks_exact(n).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            out[i * rows + j] = *v;
+        }
+    }
+    out
+}
+
+/// Quantizes 32 activations as candle's `BlockQ8_0::from_float` does (scale `max |x| / 127`,
+/// multiply by its inverse, round half away from zero).
+fn quantize_q8_0(x: &[f32]) -> Q8Block {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    Q8Block { d: f16::from_f32(d).to_f32(), qs: std::array::from_fn(|i| (x[i] * id).round() as i8) }
+}
+
+/// One `q8_0` weight row times one to four activation rows (results past `a.len()` are 0).
+#[allow(unsafe_code, reason = "calls the AVX2 kernel, which Q80Matrix::supported checked for")]
+fn dot_q8(w: &[Q8Block], a: &[&[Q8Block]]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: a Q80Matrix is only built where the AVX2 and FMA kernels run (`supported`).
+        match a.len() {
+            4 => unsafe { x86::q8_0(w, [a[0], a[1], a[2], a[3]]) },
+            _ => {
+                let mut out = [0f32; 4];
+                for (o, a) in out.iter_mut().zip(a) {
+                    [*o] = unsafe { x86::q8_0(w, [*a]) };
+                }
+                out
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, a);
+        unreachable!("Q80Matrix::supported is false off x86_64")
     }
 }
 
@@ -264,6 +387,36 @@ mod x86 {
         };
     }
 
+    /// One `q8_0` weight row times `N` activation rows, each product computed as candle's
+    /// `vec_dot_q8_0_q8_0` computes it (the same instructions on the same values, in the same
+    /// order): the weight block is loaded once for the `N` products.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q8_0<const N: usize>(w: &[super::Q8Block], a: [&[super::Q8Block]; N]) -> [f32; N] {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (b, w) in w.iter().enumerate() {
+            // SAFETY: `qs` is 32 bytes; the load is an unaligned one.
+            let bx = unsafe { _mm256_loadu_si256(w.qs.as_ptr().cast::<__m256i>()) };
+            let ax = _mm256_sign_epi8(bx, bx);
+            for r in 0..N {
+                let a = &a[r][b];
+                // SAFETY: as above.
+                let by = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast::<__m256i>()) };
+                let sy = _mm256_sign_epi8(by, bx);
+                let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), _mm256_maddubs_epi16(ax, sy)));
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), q, acc[r]);
+            }
+        }
+        std::array::from_fn(|r| {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
+            sum_lanes(lanes)
+        })
+    }
+
     // u8 x i8 pairs to i16 (at most 2 * 15 * 127: no saturation), then pairs of those to i32.
     kernel!(avx2, "avx2,fma", |qx, qy| _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
     // The same sums of four in one instruction.
@@ -362,6 +515,32 @@ mod tests {
                 let bound: f32 = (0..cols).map(|k| exact[j * cols + k].abs() * 4.0 / 254.0).sum::<f32>() + 1e-3;
                 assert!((got[i * rows + j] - want).abs() <= bound, "[{i},{j}]: {} vs {want}", got[i * rows + j]);
             }
+        }
+    }
+
+    /// The q8_0 products have candle's bits, for any number of rows (candle's own results do
+    /// not depend on how many rows run together either).
+    #[test]
+    fn q8_0_products_are_candles_bit_for_bit() {
+        use candle_core::Device;
+        use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+        use candle_core::Module;
+        if !Q80Matrix::supported(576) {
+            return;
+        }
+        let mut rng = Rng(5);
+        let (rows, cols) = (72, 576);
+        let w = Tensor::from_vec((0..rows * cols).map(|_| rng.unit() * 0.2).collect::<Vec<f32>>(), (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let ours = Q80Matrix::from_gguf_bytes(rows, cols, &q.data().unwrap()).unwrap();
+        let theirs = QMatMul::from_qtensor(q).unwrap();
+        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for n in [1, 3, 4, 9] {
+            // Activations of several magnitudes, with exact halves for the rounding.
+            let mut x: Vec<f32> = (0..n * cols).map(|i| rng.unit() * [0.5, 4.0, 30.0][i % 3]).collect();
+            x[5] = 2.5;
+            let x = Tensor::from_vec(x, (n, cols), &Device::Cpu).unwrap();
+            assert_eq!(bits(ours.forward(&x).unwrap()), bits(theirs.forward(&x).unwrap()), "{n} rows");
         }
     }
 

@@ -12,12 +12,15 @@ use verinet_runtime::{RunOutput, Timings};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use verinet_verify::{
-    EmbedJob, ExecError, Execute, GenChunk, GenJob, GenStream, Job, Ran, check_completion, check_embedding,
+    CheckJob, EmbedJob, ExecError, Execute, GenChunk, GenJob, GenStream, Job, Ran, Verdict, check_completion, check_embedding,
     check_receipt,
 };
 
 use crate::auth::{self, RESPONSE};
-use crate::wire::{EMBED_PATH, EmbedRequest, GENERATE_PATH, GenLine, GenerateRequest, JobTerms, RUN_PATH, RunRequest, RunResponse};
+use crate::wire::{
+    CHECK_PATH, CheckRequest, EMBED_PATH, EmbedRequest, GENERATE_PATH, GenLine, GenerateRequest, JobTerms, RUN_PATH, RunRequest,
+    RunResponse,
+};
 
 /// Sends jobs to the worker at `endpoint`, signed by the gateway key; accepts only answers
 /// signed by `address` whose receipt states exactly the job and the outputs returned.
@@ -144,7 +147,24 @@ impl RemoteWorker {
     }
 
     /// Posts a signed job whose answer is a signed [`RunResponse`].
-    async fn post_for_run<T: serde::Serialize>(&self, path: &str, req: &T) -> Result<Ran, ExecError> {
+    async fn call_check(&self, job: CheckJob) -> Result<Verdict, ExecError> {
+        let CheckJob { model, prompt, output, generation: g, finish, load: _ } = job;
+        let req = CheckRequest {
+            model,
+            prompt,
+            output,
+            max_tokens: g.max_tokens,
+            temperature: g.temperature,
+            top_p: g.top_p,
+            seed: g.seed,
+            stop: g.stop,
+            finish,
+        };
+        self.post_signed_json(CHECK_PATH, &req).await
+    }
+
+    /// POSTs a gateway-signed job and reads an answer this worker signed.
+    async fn post_signed_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(&self, path: &str, req: &T) -> Result<R, ExecError> {
         let body = serde_json::to_vec(req).map_err(|e| ExecError::Invalid(format!("encoding the job: {e}")))?;
         let (status, headers, bytes) = auth::post_signed(&self.http, &self.gateway, &self.endpoint, path, body)
             .await
@@ -157,7 +177,11 @@ impl RemoteWorker {
         if signer != self.address {
             return Err(ExecError::Invalid(format!("answer signed by {signer}, not {}", self.address)));
         }
-        let r: RunResponse = serde_json::from_slice(&bytes).map_err(|e| ExecError::Invalid(format!("answer: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| ExecError::Invalid(format!("answer: {e}")))
+    }
+
+    async fn post_for_run<T: serde::Serialize>(&self, path: &str, req: &T) -> Result<Ran, ExecError> {
+        let r: RunResponse = self.post_signed_json(path, req).await?;
         let ms = |x: f64| Duration::from_secs_f64((x / 1e3).max(0.0));
         let ran = Ran {
             out: RunOutput {
@@ -207,5 +231,9 @@ impl Execute for RemoteWorker {
 
     fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
         Box::pin(self.call_embed(job))
+    }
+
+    fn check(&self, job: CheckJob) -> BoxFuture<'_, Result<Verdict, ExecError>> {
+        Box::pin(self.call_check(job))
     }
 }

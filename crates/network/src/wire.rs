@@ -13,6 +13,8 @@ pub const RUN_PATH: &str = "/worker/v1/run";
 pub const GENERATE_PATH: &str = "/worker/v1/generate";
 /// `POST /worker/v1/embed`: the worker embeds token ids (answered as a [`RunResponse`]).
 pub const EMBED_PATH: &str = "/worker/v1/embed";
+/// A validator's teacher-forced check of a completion (gateway-signed job, worker-signed verdict).
+pub const CHECK_PATH: &str = "/worker/v1/check";
 /// `GET /worker/v1/health`.
 pub const HEALTH_PATH: &str = "/worker/v1/health";
 /// `POST /v1/nodes/heartbeat` on a gateway: join, then stay live.
@@ -193,6 +195,31 @@ pub struct EmbedRequest {
     pub ids: Vec<Vec<u32>>,
     /// Receipt terms.
     pub terms: JobTerms,
+}
+
+/// `POST /worker/v1/check`: is `output` what the model generates from `prompt` under these
+/// terms, ending with `finish`? Answered with a worker-signed [`verinet_verify::Verdict`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The GGUF model by content.
+    pub model: ModelId,
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// The output ids claimed.
+    pub output: Vec<u32>,
+    /// Most tokens.
+    pub max_tokens: u32,
+    /// Temperature (0: greedy).
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Sampler seed.
+    pub seed: u64,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// `stop` or `length`.
+    pub finish: String,
 }
 
 /// A worker's answer to a job.

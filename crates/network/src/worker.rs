@@ -28,11 +28,14 @@ use verinet_primitives::{
 };
 use verinet_runtime::{Runtime, RuntimeError};
 use verinet_llm::{LlmError, LlmHost};
-use verinet_verify::{EmbedJob, ExecError, GenChunk, GenJob, Generation, Job, LoadBytes, LocalExecutor, NodeRole, embed_signed, generate_signed};
+use verinet_verify::{
+    CheckJob, EmbedJob, ExecError, GenChunk, GenJob, Generation, Job, LoadBytes, LocalExecutor, NodeRole, check_on, embed_signed,
+    generate_signed,
+};
 
 use crate::auth;
 use crate::wire::{
-    EMBED_PATH, EmbedRequest, GENERATE_PATH, GenLine, GenerateRequest, HEALTH_PATH, RUN_PATH, Registration,
+    CHECK_PATH, CheckRequest, EMBED_PATH, EmbedRequest, GENERATE_PATH, GenLine, GenerateRequest, HEALTH_PATH, RUN_PATH, Registration,
     RunRequest, RunResponse, WorkerHealth,
 };
 
@@ -134,6 +137,7 @@ impl Worker {
             .route(RUN_PATH, post(run).layer(DefaultBodyLimit::max(self.config.max_body)))
             .route(GENERATE_PATH, post(generate).layer(DefaultBodyLimit::max(self.config.max_body)))
             .route(EMBED_PATH, post(embed).layer(DefaultBodyLimit::max(self.config.max_body)))
+            .route(CHECK_PATH, post(check).layer(DefaultBodyLimit::max(self.config.max_body)))
             .route(HEALTH_PATH, get(health))
             .route("/v1/blobs/{sha256}", get(blob))
             .with_state(self.clone())
@@ -297,6 +301,29 @@ async fn embed(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) ->
     };
     w.served.fetch_add(1, Ordering::Relaxed);
     answer(&w, EMBED_PATH, ran)
+}
+
+/// `POST /worker/v1/check`: a validator's teacher-forced check of a completion, the verdict
+/// signed.
+async fn check(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: CheckRequest = match signed_job(&w, &headers, CHECK_PATH, &body) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let _in_flight = InFlight::new(&w.inflight);
+    let generation =
+        Generation { max_tokens: req.max_tokens, temperature: req.temperature, top_p: req.top_p, seed: req.seed, stop: req.stop };
+    let job = CheckJob { model: req.model, prompt: req.prompt, output: req.output, generation, finish: req.finish, load: loader(&w) };
+    match check_on(&w.llm, job).await {
+        Ok(verdict) => match serde_json::to_vec(&verdict) {
+            Ok(b) => auth::signed_answer(&w.key, CHECK_PATH, b),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "execution_failed", e.to_string()),
+        },
+        Err(e) => {
+            let (status, code) = llm_error(&e);
+            error(status, code, e.to_string())
+        }
+    }
 }
 
 fn answer(w: &Worker, path: &str, ran: verinet_verify::Ran) -> Response {

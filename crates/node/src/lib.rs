@@ -22,5 +22,5 @@ pub use config::{
 };
 pub use error::{NodeError, Result};
 pub use key::KeyFile;
-pub use node::{Node, Overrides, RunningNode, default_protocol_address};
+pub use node::{Node, Overrides, RunningNode, WrapExecutor, default_protocol_address};
 pub use worker::WorkerNode;

@@ -10,7 +10,8 @@ use verinet_api::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, Verificati
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
 use verinet_flywheel::{Event, EventLog};
-use verinet_verify::{BatchConfig, Executor, NodeRole, Pool, ReceiptLog, Tolerance};
+use alloy_signer_local::PrivateKeySigner;
+use verinet_verify::{BatchConfig, Execute, Executor, LocalExecutor, NodeRole, Pool, Presence, ReceiptLog, Tolerance};
 use verinet_hub::{Hub, HubConfig};
 use verinet_llm::LlmHost;
 use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
@@ -30,7 +31,13 @@ pub struct Node {
 pub struct Overrides {
     /// `(worker index, backend)`: that local worker runs on its own runtime with this backend.
     pub worker_backends: Vec<(usize, Arc<dyn InferenceBackend>)>,
+    /// `(worker index, wrap)`: that local worker's executor is `wrap(honest executor, its key)`
+    /// (tests: a worker that cheats on completions).
+    pub worker_wraps: Vec<(usize, WrapExecutor)>,
 }
+
+/// Turns a local worker's honest executor into another (see [`Overrides::worker_wraps`]).
+pub type WrapExecutor = Arc<dyn Fn(Arc<dyn Execute>, Arc<PrivateKeySigner>) -> Arc<dyn Execute> + Send + Sync>;
 
 impl Node {
     /// Opens storage, creates the runtime and hub, and publishes bundled models if asked.
@@ -239,7 +246,15 @@ async fn executors(
             Some((_, b)) => Arc::new(Runtime::new(b.clone(), runtime_config.clone())),
             None => runtime.clone(),
         };
-        workers.push(Arc::new(Executor::new(Arc::new(k.signer().clone()), rt, llm.clone(), NodeRole::Worker)));
+        let signer = Arc::new(k.signer().clone());
+        let executor = match overrides.worker_wraps.iter().find(|(w, _)| *w == i) {
+            Some((_, wrap)) => {
+                let honest: Arc<dyn Execute> = Arc::new(LocalExecutor::new(signer.clone(), rt, llm.clone()));
+                Executor::with_backend(signer.address(), NodeRole::Worker, wrap(honest, signer), Presence::default())
+            }
+            None => Executor::new(signer, rt, llm.clone(), NodeRole::Worker),
+        };
+        workers.push(Arc::new(executor));
     }
     let validator_runtime = if v.validator_backend.is_empty() || v.validator_backend == config.runtime.backend {
         runtime.clone()

@@ -101,6 +101,14 @@ pub struct GenerationOptions {
     /// verinet: the app this call is made through (its markup applies).
     #[serde(default)]
     pub app: Option<String>,
+    /// verinet: how the completion is verified before it is charged: `none` (its receipt
+    /// only) or `sampled` (a validator checks it with one teacher-forced pass with
+    /// probability `sample_rate`).
+    #[serde(default)]
+    pub verification: crate::wire::VerificationMode,
+    /// verinet: the checking probability of `sampled` (request > model policy > node).
+    #[serde(default)]
+    pub sample_rate: Option<f64>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -169,6 +177,10 @@ pub struct CompletionProof {
     pub payment: Option<PaymentSummary>,
     /// The executor's signed receipt.
     pub receipt: SignedReceipt,
+    /// How the completion was checked (`sampled`): `unchecked`, `passed`, or `disputed` (a
+    /// validator refuted it: the worker was slashed and nothing was charged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::wire::CheckInfo>,
     /// Time to the first token, ms.
     pub first_token_ms: f64,
     /// Whole request, ms.

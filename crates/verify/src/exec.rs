@@ -13,7 +13,7 @@ use verinet_llm::LlmHost;
 use verinet_runtime::Runtime;
 
 use crate::job::{ExecError, Job, Ran, receipt_body};
-use crate::language::{EmbedJob, GenJob, GenStream, embed_signed, generate_signed};
+use crate::language::{CheckJob, EmbedJob, GenJob, GenStream, Verdict, check_on, embed_signed, generate_signed};
 use crate::sign_receipt;
 #[cfg(doc)]
 use crate::job::check_receipt;
@@ -34,6 +34,11 @@ pub trait Execute: Send + Sync {
     }
     /// Embeds token id lists and signs the vectors.
     fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
+        drop(job);
+        Box::pin(async { Err(ExecError::Unavailable("this executor serves no language models".into())) })
+    }
+    /// Checks a finished completion with one teacher-forced pass (a validator's job).
+    fn check(&self, job: CheckJob) -> BoxFuture<'_, Result<Verdict, ExecError>> {
         drop(job);
         Box::pin(async { Err(ExecError::Unavailable("this executor serves no language models".into())) })
     }
@@ -82,5 +87,9 @@ impl Execute for LocalExecutor {
 
     fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
         Box::pin(embed_signed(&self.key, &self.llm, job))
+    }
+
+    fn check(&self, job: CheckJob) -> BoxFuture<'_, Result<Verdict, ExecError>> {
+        Box::pin(check_on(&self.llm, job))
     }
 }

@@ -201,6 +201,82 @@ pub async fn generate_signed(key: Arc<PrivateKeySigner>, llm: &LlmHost, job: Gen
     Ok(rx)
 }
 
+/// A finished completion for a validator to check with one teacher-forced pass.
+pub struct CheckJob {
+    /// The GGUF model the completion claims.
+    pub model: ModelId,
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// The output token ids claimed.
+    pub output: Vec<u32>,
+    /// The terms it was generated under (as the receipt signs them).
+    pub generation: Generation,
+    /// `stop` or `length`, as claimed.
+    pub finish: String,
+    /// Where a local validator gets the bytes.
+    pub load: LoadBytes,
+}
+
+/// What a validator's check of a completion found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    /// Whether every token, and the ending, is what the model gives (within the documented
+    /// near-tie tolerance).
+    pub accepted: bool,
+    /// Output positions checked.
+    pub checked: u32,
+    /// Positions accepted as near ties.
+    pub near_ties: u32,
+    /// The first position at fault, when refuted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuted_at: Option<u32>,
+    /// What was wrong, for the dispute record.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// The near-tie tolerance validators check completions with. Wider than the check's own
+/// default (0.5, from 54,584 honest tokens): on a node, an honest sampled completion (SmolLM2,
+/// T 0.8, seed 103, "Say hi to Hal.") needed 0.63, because a single-token decoding step and the
+/// teacher-forced pass differ by up to 3.5 in some logits (8-bit activations round the two
+/// paths' slightly different hidden states to different steps). A forged token is typically
+/// ~3 logits from acceptable. Checks become exact only when attention is batch-invariant too
+/// (the matrix products already are); until then this trades a little detection power for no
+/// false alarms.
+pub const CHECK_TOLERANCE: verinet_llm::CheckTolerance = verinet_llm::CheckTolerance { logit_gap: 1.5 };
+
+/// Checks a completion on `llm` by one teacher-forced forward pass (on the blocking pool):
+/// what a local validator and a worker process both do.
+pub async fn check_on(llm: &LlmHost, job: CheckJob) -> Result<Verdict, ExecError> {
+    let CheckJob { model, prompt, output, generation, finish, load } = job;
+    let finish = match finish.as_str() {
+        "stop" => verinet_llm::Finish::Stop,
+        "length" => verinet_llm::Finish::Length,
+        other => {
+            return Ok(Verdict { accepted: false, checked: 0, near_ties: 0, refuted_at: None, detail: format!("finish reason {other:?}") });
+        }
+    };
+    let lm = llm.generator(*model.digest(), llm_load(&load, model)).await?.model().clone();
+    let request = GenRequest {
+        prompt,
+        max_tokens: generation.max_tokens as usize,
+        sampling: SamplingParams { temperature: generation.temperature, top_p: generation.top_p, seed: generation.seed },
+        stop: generation.stop,
+    };
+    let check = tokio::task::spawn_blocking(move || {
+        verinet_llm::check_completion(&lm, &request, &output, finish, &CHECK_TOLERANCE)
+    })
+    .await
+    .map_err(|e| ExecError::Unavailable(format!("the check task: {e}")))??;
+    Ok(Verdict {
+        accepted: check.accepted(),
+        checked: check.checked as u32,
+        near_ties: check.near_ties.len() as u32,
+        refuted_at: check.refuted.map(|r| r.position() as u32),
+        detail: check.refuted.map(|r| format!("{r:?}")).unwrap_or_default(),
+    })
+}
+
 /// Embeds on `llm` and signs the receipt with `key`.
 pub async fn embed_signed(key: &PrivateKeySigner, llm: &LlmHost, job: EmbedJob) -> Result<Ran, ExecError> {
     let EmbedJob { model, ids, terms, load } = job;

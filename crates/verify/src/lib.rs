@@ -26,14 +26,16 @@ mod pool;
 pub mod merkle;
 mod receipt;
 mod tolerance;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 pub use batches::{BatchConfig, BatchInfo, InclusionProof, ReceiptInfo, ReceiptLog, ReceiptStatus, batch_hash};
 pub use error::VerifyError;
 pub use exec::{Execute, LocalExecutor};
 pub use job::{ExecError, Job, LoadBytes, Ran, Terms, check_receipt, receipt_body};
 pub use language::{
-    Completed, EmbedJob, GenChunk, GenJob, GenStream, Generation, check_completion, check_embedding, completion_body,
-    completion_terms, embed_signed, generate_signed,
+    CheckJob, Completed, EmbedJob, GenChunk, GenJob, GenStream, Generation, Verdict, check_completion, check_embedding,
+    check_on, completion_body, completion_terms, embed_signed, generate_signed,
 };
 pub use pool::{Executor, InFlightGuard, NodeRole, Pool, Presence, Stats};
 pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};

@@ -26,7 +26,8 @@ const LOGIT_TOL: f64 = 1.5;
 /// only when closer than this (measured: 0.12).
 const SELF_TIE: f32 = 0.2;
 
-fn model() -> Arc<LanguageModel> {
+/// SmolLM2-135M Q4_1, loaded once for all the tests.
+pub fn model() -> Arc<LanguageModel> {
     static M: OnceLock<Arc<LanguageModel>> = OnceLock::new();
     M.get_or_init(|| Arc::new(LanguageModel::load(&test_model("smollm2/model.gguf")).expect("SmolLM2 loads"))).clone()
 }

@@ -1,9 +1,11 @@
 //! The engine against independent references made at fixture time: llama.cpp's greedy
 //! completions of SmolLM2-135M Q4_1 (fixtures/llm, scripts/llm_reference.py) and
 //! sentence-transformers' embeddings of all-MiniLM-L6-v2 (fixtures/embeddings,
-//! scripts/embedding_reference.py). The model files come from PyPI packages
+//! scripts/embedding_reference.py); and the one-pass completion check against honest and
+//! forged completions. The model files come from PyPI packages
 //! (scripts/fetch_llm_models.py into $VERINET_TEST_MODELS); a missing file fails the test.
 
+mod check;
 mod embed;
 mod generate;
 

@@ -8,6 +8,7 @@ mod helpers;
 mod hub;
 mod infer;
 mod llm_payments;
+mod llm_verification;
 mod network;
 mod openai;
 mod payments;

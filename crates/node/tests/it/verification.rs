@@ -49,7 +49,7 @@ async fn with_cheater(
 ) -> (TestNode, Arc<std::sync::atomic::AtomicU64>) {
     let backend = CorruptingBackend::new(Arc::new(TractBackend::new()), share, 7);
     let counter = backend.counter();
-    let overrides = Overrides { worker_backends: vec![(cheater, Arc::new(backend))] };
+    let overrides = Overrides { worker_backends: vec![(cheater, Arc::new(backend))], ..Overrides::default() };
     let n = TestNode::start_with_overrides(
         |c| {
             c.verification.workers = workers;

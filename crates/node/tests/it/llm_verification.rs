@@ -1,0 +1,180 @@
+//! Verifying completions: a validator checks a sampled share with one teacher-forced pass,
+//! catches each kind of cheating worker (behind `test-utils`: another model in effect, tokens
+//! appended to be paid more, a receipt that undercounts the prompt), slashes it and refunds the
+//! payer; honest workers, generating alone or in a batch, are never disputed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy_signer_local::PrivateKeySigner;
+use serde_json::{Value, json};
+use verinet_node::{Overrides, WrapExecutor};
+use verinet_payments::{
+    sign_payment,
+    wire::{PAYMENT_REQUIRED, PAYMENT_SIGNATURE, PaymentRequired, decode_header, encode_header},
+};
+use verinet_verify::test_utils::{CheatingLlm, LlmCheat};
+
+use crate::helpers::{TestNode, now, test_models_dir};
+use crate::payments::funded;
+
+const CHAT: &str = "smollm2-135m-instruct";
+const SLASH: u128 = 1_000;
+const STAKE: u128 = 1_000_000;
+/// Per 1,000 tokens, so every call costs something.
+const FEE_1K: u128 = 10_000;
+
+/// A node with `workers` workers (the first cheating as `cheat`, if any, counting its lies in
+/// `cheated`) and one validator, checking a share `p` of `sampled` completions.
+async fn node(cheat: Option<LlmCheat>, p: f64, workers: usize, cheated: Arc<AtomicU64>) -> TestNode {
+    let wraps: Vec<(usize, WrapExecutor)> = cheat
+        .map(|c| {
+            let wrap: WrapExecutor = Arc::new(move |honest, key| {
+                Arc::new(CheatingLlm::new(honest, key, c).counting(cheated.clone())) as Arc<dyn verinet_verify::Execute>
+            });
+            (0, wrap)
+        })
+        .into_iter()
+        .collect();
+    TestNode::start_with_overrides(
+        |c| {
+            c.bundled.language_models_dir = test_models_dir();
+            c.verification.workers = workers;
+            c.verification.validators = 1;
+            c.verification.sample_rate = p;
+            c.verification.min_reputation = 0.0;
+            c.verification.min_stake = "1".into();
+            c.verification.devnet_stake = STAKE.to_string();
+            c.verification.slash_amount = SLASH.to_string();
+            c.verification.seed = Some(42);
+            c.payments.operator_fee_per_1k_tokens = FEE_1K.to_string();
+        },
+        Overrides { worker_wraps: wraps, ..Overrides::default() },
+    )
+    .await
+}
+
+/// A paid `sampled` chat call; returns the HTTP status and the body.
+async fn paid_chat(n: &TestNode, payer: &PrivateKeySigner, i: usize, max_tokens: u32) -> (u16, Value) {
+    let url = format!("{}/v1/chat/completions", n.node.url());
+    let names = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"];
+    let body = json!({"model": CHAT, "messages": [{"role": "user", "content": format!("Say hi to {}.", names[i % names.len()])}],
+        "max_tokens": max_tokens, "temperature": if i.is_multiple_of(2) { 0.0 } else { 0.8 }, "seed": i, "verification": "sampled"});
+    let http = reqwest::Client::new();
+    let r = http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 402);
+    let required: PaymentRequired = decode_header(r.headers().get(PAYMENT_REQUIRED).unwrap().to_str().unwrap()).unwrap();
+    let exact = required.accepts.iter().find(|a| a.scheme == "exact").unwrap().clone();
+    let header = encode_header(&sign_payment(&exact, None, payer, now()).unwrap());
+    let r = http.post(&url).header(PAYMENT_SIGNATURE, header).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn nodes(n: &TestNode) -> Vec<Value> {
+    let v: Value = reqwest::get(format!("{}/v1/nodes", n.node.url())).await.unwrap().json().await.unwrap();
+    v["nodes"].as_array().unwrap().clone()
+}
+
+fn sigma(n: f64, p: f64) -> f64 {
+    (n * p * (1.0 - p)).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sampled_checks_catch_each_cheating_worker_slash_it_and_refund_the_payer() {
+    const N: usize = 16;
+    let p = 0.5;
+    for cheat in [LlmCheat::OtherModel, LlmCheat::AppendTokens] {
+        let cheated = Arc::new(AtomicU64::new(0));
+        let n = node(Some(cheat), p, 1, cheated.clone()).await;
+        let payer = funded(&n.client, 10u128.pow(18)).await;
+        let (mut disputed, mut passed, mut charged) = (0usize, 0usize, 0u128);
+        for i in 0..N {
+            let (status, a) = paid_chat(&n, &payer, i, 48).await;
+            assert_eq!(status, 200, "{cheat:?}: {a}");
+            let proof = &a["verinet"];
+            match proof["check"]["status"].as_str().unwrap() {
+                "disputed" => {
+                    disputed += 1;
+                    assert!(proof["payment"].is_null(), "{cheat:?}: a refuted completion is not charged: {proof}");
+                    let info: Value = reqwest::get(format!("{}/v1/receipts/{}", n.node.url(), proof["request_id"].as_str().unwrap()))
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    assert_eq!(info["disputes"][0]["mode"], "sampled", "{info}");
+                }
+                status @ ("passed" | "unchecked") => {
+                    passed += usize::from(status == "passed");
+                    charged += proof["payment"]["amount"].as_str().unwrap().parse::<u128>().unwrap();
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let lies = cheated.load(Ordering::SeqCst) as usize;
+        eprintln!("{cheat:?}: {N} calls, {lies} falsified, {disputed} disputed, {passed} passed");
+        // Checks happen at the sampling rate; every checked lie is refuted, and only lies are
+        // (an answer that ran to max_tokens is left alone by AppendTokens and passes).
+        let checked = (disputed + passed) as f64;
+        assert!((checked - p * N as f64).abs() <= 4.0 * sigma(N as f64, p) + 1.0, "{cheat:?}: {checked} checked of {N}");
+        assert!((disputed as f64 - p * lies as f64).abs() <= 4.0 * sigma(lies as f64, p) + 1.0, "{cheat:?}: {disputed} of {lies}");
+        assert!(disputed >= 1 && disputed <= lies && passed <= N - lies, "{cheat:?}");
+        // Money: only answers not refuted were paid; one slash per detection.
+        let a = n.client.account(payer.address()).await.unwrap();
+        assert_eq!(a.balance, (10u128.pow(18) - charged).to_string(), "{cheat:?}");
+        assert_eq!(a.escrow, "0");
+        let list = nodes(&n).await;
+        let worker = list.iter().find(|x| x["role"] == "worker").unwrap();
+        assert_eq!(worker["stake"], (STAKE - SLASH * disputed as u128).to_string(), "{cheat:?}");
+        n.node.stop().await.unwrap();
+    }
+}
+
+/// A receipt that undercounts the prompt is caught by the gateway's own receipt check on
+/// every call: never charged, and the worker's reputation falls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_that_undercounts_the_prompt_is_never_paid() {
+    let n = node(Some(LlmCheat::ShortPrompt), 0.0, 1, Arc::default()).await;
+    let payer = funded(&n.client, 10u128.pow(18)).await;
+    for i in 0..3 {
+        let (status, a) = paid_chat(&n, &payer, i, 8).await;
+        assert_eq!(status, 502, "{a}");
+        assert_eq!(a["error"]["code"], "workers_failed");
+    }
+    let a = n.client.account(payer.address()).await.unwrap();
+    assert_eq!((a.balance, a.escrow), (10u128.pow(18).to_string(), "0".to_string()));
+    let list = nodes(&n).await;
+    let worker = list.iter().find(|x| x["role"] == "worker").unwrap();
+    assert_eq!(worker["stats"]["failed"], 3, "{worker}");
+    n.node.stop().await.unwrap();
+}
+
+/// No false alarms: every completion checked, greedy and sampled, generated alone and four at
+/// a time in one batch by two workers, all pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn honest_completions_are_never_disputed() {
+    let n = node(None, 1.0, 2, Arc::default()).await;
+    let payer = funded(&n.client, 10u128.pow(18)).await;
+    let total = std::env::var("VERINET_HONEST_CHECKS").ok().and_then(|v| v.parse().ok()).unwrap_or(200usize);
+    let mut passed = 0;
+    for round in 0..total.div_ceil(4) {
+        let calls = (0..4).map(|j| {
+            let (n, payer) = (&n, &payer);
+            async move { paid_chat(n, payer, round * 4 + j, 16).await }
+        });
+        for (status, a) in futures::future::join_all(calls).await {
+            assert_eq!(status, 200, "{a}");
+            if a["verinet"]["check"]["status"] != "passed" {
+                let id = a["verinet"]["request_id"].as_str().unwrap();
+                let info: Value = reqwest::get(format!("{}/v1/receipts/{id}", n.node.url())).await.unwrap().json().await.unwrap();
+                panic!("a false alarm: {}\n{a}", info["disputes"]);
+            }
+            passed += 1;
+        }
+    }
+    assert!(passed >= total);
+    let list = nodes(&n).await;
+    assert!(list.iter().all(|x| x["stats"]["failed"] == 0), "{list:?}");
+    n.node.stop().await.unwrap();
+}

@@ -1,0 +1,131 @@
+//! Test doubles for what cannot exist here on purpose: workers that cheat on language models.
+//! Behind the `test-utils` feature; never in a node's default build.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy_signer_local::PrivateKeySigner;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::exec::Execute;
+use crate::job::{ExecError, Job, Ran};
+use crate::language::{CheckJob, EmbedJob, GenChunk, GenJob, GenStream, Verdict, completion_body};
+use crate::sign_receipt;
+
+/// How a [`CheatingLlm`] cheats on every completion; each answer is signed by the cheater's
+/// own key, so its receipt verifies: only a check of the tokens can catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmCheat {
+    /// Serves another model in effect: generates under other sampling terms (temperature 1,
+    /// another seed) and claims the requested ones, as a worker running a cheaper
+    /// quantization or another checkpoint would give other tokens.
+    OtherModel,
+    /// Appends tokens after a finished answer (an end-of-turn token or a stop string) and
+    /// claims `length`, to be paid for more completion tokens.
+    AppendTokens,
+    /// Signs a receipt that counts one prompt token fewer than it read.
+    ShortPrompt,
+}
+
+/// A worker backend that cheats on completions as [`LlmCheat`] says and is honest otherwise.
+pub struct CheatingLlm {
+    inner: Arc<dyn Execute>,
+    key: Arc<PrivateKeySigner>,
+    cheat: LlmCheat,
+    cheated: Arc<AtomicU64>,
+}
+
+impl CheatingLlm {
+    /// Wraps an honest backend; `key` is the worker's own (its lies verify as its receipts).
+    pub fn new(inner: Arc<dyn Execute>, key: Arc<PrivateKeySigner>, cheat: LlmCheat) -> Self {
+        Self { inner, key, cheat, cheated: Arc::default() }
+    }
+
+    /// Counts the answers it actually falsified in `counter` (`AppendTokens` leaves an answer
+    /// that ran to `max_tokens` alone).
+    pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.cheated = counter;
+        self
+    }
+
+    async fn cheat_on(&self, mut job: GenJob) -> Result<GenStream, ExecError> {
+        let claimed = job.generation.clone();
+        let (terms, model, prompt_len) = (job.terms.clone(), job.model, job.prompt.len());
+        if self.cheat == LlmCheat::OtherModel {
+            job.generation.temperature = 1.0;
+            job.generation.seed = job.generation.seed.wrapping_add(1);
+        }
+        let mut honest = self.inner.generate(job).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let (key, cheat, cheated) = (self.key.clone(), self.cheat, self.cheated.clone());
+        tokio::spawn(async move {
+            while let Some(chunk) = honest.recv().await {
+                let chunk = match chunk {
+                    Ok(GenChunk::Done(mut c)) => {
+                        let mut finish = c.finish_reason.clone();
+                        let mut prompt_tokens = prompt_len;
+                        let lied = match cheat {
+                            LlmCheat::AppendTokens if finish == "stop" && c.output_ids.len() < claimed.max_tokens as usize => {
+                                let room = claimed.max_tokens as usize - c.output_ids.len();
+                                let extra: Vec<u32> = c.output_ids.iter().copied().cycle().take(room).collect();
+                                c.output_ids.extend(extra);
+                                finish = "length".into();
+                                true
+                            }
+                            LlmCheat::AppendTokens => false,
+                            LlmCheat::ShortPrompt => {
+                                prompt_tokens = prompt_len.saturating_sub(1);
+                                true
+                            }
+                            LlmCheat::OtherModel => true,
+                        };
+                        if lied {
+                            cheated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let body = completion_body(&terms, model, &claimed, prompt_tokens, &c.output_ids, &finish, key.address());
+                        match sign_receipt(body, &key, terms.chain_id) {
+                            Ok(r) => {
+                                c.receipt = r;
+                                c.finish_reason = finish;
+                                Ok(GenChunk::Done(c))
+                            }
+                            Err(e) => Err(ExecError::Invalid(format!("signing: {e}"))),
+                        }
+                    }
+                    other => other,
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+impl Execute for CheatingLlm {
+    fn run(&self, job: Job) -> BoxFuture<'_, Result<Ran, ExecError>> {
+        self.inner.run(job)
+    }
+
+    fn backend_name(&self) -> String {
+        self.inner.backend_name()
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        self.inner.endpoint()
+    }
+
+    fn generate(&self, job: GenJob) -> BoxFuture<'_, Result<GenStream, ExecError>> {
+        Box::pin(self.cheat_on(job))
+    }
+
+    fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
+        self.inner.embed(job)
+    }
+
+    fn check(&self, job: CheckJob) -> BoxFuture<'_, Result<Verdict, ExecError>> {
+        self.inner.check(job)
+    }
+}
