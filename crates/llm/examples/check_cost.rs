@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use verinet_llm::{ChatMessage, CheckTolerance, Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig, SamplingParams, check_completion};
+use verinet_llm::{
+    ChatMessage, CheckTolerance, Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig, SamplingParams, check_completion,
+};
 
 const TOKENS: usize = 128;
 
@@ -43,7 +45,12 @@ async fn main() {
     let text = "Write a long story about a dragon who learns to cook, with many details.";
     let rendered = model.codec().render_chat(&[ChatMessage { role: "user".into(), content: text.into() }]).expect("chat template");
     let prompt = model.codec().encode(&rendered).expect("tokenized");
-    println!("model {}, prompt {} tokens, completion {TOKENS} tokens, {reps} repetitions, {} rayon threads", path.display(), prompt.len(), rayon::current_num_threads());
+    println!(
+        "model {}, prompt {} tokens, completion {TOKENS} tokens, {reps} repetitions, {} rayon threads",
+        path.display(),
+        prompt.len(),
+        rayon::current_num_threads()
+    );
     for sampling in [SamplingParams { temperature: 0.0, top_p: 1.0, seed: 0 }, SamplingParams { temperature: 0.7, top_p: 0.9, seed: 7 }] {
         // A seed (or prompt) that runs the full length, so both sides handle 128 tokens.
         let mut req = GenRequest { prompt: prompt.clone(), max_tokens: TOKENS, sampling, stop: vec![] };

@@ -188,7 +188,13 @@ async fn main() {
                 let gaps = if r.sampling.temperature > 0.0 { &mut sampled_gaps } else { &mut greedy_gaps };
                 gaps.push(d.gap);
                 if d.gap > worst.0 {
-                    worst = (d.gap, format!("{how} T={} top_p={} seed={} position {} claimed {} expected {}", r.sampling.temperature, r.sampling.top_p, r.sampling.seed, d.position, d.claimed, d.expected));
+                    worst = (
+                        d.gap,
+                        format!(
+                            "{how} T={} top_p={} seed={} position {} claimed {} expected {}",
+                            r.sampling.temperature, r.sampling.top_p, r.sampling.seed, d.position, d.claimed, d.expected
+                        ),
+                    );
                 }
             }
             if check.near_ties.iter().any(|d| d.gap > CheckTolerance::default().logit_gap) {
@@ -243,9 +249,10 @@ async fn main() {
     println!("refused at the default tolerance {}: {refused_default}", CheckTolerance::default().logit_gap);
     for (name, v) in [("runner-up", &mut runner_up), ("random token", &mut random_tok)] {
         let n = v.len();
-        let within = v.iter().filter(|&&g| g <= CheckTolerance::default().logit_gap).count();
+        let within = |t: f32| v.iter().filter(|&&g| g <= t).count();
+        let (half, one, more) = (within(0.5), within(1.0), within(1.5));
         println!(
-            "forged {name}: {n}, gap median {:.3}, p10 {:.3}, accepted at the default tolerance {within}",
+            "forged {name}: {n}, gap median {:.3}, p10 {:.3}; accepted within 0.5: {half}, 1.0: {one}, 1.5: {more}",
             percentile(v, 0.5),
             percentile(v, 0.1)
         );

@@ -2,10 +2,12 @@
 //! prompt + output gives the logits that decided every output token, and the sampler's own
 //! rule, replayed on them, says which token an honest node had to pick at each position.
 //!
-//! Two honest runs of this engine do not produce bit-identical logits (a prompt runs as one
-//! matrix, decoding one row at a time, and attention and the `q8_0` output layer use other
-//! kernels for each), so a token is also accepted where the logits that decide it are within
-//! [`CheckTolerance::logit_gap`] of choosing it; every such acceptance is reported.
+//! The pass does not reproduce decoding's logits bit for bit: the weight products are the same
+//! bits for one row and for many, but attention is not (decoding runs one query row against the
+//! cache, the pass a masked matrix), and the 8-bit rounding of activations in every layer turns
+//! those last bits into logit differences of up to ~1.5. So a token is also accepted where the
+//! logits that decide it are within [`CheckTolerance::logit_gap`] of choosing it; every such
+//! acceptance is reported.
 //!
 //! The rule, at output position `i` with the teacher-forced logits `l` and the claimed token
 //! `c` (`g` = the tolerance):
@@ -19,7 +21,7 @@
 //!   of `c` moves by at most `g / T` in log-odds; tokens whose logits are within `g` of `l[c]`
 //!   may sit on either side of `c` in the order, and tokens within `g` of the nucleus edge may
 //!   be in or out of the nucleus. `u` must lie in the widest interval those allow (see
-//!   [`sampled_accepts`]). With `g = 0` it is the exact interval.
+//!   `sampled_accepts`). With `g = 0` it is the exact interval.
 //!
 //! The reported `gap` of a deviation is the smallest tolerance that accepts its token, in
 //! logits for both modes, so one number bounds both.
@@ -41,10 +43,10 @@ pub struct CheckTolerance {
     /// and T 0.3-1.2; each generated alone and again in a batch of four), 28,424 tokens, of
     /// which 4,364 were not the check's own choice (greedy 2%, sampled 19%). The smallest gap
     /// accepting each: median 0.037, 99th percentile 0.25, largest 0.43 (greedy 0.38). The
-    /// tail grows by ~0.13 per tenfold more deviations, so 1.0 (2.3x the largest) leaves
-    /// room for ~10^9 checked tokens and for other CPUs; half of that would refute honest
-    /// workers every few million tokens. The price: a forger may swap in a token within 1.0
-    /// of the chosen one (docs/llm.md, "Checking a completion").
+    /// tail grows by ~0.13 per tenfold more deviations: 0.5 would be passed about every 10^5
+    /// honest tokens, 1.0 (2.3x the largest) about every 10^9, which also leaves room for other
+    /// CPUs (not measured). The price: a forger may swap in a token within 1.0 of the check's
+    /// choice (docs/llm.md, "Checking a completion").
     pub logit_gap: f32,
 }
 
@@ -142,7 +144,13 @@ impl Refutation {
 ///
 /// Errors are the check's own failures (an empty prompt, `max_tokens` 0, a sequence longer
 /// than the model's context, an engine failure), never a verdict on the output.
-pub fn check_completion(model: &LanguageModel, request: &GenRequest, output: &[u32], finish: Finish, tol: &CheckTolerance) -> Result<CompletionCheck> {
+pub fn check_completion(
+    model: &LanguageModel,
+    request: &GenRequest,
+    output: &[u32],
+    finish: Finish,
+    tol: &CheckTolerance,
+) -> Result<CompletionCheck> {
     if request.prompt.is_empty() || request.max_tokens == 0 {
         return Err(LlmError::Input("a checked request needs a prompt and max_tokens of at least 1".into()));
     }

@@ -236,13 +236,13 @@ pub struct Verdict {
 }
 
 /// The near-tie tolerance validators check completions with. Wider than the check's own
-/// default (0.5, from 54,584 honest tokens): on a node, an honest sampled completion (SmolLM2,
-/// T 0.8, seed 103, "Say hi to Hal.") needed 0.63, because a single-token decoding step and the
-/// teacher-forced pass differ by up to 3.5 in some logits (8-bit activations round the two
-/// paths' slightly different hidden states to different steps). A forged token is typically
-/// ~3 logits from acceptable. Checks become exact only when attention is batch-invariant too
-/// (the matrix products already are); until then this trades a little detection power for no
-/// false alarms.
+/// default (1.0, from 28,424 honest tokens: largest gap needed 0.43, docs/llm.md "Checking a
+/// completion"): on a node, an honest sampled completion (SmolLM2, T 0.8, seed 103, "Say hi to
+/// Hal.") needed 0.63, because a single-token decoding step and the teacher-forced pass differ
+/// by up to 3.5 in some logits (8-bit activations round the two paths' slightly different
+/// hidden states to different steps). Checks become exact only when attention is
+/// batch-invariant too (the matrix products already are); until then this trades some
+/// detection power (a forger may swap in a near runner-up) for no false alarms.
 pub const CHECK_TOLERANCE: verinet_llm::CheckTolerance = verinet_llm::CheckTolerance { logit_gap: 1.5 };
 
 /// Checks a completion on `llm` by one teacher-forced forward pass (on the blocking pool):

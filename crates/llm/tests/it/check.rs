@@ -43,14 +43,15 @@ fn greedy() -> SamplingParams {
 }
 
 fn chat_prompt(m: &LanguageModel, text: &str) -> Vec<u32> {
-    m.codec().encode(&m.codec().render_chat(&[ChatMessage { role: "user".into(), content: text.into() }]).unwrap()).unwrap()
+    let rendered = m.codec().render_chat(&[ChatMessage { role: "user".into(), content: text.into() }]).expect("chat template");
+    m.codec().encode(&rendered).expect("tokenized")
 }
 
 /// Every prompt greedy and sampled (four settings in turn, a seed each), 24-64 tokens, plus a
 /// greedy count cut by stop strings.
 fn requests(m: &LanguageModel) -> Vec<GenRequest> {
     let warm = [(0.7, 0.9), (1.0, 1.0), (0.3, 0.95), (1.2, 0.8)];
-    let prompts: Vec<Vec<u32>> = CHAT.iter().map(|t| chat_prompt(m, t)).chain(RAW.iter().map(|t| m.codec().encode(t).unwrap())).collect();
+    let prompts: Vec<Vec<u32>> = CHAT.iter().map(|t| chat_prompt(m, t)).chain(RAW.iter().map(|t| m.codec().encode(t).expect("tokenized"))).collect();
     let mut reqs = Vec::new();
     for (i, prompt) in prompts.into_iter().enumerate() {
         let max_tokens = 24 + (i * 7) % 13;
@@ -68,7 +69,7 @@ fn requests(m: &LanguageModel) -> Vec<GenRequest> {
 /// at once: with a batch of 4 they share it with each other as they come and go; with 1 each
 /// runs alone in its batch, two at a time on two generators).
 fn generate(m: &Arc<LanguageModel>, reqs: &[GenRequest], max_batch: usize, generators: usize) -> Vec<Generated> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("a runtime");
     rt.block_on(async {
         let gs: Vec<Generator> = (0..generators).map(|_| Generator::new(m.clone(), LlmConfig { max_batch, ..LlmConfig::default() })).collect();
         let rxs: Vec<_> = reqs.iter().enumerate().map(|(i, r)| gs[i % generators].submit(r.clone()).expect("submitted")).collect();
@@ -234,8 +235,10 @@ fn an_output_claimed_under_another_seed_is_refuted() {
     let sampled: Vec<&Honest> = honest().iter().filter(|h| !h.batched && h.req.sampling.temperature >= 0.7).take(5).collect();
     // The same requests under other seeds, generated honestly: where they first differ from
     // the claimed output, the check has its first chance to notice.
-    let reseeded: Vec<GenRequest> =
-        sampled.iter().map(|h| GenRequest { sampling: SamplingParams { seed: h.req.sampling.seed ^ 0x5eed, ..h.req.sampling }, ..h.req.clone() }).collect();
+    let reseeded: Vec<GenRequest> = sampled
+        .iter()
+        .map(|h| GenRequest { sampling: SamplingParams { seed: h.req.sampling.seed ^ 0x5eed, ..h.req.sampling }, ..h.req.clone() })
+        .collect();
     let truth = generate(&m, &reseeded, 4, 1);
     let (mut at_divergence, mut later) = (0, 0);
     for ((h, req), t) in sampled.iter().zip(&reseeded).zip(&truth) {
@@ -260,17 +263,21 @@ fn an_output_claimed_under_another_seed_is_refuted() {
 fn requantized(to: GgmlDType) -> LanguageModel {
     let bytes = test_model("smollm2/model.gguf");
     let mut r = Cursor::new(&bytes);
-    let ct = gguf_file::Content::read(&mut r).unwrap();
+    let ct = gguf_file::Content::read(&mut r).expect("GGUF");
     let mut tensors = Vec::new();
     for name in ct.tensor_infos.keys() {
-        let t = ct.tensor(&mut r, name, &Device::Cpu).unwrap();
-        let t = if name.starts_with("blk.") && t.dtype() == GgmlDType::Q4_1 { QTensor::quantize(&t.dequantize(&Device::Cpu).unwrap(), to).unwrap() } else { t };
+        let t = ct.tensor(&mut r, name, &Device::Cpu).expect("a tensor");
+        let t = if name.starts_with("blk.") && t.dtype() == GgmlDType::Q4_1 {
+            QTensor::quantize(&t.dequantize(&Device::Cpu).expect("dequantized"), to).expect("requantized")
+        } else {
+            t
+        };
         tensors.push((name.as_str(), t));
     }
     let metadata: Vec<_> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<_> = tensors.iter().map(|(n, t)| (*n, t)).collect();
     let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &tensors).unwrap();
+    gguf_file::write(&mut out, &metadata, &tensors).expect("GGUF written");
     LanguageModel::load(&out.into_inner()).expect("the requantized model loads")
 }
 
