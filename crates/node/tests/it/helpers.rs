@@ -82,3 +82,36 @@ pub fn test_models_dir() -> PathBuf {
     assert!(p.join("minilm/model.onnx").exists(), "{} has no minilm/model.onnx: rerun scripts/test.sh", p.display());
     p
 }
+
+/// Runs `scripts/x402_pay.py` (the official PyPI x402 client 2.25, unchanged) with `scheme`,
+/// POSTing `body` to `url` and paying the 402; checks it was paid and answered 200 (and, for a
+/// JSON answer, that x402's own parser accepts its PAYMENT-RESPONSE). The node serves from the
+/// test's runtime while the script runs on a blocking thread.
+pub async fn official_x402_client(url: String, payer: &PrivateKeySigner, body: &serde_json::Value, scheme: &str) -> serde_json::Value {
+    let python = std::env::var("VERINET_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("VERINET_TEST_PYTHON is not set: run scripts/test.sh, which installs the x402 client into target/pyenv")
+    });
+    let key = format!("0x{}", hex::encode(payer.to_bytes()));
+    let (body, scheme) = (body.to_string(), scheme.to_owned());
+    let script = repo_root().join("scripts/x402_pay.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args(["--url", &url, "--key", &key, "--json", &body, "--scheme", &scheme])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "x402_pay.py failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((&result["status"], &result["paid"]), (&serde_json::json!(200), &serde_json::json!(true)), "{result}");
+    // A stream's headers leave before its end, so its settlement is in its last chunk
+    // (`verinet.payment`), not in a PAYMENT-RESPONSE header.
+    if result["body"].is_object() {
+        assert_eq!(result["payment_response"]["success"], true, "{result}");
+        assert!(result["payment_response_error"].is_null(), "x402's own parser refused PAYMENT-RESPONSE: {result}");
+    }
+    result
+}

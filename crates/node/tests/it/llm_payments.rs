@@ -172,36 +172,6 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     n.node.stop().await.unwrap();
 }
 
-/// Runs `scripts/x402_pay.py` (the official PyPI x402 client 2.25, unchanged) with `scheme`.
-async fn official_client(url: String, payer: &PrivateKeySigner, body: &Value, scheme: &str) -> Value {
-    let python = std::env::var("VERINET_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("VERINET_TEST_PYTHON is not set: run scripts/test.sh, which installs the x402 client into target/pyenv")
-    });
-    let key = format!("0x{}", hex::encode(payer.to_bytes()));
-    let (body, scheme) = (body.to_string(), scheme.to_owned());
-    let script = crate::helpers::repo_root().join("scripts/x402_pay.py");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(&script)
-            .args(["--url", &url, "--key", &key, "--json", &body, "--scheme", &scheme])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "x402_pay.py failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!((&result["status"], &result["paid"]), (&json!(200), &json!(true)), "{result}");
-    // A stream's headers leave before its end, so its settlement is in its last chunk
-    // (`verinet.payment`), not in a PAYMENT-RESPONSE header.
-    if result["body"].is_object() {
-        assert_eq!(result["payment_response"]["success"], true, "{result}");
-        assert!(result["payment_response_error"].is_null(), "x402's own parser refused PAYMENT-RESPONSE: {result}");
-    }
-    result
-}
-
 /// The usage chunk of a streamed answer (`include_usage`): usage and the `verinet` proof.
 fn usage_chunk(sse: &str) -> Value {
     sse.split("\n\n")
@@ -225,7 +195,7 @@ async fn the_official_x402_client_pays_chat_with_upto_streamed_and_not() {
     let url = format!("{}/v1/chat/completions", n.node.url());
 
     let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 64, "temperature": 0});
-    let r = official_client(url.clone(), &payer, &body, "upto").await;
+    let r = crate::helpers::official_x402_client(url.clone(), &payer, &body, "upto").await;
     assert_eq!(r["scheme"], "upto", "{r}");
     let (p, c) = counts(&r["body"]["usage"]);
     assert!(c < 64, "the answer ends before max_tokens, so something is refunded: {c}");
@@ -236,7 +206,7 @@ async fn the_official_x402_client_pays_chat_with_upto_streamed_and_not() {
 
     let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Count to three."}], "max_tokens": 12,
         "temperature": 0.7, "seed": 5, "stream": true, "stream_options": {"include_usage": true}});
-    let r = official_client(url.clone(), &payer, &body, "upto").await;
+    let r = crate::helpers::official_x402_client(url.clone(), &payer, &body, "upto").await;
     let last = usage_chunk(r["body"].as_str().expect("an event stream"));
     let (p, c) = counts(&last["usage"]);
     let charged = charge(PROMPT_1K, COMPLETION_1K, p, c);
@@ -247,7 +217,7 @@ async fn the_official_x402_client_pays_chat_with_upto_streamed_and_not() {
 
     // A client that supports both takes the first offer: upto.
     let body = json!({"model": CHAT, "prompt": "Once upon a time", "max_tokens": 5, "temperature": 0});
-    let r = official_client(format!("{}/v1/completions", n.node.url()), &payer, &body, "both").await;
+    let r = crate::helpers::official_x402_client(format!("{}/v1/completions", n.node.url()), &payer, &body, "both").await;
     assert_eq!(r["scheme"], "upto", "{r}");
     spent += charge(PROMPT_1K, COMPLETION_1K, counts(&r["body"]["usage"]).0, 5);
     assert_eq!(balance(&n.client, &payer).await, start - spent);

@@ -476,25 +476,10 @@ async fn faucet_runs_on_devnet_only_and_within_its_limit() {
 /// The official PyPI `x402` client (EVM exact scheme, httpx), unchanged, pays for an inference.
 #[tokio::test]
 async fn official_python_x402_client_pays_unchanged() {
-    let python = std::env::var("VERINET_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("VERINET_TEST_PYTHON is not set: run scripts/test.sh, which installs the x402 client into target/pyenv")
-    });
     let Paid { n, creator } = paid_node(|_| {}).await;
     let payer = funded(&n.client, 10_000).await;
-    let key = format!("0x{}", hex::encode(payer.to_bytes()));
-    let body = serde_json::to_string(&req("paid")).unwrap();
-    let url = format!("{}/v1/infer", n.node.url());
-    let script = repo_root().join("scripts/x402_pay.py");
-    // The node serves from this test's runtime while the script runs on a blocking thread.
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python).arg(&script).args(["--url", &url, "--key", &key, "--json", &body]).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "x402_pay.py failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let body = serde_json::to_value(req("paid")).unwrap();
+    let result = crate::helpers::official_x402_client(format!("{}/v1/infer", n.node.url()), &payer, &body, "exact").await;
     assert_eq!(result["status"], 200, "{result}");
     assert_eq!(result["paid"], true, "{result}");
     assert_eq!(result["payment_response"]["success"], true, "{result}");
