@@ -188,6 +188,19 @@ async fn language_models_publish_as_their_kinds_and_broken_ones_are_refused() {
     m.kind = Some(ModelKind::Llm);
     assert_api_err(n.client.publish_bytes(&m, digits_bytes()).await, 422, "invalid_model");
 
+    // Token prices: not on an ONNX model, not beside a per-call price, no completion price for
+    // an encoder.
+    let prices = |completion| Some(verinet_primitives::wire::TokenPrices { prompt_per_1k: 5, completion_per_1k: completion });
+    let mut m = signed("priced-onnx", "1.0.0", &digits_bytes(), &key);
+    m.token_prices = prices(0);
+    assert_api_err(n.client.publish_bytes(&m, digits_bytes()).await, 422, "invalid_metadata");
+    let mut m = signed("priced-twice", "1.0.0", &gguf, &key);
+    (m.token_prices, m.price) = (prices(7), "3".into());
+    assert_api_err(n.client.publish_bytes(&m, gguf.clone()).await, 422, "invalid_metadata");
+    let mut m = signed("priced-encoder", "1.0.0", &bundle, &key);
+    m.token_prices = prices(7);
+    assert_api_err(n.client.publish_bytes(&m, bundle.clone()).await, 422, "invalid_metadata");
+
     let r = n.client.infer(&InferRequest::new("smollm2", Default::default())).await;
     assert_api_err(r, 400, "wrong_model_kind");
     still_up(&n).await;
