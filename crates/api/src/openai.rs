@@ -7,10 +7,12 @@
 //! executor's receipt in a `verinet` field.
 //!
 //! The gateway tokenizes, so the prompt ids the receipt binds are fixed before any worker runs
-//! and every worker generates from the same ids. Nothing is charged for a stream the client
-//! left before its end (per-token charging of a partial stream is the next issue's).
+//! and every worker generates from the same ids. A client that leaves a stream before its end
+//! pays for the prompt and the completion tokens the gateway handed to its connection, never
+//! more (the gateway signs a receipt saying so, [`GenContext::settle_cut`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::{
@@ -25,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{Span, info, instrument, warn};
 use verinet_flywheel::{Event, RequestEvent};
-use verinet_llm::{ChatMessage, LlmError};
+use verinet_llm::{ChatMessage, LlmError, TextCodec};
 use verinet_primitives::{
     Address, ModelKind, ModelRef, token_ids_hash,
     openai::{
@@ -38,6 +40,11 @@ use verinet_store::ModelVersion;
 use verinet_verify::{CheckJob, Completed, ExecError, Executor, GenChunk, GenJob, GenStream, Generation, InFlightGuard, Terms};
 
 use crate::{ApiError, AppState, infer, pay, verification};
+
+/// Why a stream ended before its end, when the client left.
+const CLIENT_CLOSED: &str = "the client closed the stream";
+/// The finish reason a gateway's receipt for a stream cut short states.
+const CUT: &str = "client_closed";
 
 /// Most stop strings (OpenAI's limit).
 const MAX_STOP: usize = 4;
@@ -76,7 +83,7 @@ pub(crate) async fn chat_completions(
         let codec = st.llm.codec(*model.id.digest(), hub_bytes(&st, &model)).await.map_err(llm_error)?;
         let text = codec.render_chat(&messages).map_err(llm_error)?;
         let prompt = codec.encode(&text).map_err(llm_error)?;
-        generate(&st, &headers, model, req.model, prompt, req.options, Shape::Chat, &mut ev, started).await
+        generate(&st, &headers, model, req.model, (codec, prompt), req.options, Shape::Chat, &mut ev, started).await
     }
     .await;
     finish_event(&st, ev, started, result)
@@ -108,7 +115,7 @@ pub(crate) async fn completions(
         ev.model = Some(model.name.clone());
         let codec = st.llm.codec(*model.id.digest(), hub_bytes(&st, &model)).await.map_err(llm_error)?;
         let prompt = codec.encode(&text).map_err(llm_error)?;
-        generate(&st, &headers, model, req.model, prompt, req.options, Shape::Text, &mut ev, started).await
+        generate(&st, &headers, model, req.model, (codec, prompt), req.options, Shape::Text, &mut ev, started).await
     }
     .await;
     finish_event(&st, ev, started, result)
@@ -301,7 +308,7 @@ async fn generate(
     headers: &HeaderMap,
     model: ModelVersion,
     asked: String,
-    prompt: Vec<u32>,
+    (codec, prompt): (Arc<TextCodec>, Vec<u32>),
     options: GenerationOptions,
     shape: Shape,
     ev: &mut RequestEvent,
@@ -329,6 +336,7 @@ async fn generate(
         model,
         asked,
         request_id,
+        codec,
         prompt,
         generation,
         terms,
@@ -352,10 +360,14 @@ async fn generate(
         };
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         let ev = std::mem::take(ev);
+        // Counts the events handed to the connection: what a client that leaves is charged for.
+        let handed = Arc::new(AtomicUsize::new(0));
         // The stream emits its own usage event when it ends.
-        tokio::spawn(ctx.stream(started_run, tx, include_usage, ev));
-        let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        tokio::spawn(ctx.stream(started_run, Events { tx, handed: handed.clone() }, include_usage, ev));
+        let body = Body::from_stream(futures::stream::unfold((rx, handed), |(mut rx, handed)| async move {
+            let b = rx.recv().await?;
+            handed.fetch_add(1, Ordering::Release);
+            Some((Ok::<_, std::convert::Infallible>(b), (rx, handed)))
         }));
         let mut resp = Response::new(body);
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -419,6 +431,8 @@ struct GenContext {
     model: ModelVersion,
     asked: String,
     request_id: String,
+    /// The model's tokenizer (what a cut stream's tokens are checked against).
+    codec: Arc<TextCodec>,
     prompt: Vec<u32>,
     generation: Generation,
     terms: Terms,
@@ -440,6 +454,13 @@ struct Settled {
 struct Capture {
     tx: String,
     charged: u128,
+}
+
+/// The server-sent events of a stream on their way to the connection, and how many the
+/// response body has handed to it.
+struct Events {
+    tx: mpsc::Sender<Bytes>,
+    handed: Arc<AtomicUsize>,
 }
 
 /// A generation that produced its first chunk on `executor`.
@@ -561,29 +582,44 @@ impl GenContext {
         Ok(resp)
     }
 
-    /// Streamed: sends the events, settles at the end; a client that leaves cancels the
-    /// generation (dropping the stream) and is refunded.
-    async fn stream(self, running: Running, tx: mpsc::Sender<Bytes>, include_usage: bool, mut ev: RequestEvent) {
+    /// Streamed: sends the events, settles at the end. A client that leaves cancels the
+    /// generation (dropping the stream) and pays for the prompt and the tokens it was sent
+    /// ([`Self::settle_cut`]); a worker that fails midway is not paid and the payer is refunded.
+    async fn stream(self, running: Running, events: Events, include_usage: bool, mut ev: RequestEvent) {
         let Running { executor, _in_flight, first, mut rest, first_token_ms } = running;
+        let Events { tx, handed } = events;
         ev.executor = Some(executor.address());
         let id = match self.shape {
             Shape::Chat => format!("chatcmpl-{}", self.request_id),
             Shape::Text => format!("cmpl-{}", self.request_id),
         };
         let mut sent_role = false;
+        // Every token streamed so far and its text; after each event queued, how much of both
+        // it completes (the SSE `id:` of a text event is its token count).
+        let (mut ids, mut text) = (Vec::<u32>::new(), String::new());
+        let mut marks: Vec<(usize, usize)> = Vec::new();
         let mut chunk = first;
         let outcome: Result<Completed, String> = loop {
             match chunk {
                 GenChunk::Done(c) => break Ok(*c),
-                GenChunk::Text(t) => {
-                    let data = self.delta_event(&id, &mut sent_role, Some(t), None, None, None);
-                    if tx.send(data).await.is_err() {
-                        break Err("the client closed the stream".into());
+                GenChunk::Text(p) => {
+                    ids.extend_from_slice(&p.ids);
+                    if ids.len() > self.generation.max_tokens as usize {
+                        break Err(format!("the worker streamed more than max_tokens ({})", self.generation.max_tokens));
+                    }
+                    if !p.text.is_empty() {
+                        text.push_str(&p.text);
+                        let data = self.delta_event(&id, &mut sent_role, Some(p.text), None, None, None);
+                        let data = Bytes::from([format!("id: {}\n", ids.len()).as_bytes(), &data].concat());
+                        marks.push((ids.len(), text.len()));
+                        if tx.send(data).await.is_err() {
+                            break Err(CLIENT_CLOSED.into());
+                        }
                     }
                 }
             }
             chunk = tokio::select! {
-                () = tx.closed() => break Err("the client closed the stream".into()),
+                () = tx.closed() => break Err(CLIENT_CLOSED.into()),
                 c = rest.recv() => match c {
                     Some(Ok(c)) => c,
                     Some(Err(err)) => break Err(err.to_string()),
@@ -594,6 +630,13 @@ impl GenContext {
         // Cancels the generation (local or remote) if it is still running.
         drop(rest);
         match outcome {
+            Ok(done) if done.output_ids != ids => {
+                executor.checked(false);
+                self.refund("the streamed tokens differ from the final tokens").await;
+                let e = ApiError::WorkersFailed { attempts: 1, last: "the worker's streamed tokens differ from its receipt".into() };
+                let _ = tx.send(error_event(&e)).await;
+                self.emit(ev, 502, Some("workers_failed"));
+            }
             Ok(done) => {
                 let Settled { capture, check } = match self.settle(&done, &executor, &mut ev).await {
                     Ok(c) => c,
@@ -613,17 +656,68 @@ impl GenContext {
                 let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
                 self.emit(ev, 200, None);
             }
+            Err(why) if tx.is_closed() => {
+                // What the response body handed to the connection: the events it took.
+                let (n, bytes) = handed.load(Ordering::Acquire).checked_sub(1).map_or((0, 0), |last| marks[last]);
+                let (cut, honest) = self.supported(&ids[..n], &text.as_bytes()[..bytes]);
+                if !honest {
+                    executor.checked(false);
+                    warn!(request_id = %self.request_id, executor = %executor.address(), "streamed tokens that its text does not spell; charging what it does");
+                }
+                match self.settle_cut(&ids[..cut], &executor, &mut ev).await {
+                    Ok(()) => info!(request_id = %self.request_id, completion_tokens = cut, reason = %why, "stream cut short; charged for the tokens sent"),
+                    Err(e) => warn!(request_id = %self.request_id, error = %e, "stream cut short; not charged"),
+                }
+                self.emit(ev, 499, Some("client_closed"));
+            }
             Err(why) => {
                 self.refund(&why).await;
-                let closed = tx.is_closed();
-                if !closed {
-                    let e = ApiError::WorkersFailed { attempts: 1, last: why.clone() };
-                    let _ = tx.send(error_event(&e)).await;
-                }
+                let e = ApiError::WorkersFailed { attempts: 1, last: why.clone() };
+                let _ = tx.send(error_event(&e)).await;
                 info!(request_id = %self.request_id, reason = %why, "stream ended early; refunded");
-                self.emit(ev, if closed { 499 } else { 502 }, Some(if closed { "client_closed" } else { "workers_failed" }));
+                self.emit(ev, 502, Some("workers_failed"));
             }
         }
+    }
+
+    /// How many of `ids` the text `sent` spells out in full (a worker may not claim tokens
+    /// whose text it did not send), and whether that is all of them.
+    fn supported(&self, ids: &[u32], sent: &[u8]) -> (usize, bool) {
+        let mut at = 0;
+        for (i, &t) in ids.iter().enumerate() {
+            let b = if self.codec.is_stop(t) { &[][..] } else { self.codec.token_bytes(t) };
+            if sent.get(at..at + b.len()) != Some(b) {
+                return (i, false);
+            }
+            at += b.len();
+        }
+        (ids.len(), true)
+    }
+
+    /// Settles a stream the client left: charges the prompt and the `ids` it was sent, under
+    /// a receipt this gateway signs (finish reason `client_closed`; no worker signed a cut
+    /// completion, and none is checked), and refunds the rest of the escrow.
+    async fn settle_cut(&self, ids: &[u32], executor: &Arc<Executor>, ev: &mut RequestEvent) -> Result<(), ApiError> {
+        let key = &self.st.node_key;
+        let body = verinet_verify::completion_body(&self.terms, self.model.id, &self.generation, self.prompt.len(), ids, CUT, key.address());
+        let receipt = match verinet_verify::sign_receipt(body, key, self.terms.chain_id) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refund("the gateway could not sign the cut stream's receipt").await;
+                return Err(ApiError::Internal(format!("signing a cut stream's receipt: {e}")));
+            }
+        };
+        self.st.receipts.record(&receipt);
+        ev.completion_tokens = ids.len() as u64;
+        self.st.hub.record_call(&self.model, true);
+        let Some(p) = &self.paid else { return Ok(()) };
+        let (prompt, completion) = (self.prompt.len() as u64, ids.len() as u64);
+        let used = pay::used_quote(&self.st, &self.model, self.mode, &p.escrow.quote, prompt, completion);
+        let memo = format!("{prompt} prompt and {completion} completion tokens (the client closed the stream)");
+        let hash = format!("{:#x}", receipt.receipt.output_hash);
+        let (_, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
+        pay::record_charge(ev, &used);
+        Ok(())
     }
 
     fn emit(&self, mut ev: RequestEvent, status: u16, error: Option<&str>) {

@@ -121,12 +121,26 @@ pub struct Generated {
 /// `Failed`).
 #[derive(Debug, Clone)]
 pub enum GenEvent {
-    /// New text (valid UTF-8; text that might begin a stop string is held back).
-    Text(String),
+    /// New text (valid UTF-8; text that might begin a stop string is held back), with the
+    /// tokens it completes.
+    Text(Piece),
     /// The end.
     Done(Generated),
     /// The engine failed.
     Failed(String),
+}
+
+/// A piece of streamed text and the output tokens whose text it completes: every token of a
+/// stream is in exactly one piece, in order, once all of its bytes have been sent (a token
+/// that adds no text, such as end-of-turn, with the piece at or after it). What a client was
+/// sent is therefore a count of tokens, which is what a stream cut short is charged for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Piece {
+    /// The text.
+    pub text: String,
+    /// The tokens it completes (possibly none; its first bytes may end a token sent before).
+    #[serde(default)]
+    pub ids: Vec<u32>,
 }
 
 struct Seq {
@@ -135,7 +149,11 @@ struct Seq {
     cache: Option<KvCache>,
     out: Vec<u32>,
     bytes: Vec<u8>,
+    /// Text bytes after each output token.
+    ends: Vec<usize>,
     sent: usize,
+    /// Output tokens already sent in a piece.
+    covered: usize,
     submitted: Instant,
     first_token_ms: f64,
 }
@@ -194,7 +212,7 @@ impl Generator {
             return Err(LlmError::Input("max_tokens must be at least 1".into()));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let seq = Seq { req, tx, cache: None, out: Vec::new(), bytes: Vec::new(), sent: 0, submitted: Instant::now(), first_token_ms: 0.0 };
+        let seq = Seq { req, tx, cache: None, out: Vec::new(), bytes: Vec::new(), ends: Vec::new(), sent: 0, covered: 0, submitted: Instant::now(), first_token_ms: 0.0 };
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.waiting.len() >= self.config.max_waiting {
@@ -279,6 +297,7 @@ fn advance(model: &LanguageModel, s: &mut Seq, logits: &[f32]) -> bool {
     let id = sample(logits, &s.req.sampling, s.out.len() as u32);
     s.out.push(id);
     let (finish, valid, stop_at) = end_after(&model.codec, &s.req, id, s.out.len(), &mut s.bytes);
+    s.ends.push(s.bytes.len());
     let text = std::str::from_utf8(&s.bytes[..valid]).unwrap_or_default();
     match finish {
         None => {
@@ -289,7 +308,10 @@ fn advance(model: &LanguageModel, s: &mut Seq, logits: &[f32]) -> bool {
                 upto -= 1;
             }
             if upto > s.sent {
-                let _ = s.tx.send(GenEvent::Text(text[s.sent..upto].to_owned()));
+                let done = s.ends[s.covered..].iter().take_while(|&&end| end <= upto).count();
+                let ids = s.out[s.covered..s.covered + done].to_vec();
+                s.covered += done;
+                let _ = s.tx.send(GenEvent::Text(Piece { text: text[s.sent..upto].to_owned(), ids }));
                 s.sent = upto;
             }
             false
@@ -299,8 +321,10 @@ fn advance(model: &LanguageModel, s: &mut Seq, logits: &[f32]) -> bool {
                 Some(cut) => text[..cut].to_owned(),
                 None => String::from_utf8_lossy(&s.bytes).into_owned(),
             };
-            if full.len() > s.sent && full.is_char_boundary(s.sent) {
-                let _ = s.tx.send(GenEvent::Text(full[s.sent..].to_owned()));
+            // The last piece completes every token left (those after a stop string too).
+            let rest = full.get(s.sent..).unwrap_or_default();
+            if !rest.is_empty() || s.covered < s.out.len() {
+                let _ = s.tx.send(GenEvent::Text(Piece { text: rest.to_owned(), ids: s.out[s.covered..].to_vec() }));
             }
             let done = Generated {
                 output_ids: std::mem::take(&mut s.out),

@@ -31,7 +31,7 @@ pub use bundle::{BUNDLE_MAGIC, Bundle, BundleEntry, ENCODER_FILES, bundle_from_z
 pub use check::{CheckTolerance, CompletionCheck, Deviation, Refutation, check_completion};
 pub use codec::{ChatMessage, TextCodec};
 pub use embed::{EmbedInfo, Embedder, EncoderTokenizer};
-pub use engine::{Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig};
+pub use engine::{Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig, Piece};
 pub use error::{LlmError, Result};
 pub use gguf::{LlmInfo, inspect_gguf};
 pub use host::{LlmHost, ModelKey};

@@ -100,6 +100,7 @@ impl RemoteWorker {
             let mut body = resp.bytes_stream();
             let mut buf: Vec<u8> = Vec::new();
             let mut text = String::new();
+            let mut ids: Vec<u32> = Vec::new();
             loop {
                 let next = tokio::select! {
                     // The reader went away: dropping the response hangs up, the worker cancels.
@@ -121,14 +122,25 @@ impl RemoteWorker {
                 while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
                     let item = match serde_json::from_slice::<GenLine>(&line) {
-                        Ok(GenLine::Text(t)) => {
-                            text.push_str(&t);
-                            Ok(GenChunk::Text(t))
+                        Ok(GenLine::Text(p)) => {
+                            text.push_str(&p.text);
+                            ids.extend_from_slice(&p.ids);
+                            if ids.len() > generation.max_tokens as usize {
+                                Err(ExecError::Invalid(format!("the worker streamed more than max_tokens ({}) tokens", generation.max_tokens)))
+                            } else {
+                                Ok(GenChunk::Text(p))
+                            }
                         }
                         Ok(GenLine::Done(c)) => {
                             check_completion(&c, &terms, model, &generation, prompt_tokens, node)
                                 .and_then(|()| {
-                                    if c.text == text { Ok(()) } else { Err("the streamed text differs from the final text".into()) }
+                                    if c.text != text {
+                                        Err("the streamed text differs from the final text".into())
+                                    } else if c.output_ids != ids {
+                                        Err("the streamed tokens differ from the final tokens".into())
+                                    } else {
+                                        Ok(())
+                                    }
                                 })
                                 .map(|()| GenChunk::Done(c))
                                 .map_err(ExecError::Invalid)

@@ -177,8 +177,8 @@ pub struct GenerateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GenLine {
-    /// New text.
-    Text(String),
+    /// New text and the tokens it completes.
+    Text(verinet_llm::Piece),
     /// The end, with the signed receipt.
     Done(Box<verinet_verify::Completed>),
     /// The generation failed.

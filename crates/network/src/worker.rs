@@ -262,7 +262,7 @@ async fn generate(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes)
     let lines = futures::stream::unfold((stream, Some(in_flight)), |(mut rx, guard)| async move {
         let guard = guard?;
         let (line, more) = match rx.recv().await {
-            Some(Ok(GenChunk::Text(t))) => (GenLine::Text(t), true),
+            Some(Ok(GenChunk::Text(p))) => (GenLine::Text(p), true),
             Some(Ok(GenChunk::Done(c))) => {
                 guard.0.served.fetch_add(1, Ordering::Relaxed);
                 (GenLine::Done(c), false)

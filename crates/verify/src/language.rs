@@ -11,7 +11,7 @@ use std::sync::Arc;
 use alloy_primitives::{Address, B256};
 use alloy_signer_local::PrivateKeySigner;
 use tokio::sync::mpsc;
-use verinet_llm::{GenEvent, GenRequest, LlmError, LlmHost, SamplingParams};
+use verinet_llm::{GenEvent, GenRequest, LlmError, LlmHost, Piece, SamplingParams};
 use verinet_primitives::{
     ModelId, Tensor, TensorMap, token_ids_hash,
     wire::{CompletionTerms, ReceiptBody, SignedReceipt},
@@ -50,11 +50,12 @@ pub struct GenJob {
     pub load: LoadBytes,
 }
 
-/// What a stream carries: text as it becomes final, then the end.
+/// What a stream carries: text as it becomes final (with the tokens it completes), then the
+/// end.
 #[derive(Debug, Clone)]
 pub enum GenChunk {
-    /// New text.
-    Text(String),
+    /// New text and the tokens it completes.
+    Text(Piece),
     /// The end: ids and the signed receipt.
     Done(Box<Completed>),
 }
@@ -64,7 +65,8 @@ pub enum GenChunk {
 pub struct Completed {
     /// Every token generated.
     pub output_ids: Vec<u32>,
-    /// The whole text (what the `Text` chunks added up to).
+    /// The whole text (what the `Text` chunks added up to; their tokens add up to
+    /// `output_ids`).
     pub text: String,
     /// `stop` or `length`.
     pub finish_reason: String,

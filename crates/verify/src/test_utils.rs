@@ -69,7 +69,11 @@ impl CheatingLlm {
                             LlmCheat::AppendTokens if finish == "stop" && c.output_ids.len() < claimed.max_tokens as usize => {
                                 let room = claimed.max_tokens as usize - c.output_ids.len();
                                 let extra: Vec<u32> = c.output_ids.iter().copied().cycle().take(room).collect();
-                                c.output_ids.extend(extra);
+                                c.output_ids.extend_from_slice(&extra);
+                                // Streamed too, so the stream adds up to the claim.
+                                if tx.send(Ok(GenChunk::Text(verinet_llm::Piece { text: String::new(), ids: extra }))).await.is_err() {
+                                    return;
+                                }
                                 finish = "length".into();
                                 true
                             }

@@ -39,10 +39,18 @@ fn greedy() -> SamplingParams {
 async fn run(g: &Generator, req: GenRequest) -> (String, Generated) {
     let mut rx = g.submit(req).expect("submitted");
     let mut streamed = String::new();
+    let mut ids = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            GenEvent::Text(t) => streamed.push_str(&t),
-            GenEvent::Done(d) => return (streamed, d),
+            GenEvent::Text(p) => {
+                streamed.push_str(&p.text);
+                ids.extend(p.ids);
+            }
+            GenEvent::Done(d) => {
+                // Every token is completed by exactly one piece, in order.
+                assert_eq!(ids, d.output_ids, "the pieces' tokens are the output");
+                return (streamed, d);
+            }
             GenEvent::Failed(e) => panic!("generation failed: {e}"),
         }
     }

@@ -145,7 +145,7 @@ async fn chat_completions_and_embeddings_through_the_openai_routes() {
 /// Reads an SSE body into its `data:` payloads.
 async fn sse_events(resp: reqwest::Response) -> Vec<String> {
     let body = resp.text().await.unwrap();
-    body.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_owned).collect()
+    body.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).map(str::to_owned).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
