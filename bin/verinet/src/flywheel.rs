@@ -19,6 +19,18 @@ pub fn print(r: &verinet_flywheel::Report) {
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     println!("flywheel over the last {} s", r.window_secs);
     println!("USAGE         {} trusted decisions ({} verified)", r.usage.trusted_decisions, r.usage.verified_decisions);
+    let t = &r.usage.tokens;
+    if t.total() > 0 {
+        let apps = r.usage.tokens_per_app.len();
+        println!(
+            "              {} prompt + {} completion tokens in them, on {} models, {} apps, {} paying users",
+            t.prompt,
+            t.completion,
+            r.usage.tokens_per_model.len(),
+            apps,
+            r.usage.tokens_per_user.len()
+        );
+    }
     let rows = [
         ("compute", format!(
             "{} requests, {} served, {} rejected ({}), {}/{} executors active, p50 {:.2} ms",
@@ -46,8 +58,13 @@ pub fn print(r: &verinet_flywheel::Report) {
             r.incentives.earnings, r.incentives.operator_per_request, r.incentives.operator_cost_per_request, r.incentives.operator_margin
         )),
         ("verification", format!(
-            "{} checked ({} of results), {} disputes ({} of checked)",
-            r.verification.checked, pct(r.verification.share_verified), r.verification.disputes, pct(r.verification.dispute_rate)
+            "{} checked ({} of results), {} disputes ({} of checked){}",
+            r.verification.checked, pct(r.verification.share_verified), r.verification.disputes, pct(r.verification.dispute_rate),
+            if r.verification.tokens_requested > 0 {
+                format!(", verification {:.0} per 1k tokens", r.verification.cost_per_1k_tokens)
+            } else {
+                String::new()
+            }
         )),
         ("trust", format!(
             "{} of results paid and receipted, reputation {:.2}..{:.2}",

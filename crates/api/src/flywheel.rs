@@ -92,6 +92,9 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoRespo
     gauge("models_active", "models served at least once", r.models.active as f64);
     gauge("models_prompt_tokens", "language-model input tokens served", r.models.prompt_tokens as f64);
     gauge("models_completion_tokens", "language-model tokens generated", r.models.completion_tokens as f64);
+    gauge("usage_prompt_tokens", "language-model input tokens of trusted decisions", r.usage.tokens.prompt as f64);
+    gauge("usage_completion_tokens", "language-model tokens generated in trusted decisions", r.usage.tokens.completion as f64);
+    gauge("verification_cost_per_1k_tokens", "verification fees per 1,000 tokens of checked-mode language calls", r.verification.cost_per_1k_tokens);
     gauge("models_top_share", "share of results on the most used model", r.models.top_share);
     gauge("applications_active", "apps that brought requests", r.applications.active as f64);
     gauge("applications_share_via_apps", "share of requests through an app", r.applications.share_via_apps);

@@ -12,4 +12,4 @@ mod report;
 
 pub use event::{Event, RequestEvent};
 pub use log::EventLog;
-pub use report::{Bottleneck, ExecutorInfo, Inventory, Report};
+pub use report::{Bottleneck, ExecutorInfo, Inventory, Report, Tokens};

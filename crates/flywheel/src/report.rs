@@ -73,7 +73,7 @@ pub struct Report {
 /// Headline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Results that were paid for and carry a signed receipt.
+    /// Results that were paid for, carry a signed receipt and were not refuted by a check.
     pub trusted_decisions: u64,
     /// Of those, re-executed or quorum-agreed.
     pub verified_decisions: u64,
@@ -81,6 +81,39 @@ pub struct Usage {
     pub per_model: BTreeMap<String, u64>,
     /// Trusted decisions per app.
     pub per_app: BTreeMap<String, u64>,
+    /// Language-model tokens of the trusted decisions.
+    #[serde(default)]
+    pub tokens: Tokens,
+    /// Those tokens per model (language and embedding models only).
+    #[serde(default)]
+    pub tokens_per_model: BTreeMap<String, Tokens>,
+    /// Those tokens per app.
+    #[serde(default)]
+    pub tokens_per_app: BTreeMap<String, Tokens>,
+    /// Those tokens per paying user (address), the 10 with the most.
+    #[serde(default)]
+    pub tokens_per_user: Vec<(String, Tokens)>,
+}
+
+/// Prompt (or embedding input) and completion tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// Read.
+    pub prompt: u64,
+    /// Generated.
+    pub completion: u64,
+}
+
+impl Tokens {
+    fn add(&mut self, r: &RequestEvent) {
+        self.prompt += r.prompt_tokens;
+        self.completion += r.completion_tokens;
+    }
+
+    /// Both.
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
 }
 
 /// Compute: capacity against demand.
@@ -191,6 +224,13 @@ pub struct Verification {
     pub dispute_rate: f64,
     /// Requests that asked for `sampled` or `quorum`.
     pub requested: u64,
+    /// Language-model tokens of paid requests that asked for a check.
+    #[serde(default)]
+    pub tokens_requested: u64,
+    /// What payers paid for verification per 1,000 of those tokens, base units (the
+    /// verification fee of those requests over their tokens).
+    #[serde(default)]
+    pub cost_per_1k_tokens: f64,
 }
 
 /// Trust.
@@ -256,20 +296,39 @@ impl Report {
         // counted under payments (`unpaid`), and the paid retry is the request.
         let requests: Vec<(i64, &RequestEvent)> =
             all.iter().filter(|(_, r)| r.error.as_deref() != Some("payment_required")).copied().collect();
-        let served: Vec<(i64, &RequestEvent)> = requests.iter().filter(|(_, r)| r.status == 200).copied().collect();
-        let trusted = |r: &RequestEvent| r.status == 200 && r.charged > 0;
+        // Served: answered; a stream its client left midway counts when it was paid for the
+        // tokens sent (docs/llm.md).
+        let is_served = |r: &RequestEvent| r.status == 200 || (r.error.as_deref() == Some("client_closed") && r.charged > 0);
+        let served: Vec<(i64, &RequestEvent)> = requests.iter().filter(|(_, r)| is_served(r)).copied().collect();
+        let trusted = |r: &RequestEvent| is_served(r) && r.charged > 0 && r.check.as_deref() != Some("disputed");
         let verified = |r: &RequestEvent| matches!(r.check.as_deref(), Some("passed" | "disputed" | "quorum"));
 
         // Usage.
         let mut usage = Usage::default();
+        let mut tokens_per_user: BTreeMap<String, Tokens> = BTreeMap::new();
         for (_, r) in served.iter().filter(|(_, r)| trusted(r)) {
             usage.trusted_decisions += 1;
             usage.verified_decisions += u64::from(verified(r));
-            *usage.per_model.entry(r.model.clone().unwrap_or_default()).or_default() += 1;
+            let model = r.model.clone().unwrap_or_default();
+            *usage.per_model.entry(model.clone()).or_default() += 1;
             if let Some(app) = &r.app {
                 *usage.per_app.entry(app.clone()).or_default() += 1;
             }
+            if r.prompt_tokens + r.completion_tokens > 0 {
+                usage.tokens.add(r);
+                usage.tokens_per_model.entry(model).or_default().add(r);
+                if let Some(app) = &r.app {
+                    usage.tokens_per_app.entry(app.clone()).or_default().add(r);
+                }
+                if let Some(p) = r.payer.filter(|p| !p.is_zero()) {
+                    tokens_per_user.entry(p.to_string()).or_default().add(r);
+                }
+            }
         }
+        let mut users: Vec<(String, Tokens)> = tokens_per_user.into_iter().collect();
+        users.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then(a.0.cmp(&b.0)));
+        users.truncate(10);
+        usage.tokens_per_user = users;
 
         // Compute.
         let rejected =
@@ -371,13 +430,24 @@ impl Report {
 
         // Verification.
         let checked = served.iter().filter(|(_, r)| verified(r)).count() as u64;
+        let asked = |r: &RequestEvent| r.mode == "sampled" || r.mode == "quorum";
+        let (mut tokens_requested, mut verification_fees) = (0u64, 0u128);
+        for (_, r) in served.iter().filter(|(_, r)| asked(r) && r.charged > 0) {
+            let t = r.prompt_tokens + r.completion_tokens;
+            if t > 0 {
+                tokens_requested += t;
+                verification_fees += r.earnings.get("validator").copied().unwrap_or(0);
+            }
+        }
         let disputed_requests = served.iter().filter(|(_, r)| !r.disputed.is_empty()).count() as u64;
         let verification = Verification {
             checked,
             share_verified: ratio(checked, served.len() as u64),
             disputes: served.iter().map(|(_, r)| r.disputed.len() as u64).sum(),
             dispute_rate: ratio(disputed_requests, checked),
-            requested: requests.iter().filter(|(_, r)| r.mode == "sampled" || r.mode == "quorum").count() as u64,
+            requested: requests.iter().filter(|(_, r)| asked(r)).count() as u64,
+            tokens_requested,
+            cost_per_1k_tokens: if tokens_requested == 0 { 0.0 } else { verification_fees as f64 * 1000.0 / tokens_requested as f64 },
         };
 
         // Trust.
@@ -395,7 +465,7 @@ impl Report {
         for (at, r) in &requests {
             let i = ((at - start) / width).clamp(0, 19) as usize;
             series[i][1] += 1;
-            series[i][2] += i64::from(r.status == 200);
+            series[i][2] += i64::from(is_served(r));
             series[i][3] += i64::from(trusted(r));
         }
 
@@ -617,5 +687,55 @@ mod tests {
         assert_eq!(r.incentives.earnings.get("operator"), Some(&50));
         assert_eq!(r.usage.trusted_decisions, 10);
         assert_eq!(r.series.iter().map(|s| s[1]).sum::<i64>(), 11);
+    }
+
+    /// A language call of `prompt` + `completion` tokens, paid `charged` (a tenth of it the
+    /// verification fee when it asked for a check).
+    #[allow(clippy::too_many_arguments)]
+    fn chat(model: &str, app: Option<&str>, payer: u8, prompt: u64, completion: u64, charged: u128, mode: &str, check: &str) -> Event {
+        let mut earnings = BTreeMap::from([("operator".to_string(), charged / 2)]);
+        if mode != "none" {
+            earnings.insert("validator".into(), charged / 10);
+        }
+        Event::Request(Box::new(RequestEvent {
+            model: Some(model.into()),
+            app: app.map(str::to_owned),
+            mode: mode.into(),
+            status: 200,
+            price: charged,
+            charged,
+            payer: (payer > 0).then(|| Address::repeat_byte(payer)),
+            earnings,
+            check: Some(check.into()),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn tokens_of_trusted_completions_are_usage_and_verification_is_priced_per_token() {
+        let events = spread(6, |i| match i {
+            0 => chat("chat", Some("app-a"), 1, 10, 20, 1000, "none", "unchecked"),
+            1 => chat("chat", Some("app-a"), 2, 5, 15, 2000, "sampled", "passed"),
+            2 => chat("chat", None, 2, 7, 3, 3000, "sampled", "unchecked"),
+            // Refuted: refunded (nothing charged) and never usage.
+            3 => chat("chat", Some("app-a"), 3, 100, 100, 0, "sampled", "disputed"),
+            // Free: served but not a trusted decision.
+            4 => chat("embed", None, 0, 50, 0, 0, "none", "unchecked"),
+            _ => chat("embed", Some("app-b"), 1, 8, 0, 500, "none", "unchecked"),
+        });
+        let r = Report::compute(&events, &inv(2), 3600, 1_000_000 + 3_600_000);
+        assert_eq!(r.usage.trusted_decisions, 4);
+        assert_eq!(r.usage.tokens, Tokens { prompt: 30, completion: 38 });
+        assert_eq!(r.usage.tokens_per_model["chat"], Tokens { prompt: 22, completion: 38 });
+        assert_eq!(r.usage.tokens_per_model["embed"], Tokens { prompt: 8, completion: 0 });
+        assert_eq!(r.usage.tokens_per_app["app-a"], Tokens { prompt: 15, completion: 35 });
+        assert_eq!(r.usage.tokens_per_app["app-b"], Tokens { prompt: 8, completion: 0 });
+        let users: Vec<(String, u64)> = r.usage.tokens_per_user.iter().map(|(u, t)| (u.clone(), t.total())).collect();
+        assert_eq!(users, vec![(Address::repeat_byte(1).to_string(), 38), (Address::repeat_byte(2).to_string(), 30)]);
+        // Verification: the two paid calls that asked for a check, 30 tokens, fees 200 + 300.
+        assert_eq!(r.verification.tokens_requested, 30);
+        assert!((r.verification.cost_per_1k_tokens - 500.0 * 1000.0 / 30.0).abs() < 1e-9, "{}", r.verification.cost_per_1k_tokens);
     }
 }

@@ -131,6 +131,8 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     assert_eq!(a["verinet"]["price"], charged.to_string());
     assert_eq!(balance(&n.client, &payer).await, start - charged);
     let mut spent = charged;
+    // Chat tokens (prompt, completion) and embedding tokens, as the flywheel should count them.
+    let mut chat_tokens = (p, c);
 
     // Streamed, with the usage chunk: the same accounting.
     let body = json!({"model": CHAT, "prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "stream": true,
@@ -140,6 +142,7 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     assert_eq!(required.accepts[0].amount, charge(PROMPT_1K, COMPLETION_1K, p, 8).to_string());
     spent += charge(PROMPT_1K, COMPLETION_1K, p, c);
     assert_eq!(balance(&n.client, &payer).await, start - spent);
+    chat_tokens = (chat_tokens.0 + p, chat_tokens.1 + c);
 
     // Embeddings: priced per input token, known before the call.
     let body = json!({"model": EMBED, "input": ["a red apple", "the stock market fell"]});
@@ -147,6 +150,7 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     let e: Value = resp.json().await.unwrap();
     let tokens = e["usage"]["prompt_tokens"].as_u64().unwrap();
     let cost = charge(EMBED_1K, 0, tokens, 0);
+    let embed_tokens = tokens;
     assert_eq!(required.accepts[0].amount, cost.to_string());
     spent += cost;
     assert_eq!(balance(&n.client, &payer).await, start - spent);
@@ -161,6 +165,7 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     let cost = charge(PROMPT_1K, COMPLETION_1K, p, c);
     assert_eq!(a["verinet"]["payment"]["amount"], cost.to_string());
     spent += cost;
+    chat_tokens = (chat_tokens.0 + p, chat_tokens.1 + c);
     assert_eq!(balance(&n.client, &payer).await, start - spent);
     let sessions = n.client.get_json(&format!("/v1/accounts/{}", payer.address())).await.unwrap();
     assert_eq!(sessions["escrow"], "0", "{sessions}");
@@ -169,13 +174,29 @@ async fn language_calls_are_charged_for_the_tokens_they_used_and_the_rest_is_ref
     let earned = n.client.account(creator.address()).await.unwrap();
     let royalty: u128 = earned.earnings.get("creator").map_or(0, |v| v.parse().unwrap());
     assert!(royalty > 0 && royalty < spent, "{royalty} of {spent}");
+
+    // The flywheel counts the tokens of the four paid calls as usage, per model and per user.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let f = loop {
+        let f = n.client.get_json("/v1/flywheel?window=3600").await.unwrap();
+        if f["usage"]["trusted_decisions"] == 4 {
+            break f;
+        }
+        assert!(std::time::Instant::now() < deadline, "the flywheel never saw the four calls: {}", f["usage"]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let u = &f["usage"];
+    assert_eq!(u["tokens"], json!({"prompt": chat_tokens.0 + embed_tokens, "completion": chat_tokens.1}), "{u}");
+    assert_eq!(u["tokens_per_model"][CHAT], json!({"prompt": chat_tokens.0, "completion": chat_tokens.1}), "{u}");
+    assert_eq!(u["tokens_per_model"][EMBED], json!({"prompt": embed_tokens, "completion": 0}), "{u}");
+    assert_eq!(u["tokens_per_user"][0][0].as_str().unwrap().to_lowercase(), format!("{:#x}", payer.address()), "{u}");
     n.node.stop().await.unwrap();
 }
 
 /// The usage chunk of a streamed answer (`include_usage`): usage and the `verinet` proof.
 fn usage_chunk(sse: &str) -> Value {
     sse.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
         .find(|v| v["usage"].is_object())
         .expect("a usage chunk")
@@ -260,5 +281,66 @@ async fn an_upto_authorization_pays_once_and_only_what_it_names() {
     let (status, resp, _) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, other)]).await;
     assert_eq!((status, resp.json::<Value>().await.unwrap()["error"]["code"].clone()), (402, json!("facilitator_mismatch")));
     assert_eq!(n.client.account(payer.address()).await.unwrap().escrow, "0");
+    n.node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_leaves_a_stream_pays_for_the_prompt_and_the_tokens_it_was_sent() {
+    let Priced { n, .. } = priced_node().await;
+    let start = 10u128.pow(18);
+    let payer = funded(&n.client, start).await;
+    const MAX: u64 = 200;
+    let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Count from 1 to 100, one number per line."}],
+        "max_tokens": MAX, "temperature": 0, "stream": true});
+    let (required, mut resp) = pay_exact(&n, "/v1/chat/completions", &body, &payer).await;
+
+    // Read three text events, then hang up. Each event's `id:` is the number of completion
+    // tokens sent so far.
+    let (mut buf, mut events, mut received, mut request_id) = (String::new(), 0, 0u64, String::new());
+    while events < 3 {
+        let chunk = resp.chunk().await.unwrap().expect("the stream goes on");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) else { continue };
+            let data: Value = serde_json::from_str(event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+            assert!(data["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()), "{event}");
+            let id: u64 = id.parse().unwrap();
+            assert!(id > received, "token counts grow: {id} after {received}");
+            received = id;
+            request_id = data["id"].as_str().unwrap().trim_start_matches("chatcmpl-").to_owned();
+            events += 1;
+        }
+    }
+    drop(resp);
+
+    // The gateway settles the cut stream on its own: wait for the escrow to close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let acct = n.client.get_json(&format!("/v1/accounts/{}", payer.address())).await.unwrap();
+        if acct["escrow"] == "0" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cut stream was never settled: {acct}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The gateway's own receipt states what it charged for: the prompt and the tokens handed
+    // to the connection (at least what the client read, fewer than max_tokens).
+    let info = n.client.get_json(&format!("/v1/receipts/{request_id}")).await.unwrap();
+    let r = &info["receipt"]["receipt"];
+    let nodes = n.client.get_json("/v1/nodes").await.unwrap();
+    assert_eq!(r["node"].as_str().unwrap().to_lowercase(), nodes["nodes"][0]["address"].as_str().unwrap().to_lowercase(), "signed by this node: {info}");
+    let completion = &r["completion"];
+    assert_eq!(completion["finish_reason"], "client_closed", "{info}");
+    let (p, c) = (completion["prompt_tokens"].as_u64().unwrap(), completion["completion_tokens"].as_u64().unwrap());
+    assert!(c >= received && c < MAX, "charged {c} completion tokens; the client read {received} of at most {MAX}");
+    let signed: verinet_primitives::wire::SignedReceipt = serde_json::from_value(info["receipt"].clone()).unwrap();
+    verinet_verify::verify_receipt(&signed).expect("a valid gateway signature");
+    let maximum = &required.accepts.iter().find(|a| a.scheme == "exact").unwrap().amount;
+    assert_eq!(*maximum, charge(PROMPT_1K, COMPLETION_1K, p, MAX).to_string(), "the escrow held the maximum");
+
+    // Charged exactly that, and nothing more; the rest of the maximum came back.
+    assert_eq!(balance(&n.client, &payer).await, start - charge(PROMPT_1K, COMPLETION_1K, p, c));
     n.node.stop().await.unwrap();
 }
