@@ -166,6 +166,8 @@ pub async fn embed(a: EmbedArgs) -> anyhow::Result<()> {
         encoding_format: None,
         dimensions: None,
         app: None,
+        verification: Default::default(),
+        sample_rate: None,
     };
     let resp = client.embeddings(&req).await?;
     if a.json {

@@ -1,6 +1,9 @@
 //! `POST /v1/embeddings` (OpenAI's shape), top to bottom: parse -> resolve (an `embedding`
 //! model) -> tokenize on the gateway and check the limits -> price -> pay -> embed on a worker
-//! (another one if it fails) -> capture or refund -> answer with the executor's receipt.
+//! (another one if it fails; on `quorum_k` at once for `quorum`) -> check (`sampled`: a
+//! validator re-embeds; `quorum`: the majority within
+//! [`verinet_verify::EMBED_COSINE_TOLERANCE`] wins) ->
+//! capture or refund -> answer with the executor's receipt.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,9 +25,10 @@ use verinet_primitives::{
     wire::{ResolvedModel, VerificationMode},
 };
 use verinet_store::ModelVersion;
-use verinet_verify::{EmbedJob, ExecError, Executor, Ran, Terms};
+use verinet_primitives::{Address, wire::CheckInfo};
+use verinet_verify::{EmbedJob, ExecError, Executor, Ran, Terms, compare_embeddings};
 
-use crate::openai::{exec_error, finish_event, hub_bytes, invalid, llm_error, parse, resolve, take_payment};
+use crate::openai::{exec_error, finish_event, hub_bytes, invalid, llm_error, parse, resolve, take_payment, verification_of};
 use crate::{ApiError, AppState, infer, pay, verification};
 
 /// Most inputs of one embeddings call (OpenAI's limit).
@@ -94,18 +98,28 @@ async fn embed(
     let request_id = infer::new_request_id();
     Span::current().record("request_id", request_id.as_str());
     let input_hash = token_lists_hash(&ids);
-    let executors = verification::route(st, VerificationMode::None, model.id)?;
-    let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), (total as u64, 0), pay::Offer { path: "/v1/embeddings", upto: true }, VerificationMode::None, ev).await?;
-    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref(), VerificationMode::None);
-    // Run and settle in a task of their own (as /v1/infer does).
+    let (mode, sample_rate) = verification_of(st, &model, req.verification, req.sample_rate)?;
+    ev.mode = mode.as_str().to_owned();
+    let executors = verification::route(st, mode, model.id)?;
+    let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), (total as u64, 0), pay::Offer { path: "/v1/embeddings", upto: true }, mode, ev).await?;
+    let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref(), mode);
+    // Run, check and settle in a task of their own (as /v1/infer does).
     let task = {
-        let (st, model, paid, first) = (st.clone(), model.clone(), paid.clone(), executors[0].clone());
+        let (st, model, paid) = (st.clone(), model.clone(), paid.clone());
         async move {
-            let result = embed_failover(&st, first, &model, ids, &terms).await;
+            let result = match mode {
+                VerificationMode::Quorum => embed_quorum(&st, executors, &model, ids, &terms).await,
+                _ => embed_sampled(&st, executors[0].clone(), &model, ids, &terms, mode, sample_rate).await,
+            };
             st.hub.record_call(&model, result.is_ok());
             let settled = match (&paid, &result) {
                 (None, _) => Ok(None),
-                (Some(p), Ok((e, ran))) => {
+                // Refuted: the validator's vectors are the answer, and nobody is paid for them.
+                (Some(p), Ok((_, _, check))) if check.status == "disputed" => {
+                    infer::refund(&st, p, "a validator refuted the embeddings").await;
+                    Ok(None)
+                }
+                (Some(p), Ok((e, ran, _))) => {
                     infer::capture(&st, p, &format!("{:#x}", ran.receipt.receipt.output_hash), e.address()).await.map(Some)
                 }
                 (Some(p), Err(err)) => {
@@ -117,10 +131,11 @@ async fn embed(
         }
     };
     let (result, settled) = tokio::spawn(task).await.map_err(|e| ApiError::Internal(format!("embedding task: {e}")))?;
-    let (executor, ran) = result?;
+    let (executor, ran, check) = result?;
     let capture = settled?;
     ev.executor = Some(executor.address());
-    ev.check = Some("unchecked".into());
+    ev.check = Some(check.status.clone());
+    ev.disputed = check.disputed.clone();
     if let (Some(p), Some(_)) = (&paid, &capture) {
         pay::record_charge(ev, &p.escrow.quote);
     }
@@ -154,12 +169,116 @@ async fn embed(
             price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
             payment: payment.clone(),
             receipt: ran.receipt,
+            check: (mode != VerificationMode::None).then_some(check),
             total_ms: started.elapsed().as_secs_f64() * 1e3,
         },
     };
     let mut resp = Json(body).into_response();
     pay::settle_header(st, payment.as_ref(), &mut resp);
     Ok(resp)
+}
+
+type Checked = (Arc<Executor>, Ran, CheckInfo);
+
+/// Embeds on `first` (with failover) and, for `sampled` with probability `p`, re-embeds on a
+/// validator other than the worker: vectors apart by more than the cosine tolerance refute
+/// the worker (slashed, dispute recorded), and the validator's vectors are the answer.
+async fn embed_sampled(
+    st: &AppState,
+    first: Arc<Executor>,
+    model: &ModelVersion,
+    ids: Vec<Vec<u32>>,
+    terms: &Terms,
+    mode: VerificationMode,
+    p: f64,
+) -> Result<Checked, ApiError> {
+    let unchecked = || verification::check("unchecked", vec![], vec![]);
+    if mode != VerificationMode::Sampled || !st.pool.sample(p) {
+        let (e, ran) = embed_failover(st, first, model, ids, terms).await?;
+        return Ok((e, ran, unchecked()));
+    }
+    let (worker, ran) = embed_failover(st, first, model, ids.clone(), terms).await?;
+    let Some(validator) = st.pool.pick_validator(model.id, &[worker.address()]) else {
+        warn!(request_id = %terms.request_id, "sampled for re-execution but no validator is in good standing");
+        return Ok((worker, ran, unchecked()));
+    };
+    let check_terms = Terms { price: 0, payer: Address::ZERO, ..terms.clone() };
+    let job = EmbedJob { model: model.id, ids, terms: check_terms, load: verification::hub_loader(st) };
+    let truth = {
+        let _busy = validator.in_flight();
+        validator.backend().embed(job).await
+    };
+    let truth = match truth {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(request_id = %terms.request_id, validator = %validator.address(), error = %e, "the re-execution did not run; unchecked");
+            return Ok((worker, ran, unchecked()));
+        }
+    };
+    match compare_embeddings(&ran, &truth) {
+        Ok(()) => {
+            worker.checked(true);
+            Ok((worker, ran, verification::check("passed", vec![validator.address()], vec![])))
+        }
+        Err(m) => {
+            let (got, want) = (format!("{:#x}", ran.receipt.receipt.output_hash), format!("{:#x}", truth.receipt.receipt.output_hash));
+            verification::dispute(st, &worker, &validator, got, want, &m, "sampled", &terms.request_id).await;
+            let check = verification::check("disputed", vec![validator.address()], vec![worker.address()]);
+            Ok((validator, truth, check))
+        }
+    }
+}
+
+/// Embeds on every member at once; the largest group whose vectors agree within the cosine
+/// tolerance wins if it is a majority (members whose run failed do not vote), and the others
+/// are slashed. The payer pays once.
+async fn embed_quorum(st: &AppState, members: Vec<Arc<Executor>>, model: &ModelVersion, ids: Vec<Vec<u32>>, terms: &Terms) -> Result<Checked, ApiError> {
+    let k = members.len();
+    let runs = members.iter().map(|e| {
+        let job = EmbedJob { model: model.id, ids: ids.clone(), terms: terms.clone(), load: verification::hub_loader(st) };
+        async move {
+            let _busy = e.in_flight();
+            e.backend().embed(job).await
+        }
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    let mut results: Vec<(Arc<Executor>, Ran)> = Vec::new();
+    for (e, r) in members.into_iter().zip(outcomes) {
+        match r {
+            Ok(ran) => results.push((e, ran)),
+            Err(err) => {
+                if matches!(err, ExecError::Unavailable(_)) {
+                    e.mark_down();
+                }
+                warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "quorum member failed; it does not vote");
+            }
+        }
+    }
+    let agree = |a: &Ran, b: &Ran| compare_embeddings(a, b).is_ok();
+    let best = (0..results.len())
+        .max_by_key(|&i| results.iter().filter(|(_, r)| agree(r, &results[i].1)).count())
+        .ok_or(ApiError::NoQuorum { agreeing: 0, of: k })?;
+    let agreeing = results.iter().filter(|(_, r)| agree(r, &results[best].1)).count();
+    if agreeing * 2 <= k {
+        return Err(ApiError::NoQuorum { agreeing, of: k });
+    }
+    let (winner, truth) = results[best].clone();
+    let (mut passed, mut disputed) = (Vec::new(), Vec::new());
+    for (e, ran) in &results {
+        match compare_embeddings(ran, &truth) {
+            Ok(()) => {
+                e.checked(true);
+                passed.push(e.address());
+            }
+            Err(m) => {
+                let (got, want) = (format!("{:#x}", ran.receipt.receipt.output_hash), format!("{:#x}", truth.receipt.receipt.output_hash));
+                verification::dispute(st, e, &winner, got, want, &m, "quorum", &terms.request_id).await;
+                disputed.push(e.address());
+            }
+        }
+    }
+    winner.served();
+    Ok((winner, truth, verification::check("quorum", passed, disputed)))
 }
 
 /// Embeds on `first`, and on other workers while they fail in a way another may not.

@@ -239,18 +239,17 @@ fn context_of(st: &AppState, model: &ModelVersion) -> usize {
 }
 
 /// The request's verification mode and sampling rate (request > model policy > node).
-fn verification_of(st: &AppState, model: &ModelVersion, o: &GenerationOptions) -> Result<(VerificationMode, f64), ApiError> {
-    if o.verification == VerificationMode::Quorum {
-        return Err(invalid(
-            "unsupported_parameter",
-            "verification: quorum is not served for language models yet; use none or sampled",
-        ));
-    }
-    if let Some(p) = o.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
+pub(crate) fn verification_of(
+    st: &AppState,
+    model: &ModelVersion,
+    mode: VerificationMode,
+    sample_rate: Option<f64>,
+) -> Result<(VerificationMode, f64), ApiError> {
+    if let Some(p) = sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
         return Err(invalid("invalid_parameter", format!("sample_rate {p} is not a probability in [0, 1]")));
     }
     let policy = model.policy.as_deref().and_then(|p| serde_json::from_str::<ModelPolicy>(p).ok()).unwrap_or_default();
-    Ok((o.verification, o.sample_rate.or(policy.sample_rate).unwrap_or(st.verification.sample_rate)))
+    Ok((mode, sample_rate.or(policy.sample_rate).unwrap_or(st.verification.sample_rate)))
 }
 
 /// Checks the options against the model and the node's limits and fixes the generation.
@@ -318,7 +317,10 @@ async fn generate(
     Span::current().record("request_id", request_id.as_str());
     let generation = generation(st, &model, prompt.len(), &options)?;
     ev.prompt_tokens = prompt.len() as u64;
-    let (mode, sample_rate) = verification_of(st, &model, &options)?;
+    if options.verification == VerificationMode::Quorum {
+        return Err(invalid("unsupported_parameter", "verification: quorum is not served for language models yet; use none or sampled"));
+    }
+    let (mode, sample_rate) = verification_of(st, &model, options.verification, options.sample_rate)?;
     ev.mode = mode.as_str().to_owned();
 
     // Priced by the token: the escrow holds the price of the prompt and max_tokens; the

@@ -330,6 +330,14 @@ pub struct EmbeddingRequest {
     /// verinet: the app.
     #[serde(default)]
     pub app: Option<String>,
+    /// verinet: how the vectors are verified before they are charged: `none` (the receipt
+    /// only), `sampled` (a validator re-embeds the inputs with probability `sample_rate`) or
+    /// `quorum` (`quorum_k` workers embed them, the majority within the cosine tolerance wins).
+    #[serde(default)]
+    pub verification: crate::wire::VerificationMode,
+    /// verinet: the checking probability of `sampled` (request > model policy > node).
+    #[serde(default)]
+    pub sample_rate: Option<f64>,
 }
 
 /// Embedding input.
@@ -377,6 +385,9 @@ pub struct EmbeddingProof {
     /// The executor's receipt: `input_hash` is the `token_lists_hash` of the inputs' ids,
     /// `output_hash` the `tensors_hash` of `{"embeddings": f32 [n, dims]}`.
     pub receipt: SignedReceipt,
+    /// How the vectors were checked (absent when the request asked for none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::wire::CheckInfo>,
     /// Whole request, ms.
     pub total_ms: f64,
 }

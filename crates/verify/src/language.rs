@@ -247,6 +247,35 @@ pub struct Verdict {
 /// detection power (a forger may swap in a near runner-up) for no false alarms.
 pub const CHECK_TOLERANCE: verinet_llm::CheckTolerance = verinet_llm::CheckTolerance { logit_gap: 1.5 };
 
+/// How far apart two honest embeddings of the same inputs may be: every vector's cosine
+/// with its counterpart at least `1 - EMBED_COSINE_TOLERANCE`. Honest differences are last-bit
+/// noise (a padded batch against single texts differs by ~1e-7, docs/llm.md); another model,
+/// another quantization or a truncated copy moves vectors by orders of magnitude more.
+pub const EMBED_COSINE_TOLERANCE: f64 = 1e-4;
+
+/// Compares two embeddings answers (`{"embeddings": f32 [n, dims]}`) vector by vector within
+/// [`EMBED_COSINE_TOLERANCE`]; says where they differ.
+pub fn compare_embeddings(a: &Ran, b: &Ran) -> Result<(), String> {
+    let (Some(x), Some(y)) = (a.out.outputs.get("embeddings"), b.out.outputs.get("embeddings")) else {
+        return Err("an answer has no embeddings".into());
+    };
+    if x.shape() != y.shape() || x.shape().len() != 2 || x.dtype() != y.dtype() || x.raw().len() != y.raw().len() {
+        return Err(format!("shapes differ: {:?} against {:?}", x.shape(), y.shape()));
+    }
+    let dims = x.shape()[1].max(1);
+    let floats = |t: &Tensor| t.raw().chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect::<Vec<f64>>();
+    let (fx, fy) = (floats(x), floats(y));
+    for (i, (u, v)) in fx.chunks(dims).zip(fy.chunks(dims)).enumerate() {
+        let dot: f64 = u.iter().zip(v).map(|(p, q)| p * q).sum();
+        let norm = |w: &[f64]| w.iter().map(|p| p * p).sum::<f64>().sqrt();
+        let cosine = dot / (norm(u) * norm(v)).max(f64::MIN_POSITIVE);
+        if cosine.is_nan() || cosine < 1.0 - EMBED_COSINE_TOLERANCE {
+            return Err(format!("vector {i}: cosine {cosine:.6} with the re-execution, below 1 - {EMBED_COSINE_TOLERANCE}"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a completion on `llm` by one teacher-forced forward pass (on the blocking pool):
 /// what a local validator and a worker process both do.
 pub async fn check_on(llm: &LlmHost, job: CheckJob) -> Result<Verdict, ExecError> {

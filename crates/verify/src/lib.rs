@@ -34,8 +34,8 @@ pub use error::VerifyError;
 pub use exec::{Execute, LocalExecutor};
 pub use job::{ExecError, Job, LoadBytes, Ran, Terms, check_receipt, receipt_body};
 pub use language::{
-    CheckJob, Completed, EmbedJob, GenChunk, GenJob, GenStream, Generation, Verdict, check_completion, check_embedding,
-    check_on, completion_body, completion_terms, embed_signed, generate_signed,
+    CheckJob, Completed, EMBED_COSINE_TOLERANCE, EmbedJob, GenChunk, GenJob, GenStream, Generation, Verdict, check_completion,
+    check_embedding, check_on, compare_embeddings, completion_body, completion_terms, embed_signed, generate_signed,
 };
 pub use pool::{Executor, InFlightGuard, NodeRole, Pool, Presence, Stats};
 pub use receipt::{receipt_domain, receipt_hash, sign_receipt, verify_receipt};

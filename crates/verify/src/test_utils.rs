@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::exec::Execute;
-use crate::job::{ExecError, Job, Ran};
+use crate::job::{ExecError, Job, Ran, receipt_body};
 use crate::language::{CheckJob, EmbedJob, GenChunk, GenJob, GenStream, Verdict, completion_body};
 use crate::sign_receipt;
 
@@ -19,7 +19,9 @@ use crate::sign_receipt;
 pub enum LlmCheat {
     /// Serves another model in effect: generates under other sampling terms (temperature 1,
     /// another seed) and claims the requested ones, as a worker running a cheaper
-    /// quantization or another checkpoint would give other tokens.
+    /// quantization or another checkpoint would give other tokens. On embeddings: answers
+    /// with the vectors of a truncated copy in effect (the second half of every vector
+    /// zeroed, then renormalized).
     OtherModel,
     /// Appends tokens after a finished answer (an end-of-turn token or a stop string) and
     /// claims `length`, to be paid for more completion tokens.
@@ -126,7 +128,27 @@ impl Execute for CheatingLlm {
     }
 
     fn embed(&self, job: EmbedJob) -> BoxFuture<'_, Result<Ran, ExecError>> {
-        self.inner.embed(job)
+        Box::pin(async move {
+            let (terms, model) = (job.terms.clone(), job.model);
+            let mut ran = self.inner.embed(job).await?;
+            if self.cheat != LlmCheat::OtherModel {
+                return Ok(ran);
+            }
+            let Some(t) = ran.out.outputs.get("embeddings") else { return Ok(ran) };
+            let (shape, dims) = (t.shape().to_vec(), t.shape().get(1).copied().unwrap_or(1).max(1));
+            let mut v: Vec<f32> = t.raw().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            for row in v.chunks_mut(dims) {
+                row[dims / 2..].iter_mut().for_each(|x| *x = 0.0);
+                let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+                row.iter_mut().for_each(|x| *x /= norm);
+            }
+            let t = verinet_primitives::Tensor::from_f32(shape, &v).map_err(|e| ExecError::Invalid(e.to_string()))?;
+            ran.out.outputs.insert("embeddings".into(), t);
+            let body = receipt_body(&terms, model, &ran.out.outputs, self.key.address());
+            ran.receipt = sign_receipt(body, &self.key, terms.chain_id).map_err(|e| ExecError::Invalid(format!("signing: {e}")))?;
+            self.cheated.fetch_add(1, Ordering::Relaxed);
+            Ok(ran)
+        })
     }
 
     fn check(&self, job: CheckJob) -> BoxFuture<'_, Result<Verdict, ExecError>> {

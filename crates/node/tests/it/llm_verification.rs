@@ -1,7 +1,9 @@
 //! Verifying completions: a validator checks a sampled share with one teacher-forced pass,
 //! catches each kind of cheating worker (behind `test-utils`: another model in effect, tokens
 //! appended to be paid more, a receipt that undercounts the prompt), slashes it and refunds the
-//! payer; honest workers, generating alone or in a batch, are never disputed.
+//! payer; honest workers, generating alone or in a batch, are never disputed. Embeddings are
+//! checked by re-execution (`sampled`) or by a majority of workers (`quorum`) within a cosine
+//! tolerance.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,17 +58,22 @@ async fn node(cheat: Option<LlmCheat>, p: f64, workers: usize, cheated: Arc<Atom
 
 /// A paid `sampled` chat call; returns the HTTP status and the body.
 async fn paid_chat(n: &TestNode, payer: &PrivateKeySigner, i: usize, max_tokens: u32) -> (u16, Value) {
-    let url = format!("{}/v1/chat/completions", n.node.url());
     let names = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"];
     let body = json!({"model": CHAT, "messages": [{"role": "user", "content": format!("Say hi to {}.", names[i % names.len()])}],
         "max_tokens": max_tokens, "temperature": if i.is_multiple_of(2) { 0.0 } else { 0.8 }, "seed": i, "verification": "sampled"});
+    paid_post(n, payer, "/v1/chat/completions", &body).await
+}
+
+/// POSTs `body` to `path`, pays the 402's `exact` offer, returns the status and the body.
+async fn paid_post(n: &TestNode, payer: &PrivateKeySigner, path: &str, body: &Value) -> (u16, Value) {
+    let url = format!("{}{path}", n.node.url());
     let http = reqwest::Client::new();
-    let r = http.post(&url).json(&body).send().await.unwrap();
+    let r = http.post(&url).json(body).send().await.unwrap();
     assert_eq!(r.status(), 402);
     let required: PaymentRequired = decode_header(r.headers().get(PAYMENT_REQUIRED).unwrap().to_str().unwrap()).unwrap();
     let exact = required.accepts.iter().find(|a| a.scheme == "exact").unwrap().clone();
     let header = encode_header(&sign_payment(&exact, None, payer, now()).unwrap());
-    let r = http.post(&url).header(PAYMENT_SIGNATURE, header).json(&body).send().await.unwrap();
+    let r = http.post(&url).header(PAYMENT_SIGNATURE, header).json(body).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -176,5 +183,60 @@ async fn honest_completions_are_never_disputed() {
     assert!(passed >= total);
     let list = nodes(&n).await;
     assert!(list.iter().all(|x| x["stats"]["failed"] == 0), "{list:?}");
+    n.node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_are_checked_by_re_execution_and_by_quorum() {
+    const EMBED: &str = "all-minilm-l6-v2";
+    let body = |mode: &str| json!({"model": EMBED, "input": ["a red apple", "the stock market fell"], "verification": mode, "sample_rate": 1.0});
+    let second_half_norm = |v: &Value| -> f64 {
+        let v: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        v[v.len() / 2..].iter().map(|x| x * x).sum::<f64>().sqrt()
+    };
+
+    // Sampled, one cheating worker (a truncated model in effect): every call is re-embedded,
+    // refuted, slashed and refunded, and the answer is the validator's vectors.
+    let cheated = Arc::new(AtomicU64::new(0));
+    let n = node(Some(LlmCheat::OtherModel), 1.0, 1, cheated.clone()).await;
+    let start = 10u128.pow(18);
+    let payer = funded(&n.client, start).await;
+    for _ in 0..2 {
+        let (status, a) = paid_post(&n, &payer, "/v1/embeddings", &body("sampled")).await;
+        assert_eq!(status, 200, "{a}");
+        let proof = &a["verinet"];
+        assert_eq!(proof["check"]["status"], "disputed", "{proof}");
+        assert!(proof["payment"].is_null(), "{proof}");
+        assert!(second_half_norm(&a["data"][0]["embedding"]) > 0.1, "the honest vectors are returned");
+    }
+    assert_eq!(cheated.load(Ordering::SeqCst), 2);
+    let acct = n.client.account(payer.address()).await.unwrap();
+    assert_eq!((acct.balance, acct.escrow), (start.to_string(), "0".to_string()));
+    let list = nodes(&n).await;
+    let worker = list.iter().find(|x| x["role"] == "worker").unwrap();
+    assert_eq!(worker["stake"], (STAKE - 2 * SLASH).to_string());
+    n.node.stop().await.unwrap();
+
+    // Quorum of three with one cheater: the two honest ones agree, the cheater is slashed,
+    // the payer pays once. Sampled on honest workers: passed and paid.
+    let cheated = Arc::new(AtomicU64::new(0));
+    let n = node(Some(LlmCheat::OtherModel), 1.0, 3, cheated.clone()).await;
+    let payer = funded(&n.client, start).await;
+    let (status, a) = paid_post(&n, &payer, "/v1/embeddings", &body("quorum")).await;
+    assert_eq!(status, 200, "{a}");
+    let check = &a["verinet"]["check"];
+    assert_eq!(check["status"], "quorum", "{check}");
+    assert_eq!((check["checked_by"].as_array().unwrap().len(), check["disputed"].as_array().unwrap().len()), (2, 1), "{check}");
+    assert!(second_half_norm(&a["data"][1]["embedding"]) > 0.1);
+    let paid: u128 = a["verinet"]["payment"]["amount"].as_str().unwrap().parse().unwrap();
+    assert_eq!(n.client.account(payer.address()).await.unwrap().balance, (start - paid).to_string());
+    let mut sampled_passed = 0;
+    for _ in 0..6 {
+        let (status, a) = paid_post(&n, &payer, "/v1/embeddings", &body("sampled")).await;
+        assert_eq!(status, 200, "{a}");
+        sampled_passed += usize::from(a["verinet"]["check"]["status"] == "passed");
+    }
+    // Routing spreads calls over the three workers; the cheater's are disputed, the others pass.
+    assert!(sampled_passed >= 1, "no honest sampled call passed");
     n.node.stop().await.unwrap();
 }
