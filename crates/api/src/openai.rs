@@ -317,9 +317,6 @@ async fn generate(
     Span::current().record("request_id", request_id.as_str());
     let generation = generation(st, &model, prompt.len(), &options)?;
     ev.prompt_tokens = prompt.len() as u64;
-    if options.verification == VerificationMode::Quorum {
-        return Err(invalid("unsupported_parameter", "verification: quorum is not served for language models yet; use none or sampled"));
-    }
     let (mode, sample_rate) = verification_of(st, &model, options.verification, options.sample_rate)?;
     ev.mode = mode.as_str().to_owned();
 
@@ -353,7 +350,7 @@ async fn generate(
         let include_usage = options.stream_options.is_some_and(|o| o.include_usage);
         // Started (and failed over) before the first byte is sent, so a failure is an
         // ordinary HTTP error and nothing was charged.
-        let started_run = match ctx.start(executors[0].clone()).await {
+        let started_run = match ctx.begin(executors).await {
             Ok(s) => s,
             Err(e) => {
                 ctx.refund("no worker served the request").await;
@@ -378,10 +375,9 @@ async fn generate(
     }
     // Not streamed: generation and settlement in a task of their own, so a client that hangs
     // up cannot leave the escrow half-settled.
-    let first = executors[0].clone();
     let (result, ev_out) = tokio::spawn(async move {
         let mut ev = RequestEvent::default();
-        let r = ctx.run_to_end(first, &mut ev).await;
+        let r = ctx.run_to_end(executors, &mut ev).await;
         (r, ev)
     })
     .await
@@ -472,9 +468,133 @@ struct Running {
     first: GenChunk,
     rest: GenStream,
     first_token_ms: f64,
+    /// A quorum's verdict, reached before the first chunk (otherwise checked at settlement).
+    check: Option<CheckInfo>,
 }
 
 impl GenContext {
+    /// Starts the generation as the mode requires: on the first executor (with failover), or
+    /// on the whole quorum.
+    async fn begin(&self, executors: Vec<Arc<Executor>>) -> Result<Running, ApiError> {
+        match self.mode {
+            VerificationMode::Quorum => self.start_quorum(executors).await,
+            _ => self.start(executors[0].clone()).await,
+        }
+    }
+
+    /// `quorum`: every member generates the whole completion under the same terms; the
+    /// largest group with the same output ids wins if it is a majority of the members (a
+    /// member whose run or receipt failed does not vote). A dissenter is checked by one
+    /// teacher-forced pass (on a validator, else on a majority member): refuted, it is slashed;
+    /// accepted (a near tie decided the other way on its CPU), it is counted with the majority
+    /// and not punished. The winner's completion is then streamed or answered whole.
+    async fn start_quorum(&self, members: Vec<Arc<Executor>>) -> Result<Running, ApiError> {
+        let k = members.len();
+        let runs = members.iter().map(|e| async move {
+            let _busy = e.in_flight();
+            let job = GenJob {
+                model: self.model.id,
+                prompt: self.prompt.clone(),
+                generation: self.generation.clone(),
+                terms: self.terms.clone(),
+                load: verification::hub_loader(&self.st),
+            };
+            let mut rx = e.backend().generate(job).await?;
+            let mut ids = Vec::new();
+            loop {
+                match rx.recv().await {
+                    Some(Ok(GenChunk::Text(p))) => ids.extend(p.ids),
+                    Some(Ok(GenChunk::Done(c))) if c.output_ids == ids => return Ok(*c),
+                    Some(Ok(GenChunk::Done(_))) => return Err(ExecError::Invalid("the streamed tokens differ from the final tokens".into())),
+                    Some(Err(err)) => return Err(err),
+                    None => return Err(ExecError::Unavailable("the stream ended without a receipt".into())),
+                }
+            }
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        let mut votes: Vec<(Arc<Executor>, Completed)> = Vec::new();
+        for (e, r) in members.into_iter().zip(outcomes) {
+            let checked = r.map_err(|err| err.to_string()).and_then(|c| {
+                verinet_verify::check_completion(&c, &self.terms, self.model.id, &self.generation, self.prompt.len(), e.address()).map(|()| c)
+            });
+            match checked {
+                Ok(c) => votes.push((e, c)),
+                Err(why) => {
+                    e.checked(false);
+                    warn!(request_id = %self.request_id, executor = %e.address(), %why, "quorum member failed; it does not vote");
+                }
+            }
+        }
+        let same = |i: usize| votes.iter().filter(|(_, c)| c.output_ids == votes[i].1.output_ids).count();
+        let best = (0..votes.len()).max_by_key(|&i| same(i)).ok_or(ApiError::NoQuorum { agreeing: 0, of: k })?;
+        let agreeing = same(best);
+        if agreeing * 2 <= k {
+            return Err(ApiError::NoQuorum { agreeing, of: k });
+        }
+        let (winner, done) = votes[best].clone();
+        let (mut passed, mut disputed) = (Vec::new(), Vec::new());
+        for (e, c) in &votes {
+            if c.output_ids == done.output_ids {
+                e.checked(true);
+                passed.push(e.address());
+                continue;
+            }
+            match self.check_dissent(e, c, &winner, &votes).await {
+                Some((true, _)) => {
+                    e.checked(true);
+                    passed.push(e.address());
+                }
+                Some((false, (checker, detail))) => {
+                    let (got, want) = (format!("{:#x}", c.receipt.receipt.output_hash), format!("{:#x}", done.receipt.receipt.output_hash));
+                    verification::dispute(&self.st, e, &checker, got, want, &detail, "quorum", &self.request_id).await;
+                    disputed.push(e.address());
+                }
+                None => warn!(request_id = %self.request_id, executor = %e.address(), "a dissenting quorum member could not be checked"),
+            }
+        }
+        let first_token_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let (tx, rest) = mpsc::channel(2);
+        let _ = tx.try_send(Ok(GenChunk::Done(Box::new(done.clone()))));
+        let first = GenChunk::Text(verinet_llm::Piece { text: done.text.clone(), ids: done.output_ids.clone() });
+        let check = verification::check("quorum", passed, disputed);
+        Ok(Running { _in_flight: winner.in_flight(), executor: winner, first, rest, first_token_ms, check: Some(check) })
+    }
+
+    /// Checks a quorum dissenter's completion with one teacher-forced pass on a validator
+    /// outside the quorum, else on the winner: whether it holds, who checked, what was found.
+    async fn check_dissent(
+        &self,
+        dissenter: &Arc<Executor>,
+        c: &Completed,
+        winner: &Arc<Executor>,
+        votes: &[(Arc<Executor>, Completed)],
+    ) -> Option<(bool, (Arc<Executor>, String))> {
+        let members: Vec<Address> = votes.iter().map(|(e, _)| e.address()).collect();
+        let checker = self.st.pool.pick_validator(self.model.id, &members).unwrap_or_else(|| winner.clone());
+        let job = CheckJob {
+            model: self.model.id,
+            prompt: self.prompt.clone(),
+            output: c.output_ids.clone(),
+            generation: self.generation.clone(),
+            finish: c.finish_reason.clone(),
+            load: verification::hub_loader(&self.st),
+        };
+        let verdict = {
+            let _busy = checker.in_flight();
+            checker.backend().check(job).await
+        };
+        match verdict {
+            Ok(v) => {
+                let detail = format!("teacher-forced check: refuted at output position {}: {}", v.refuted_at.map_or(-1, i64::from), v.detail);
+                Some((v.accepted, (checker, detail)))
+            }
+            Err(e) => {
+                warn!(request_id = %self.request_id, executor = %dissenter.address(), checker = %checker.address(), error = %e, "checking a quorum dissenter failed");
+                None
+            }
+        }
+    }
+
     /// Starts on `first` and, while workers fail before their first token in a way another may
     /// not, on others (up to the attempt limit).
     async fn start(&self, first: Arc<Executor>) -> Result<Running, ApiError> {
@@ -502,7 +622,7 @@ impl GenContext {
             let err = match attempt.await {
                 Ok((first, rest)) => {
                     let first_token_ms = self.started.elapsed().as_secs_f64() * 1e3;
-                    return Ok(Running { executor: e, _in_flight: guard, first, rest, first_token_ms });
+                    return Ok(Running { executor: e, _in_flight: guard, first, rest, first_token_ms, check: None });
                 }
                 Err(err) if !err.retriable() => return Err(exec_error(err)),
                 Err(err) => err,
@@ -520,15 +640,15 @@ impl GenContext {
     }
 
     /// Not streamed: start, read to the end, settle, answer.
-    async fn run_to_end(self, first: Arc<Executor>, ev: &mut RequestEvent) -> Result<Response, ApiError> {
-        let running = match self.start(first).await {
+    async fn run_to_end(self, executors: Vec<Arc<Executor>>, ev: &mut RequestEvent) -> Result<Response, ApiError> {
+        let running = match self.begin(executors).await {
             Ok(r) => r,
             Err(e) => {
                 self.refund("no worker served the request").await;
                 return Err(e);
             }
         };
-        let Running { executor, _in_flight, first, mut rest, first_token_ms } = running;
+        let Running { executor, _in_flight, first, mut rest, first_token_ms, check } = running;
         let mut chunk = first;
         let done = loop {
             match chunk {
@@ -547,7 +667,7 @@ impl GenContext {
                 }
             };
         };
-        let Settled { capture, check } = self.settle(&done, &executor, ev).await?;
+        let Settled { capture, check } = self.settle(&done, &executor, ev, check).await?;
         let proof = self.proof(&done, capture.as_ref(), check, first_token_ms);
         let usage = usage(self.prompt.len(), &done);
         let body = match self.shape {
@@ -588,7 +708,7 @@ impl GenContext {
     /// generation (dropping the stream) and pays for the prompt and the tokens it was sent
     /// ([`Self::settle_cut`]); a worker that fails midway is not paid and the payer is refunded.
     async fn stream(self, running: Running, events: Events, include_usage: bool, mut ev: RequestEvent) {
-        let Running { executor, _in_flight, first, mut rest, first_token_ms } = running;
+        let Running { executor, _in_flight, first, mut rest, first_token_ms, check } = running;
         let Events { tx, handed } = events;
         ev.executor = Some(executor.address());
         let id = match self.shape {
@@ -640,7 +760,7 @@ impl GenContext {
                 self.emit(ev, 502, Some("workers_failed"));
             }
             Ok(done) => {
-                let Settled { capture, check } = match self.settle(&done, &executor, &mut ev).await {
+                let Settled { capture, check } = match self.settle(&done, &executor, &mut ev, check).await {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.send(error_event(&e)).await;
@@ -799,7 +919,7 @@ impl GenContext {
     /// used (the rest goes back to the payer). Returns the capture: its transaction and the
     /// amount charged.
     /// A completion a validator refuted is not charged: the escrow goes back whole.
-    async fn settle(&self, done: &Completed, executor: &Arc<Executor>, ev: &mut RequestEvent) -> Result<Settled, ApiError> {
+    async fn settle(&self, done: &Completed, executor: &Arc<Executor>, ev: &mut RequestEvent, decided: Option<CheckInfo>) -> Result<Settled, ApiError> {
         // The receipt must state this request, these terms and exactly these ids (a remote
         // worker's was checked on arrival; an in-process one is checked here): a worker that
         // signs other counts is not paid and loses reputation.
@@ -812,7 +932,11 @@ impl GenContext {
         self.st.receipts.record(&done.receipt);
         ev.completion_tokens = done.output_ids.len() as u64;
         ev.executor = Some(executor.address());
-        let check = self.verify(done, executor).await;
+        let check = match decided {
+            Some(c) => c,
+            None => self.verify(done, executor).await,
+        };
+        ev.disputed = check.disputed.clone();
         ev.check = Some(check.status.clone());
         if check.status == "disputed" {
             self.refund("a validator refuted the completion").await;

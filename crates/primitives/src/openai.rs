@@ -102,8 +102,9 @@ pub struct GenerationOptions {
     #[serde(default)]
     pub app: Option<String>,
     /// verinet: how the completion is verified before it is charged: `none` (its receipt
-    /// only) or `sampled` (a validator checks it with one teacher-forced pass with
-    /// probability `sample_rate`).
+    /// only), `sampled` (a validator checks it with one teacher-forced pass with
+    /// probability `sample_rate`) or `quorum` (the token-sequence majority of `quorum_k`
+    /// workers; dissenters are checked and, if refuted, slashed).
     #[serde(default)]
     pub verification: crate::wire::VerificationMode,
     /// verinet: the checking probability of `sampled` (request > model policy > node).

@@ -240,3 +240,46 @@ async fn embeddings_are_checked_by_re_execution_and_by_quorum() {
     assert!(sampled_passed >= 1, "no honest sampled call passed");
     n.node.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_completions_take_the_token_majority_and_slash_a_dissenter() {
+    // Three workers, the first serving another model in effect: the two honest ones give the
+    // same ids, the dissenter is refuted by a teacher-forced check and slashed, the payer pays
+    // once for the majority's completion, streamed or not.
+    let cheated = Arc::new(AtomicU64::new(0));
+    let n = node(Some(LlmCheat::OtherModel), 0.0, 3, cheated.clone()).await;
+    let start = 10u128.pow(18);
+    let payer = funded(&n.client, start).await;
+    let mut spent = 0u128;
+    for (i, stream) in [(0, false), (1, true)] {
+        let body = json!({"model": CHAT, "messages": [{"role": "user", "content": "Say hi to Ann."}], "max_tokens": 24,
+            "temperature": 0.8, "seed": 7 + i, "verification": "quorum", "stream": stream, "stream_options": {"include_usage": true}});
+        let url = format!("{}/v1/chat/completions", n.node.url());
+        let http = reqwest::Client::new();
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        let required: PaymentRequired = decode_header(r.headers().get(PAYMENT_REQUIRED).unwrap().to_str().unwrap()).unwrap();
+        let exact = required.accepts.iter().find(|a| a.scheme == "exact").unwrap().clone();
+        let header = encode_header(&sign_payment(&exact, None, &payer, now()).unwrap());
+        let r = http.post(&url).header(PAYMENT_SIGNATURE, header).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let proof: Value = if stream {
+            let text = r.text().await.unwrap();
+            let last = text.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).filter(|d| *d != "[DONE]").last().unwrap().to_owned();
+            serde_json::from_str::<Value>(&last).unwrap()["verinet"].clone()
+        } else {
+            r.json::<Value>().await.unwrap()["verinet"].clone()
+        };
+        let check = &proof["check"];
+        assert_eq!(check["status"], "quorum", "{proof}");
+        assert_eq!((check["checked_by"].as_array().unwrap().len(), check["disputed"].as_array().unwrap().len()), (2, 1), "{check}");
+        spent += proof["payment"]["amount"].as_str().unwrap().parse::<u128>().unwrap();
+    }
+    assert_eq!(cheated.load(Ordering::SeqCst), 2);
+    let acct = n.client.account(payer.address()).await.unwrap();
+    assert_eq!((acct.balance, acct.escrow), ((start - spent).to_string(), "0".to_string()));
+    let list = nodes(&n).await;
+    let stakes: Vec<&str> = list.iter().filter(|x| x["role"] == "worker").map(|x| x["stake"].as_str().unwrap()).collect();
+    assert!(stakes.contains(&(STAKE - 2 * SLASH).to_string().as_str()), "the dissenter was slashed twice: {stakes:?}");
+    n.node.stop().await.unwrap();
+}
