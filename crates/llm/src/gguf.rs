@@ -105,3 +105,46 @@ pub fn inspect_gguf(bytes: &[u8]) -> Result<(Content, LlmInfo)> {
     };
     Ok((ct, info))
 }
+
+/// A cheaper or finer weight format for [`requantize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// 4-bit blocks with a scale (no offset): cheaper than `q4_1`.
+    Q4_0,
+    /// 5-bit blocks with a scale.
+    Q5_0,
+    /// 8-bit blocks with a scale: finer than `q4_1`.
+    Q8_0,
+}
+
+/// Another quantization of the same model: every quantized matrix of the GGUF file `bytes`
+/// dequantized and quantized again to `to`, the metadata and f32 tensors (norms) as they are.
+/// What a worker that cuts its costs (or one that rounds differently) would serve under the
+/// published model's name; tests use it to show that a check tells the two apart.
+pub fn requantize(bytes: &[u8], to: Quantization) -> Result<Vec<u8>> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let target = match to {
+        Quantization::Q4_0 => GgmlDType::Q4_0,
+        Quantization::Q5_0 => GgmlDType::Q5_0,
+        Quantization::Q8_0 => GgmlDType::Q8_0,
+    };
+    let mut cursor = Cursor::new(bytes);
+    let ct = Content::read(&mut cursor).map_err(|e| LlmError::InvalidModel(format!("GGUF: {e}")))?;
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(ct.tensor_infos.len());
+    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let t = ct.tensor(&mut cursor, name, &candle_core::Device::Cpu)?;
+        let t = if t.dtype() == GgmlDType::F32 || t.dtype() == target || t.shape().dims().len() != 2 {
+            t
+        } else {
+            QTensor::quantize(&t.dequantize(&candle_core::Device::Cpu)?, target)?
+        };
+        tensors.push((name.clone(), t));
+    }
+    let metadata: Vec<(&str, &Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Cursor::new(Vec::with_capacity(bytes.len() * 2));
+    candle_core::quantized::gguf_file::write(&mut out, &metadata, &refs)?;
+    Ok(out.into_inner())
+}

@@ -33,7 +33,7 @@ pub use codec::{ChatMessage, TextCodec};
 pub use embed::{EmbedInfo, Embedder, EncoderTokenizer};
 pub use engine::{Finish, GenEvent, GenRequest, Generated, Generator, LanguageModel, LlmConfig, Piece};
 pub use error::{LlmError, Result};
-pub use gguf::{LlmInfo, inspect_gguf};
+pub use gguf::{LlmInfo, Quantization, inspect_gguf, requantize};
 pub use host::{LlmHost, ModelKey};
 pub use llama::{KvCache, Llama, LlamaShape};
 pub use sampler::{Candidates, SamplingParams, argmax, sample, uniform};

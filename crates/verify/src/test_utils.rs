@@ -28,6 +28,9 @@ pub enum LlmCheat {
     AppendTokens,
     /// Signs a receipt that counts one prompt token fewer than it read.
     ShortPrompt,
+    /// Serves another quantization of the published model (its own engine, loaded with the
+    /// published bytes re-quantized by [`verinet_llm::requantize`]) and claims the published one.
+    OtherQuantization(verinet_llm::Quantization),
 }
 
 /// A worker backend that cheats on completions as [`LlmCheat`] says and is honest otherwise.
@@ -36,12 +39,23 @@ pub struct CheatingLlm {
     key: Arc<PrivateKeySigner>,
     cheat: LlmCheat,
     cheated: Arc<AtomicU64>,
+    /// The engine of `OtherQuantization`, apart from the node's (whose cache holds the real
+    /// model under the same id), and the re-quantized bytes.
+    own: Arc<verinet_llm::LlmHost>,
+    requantized: Arc<tokio::sync::OnceCell<bytes::Bytes>>,
 }
 
 impl CheatingLlm {
     /// Wraps an honest backend; `key` is the worker's own (its lies verify as its receipts).
     pub fn new(inner: Arc<dyn Execute>, key: Arc<PrivateKeySigner>, cheat: LlmCheat) -> Self {
-        Self { inner, key, cheat, cheated: Arc::default() }
+        Self {
+            inner,
+            key,
+            cheat,
+            cheated: Arc::default(),
+            own: Arc::new(verinet_llm::LlmHost::new(verinet_llm::LlmConfig::default(), 1)),
+            requantized: Arc::default(),
+        }
     }
 
     /// Counts the answers it actually falsified in `counter` (`AppendTokens` leaves an answer
@@ -52,6 +66,27 @@ impl CheatingLlm {
     }
 
     async fn cheat_on(&self, mut job: GenJob) -> Result<GenStream, ExecError> {
+        if let LlmCheat::OtherQuantization(q) = self.cheat {
+            let (original, cell) = (job.load.clone(), self.requantized.clone());
+            job.load = Arc::new(move |id| {
+                let (original, cell) = (original.clone(), cell.clone());
+                Box::pin(async move {
+                    let bytes = cell
+                        .get_or_try_init(|| async {
+                            let b = original(id).await?;
+                            let q = tokio::task::spawn_blocking(move || verinet_llm::requantize(&b, q))
+                                .await
+                                .map_err(|e| verinet_runtime::RuntimeError::Load(e.to_string()))?
+                                .map_err(|e| verinet_runtime::RuntimeError::Load(e.to_string()))?;
+                            Ok::<_, verinet_runtime::RuntimeError>(bytes::Bytes::from(q))
+                        })
+                        .await?;
+                    Ok(bytes.clone())
+                })
+            });
+            self.cheated.fetch_add(1, Ordering::Relaxed);
+            return crate::language::generate_signed(self.key.clone(), &self.own, job).await;
+        }
         let claimed = job.generation.clone();
         let (terms, model, prompt_len) = (job.terms.clone(), job.model, job.prompt.len());
         if self.cheat == LlmCheat::OtherModel {
@@ -84,7 +119,7 @@ impl CheatingLlm {
                                 prompt_tokens = prompt_len.saturating_sub(1);
                                 true
                             }
-                            LlmCheat::OtherModel => true,
+                            LlmCheat::OtherModel | LlmCheat::OtherQuantization(_) => true,
                         };
                         if lied {
                             cheated.fetch_add(1, Ordering::Relaxed);
