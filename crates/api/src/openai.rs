@@ -560,6 +560,20 @@ impl GenContext {
         Ok(Running { _in_flight: winner.in_flight(), executor: winner, first, rest, first_token_ms, check: Some(check) })
     }
 
+    /// Has `checker` check completion `c` of this request with one teacher-forced pass.
+    async fn check_on(&self, checker: &Arc<Executor>, c: &Completed) -> Result<verinet_verify::Verdict, ExecError> {
+        let job = CheckJob {
+            model: self.model.id,
+            prompt: self.prompt.clone(),
+            output: c.output_ids.clone(),
+            generation: self.generation.clone(),
+            finish: c.finish_reason.clone(),
+            load: verification::hub_loader(&self.st),
+        };
+        let _busy = checker.in_flight();
+        checker.backend().check(job).await
+    }
+
     /// Checks a quorum dissenter's completion with one teacher-forced pass on a validator
     /// outside the quorum, else on the winner: whether it holds, who checked, what was found.
     async fn check_dissent(
@@ -571,19 +585,7 @@ impl GenContext {
     ) -> Option<(bool, (Arc<Executor>, String))> {
         let members: Vec<Address> = votes.iter().map(|(e, _)| e.address()).collect();
         let checker = self.st.pool.pick_validator(self.model.id, &members).unwrap_or_else(|| winner.clone());
-        let job = CheckJob {
-            model: self.model.id,
-            prompt: self.prompt.clone(),
-            output: c.output_ids.clone(),
-            generation: self.generation.clone(),
-            finish: c.finish_reason.clone(),
-            load: verification::hub_loader(&self.st),
-        };
-        let verdict = {
-            let _busy = checker.in_flight();
-            checker.backend().check(job).await
-        };
-        match verdict {
+        match self.check_on(&checker, c).await {
             Ok(v) => {
                 let detail = format!("teacher-forced check: refuted at output position {}: {}", v.refuted_at.map_or(-1, i64::from), v.detail);
                 Some((v.accepted, (checker, detail)))
@@ -966,19 +968,7 @@ impl GenContext {
             warn!(request_id = %self.request_id, "sampled for a check but no validator is in good standing");
             return unchecked();
         };
-        let job = CheckJob {
-            model: self.model.id,
-            prompt: self.prompt.clone(),
-            output: done.output_ids.clone(),
-            generation: self.generation.clone(),
-            finish: done.finish_reason.clone(),
-            load: verification::hub_loader(&self.st),
-        };
-        let verdict = {
-            let _busy = validator.in_flight();
-            validator.backend().check(job).await
-        };
-        match verdict {
+        match self.check_on(&validator, done).await {
             Ok(v) if v.accepted => {
                 worker.checked(true);
                 verification::check("passed", vec![validator.address()], vec![])
