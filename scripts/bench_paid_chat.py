@@ -4,16 +4,18 @@
 Starts a release `verinet up` twice on fresh data dirs with the bundled SmolLM2 chat model:
 
 - **free**: no fees, `verification: none`; the load generator POSTs plain OpenAI chat calls.
-- **paid**: fees per 1,000 tokens, one validator, and every call asks for `verification:
-  sampled` at `--sample-rate` (default 0.1); the load generator pays each call with the
-  official x402 client (`x402HttpxClient`, scheme `upto` or `exact`: the 402 round trip,
-  EIP-712 signing, the escrow, the capture of what was used), as an application would.
+- **paid**: fees per 1,000 tokens, `verification: none`; the load generator pays each call
+  with the official x402 client (`x402HttpxClient`, scheme `upto` or `exact`: the 402 round
+  trip, EIP-712 signing, the escrow, the capture of what was used), as an application would.
+- **sampled**: as paid, with one validator, and every call asks for `verification: sampled`
+  at `--sample-rate` (default 0.1): the breakdown is free -> paid (what paying costs) -> sampled
+  (what checking costs).
 
 Both runs use the same load generator: `--concurrency` tasks each making calls one after the
 other until `--calls` calls are done, non-streamed, temperature 0, `max_tokens`, distinct
 prompts (the same list in both runs). Reports completion tokens per second of wall time, calls
-per second, and the ratio paid/free per repetition; runs alternate (free, paid, then paid,
-free). Usage:
+per second, and the ratios paid/free and sampled/free per repetition; the order of the three
+runs rotates from one repetition to the next. Usage:
 
     cargo build --release -p verinet
     target/pyenv/bin/python scripts/bench_paid_chat.py --reps 2
@@ -36,14 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_llm import CHAT_MODEL, ROOT, VERINET_BIN, Server, free_port, wait_ready  # noqa: E402
 
 
-def start(tmp: Path, paid: bool, sample_rate: float) -> Server:
+def start(tmp: Path, mode: str, sample_rate: float) -> Server:
+    paid = mode != "free"
     port = free_port()
     conf = tmp / "verinet.toml"
     lines = ["[server]", "request_timeout_secs = 3600"]
     if paid:
         lines += ["[payments]", 'operator_fee_per_1k_tokens = "1000000000000"', 'sampled_fee_per_1k_tokens = "100000000000"',
-                  "protocol_fee_bps = 100",
-                  "[verification]", "validators = 1", f"sample_rate = {sample_rate}"]
+                  "protocol_fee_bps = 100"]
+    if mode == "sampled":
+        lines += ["[verification]", "validators = 1", f"sample_rate = {sample_rate}"]
     conf.write_text("\n".join(lines) + "\n")
     binary = tmp / "verinet"
     shutil.copy2(VERINET_BIN, binary)
@@ -55,15 +59,15 @@ def start(tmp: Path, paid: bool, sample_rate: float) -> Server:
     return s
 
 
-def body(i: int, max_tokens: int, paid: bool) -> dict:
+def body(i: int, max_tokens: int, mode: str) -> dict:
     b = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"{i}. Tell me a short story about a {['cat', 'ship', 'tree', 'robot'][i % 4]}."}],
          "max_tokens": max_tokens, "temperature": 0}
-    if paid:
+    if mode == "sampled":
         b["verification"] = "sampled"
     return b
 
 
-async def load(port: int, paid: bool, calls: int, concurrency: int, max_tokens: int, scheme: str) -> dict:
+async def load(port: int, mode: str, calls: int, concurrency: int, max_tokens: int, scheme: str) -> dict:
     import httpx
     from eth_account import Account
     from x402 import x402Client
@@ -72,6 +76,7 @@ async def load(port: int, paid: bool, calls: int, concurrency: int, max_tokens: 
     from x402.mechanisms.evm.signers import EthAccountSigner
     from x402.mechanisms.evm.upto import UptoEvmScheme
 
+    paid = mode != "free"
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     acct = Account.create()
     if paid:
@@ -91,7 +96,7 @@ async def load(port: int, paid: bool, calls: int, concurrency: int, max_tokens: 
         async with http:
             while queue:
                 i = queue.pop(0)
-                r = await http.post(url, json=body(i, max_tokens, paid))
+                r = await http.post(url, json=body(i, max_tokens, mode))
                 if r.status_code != 200:
                     raise RuntimeError(f"call {i}: {r.status_code} {r.text[:300]}")
                 a = r.json()
@@ -106,16 +111,16 @@ async def load(port: int, paid: bool, calls: int, concurrency: int, max_tokens: 
     return {"tok_s": tokens / wall, "calls_s": done / wall, "tokens": tokens, "calls": done, "wall_s": wall, "checks": checks}
 
 
-def run(paid: bool, args) -> dict:
+def run(mode: str, args) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        s = start(Path(d), paid, args.sample_rate)
+        s = start(Path(d), mode, args.sample_rate)
         try:
             # warm: the model loads on the first call
-            asyncio.run(load(s.port, paid, 2, 1, 4, args.scheme))
-            r = asyncio.run(load(s.port, paid, args.calls, args.concurrency, args.max_tokens, args.scheme))
+            asyncio.run(load(s.port, mode, 2, 1, 4, args.scheme))
+            r = asyncio.run(load(s.port, mode, args.calls, args.concurrency, args.max_tokens, args.scheme))
         finally:
             s.stop()
-    print(f"{'paid' if paid else 'free'}: {json.dumps(r)}", flush=True)
+    print(f"{mode}: {json.dumps(r)}", flush=True)
     return r
 
 
@@ -130,16 +135,18 @@ def main() -> int:
     args = ap.parse_args()
     if not Path(VERINET_BIN).exists():
         sys.exit(f"{VERINET_BIN} is missing: cargo build --release -p verinet")
-    ratios = []
+    modes = ["free", "paid", "sampled"]
+    ratios: dict[str, list[float]] = {"paid": [], "sampled": []}
     for rep in range(args.reps):
-        order = [False, True] if rep % 2 == 0 else [True, False]
-        res = {p: run(p, args) for p in order}
-        ratio = res[True]["tok_s"] / res[False]["tok_s"]
-        ratios.append(ratio)
-        print(f"rep {rep + 1}: free {res[False]['tok_s']:.1f} tok/s, paid+sampled {res[True]['tok_s']:.1f} tok/s, ratio {ratio:.2f}; "
-              f"checks {res[True]['checks']}", flush=True)
+        order = modes[rep % 3:] + modes[:rep % 3]
+        res = {m: run(m, args) for m in order}
+        for m in ratios:
+            ratios[m].append(res[m]["tok_s"] / res["free"]["tok_s"])
+        print(f"rep {rep + 1} ({','.join(order)}): free {res['free']['tok_s']:.1f} tok/s, paid {res['paid']['tok_s']:.1f} "
+              f"({ratios['paid'][-1]:.2f}), paid+sampled {res['sampled']['tok_s']:.1f} ({ratios['sampled'][-1]:.2f}); "
+              f"checks {res['sampled']['checks']}", flush=True)
     import statistics
-    print(json.dumps({"ratios": ratios, "median": statistics.median(ratios), "args": vars(args)}))
+    print(json.dumps({"ratios": ratios, "median": {m: statistics.median(v) for m, v in ratios.items()}, "args": vars(args)}))
     return 0
 
 
