@@ -154,6 +154,22 @@ impl Q41Matrix {
         Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
     }
 
+    /// Output rows.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The matrices' rows one after another (`None` unless they have the same columns): its
+    /// products are theirs side by side, with the same bits.
+    pub(crate) fn stack(parts: &[&Q41Matrix]) -> Option<Self> {
+        let cols = parts.first()?.cols;
+        if parts.iter().any(|m| m.cols != cols) {
+            return None;
+        }
+        let blocks = parts.iter().flat_map(|m| m.blocks.iter().copied()).collect();
+        Some(Self { rows: parts.iter().map(|m| m.rows).sum(), cols, blocks })
+    }
+
     /// `out[i][j] = x[i] · w[j]` for `x` of `n` rows of `cols`, `out` of `n` rows of `rows`.
     #[allow(unsafe_code, reason = "calls the AVX-512 kernel after the feature check")]
     fn matmul(&self, x: &[f32], n: usize, kernel: Kernel) -> Vec<f32> {
