@@ -231,14 +231,12 @@ impl Llama {
         let rep = s.heads / s.kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? / (s.head_dim as f64).sqrt())?;
         let att = if n > 1 {
-            let mask = candle_transformers::utils::build_causal_mask(n, start, &self.device)?;
-            let mask = mask.broadcast_as(att.shape())?;
-            let neg = Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(att.shape())?;
-            mask.where_cond(&neg, &att)?
-        } else {
+            let att = q.matmul(&k.t()?)?;
+            att.inplace_op1(&ScaleMask { mul: (1.0 / (s.head_dim as f64).sqrt()) as f32, start })?;
             att
+        } else {
+            (q.matmul(&k.t()?)? / (s.head_dim as f64).sqrt())?
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         Ok(att.matmul(&v)?)
@@ -252,6 +250,41 @@ impl Llama {
             Stacked::Each(m) => (candle_nn::ops::silu(&m[0].forward(&h)?)? * m[1].forward(&h)?)?,
         };
         layer.down.forward(&gu)
+    }
+}
+
+/// Attention scores `[.., n, start + n]` of queries at positions `start..start + n`, in place:
+/// scaled as candle's `scores / sqrt(head_dim)` scales them (`v * mul + 0`, `mul` the f32 of
+/// `1 / sqrt(head_dim)`), and -inf after each query's own position (candle's causal mask and
+/// `where_cond`), in one pass.
+struct ScaleMask {
+    mul: f32,
+    start: usize,
+}
+
+impl candle_core::InplaceOp1 for ScaleMask {
+    fn name(&self) -> &'static str {
+        "scale-causal-mask"
+    }
+
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = storage else { candle_core::bail!("scale-causal-mask takes f32") };
+        let Some((first, end)) = layout.contiguous_offsets() else { candle_core::bail!("scale-causal-mask takes a contiguous tensor") };
+        let dims = layout.shape().dims();
+        let (n, kv) = match dims {
+            [.., n, kv] if *kv == self.start + *n && *n > 0 => (*n, *kv),
+            _ => candle_core::bail!("scale-causal-mask: scores {dims:?} after {} positions", self.start),
+        };
+        data[first..end].par_chunks_mut(kv).enumerate().for_each(|(row, scores)| {
+            let last = self.start + row % n;
+            let (seen, after) = scores.split_at_mut(last + 1);
+            for v in seen {
+                *v = *v * self.mul + 0.0;
+            }
+            after.fill(f32::NEG_INFINITY);
+        });
+        Ok(())
     }
 }
 
