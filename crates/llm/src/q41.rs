@@ -638,6 +638,7 @@ mod x86 {
     /// scaled and added with one fused multiply-add; the `m * s` terms summed apart, in block
     /// order, and added last. Two products share a register; the weight block is unpacked once
     /// for the group's rows.
+    #[allow(clippy::needless_range_loop, reason = "k indexes the pack's registers and the accumulators alike")]
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
     fn q41_tile<const R: usize, const G: usize>(w: [&[WBlock]; R], a: &[Pack41]) -> [[f32; 16]; R] {
         let low = _mm512_set1_epi8(0x0f);
@@ -687,6 +688,7 @@ mod x86 {
     /// [`q8_0`] computes it: the integer sums of four are the same (the weights offset by 128
     /// to unsigned bytes, the offset taken back out through `corr`; candle's `maddubs`
     /// never saturates on activations within ±127), scaled and summed in the same order.
+    #[allow(clippy::needless_range_loop, reason = "k indexes the pack's registers and the accumulators alike")]
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
     fn q8_0_tile<const R: usize, const G: usize>(w: [&[super::Q8Block]; R], a: &[Pack80]) -> [[f32; 16]; R] {
         let offset = _mm512_set1_epi8(-128);
