@@ -16,12 +16,11 @@ use crate::q41::{Q41Matrix, Q80Matrix};
 use crate::{LlmError, Result};
 
 struct Layer {
-    wq: Mat,
-    wk: Mat,
-    wv: Mat,
+    /// The query, key and value projections.
+    qkv: Stacked,
     wo: Mat,
-    gate: Mat,
-    up: Mat,
+    /// The gate and up projections.
+    gate_up: Stacked,
     down: Mat,
     attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
@@ -102,11 +101,13 @@ impl Llama {
         let mut layers = Vec::with_capacity(layers_n);
         for i in 0..layers_n {
             let mut q = |n: &str| -> Result<Mat> { weight(Arc::new(t(&format!("blk.{i}.{n}.weight"))?)) };
-            let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-            let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+            let qkv = Stacked::new(vec![q("attn_q")?, q("attn_k")?, q("attn_v")?]);
+            let wo = q("attn_output")?;
+            let gate_up = Stacked::new(vec![q("ffn_gate")?, q("ffn_up")?]);
+            let down = q("ffn_down")?;
             let attn_norm = RmsNorm::from_qtensor(t(&format!("blk.{i}.attn_norm.weight"))?, eps)?;
             let ffn_norm = RmsNorm::from_qtensor(t(&format!("blk.{i}.ffn_norm.weight"))?, eps)?;
-            layers.push(Layer { wq, wk, wv, wo, gate, up, down, attn_norm, ffn_norm });
+            layers.push(Layer { qkv, wo, gate_up, down, attn_norm, ffn_norm });
         }
         // Rotary tables (llama: interleaved pairs), one row per position.
         let inv: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / freq_base.powf(i as f32 / head_dim as f32)).collect();
@@ -208,9 +209,10 @@ impl Llama {
     /// Projections to heads: q `[b, heads, n, d]`, k and v `[b, kv_heads, n, d]` (not yet rotated).
     fn qkv(&self, layer: &Layer, h: &Tensor, b: usize, n: usize) -> Result<(Tensor, Tensor, Tensor)> {
         let s = self.shape;
-        let q = layer.wq.forward(h)?.reshape((b, n, s.heads, s.head_dim))?.transpose(1, 2)?;
-        let k = layer.wk.forward(h)?.reshape((b, n, s.kv_heads, s.head_dim))?.transpose(1, 2)?;
-        let v = layer.wv.forward(h)?.reshape((b, n, s.kv_heads, s.head_dim))?.transpose(1, 2)?;
+        let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward(h)?).map_err(|_| LlmError::Engine("three projections".into()))?;
+        let q = q.reshape((b, n, s.heads, s.head_dim))?.transpose(1, 2)?;
+        let k = k.reshape((b, n, s.kv_heads, s.head_dim))?.transpose(1, 2)?;
+        let v = v.reshape((b, n, s.kv_heads, s.head_dim))?.transpose(1, 2)?;
         Ok((q, k, v))
     }
 
@@ -229,14 +231,12 @@ impl Llama {
         let rep = s.heads / s.kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
-        let att = (q.matmul(&k.t()?)? / (s.head_dim as f64).sqrt())?;
         let att = if n > 1 {
-            let mask = candle_transformers::utils::build_causal_mask(n, start, &self.device)?;
-            let mask = mask.broadcast_as(att.shape())?;
-            let neg = Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(att.shape())?;
-            mask.where_cond(&neg, &att)?
-        } else {
+            let att = q.matmul(&k.t()?)?;
+            att.inplace_op1(&ScaleMask { mul: (1.0 / (s.head_dim as f64).sqrt()) as f32, start })?;
             att
+        } else {
+            (q.matmul(&k.t()?)? / (s.head_dim as f64).sqrt())?
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         Ok(att.matmul(&v)?)
@@ -244,9 +244,47 @@ impl Llama {
 
     fn mlp(&self, layer: &Layer, x: &Tensor) -> Result<Tensor> {
         let h = layer.ffn_norm.forward(x)?;
-        let g = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-        let u = layer.up.forward(&h)?;
-        layer.down.forward(&(g * u)?)
+        let gu = match &layer.gate_up {
+            // silu(g) * u, in one pass over the stacked product.
+            Stacked::One(m, _) => m.forward(&h)?.apply_op1_no_bwd(&SwiGlu)?,
+            Stacked::Each(m) => (candle_nn::ops::silu(&m[0].forward(&h)?)? * m[1].forward(&h)?)?,
+        };
+        layer.down.forward(&gu)
+    }
+}
+
+/// Attention scores `[.., n, start + n]` of queries at positions `start..start + n`, in place:
+/// scaled as candle's `scores / sqrt(head_dim)` scales them (`v * mul + 0`, `mul` the f32 of
+/// `1 / sqrt(head_dim)`), and -inf after each query's own position (candle's causal mask and
+/// `where_cond`), in one pass.
+struct ScaleMask {
+    mul: f32,
+    start: usize,
+}
+
+impl candle_core::InplaceOp1 for ScaleMask {
+    fn name(&self) -> &'static str {
+        "scale-causal-mask"
+    }
+
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = storage else { candle_core::bail!("scale-causal-mask takes f32") };
+        let Some((first, end)) = layout.contiguous_offsets() else { candle_core::bail!("scale-causal-mask takes a contiguous tensor") };
+        let dims = layout.shape().dims();
+        let (n, kv) = match dims {
+            [.., n, kv] if *kv == self.start + *n && *n > 0 => (*n, *kv),
+            _ => candle_core::bail!("scale-causal-mask: scores {dims:?} after {} positions", self.start),
+        };
+        data[first..end].par_chunks_mut(kv).enumerate().for_each(|(row, scores)| {
+            let last = self.start + row % n;
+            let (seen, after) = scores.split_at_mut(last + 1);
+            for v in seen {
+                *v = *v * self.mul + 0.0;
+            }
+            after.fill(f32::NEG_INFINITY);
+        });
+        Ok(())
     }
 }
 
@@ -268,6 +306,77 @@ impl Mat {
             Mat::Q80(m) => m.forward(x),
             Mat::Candle(m) => Ok(m.forward(x)?),
         }
+    }
+}
+
+/// Matrices over the same input: stacked into one where they are all `q4_1` (one quantization
+/// of the input, one pass; each output is the same row times the same input as alone, so the
+/// same bits), else run one by one.
+enum Stacked {
+    /// The stacked matrix and the rows of each part.
+    One(Mat, Vec<usize>),
+    Each(Vec<Mat>),
+}
+
+impl Stacked {
+    fn new(mats: Vec<Mat>) -> Self {
+        let q41: Vec<&Q41Matrix> = mats.iter().filter_map(|m| if let Mat::Q41(q) = m { Some(q) } else { None }).collect();
+        if q41.len() == mats.len()
+            && let Some(one) = Q41Matrix::stack(&q41)
+        {
+            return Stacked::One(Mat::Q41(one), q41.iter().map(|m| m.rows()).collect());
+        }
+        Stacked::Each(mats)
+    }
+
+    /// Each matrix's product with `x`.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Stacked::One(m, rows) => {
+                let y = m.forward(x)?;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(rows.len());
+                for &r in rows {
+                    out.push(y.narrow(candle_core::D::Minus1, start, r)?);
+                    start += r;
+                }
+                Ok(out)
+            }
+            Stacked::Each(ms) => ms.iter().map(|m| m.forward(x)).collect(),
+        }
+    }
+}
+
+/// `silu(g) * u` for `[.., 2k]` holding `g` then `u` in its last dimension, giving `[.., k]`:
+/// candle's `silu` and product, element by element, in one pass.
+struct SwiGlu;
+
+impl candle_core::CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = storage else { candle_core::bail!("swiglu takes f32") };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("swiglu takes a contiguous tensor") };
+        let dims = layout.shape().dims();
+        let two = *dims.last().unwrap_or(&0);
+        if two == 0 || !two.is_multiple_of(2) {
+            candle_core::bail!("swiglu: last dimension {two} is not even")
+        }
+        let k = two / 2;
+        let data = &data[start..end];
+        let mut out = vec![0f32; data.len() / 2];
+        out.par_chunks_mut(k).zip(data.par_chunks(two)).for_each(|(o, row)| {
+            let (g, u) = row.split_at(k);
+            for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                *o = (g / (1.0 + (-g).exp())) * u;
+            }
+        });
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("at least one dim") = k;
+        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from(out_dims)))
     }
 }
 

@@ -59,6 +59,70 @@ struct Q8Block {
     qs: [i8; BLOCK],
 }
 
+/// Activation rows per group of the many-row kernels ([`grouped`]): two per 512-bit register.
+const PACK: usize = 16;
+/// From this many activation rows on, products run through [`grouped`] where the CPU has
+/// [`Kernel::Avx512`]; fewer rows (decoding) through [`tiled`].
+const MANY: usize = 8;
+
+/// One block of [`PACK`] `q8_1` activation rows, laid out for the 512-bit kernel: register `k`
+/// holds rows `2k` and `2k + 1` (values, and each row's scale repeated over its 8 lanes).
+/// Rows past the end of the activations are zero.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Pack41 {
+    qs: [[i8; 2 * BLOCK]; PACK / 2],
+    d: [[f32; 16]; PACK / 2],
+    s: [f32; PACK],
+}
+
+/// One block of [`PACK`] `q8_0` activation rows for the 512-bit kernel, as [`Pack41`]; `corr`
+/// is `-128` times the sum of each lane's four values (the weights are multiplied offset by
+/// 128, as unsigned bytes, and this takes the offset back out exactly).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Pack80 {
+    qs: [[i8; 2 * BLOCK]; PACK / 2],
+    d: [[f32; 16]; PACK / 2],
+    corr: [[i32; 16]; PACK / 2],
+}
+
+/// Groups of [`PACK`] rows of `n` activation rows of `per_row` blocks, packed by `fill(pack,
+/// row in group, block of that row)`: `n.div_ceil(PACK) * per_row` packs, group-major.
+fn pack_rows<A, P: Copy>(acts: &[A], per_row: usize, n: usize, zero: P, fill: impl Fn(&mut P, usize, &A)) -> Vec<P> {
+    let groups = n.div_ceil(PACK);
+    let mut packs = vec![zero; groups * per_row];
+    for (i, row) in acts.chunks_exact(per_row).enumerate().take(n) {
+        let group = &mut packs[i / PACK * per_row..(i / PACK + 1) * per_row];
+        for (p, a) in group.iter_mut().zip(row) {
+            fill(p, i % PACK, a);
+        }
+    }
+    packs
+}
+
+fn pack_q8_1(acts: &[ABlock], per_row: usize, n: usize) -> Vec<Pack41> {
+    let zero = Pack41 { qs: [[0; 2 * BLOCK]; PACK / 2], d: [[0.0; 16]; PACK / 2], s: [0.0; PACK] };
+    pack_rows(acts, per_row, n, zero, |p, i, a| {
+        let (k, half) = (i / 2, i % 2);
+        p.qs[k][half * BLOCK..(half + 1) * BLOCK].copy_from_slice(&a.qs);
+        p.d[k][half * 8..(half + 1) * 8].fill(a.d);
+        p.s[i] = a.s;
+    })
+}
+
+fn pack_q8_0(acts: &[Q8Block], per_row: usize, n: usize) -> Vec<Pack80> {
+    let zero = Pack80 { qs: [[0; 2 * BLOCK]; PACK / 2], d: [[0.0; 16]; PACK / 2], corr: [[0; 16]; PACK / 2] };
+    pack_rows(acts, per_row, n, zero, |p, i, a| {
+        let (k, half) = (i / 2, i % 2);
+        p.qs[k][half * BLOCK..(half + 1) * BLOCK].copy_from_slice(&a.qs);
+        p.d[k][half * 8..(half + 1) * 8].fill(a.d);
+        for (l, c) in p.corr[k][half * 8..(half + 1) * 8].iter_mut().enumerate() {
+            *c = -128 * a.qs[4 * l..4 * l + 4].iter().map(|&q| i32::from(q)).sum::<i32>();
+        }
+    })
+}
+
 /// A `q4_1` weight matrix `[rows, cols]` (`rows` outputs, `cols` inputs), multiplied as
 /// `x @ wᵀ` by [`Q41Matrix::forward`].
 pub(crate) struct Q41Matrix {
@@ -90,9 +154,33 @@ impl Q41Matrix {
         Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
     }
 
+    /// Output rows.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The matrices' rows one after another (`None` unless they have the same columns): its
+    /// products are theirs side by side, with the same bits.
+    pub(crate) fn stack(parts: &[&Q41Matrix]) -> Option<Self> {
+        let cols = parts.first()?.cols;
+        if parts.iter().any(|m| m.cols != cols) {
+            return None;
+        }
+        let blocks = parts.iter().flat_map(|m| m.blocks.iter().copied()).collect();
+        Some(Self { rows: parts.iter().map(|m| m.rows).sum(), cols, blocks })
+    }
+
     /// `out[i][j] = x[i] · w[j]` for `x` of `n` rows of `cols`, `out` of `n` rows of `rows`.
+    #[allow(unsafe_code, reason = "calls the AVX-512 kernel after the feature check")]
     fn matmul(&self, x: &[f32], n: usize, kernel: Kernel) -> Vec<f32> {
         let acts: Vec<ABlock> = x.chunks_exact(BLOCK).map(quantize_q8_1).collect();
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx512 && n >= MANY {
+            let per_row = self.cols / BLOCK;
+            let packs = pack_q8_1(&acts, per_row, n);
+            // SAFETY: Kernel::Avx512 is only chosen after detecting its features on this CPU.
+            return grouped(self.rows, per_row, n, &self.blocks, &packs, |w, a, live| unsafe { x86::q41_many(w, a, live) });
+        }
         tiled(self.rows, self.cols / BLOCK, n, &self.blocks, &acts, |w, a| match *a {
             [a0, a1, a2, a3] => dot(kernel, w, [a0, a1, a2, a3]),
             _ => {
@@ -161,8 +249,17 @@ impl Q80Matrix {
         Ok(x.contiguous()?.apply_op1_no_bwd(self)?)
     }
 
-    fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+    #[allow(unsafe_code, reason = "calls the AVX-512 kernel after the feature check")]
+    fn matmul(&self, x: &[f32], n: usize, kernel: Kernel) -> Vec<f32> {
         let acts: Vec<Q8Block> = x.chunks_exact(BLOCK).map(quantize_q8_0).collect();
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Avx512 && n >= MANY {
+            let per_row = self.cols / BLOCK;
+            let packs = pack_q8_0(&acts, per_row, n);
+            // SAFETY: Kernel::Avx512 is only chosen after detecting its features on this CPU.
+            return grouped(self.rows, per_row, n, &self.blocks, &packs, |w, a, live| unsafe { x86::q8_0_many(w, a, live) });
+        }
+        let _ = kernel;
         tiled(self.rows, self.cols / BLOCK, n, &self.blocks, &acts, dot_q8)
     }
 }
@@ -180,7 +277,7 @@ impl CustomOp1 for Q80Matrix {
             candle_core::bail!("q8_0 matmul: activations {dims:?} against weights [{}, {}]", self.rows, self.cols)
         }
         let n = layout.shape().elem_count() / self.cols;
-        let out = self.matmul(&data[start..end], n);
+        let out = self.matmul(&data[start..end], n, Kernel::best());
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("at least one dim") = self.rows;
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
@@ -209,12 +306,71 @@ fn tiled<W: Sync, A: Sync>(rows: usize, per_row: usize, n: usize, w: &[W], a: &[
             }
         }
     });
+    transposed(&t, rows, n)
+}
+
+/// As [`tiled`], for many activation rows packed in groups of [`PACK`] (`a`, from
+/// [`pack_rows`]): each task takes every group through its weight rows, two weight rows at a
+/// time; `tile(weight rows, group, live rows in the group)` gives their products with the
+/// group's rows (only the first `live` meaningful), one array per weight row given. Each task
+/// keeps its results by activation row, copied into place at the end a task's run at a time.
+fn grouped<W: Sync, P: Sync>(
+    rows: usize,
+    per_row: usize,
+    n: usize,
+    w: &[W],
+    a: &[P],
+    tile: impl Fn(&[&[W]], &[P], usize) -> [[f32; PACK]; 2] + Sync,
+) -> Vec<f32> {
+    let tasks: Vec<Vec<f32>> = (0..rows.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let first = task * ROWS_PER_TASK;
+            let here = (rows - first).min(ROWS_PER_TASK);
+            let weights = |r: usize| &w[(first + r) * per_row..(first + r + 1) * per_row];
+            let mut out = vec![0f32; n * here];
+            for (g, group) in a.chunks_exact(per_row).enumerate() {
+                let live = (n - g * PACK).min(PACK);
+                for r in (0..here).step_by(2) {
+                    let two = [weights(r), weights((r + 1).min(here - 1))];
+                    let take = (here - r).min(2);
+                    let res = tile(&two[..take], group, live);
+                    for (k, res) in res.iter().enumerate().take(take) {
+                        for (c, v) in res.iter().enumerate().take(live) {
+                            out[(g * PACK + c) * here + r + k] = *v;
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect();
     let mut out = vec![0f32; n * rows];
-    for (j, col) in t.chunks_exact(n).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            out[i * rows + j] = *v;
+    out.par_chunks_mut(rows).enumerate().for_each(|(i, row)| {
+        for (dst, src) in row.chunks_mut(ROWS_PER_TASK).zip(&tasks) {
+            dst.copy_from_slice(&src[i * dst.len()..(i + 1) * dst.len()]);
         }
-    }
+    });
+    out
+}
+
+/// `t` of `rows` rows of `n`, transposed to `n` rows of `rows`: in tiles of 16 x 16 (each
+/// read and written a cache line per row), output rows split across threads.
+fn transposed(t: &[f32], rows: usize, n: usize) -> Vec<f32> {
+    const TILE: usize = 16;
+    let mut out = vec![0f32; n * rows];
+    out.par_chunks_mut(TILE * rows).enumerate().for_each(|(c, out)| {
+        let i0 = c * TILE;
+        let here = out.len() / rows;
+        for j0 in (0..rows).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(rows) {
+                let col = &t[j * n + i0..j * n + i0 + here];
+                for (ii, v) in col.iter().enumerate() {
+                    out[ii * rows + j] = *v;
+                }
+            }
+        }
+    });
     out
 }
 
@@ -278,6 +434,10 @@ enum Kernel {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// [`Kernel::Vnni`] for a few activation rows; for many, 512-bit registers each holding
+    /// two products ([`grouped`]).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Kernel {
@@ -291,6 +451,9 @@ impl Kernel {
                 all.push(Kernel::Avx2);
                 if has!("avx512vnni") && has!("avx512vl") {
                     all.push(Kernel::Vnni);
+                    if has!("avx512f") && has!("avx512bw") {
+                        all.push(Kernel::Avx512);
+                    }
                 }
             }
         }
@@ -312,7 +475,7 @@ fn dot<const N: usize>(kernel: Kernel, w: &[WBlock], a: [&[ABlock]; N]) -> [f32;
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => unsafe { x86::avx2(w, a) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Vnni => unsafe { x86::vnni(w, a) },
+        Kernel::Vnni | Kernel::Avx512 => unsafe { x86::vnni(w, a) },
     }
 }
 
@@ -346,7 +509,7 @@ fn dot_portable(w: &[WBlock], a: &[ABlock]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{ABlock, WBlock, sum_lanes};
+    use super::{ABlock, Pack41, Pack80, WBlock, sum_lanes};
 
     /// One weight row times `N` activation rows. The weight block is unpacked once for the `N`
     /// products; each product has its own accumulators, updated in the order of
@@ -414,6 +577,150 @@ mod x86 {
             // SAFETY: `lanes` holds 8 f32.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
             sum_lanes(lanes)
+        })
+    }
+
+    /// Runs `$tile::<R, G>` for `R = w.len()` weight rows (1 or 2) and `G = live.div_ceil(2)`
+    /// registers of activation rows (1 to 8).
+    macro_rules! many {
+        ($name:ident, $tile:ident, $w:ty, $p:ty) => {
+            /// Weight rows `w` (one or two) times the `live` rows of a packed group.
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512 F, BW and VNNI.
+            pub(super) unsafe fn $name(w: &[&[$w]], a: &[$p], live: usize) -> [[f32; 16]; 2] {
+                macro_rules! go {
+                    ($g:literal) => {
+                        // SAFETY: the caller checked the CPU features.
+                        unsafe {
+                            match w {
+                                [w0] => {
+                                    let [r0] = $tile::<1, $g>([w0], a);
+                                    [r0, [0.0; 16]]
+                                }
+                                [w0, w1, ..] => $tile::<2, $g>([w0, w1], a),
+                                [] => [[0.0; 16]; 2],
+                            }
+                        }
+                    };
+                }
+                match live.div_ceil(2) {
+                    1 => go!(1),
+                    2 => go!(2),
+                    3 => go!(3),
+                    4 => go!(4),
+                    5 => go!(5),
+                    6 => go!(6),
+                    7 => go!(7),
+                    _ => go!(8),
+                }
+            }
+        };
+    }
+    many!(q41_many, q41_tile, WBlock, Pack41);
+    many!(q8_0_many, q8_0_tile, super::Q8Block, Pack80);
+
+    /// The sums of the two products in `acc` (lanes 0-7 and 8-15), each in the order of
+    /// [`sum_lanes`]: lanes `i` and `i + 4`, then `i` and `i + 2`, then `i` and `i + 1`.
+    #[target_feature(enable = "avx512f")]
+    fn sum_pairs(acc: __m512) -> [f32; 2] {
+        let t = _mm512_add_ps(acc, _mm512_shuffle_f32x4(acc, acc, 0b10_11_00_01));
+        let t = _mm512_add_ps(t, _mm512_permute_ps(t, 0b01_00_11_10));
+        let t = _mm512_add_ps(t, _mm512_permute_ps(t, 0b10_11_00_01));
+        let mut lanes = [0f32; 16];
+        // SAFETY: `lanes` holds 16 f32.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), t) };
+        [lanes[0], lanes[8]]
+    }
+
+    /// `R` `q4_1` weight rows times the first `2G` rows of a packed group, each product as
+    /// [`super::dot_portable`] computes it: per block, the integer sums of four in each lane,
+    /// scaled and added with one fused multiply-add; the `m * s` terms summed apart, in block
+    /// order, and added last. Two products share a register; the weight block is unpacked once
+    /// for the group's rows.
+    #[allow(clippy::needless_range_loop, reason = "k indexes the pack's registers and the accumulators alike")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+    fn q41_tile<const R: usize, const G: usize>(w: [&[WBlock]; R], a: &[Pack41]) -> [[f32; 16]; R] {
+        let low = _mm512_set1_epi8(0x0f);
+        // Shift the second and fourth copies of the 16 packed bytes to their high nibbles.
+        let four = 0x0004_0004_0004_0004;
+        let shifts = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+        let mut acc = [[_mm512_setzero_ps(); G]; R];
+        let mut mins = [_mm512_setzero_ps(); R];
+        let w = w.map(|w| &w[..a.len()]);
+        for (b, p) in a.iter().enumerate() {
+            let mut qx = [_mm512_setzero_si512(); R];
+            let mut wd = [_mm512_setzero_ps(); R];
+            // SAFETY: the pack is 64-byte aligned; `s` is its last 64 bytes.
+            let s = unsafe { _mm512_load_ps(p.s.as_ptr()) };
+            for r in 0..R {
+                let wb = &w[r][b];
+                // SAFETY: `qs` is 16 bytes; the load is an unaligned one.
+                let packed = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(wb.qs.as_ptr().cast::<__m128i>()) });
+                qx[r] = _mm512_and_si512(_mm512_srlv_epi16(packed, shifts), low);
+                mins[r] = _mm512_add_ps(mins[r], _mm512_mul_ps(_mm512_set1_ps(wb.m), s));
+                wd[r] = _mm512_set1_ps(wb.d);
+            }
+            for k in 0..G {
+                // SAFETY: 64-byte rows of a 64-byte aligned pack.
+                let (qy, d) = unsafe { (_mm512_load_si512(p.qs[k].as_ptr().cast()), _mm512_load_ps(p.d[k].as_ptr())) };
+                for r in 0..R {
+                    let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qx[r], qy));
+                    acc[r][k] = _mm512_fmadd_ps(_mm512_mul_ps(wd[r], d), prod, acc[r][k]);
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            let mut m = [0f32; 16];
+            // SAFETY: `m` holds 16 f32.
+            unsafe { _mm512_storeu_ps(m.as_mut_ptr(), mins[r]) };
+            let mut out = [0f32; 16];
+            for k in 0..G {
+                let [x, y] = sum_pairs(acc[r][k]);
+                out[2 * k] = x + m[2 * k];
+                out[2 * k + 1] = y + m[2 * k + 1];
+            }
+            out
+        })
+    }
+
+    /// `R` `q8_0` weight rows times the first `2G` rows of a packed group, each product as
+    /// [`q8_0`] computes it: the integer sums of four are the same (the weights offset by 128
+    /// to unsigned bytes, the offset taken back out through `corr`; candle's `maddubs`
+    /// never saturates on activations within ±127), scaled and summed in the same order.
+    #[allow(clippy::needless_range_loop, reason = "k indexes the pack's registers and the accumulators alike")]
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+    fn q8_0_tile<const R: usize, const G: usize>(w: [&[super::Q8Block]; R], a: &[Pack80]) -> [[f32; 16]; R] {
+        let offset = _mm512_set1_epi8(-128);
+        let mut acc = [[_mm512_setzero_ps(); G]; R];
+        let w = w.map(|w| &w[..a.len()]);
+        for (b, p) in a.iter().enumerate() {
+            let mut qx = [_mm512_setzero_si512(); R];
+            let mut wd = [_mm512_setzero_ps(); R];
+            for r in 0..R {
+                let wb = &w[r][b];
+                // SAFETY: `qs` is 32 bytes; the load is an unaligned one.
+                let q = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(wb.qs.as_ptr().cast::<__m256i>()) });
+                qx[r] = _mm512_xor_si512(q, offset);
+                wd[r] = _mm512_set1_ps(wb.d);
+            }
+            for k in 0..G {
+                // SAFETY: 64-byte rows of a 64-byte aligned pack.
+                let (qy, d, corr) = unsafe {
+                    (_mm512_load_si512(p.qs[k].as_ptr().cast()), _mm512_load_ps(p.d[k].as_ptr()), _mm512_load_si512(p.corr[k].as_ptr().cast()))
+                };
+                for r in 0..R {
+                    let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr, qx[r], qy));
+                    acc[r][k] = _mm512_fmadd_ps(_mm512_mul_ps(wd[r], d), prod, acc[r][k]);
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            let mut out = [0f32; 16];
+            for k in 0..G {
+                [out[2 * k], out[2 * k + 1]] = sum_pairs(acc[r][k]);
+            }
+            out
         })
     }
 
@@ -491,6 +798,55 @@ mod tests {
         for i in 0..n {
             let one = m.matmul(&x[i * cols..(i + 1) * cols], 1, Kernel::best());
             assert_eq!(one, all[i * rows..(i + 1) * rows], "row {i} alone");
+        }
+    }
+
+    /// The same with many rows (the grouped kernel, its partial groups and a last task of
+    /// fewer weight rows, one of them odd), against the portable kernel and one row at a time.
+    #[test]
+    fn many_rows_give_the_bits_of_one_row_on_every_kernel() {
+        let mut rng = Rng(13);
+        let (rows, cols) = (71, 96);
+        let m = Q41Matrix::from_gguf_bytes(rows, cols, &random_q4_1(&mut rng, rows, cols)).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for n in [8, 16, 17, 37] {
+            let x: Vec<f32> = (0..n * cols).map(|i| rng.unit() * [0.5, 4.0, 30.0][i % 3]).collect();
+            let want = m.matmul(&x, n, Kernel::Portable);
+            for kernel in Kernel::available() {
+                assert_eq!(bits(&m.matmul(&x, n, kernel)), bits(&want), "{kernel:?}, {n} rows");
+            }
+            for i in 0..n {
+                let one = m.matmul(&x[i * cols..(i + 1) * cols], 1, Kernel::best());
+                assert_eq!(bits(&one), bits(&want[i * rows..(i + 1) * rows]), "row {i} of {n} alone");
+            }
+        }
+    }
+
+    /// The q8_0 products of many rows (the grouped kernel where it runs) have the bits of the
+    /// same rows one at a time, including weights of -128.
+    #[test]
+    fn many_q8_0_rows_give_the_bits_of_one_row() {
+        if !Q80Matrix::supported(576) {
+            return;
+        }
+        let mut rng = Rng(17);
+        let (rows, cols) = (37, 576);
+        let mut bytes = Vec::new();
+        for b in 0..rows * cols / BLOCK {
+            bytes.extend(f16::from_f32(rng.unit().abs() * 0.01).to_le_bytes());
+            bytes.extend((0..BLOCK).map(|i| if (b + i) % 29 == 0 { 0x80 } else { rng.next() as u8 }));
+        }
+        let m = Q80Matrix::from_gguf_bytes(rows, cols, &bytes).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for n in [8, 23, 40] {
+            let x: Vec<f32> = (0..n * cols).map(|i| rng.unit() * [0.5, 4.0, 30.0][i % 3]).collect();
+            for kernel in Kernel::available().into_iter().skip(1) {
+                let all = m.matmul(&x, n, kernel);
+                for i in 0..n {
+                    let one = m.matmul(&x[i * cols..(i + 1) * cols], 1, kernel);
+                    assert_eq!(bits(&one), bits(&all[i * rows..(i + 1) * rows]), "{kernel:?}: row {i} of {n} alone");
+                }
+            }
         }
     }
 
