@@ -129,9 +129,10 @@ pub struct WalletArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Directory for the SQLite database, blobs and the node key.
-    #[arg(long, env = "VERINET_DATA_DIR", default_value = ".verinet")]
-    pub data_dir: PathBuf,
+    /// Directory for the SQLite database, blobs and the node key (default: the config's
+    /// `[storage] data_dir`, `.verinet`). One node at a time: it is locked while the node runs.
+    #[arg(long, env = "VERINET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "VERINET_LISTEN")]
     pub listen: Option<SocketAddr>,

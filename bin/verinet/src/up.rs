@@ -14,7 +14,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
-    config.storage.data_dir = a.data_dir.clone();
+    // Only flags given override the file.
+    if let Some(d) = &a.data_dir {
+        config.storage.data_dir = d.clone();
+    }
     if let Some(l) = a.listen {
         config.server.listen = l;
     }

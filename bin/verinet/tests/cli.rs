@@ -153,3 +153,39 @@ fn faucet_pay_balance_and_apps() {
     assert_eq!(balance["earnings"]["app"].as_str(), Some("50"));
     stop(child);
 }
+
+/// A data dir is one node's: a second `up` on it exits at once with a clear error (before it
+/// could recover the live node's escrows), and the file's `[storage] data_dir` is used when
+/// `--data-dir` is not given.
+#[test]
+fn a_held_data_dir_is_refused_and_the_config_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-config");
+    let config = tmp.path().join("verinet.toml");
+    std::fs::write(&config, format!("[storage]\ndata_dir = {:?}\n", data.display().to_string())).unwrap();
+    let mut child = bin()
+        .current_dir(tmp.path())
+        .args(["up", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env_remove("VERINET_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("verinet node up at "), "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    assert!(data.join("verinet.db").exists(), "the config's data dir is used");
+    assert!(!tmp.path().join(".verinet").exists(), "not the flag's default");
+
+    let second = bin().args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another verinet process") && err.contains(&format!("pid {}", child.id())), "{err}");
+    stop(child);
+
+    // Released when the node stops: the same dir serves again.
+    let (again, _) = up(&data);
+    stop(again);
+}

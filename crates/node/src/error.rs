@@ -24,6 +24,9 @@ pub enum NodeError {
     /// The node key could not be read or written.
     #[error("node key: {0}")]
     Key(String),
+    /// Another process holds the data dir.
+    #[error("data dir: {0}")]
+    DataDirInUse(String),
     /// Socket or file I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),

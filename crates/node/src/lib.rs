@@ -13,6 +13,7 @@ pub mod bundled;
 mod config;
 mod error;
 mod key;
+mod lock;
 mod node;
 mod worker;
 
@@ -22,5 +23,6 @@ pub use config::{
 };
 pub use error::{NodeError, Result};
 pub use key::KeyFile;
+pub use lock::DataDirLock;
 pub use node::{Node, Overrides, RunningNode, WrapExecutor, default_protocol_address};
 pub use worker::WorkerNode;

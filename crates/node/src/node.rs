@@ -23,6 +23,8 @@ use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, Role, bundled};
 pub struct Node {
     state: AppState,
     key: KeyFile,
+    /// Held while the node exists (until `serve` returns).
+    _lock: crate::DataDirLock,
 }
 
 /// Wiring a config cannot express: a backend per local worker (a cheating worker in tests and
@@ -49,6 +51,7 @@ impl Node {
     pub async fn build_with(config: &Config, overrides: Overrides) -> Result<Self> {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)?;
+        let lock = crate::DataDirLock::acquire(data_dir)?;
         let store = SqlStore::connect(&config.database_url()).await?;
         let storage_name = store.backend().to_owned();
         let blobs = ObjectBlobStore::local(&config.blobs_dir())?;
@@ -123,6 +126,7 @@ impl Node {
                 config: Arc::new(api),
             },
             key,
+            _lock: lock,
         })
     }
 

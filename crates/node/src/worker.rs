@@ -16,6 +16,8 @@ use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, Role, RunningNo
 pub struct WorkerNode {
     worker: Arc<Worker>,
     config: Config,
+    /// Held while the node exists (until `serve` returns).
+    _lock: crate::DataDirLock,
 }
 
 impl WorkerNode {
@@ -32,6 +34,7 @@ impl WorkerNode {
         }
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)?;
+        let lock = crate::DataDirLock::acquire(data_dir)?;
         let key = KeyFile::load_or_create(&data_dir.join("node.key"))?;
         let (runtime, runtime_config) = runtime(config)?;
         let capacity = match config.network.capacity {
@@ -51,7 +54,7 @@ impl WorkerNode {
                 max_body: config.server.max_infer_body_mib << 20,
             },
         )?;
-        Ok(Self { worker, config: config.clone() })
+        Ok(Self { worker, config: config.clone(), _lock: lock })
     }
 
     /// Its address.
