@@ -28,7 +28,7 @@ pub fn verify(a: ReceiptVerifyArgs) -> anyhow::Result<()> {
         None => None,
     };
     let verdict = match Saved::read(&text)? {
-        Saved::Receipt { signed, what } => receipt_verdict(&signed, what, node),
+        Saved::Receipt { signed, what, outputs, inputs } => receipt_verdict(&signed, what, node, outputs, inputs),
         Saved::Completion(answer) => completion_verdict(&answer, node, a.prices.as_ref())?,
         Saved::Embeddings(doc) => embeddings_verdict(&doc, node, a.prices.as_ref())?,
     };
@@ -169,7 +169,7 @@ impl Verdict {
                 println!("request {}  mode {}  price {}  payer {}  at {} ms", r.request_id, r.mode, r.price, r.payer, r.timestamp);
                 println!("model  sha256:{}", hex::encode(r.model_hash));
                 println!("input  {:#x}\noutput {:#x}\ndigest {:#x}", r.input_hash, r.output_hash, self.receipt.digest);
-                if let Some(c) = self.checks.iter().find(|c| c.name == "node") {
+                for c in self.checks.iter().filter(|c| c.name != "signature") {
                     println!("✓ {:<width$}  {}", c.name, c.detail);
                 }
             }
@@ -197,8 +197,9 @@ impl Verdict {
 
 /// What FILE holds.
 enum Saved {
-    /// A signed receipt, on its own or inside a response (`what` says which).
-    Receipt { signed: Box<SignedReceipt>, what: &'static str },
+    /// A signed receipt, on its own or inside a response (`what` says which), with the
+    /// response's output tensors and, when the file carries them, its inputs.
+    Receipt { signed: Box<SignedReceipt>, what: &'static str, outputs: Option<Tensors>, inputs: Option<Tensors> },
     /// A completion, whole or streamed.
     Completion(Box<Answer>),
     /// An embeddings answer.
@@ -226,7 +227,7 @@ impl Saved {
         }
         // A bare receipt; or `infer --json` and `GET /v1/receipts/{id}`, which carry it in "receipt".
         let (receipt, what) = if doc.get("signature").is_some() {
-            (doc, "receipt")
+            (doc.clone(), "receipt")
         } else if doc.get("outputs").is_some() {
             (doc.get("receipt").cloned().context("the response has no receipt")?, "infer response")
         } else if doc["receipt"]["signature"].is_string() {
@@ -235,7 +236,11 @@ impl Saved {
             bail!("not a receipt, an infer response, a completion (JSON or a saved stream) or an embeddings answer");
         };
         let signed: SignedReceipt = serde_json::from_value(receipt).context("not a verinet receipt")?;
-        Ok(Saved::Receipt { signed: Box::new(signed), what })
+        let (outputs, inputs) = match what {
+            "infer response" => (tensors_of(&doc["outputs"]), tensors_of(&doc["inputs"])),
+            _ => (None, None),
+        };
+        Ok(Saved::Receipt { signed: Box::new(signed), what, outputs, inputs })
     }
 }
 
@@ -317,12 +322,40 @@ impl Answer {
 const NOT_THE_MODEL: &str =
     "that these tokens are what the model produces (a validator's teacher-forced check: verinet verification)";
 
-fn receipt_verdict(signed: &SignedReceipt, what: &str, node: Option<Address>) -> Verdict {
+/// Named tensors read from a saved response, or why they could not be read.
+type Tensors = Result<TensorMap, String>;
+
+/// The tensors of a `{name: {dtype, shape, data | b64}}` object; none when the file has none.
+fn tensors_of(v: &Value) -> Option<Tensors> {
+    let map = v.as_object()?;
+    Some(map.iter().map(|(k, t)| serde_json::from_value::<Tensor>(t.clone()).map(|t| (k.clone(), t)).map_err(|e| format!("{k}: {e}"))).collect())
+}
+
+/// Recomputes the canonical hash of `tensors` against the signed one.
+fn tensors_check(v: &mut Verdict, name: &'static str, tensors: &Tensors, signed: B256) {
+    match tensors {
+        Ok(t) => {
+            let got = tensors_hash(t);
+            v.check(name, got == signed, format!("recomputed {got:#x} from the file's {} tensors, signed {signed:#x}", t.len()));
+        }
+        Err(e) => v.check(name, false, format!("the file's tensors do not parse: {e}")),
+    }
+}
+
+fn receipt_verdict(signed: &SignedReceipt, what: &str, node: Option<Address>, outputs: Option<Tensors>, inputs: Option<Tensors>) -> Verdict {
     let mut v = Verdict::new(what, signed);
     v.signature(signed, node);
     let id = &signed.receipt.request_id;
     if what == "infer response" {
-        v.not_checked("that the outputs hash to output_hash and are what the model computes (re-execution: verinet verification)");
+        match &outputs {
+            Some(t) => tensors_check(&mut v, "output_hash", t, signed.receipt.output_hash),
+            None => v.check("output_hash", false, "the response has no outputs to recompute the hash from"),
+        }
+        match &inputs {
+            Some(t) => tensors_check(&mut v, "input_hash", t, signed.receipt.input_hash),
+            None => v.not_checked("the input hash (the response does not carry the inputs; add them as \"inputs\" to check it)"),
+        }
+        v.not_checked("that the outputs are what the model computes (re-execution: verinet verification)");
     } else {
         v.not_checked("that the inputs and outputs are the ones hashed (the receipt holds only their hashes)");
     }

@@ -65,6 +65,28 @@ fn up_infer_push_ls_show() {
     std::fs::write(&saved, &out.stdout).unwrap();
     let text = String::from_utf8(run(bin().args(["receipt", "verify"]).arg(&saved)).stdout).unwrap();
     assert!(text.starts_with("valid receipt signed by"), "{text}");
+    assert!(text.contains("✓ output_hash") && text.contains("the input hash"), "{text}");
+    // With the inputs beside the outputs, both hashes are recomputed; an edited output or
+    // input fails although the signature still holds.
+    let mut with_inputs = resp.clone();
+    with_inputs["inputs"] = serde_json::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+    std::fs::write(&saved, serde_json::to_vec(&with_inputs).unwrap()).unwrap();
+    let text = String::from_utf8(run(bin().args(["receipt", "verify"]).arg(&saved)).stdout).unwrap();
+    assert!(text.contains("✓ input_hash"), "{text}");
+    for (path, edit) in [("outputs", "label"), ("inputs", "")] {
+        let mut edited = with_inputs.clone();
+        let tensors = edited[path].as_object_mut().unwrap();
+        let name = if edit.is_empty() { tensors.keys().next().unwrap().clone() } else { edit.to_owned() };
+        let data = tensors.get_mut(&name).unwrap()["data"].as_array_mut().unwrap();
+        let first = data[0].as_f64().unwrap();
+        data[0] = serde_json::json!(first + 1.0);
+        std::fs::write(&saved, serde_json::to_vec(&edited).unwrap()).unwrap();
+        let bad = bin().args(["receipt", "verify"]).arg(&saved).output().unwrap();
+        assert_eq!(bad.status.code(), Some(1), "an edited {path} must fail");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        let want = if path == "outputs" { "output_hash" } else { "input_hash" };
+        assert!(err.contains("INVALID") && err.contains(want), "{err}");
+    }
     let mut tampered = resp.clone();
     tampered["receipt"]["receipt"]["price"] = serde_json::json!("1");
     std::fs::write(&saved, serde_json::to_vec(&tampered).unwrap()).unwrap();
