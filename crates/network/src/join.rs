@@ -114,7 +114,7 @@ async fn post_ok(
     body: &impl serde::Serialize,
 ) -> Result<(http::HeaderMap, bytes::Bytes), String> {
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let (status, headers, bytes) = auth::post_signed(http, worker.key(), gateway, path, body).await.map_err(|e| e.to_string())?;
+    let (status, headers, bytes) = auth::post_signed(http, worker.key(), gateway, path, None, body).await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
     }

@@ -86,7 +86,7 @@ impl RemoteWorker {
         };
         let prompt_tokens = req.prompt.len();
         let body = serde_json::to_vec(&req).map_err(|e| ExecError::Invalid(format!("encoding the job: {e}")))?;
-        let resp = auth::send_signed(&self.http, &self.gateway, &self.endpoint, GENERATE_PATH, body)
+        let resp = auth::send_signed(&self.http, &self.gateway, &self.endpoint, GENERATE_PATH, self.address, body)
             .await
             .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.endpoint)))?;
         let status = resp.status();
@@ -178,7 +178,7 @@ impl RemoteWorker {
     /// POSTs a gateway-signed job and reads an answer this worker signed.
     async fn post_signed_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(&self, path: &str, req: &T) -> Result<R, ExecError> {
         let body = serde_json::to_vec(req).map_err(|e| ExecError::Invalid(format!("encoding the job: {e}")))?;
-        let (status, headers, bytes) = auth::post_signed(&self.http, &self.gateway, &self.endpoint, path, body)
+        let (status, headers, bytes) = auth::post_signed(&self.http, &self.gateway, &self.endpoint, path, Some(self.address), body)
             .await
             .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.endpoint)))?;
         if !status.is_success() {

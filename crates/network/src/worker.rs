@@ -3,7 +3,7 @@
 //! and answers with outputs and a receipt it signed, the whole answer signed too. It serves the
 //! model bytes it holds to peers (`GET /v1/blobs/{sha256}`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{
     Arc, Mutex, RwLock,
@@ -66,9 +66,32 @@ pub struct Worker {
     models: Mutex<BTreeSet<ModelId>>,
     inflight: AtomicU32,
     served: AtomicU64,
+    /// Hashes of the jobs taken, with when they leave the skew window (unix ms), and when
+    /// they were last pruned.
+    seen: Mutex<(HashMap<alloy_primitives::B256, u64>, u64)>,
 }
 
 impl Worker {
+    /// Records job `hash`; false when it was seen within the skew window (a replay). Entries
+    /// older than the window (twice the skew: a timestamp may be that far from now either
+    /// way) are dropped at most once a second, so memory follows the job rate.
+    fn first_time(&self, hash: alloy_primitives::B256) -> bool {
+        let now = verinet_primitives::unix_ms_u64();
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (seen, pruned) = &mut *guard;
+        if now >= *pruned + 1000 {
+            seen.retain(|_, until| *until > now);
+            *pruned = now;
+        }
+        match seen.get(&hash) {
+            Some(until) if *until > now => false,
+            _ => {
+                seen.insert(hash, now + 2 * self.config.skew_ms);
+                true
+            }
+        }
+    }
+
     /// A worker with `key` running on `runtime` (tensor models) and `llm` (language models);
     /// models already in the cache directory count as held.
     pub fn new(
@@ -90,6 +113,7 @@ impl Worker {
             models: Mutex::new(models),
             inflight: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            seen: Mutex::default(),
         }))
     }
 
@@ -207,8 +231,12 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 
 /// The job in `body`, if a gateway this worker joined signed it for `path`.
 fn signed_job<T: serde::de::DeserializeOwned>(w: &Worker, headers: &HeaderMap, path: &str, body: &[u8]) -> Result<T, Box<Response>> {
-    let gateway = auth::verify(headers, "POST", path, body, w.config.skew_ms)
-        .map_err(|e| Box::new(error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())))?;
+    let (gateway, hash) = auth::verify_to(headers, "POST", path, w.address(), body, w.config.skew_ms).map_err(|e| {
+        Box::new(match e {
+            auth::AuthError::WrongRecipient { .. } => error(StatusCode::FORBIDDEN, "wrong_worker", e.to_string()),
+            e => error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+        })
+    })?;
     if !w.trusts(gateway) {
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,
@@ -216,7 +244,11 @@ fn signed_job<T: serde::de::DeserializeOwned>(w: &Worker, headers: &HeaderMap, p
             format!("{gateway} is not a gateway this worker joined"),
         )));
     }
-    serde_json::from_slice(body).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid_job", e.to_string())))
+    let job = serde_json::from_slice(body).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid_job", e.to_string())))?;
+    if !w.first_time(hash) {
+        return Err(Box::new(error(StatusCode::CONFLICT, "replayed_job", format!("job {hash:#x} was taken already"))));
+    }
+    Ok(job)
 }
 
 /// Where this worker's jobs get model bytes: its cache, else the hubs (hash-checked).

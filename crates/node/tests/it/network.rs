@@ -258,9 +258,8 @@ async fn node_messages_must_be_signed_and_fresh() {
         payer: Address::ZERO,
         chain_id: 1,
     };
-    let run = |job: &RunRequest, key: &PrivateKeySigner| {
-        let body = serde_json::to_vec(job).unwrap();
-        let headers = auth::sign(key, "POST", RUN_PATH, &body);
+    let me: Address = entry(&client, &w.url()).await["address"].as_str().unwrap().parse().unwrap();
+    let send = |body: Vec<u8>, headers: axum::http::HeaderMap| {
         let (http, url) = (http.clone(), format!("{}{RUN_PATH}", w.url()));
         async move {
             let r = http.post(url).headers(headers).header("content-type", "application/json").body(body).send().await.unwrap();
@@ -269,11 +268,28 @@ async fn node_messages_must_be_signed_and_fresh() {
             (s, v["error"]["code"].as_str().unwrap_or_default().to_owned())
         }
     };
+    let run = |job: &RunRequest, key: &PrivateKeySigner| {
+        let body = serde_json::to_vec(job).unwrap();
+        let headers = auth::sign_to(key, "POST", RUN_PATH, me, &body);
+        send(body, headers)
+    };
     assert_eq!(run(&job, &other).await, (StatusCode::FORBIDDEN, "untrusted_gateway".into()));
     let gw_key: PrivateKeySigner = std::fs::read_to_string(d0.path().join("node.key")).unwrap().trim().parse().unwrap();
     assert_eq!(run(&job, &gw_key).await.0, StatusCode::OK);
     let lying = RunRequest { input_hash: Default::default(), ..job.clone() };
     assert_eq!(run(&lying, &gw_key).await, (StatusCode::BAD_REQUEST, "invalid_job".into()));
+    // A job runs once: the same signed job again is refused within the skew window.
+    let body = serde_json::to_vec(&RunRequest { request_id: "r2".into(), ..job.clone() }).unwrap();
+    let signed = auth::sign_to(&gw_key, "POST", RUN_PATH, me, &body);
+    assert_eq!(send(body.clone(), signed.clone()).await.0, StatusCode::OK);
+    assert_eq!(send(body.clone(), signed).await, (StatusCode::CONFLICT, "replayed_job".into()));
+    // A job names its worker: one signed for another worker (relayed), or for none, is refused.
+    let elsewhere = auth::sign_to(&gw_key, "POST", RUN_PATH, PrivateKeySigner::random().address(), &body);
+    assert_eq!(send(body.clone(), elsewhere).await, (StatusCode::FORBIDDEN, "wrong_worker".into()));
+    let mut relabelled = auth::sign_to(&gw_key, "POST", RUN_PATH, PrivateKeySigner::random().address(), &body);
+    relabelled.insert(auth::TO, me.to_checksum(None).parse().unwrap());
+    assert_eq!(send(body.clone(), relabelled).await, (StatusCode::UNAUTHORIZED, "unauthenticated".into()));
+    assert_eq!(send(body.clone(), auth::sign(&gw_key, "POST", RUN_PATH, &body)).await, (StatusCode::UNAUTHORIZED, "unauthenticated".into()));
     w.stop().await.unwrap();
     gw.stop().await.unwrap();
 }
