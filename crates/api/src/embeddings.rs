@@ -254,14 +254,7 @@ async fn embed_quorum(st: &AppState, members: Vec<Arc<Executor>>, model: &ModelV
             }
         }
     }
-    let agree = |a: &Ran, b: &Ran| compare_embeddings(a, b).is_ok();
-    let best = (0..results.len())
-        .max_by_key(|&i| results.iter().filter(|(_, r)| agree(r, &results[i].1)).count())
-        .ok_or(ApiError::NoQuorum { agreeing: 0, of: k })?;
-    let agreeing = results.iter().filter(|(_, r)| agree(r, &results[best].1)).count();
-    if agreeing * 2 <= k {
-        return Err(ApiError::NoQuorum { agreeing, of: k });
-    }
+    let best = verification::majority(&results, k, |a, b| compare_embeddings(a, b).is_ok())?;
     let (winner, truth) = results[best].clone();
     let (mut passed, mut disputed) = (Vec::new(), Vec::new());
     for (e, ran) in &results {

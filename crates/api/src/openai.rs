@@ -473,6 +473,17 @@ struct Running {
 }
 
 impl GenContext {
+    /// The job every executor of this request runs.
+    fn job(&self) -> GenJob {
+        GenJob {
+            model: self.model.id,
+            prompt: self.prompt.clone(),
+            generation: self.generation.clone(),
+            terms: self.terms.clone(),
+            load: verification::hub_loader(&self.st),
+        }
+    }
+
     /// Starts the generation as the mode requires: on the first executor (with failover), or
     /// on the whole quorum.
     async fn begin(&self, executors: Vec<Arc<Executor>>) -> Result<Running, ApiError> {
@@ -492,14 +503,7 @@ impl GenContext {
         let k = members.len();
         let runs = members.iter().map(|e| async move {
             let _busy = e.in_flight();
-            let job = GenJob {
-                model: self.model.id,
-                prompt: self.prompt.clone(),
-                generation: self.generation.clone(),
-                terms: self.terms.clone(),
-                load: verification::hub_loader(&self.st),
-            };
-            let mut rx = e.backend().generate(job).await?;
+            let mut rx = e.backend().generate(self.job()).await?;
             let mut ids = Vec::new();
             loop {
                 match rx.recv().await {
@@ -525,12 +529,7 @@ impl GenContext {
                 }
             }
         }
-        let same = |i: usize| votes.iter().filter(|(_, c)| c.output_ids == votes[i].1.output_ids).count();
-        let best = (0..votes.len()).max_by_key(|&i| same(i)).ok_or(ApiError::NoQuorum { agreeing: 0, of: k })?;
-        let agreeing = same(best);
-        if agreeing * 2 <= k {
-            return Err(ApiError::NoQuorum { agreeing, of: k });
-        }
+        let best = verification::majority(&votes, k, |a, b| a.output_ids == b.output_ids)?;
         let (winner, done) = votes[best].clone();
         let (mut passed, mut disputed) = (Vec::new(), Vec::new());
         for (e, c) in &votes {
@@ -606,13 +605,7 @@ impl GenContext {
         loop {
             tried.push(e.address());
             let guard = e.in_flight();
-            let job = GenJob {
-                model: self.model.id,
-                prompt: self.prompt.clone(),
-                generation: self.generation.clone(),
-                terms: self.terms.clone(),
-                load: verification::hub_loader(st),
-            };
+            let job = self.job();
             let attempt = async {
                 let mut rx = e.backend().generate(job).await?;
                 match rx.recv().await {
@@ -834,14 +827,27 @@ impl GenContext {
         self.st.receipts.record(&receipt);
         ev.completion_tokens = ids.len() as u64;
         self.st.hub.record_call(&self.model, true);
-        let Some(p) = &self.paid else { return Ok(()) };
-        let (prompt, completion) = (self.prompt.len() as u64, ids.len() as u64);
+        self.capture(ids.len(), &receipt, executor, " (the client closed the stream)", ev).await.map(|_| ())
+    }
+
+    /// Captures from the escrow the price of the prompt and `completion` tokens under
+    /// `receipt` (the rest goes back to the payer) and records the charge; none when free.
+    async fn capture(
+        &self,
+        completion: usize,
+        receipt: &verinet_primitives::wire::SignedReceipt,
+        executor: &Arc<Executor>,
+        why: &str,
+        ev: &mut RequestEvent,
+    ) -> Result<Option<Capture>, ApiError> {
+        let Some(p) = &self.paid else { return Ok(None) };
+        let (prompt, completion) = (self.prompt.len() as u64, completion as u64);
         let used = pay::used_quote(&self.st, &self.model, self.mode, &p.escrow.quote, prompt, completion);
-        let memo = format!("{prompt} prompt and {completion} completion tokens (the client closed the stream)");
+        let memo = format!("{prompt} prompt and {completion} completion tokens{why}");
         let hash = format!("{:#x}", receipt.receipt.output_hash);
-        let (_, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
+        let (tx, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
         pay::record_charge(ev, &used);
-        Ok(())
+        Ok(Some(Capture { tx, charged: used.total }))
     }
 
     fn emit(&self, mut ev: RequestEvent, status: u16, error: Option<&str>) {
@@ -916,11 +922,10 @@ impl GenContext {
         sse(&value.unwrap_or_default())
     }
 
-    /// Records the receipt and usage, captures the escrow (with the output hash) if any.
-    /// Records the receipt and usage, and captures from the escrow the price of the tokens
-    /// used (the rest goes back to the payer). Returns the capture: its transaction and the
-    /// amount charged.
-    /// A completion a validator refuted is not charged: the escrow goes back whole.
+    /// Records the receipt and usage, checks the completion (`sampled`, unless a quorum has
+    /// `decided`), and captures from the escrow the price of the tokens used (the rest goes
+    /// back to the payer). A completion a validator refuted is not charged: the escrow goes
+    /// back whole.
     async fn settle(&self, done: &Completed, executor: &Arc<Executor>, ev: &mut RequestEvent, decided: Option<CheckInfo>) -> Result<Settled, ApiError> {
         // The receipt must state this request, these terms and exactly these ids (a remote
         // worker's was checked on arrival; an in-process one is checked here): a worker that
@@ -945,14 +950,8 @@ impl GenContext {
             return Ok(Settled { capture: None, check });
         }
         self.st.hub.record_call(&self.model, true);
-        let Some(p) = &self.paid else { return Ok(Settled { capture: None, check }) };
-        let hash = format!("{:#x}", done.receipt.receipt.output_hash);
-        let (prompt, completion) = (self.prompt.len() as u64, done.output_ids.len() as u64);
-        let used = pay::used_quote(&self.st, &self.model, self.mode, &p.escrow.quote, prompt, completion);
-        let memo = format!("{prompt} prompt and {completion} completion tokens");
-        let (tx, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
-        pay::record_charge(ev, &used);
-        Ok(Settled { capture: Some(Capture { tx, charged: used.total }), check })
+        let capture = self.capture(done.output_ids.len(), &done.receipt, executor, "", ev).await?;
+        Ok(Settled { capture, check })
     }
 
     /// `sampled`: with the request's probability, a validator other than the worker checks the

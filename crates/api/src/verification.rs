@@ -162,14 +162,7 @@ pub(crate) async fn execute(
         VerificationMode::Quorum => {
             let results = quorum_runs(st, executors.clone(), model, &inputs, terms).await;
             // The largest group of results that agree with one of them within tolerance.
-            let agree = |a: &Ran, b: &Ran| tolerance.compare(&a.out.outputs, &b.out.outputs).is_ok();
-            let best = (0..results.len())
-                .max_by_key(|&i| results.iter().filter(|(_, o)| agree(o, &results[i].1)).count())
-                .ok_or(ApiError::NoQuorum { agreeing: 0, of: executors.len() })?;
-            let agreeing = results.iter().filter(|(_, o)| agree(o, &results[best].1)).count();
-            if agreeing * 2 <= executors.len() {
-                return Err(ApiError::NoQuorum { agreeing, of: executors.len() });
-            }
+            let best = majority(&results, executors.len(), |a, b| tolerance.compare(&a.out.outputs, &b.out.outputs).is_ok())?;
             let (winner, truth) = results[best].clone();
             let mut passed = Vec::new();
             let mut disputed = Vec::new();
@@ -190,6 +183,18 @@ pub(crate) async fn execute(
             Ok(Executed { ran: truth, executor: winner, check: check("quorum", passed, disputed) })
         }
     }
+}
+
+/// The index of a result in the largest group that `agree`s with it, when that group is a
+/// majority of the `k` members asked (members whose run failed do not vote); else `no_quorum`.
+pub(crate) fn majority<R>(results: &[(Arc<Executor>, R)], k: usize, agree: impl Fn(&R, &R) -> bool) -> Result<usize, ApiError> {
+    let group = |i: usize| results.iter().filter(|(_, r)| agree(r, &results[i].1)).count();
+    let best = (0..results.len()).max_by_key(|&i| group(i)).ok_or(ApiError::NoQuorum { agreeing: 0, of: k })?;
+    let agreeing = group(best);
+    if agreeing * 2 <= k {
+        return Err(ApiError::NoQuorum { agreeing, of: k });
+    }
+    Ok(best)
 }
 
 /// Runs the quorum's members at once; a member that fails where another might not (unreachable,
