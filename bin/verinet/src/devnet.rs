@@ -89,6 +89,7 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
             executors.push((name, role, args));
         }
     }
+    let shutdown = crate::up::shutdown_signal();
     for (name, role, args) in executors {
         let (child, url) = spawn(&exe, &a, &name, &args)?;
         procs.push(Proc { name, role: role.into(), url, pid: child.id() });
@@ -106,7 +107,7 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
 
     // A process that dies stays dead (the network routes around it) until the devnet stops.
     tokio::select! {
-        _ = crate::up::shutdown_signal() => {}
+        _ = shutdown => {}
         _ = watch(&mut children, &file) => {}
     }
     children.stop();

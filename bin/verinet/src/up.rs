@@ -66,6 +66,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (pass --listen 127.0.0.1:0 for any free port)", config.server.listen))?;
+    let shutdown = shutdown_signal();
     let url = format!("http://{}", listener.local_addr()?);
     let state = node.state();
     let role = if config.network.role == Role::Gateway { "gateway" } else { "node" };
@@ -107,7 +108,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         if state.payments.faucet_max.is_some() { "; devnet faucet: verinet faucet --node URL" } else { "" },
     );
     println!("\nCtrl-C stops the node gracefully.");
-    node.serve(listener, shutdown_signal()).await?;
+    node.serve(listener, shutdown).await?;
     Ok(())
 }
 
@@ -117,31 +118,42 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (pass --listen 127.0.0.1:0 for any free port)", config.server.listen))?;
+    let shutdown = shutdown_signal();
     let url = format!("http://{}", listener.local_addr()?);
     let role = format!("{:?}", config.network.role).to_lowercase();
     println!("verinet {role} up at {url}");
     println!("  data {}  node {}  joining {}", config.storage.data_dir.display(), node.address(), config.network.gateways.join(", "));
     println!("\nCtrl-C stops it gracefully.");
-    node.serve(listener, shutdown_signal()).await?;
+    node.serve(listener, shutdown).await?;
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled: a node that has printed its address already stops gracefully on a signal
+/// (before, a SIGTERM right after the first line killed it with the default action).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested");
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = wait(term) => {}, _ = wait(int) => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested");
+    }
 }
