@@ -103,7 +103,14 @@ fn up_infer_push_ls_show() {
     let out = run(bin().args(["wallet", "new", "--wallet"]).arg(&wallet));
     let address = String::from_utf8(out.stdout).unwrap().lines().next().unwrap().trim_start_matches("address ").to_owned();
     assert!(bin().args(["wallet", "new", "--wallet"]).arg(&wallet).output().unwrap().status.code() == Some(1), "never overwrites a key");
-    let model = root().join("models/digits-mlp.onnx");
+    // The bundled bytes belong to the node (a content hash has one owner): push a copy with an
+    // ONNX doc_string appended (field 6 of ModelProto; the model is the same).
+    let model = tmp.path().join("mine.onnx");
+    let mut bytes = std::fs::read(root().join("models/digits-mlp.onnx")).unwrap();
+    let doc = b"a cli copy";
+    bytes.extend_from_slice(&[0x32, doc.len() as u8]);
+    bytes.extend_from_slice(doc);
+    std::fs::write(&model, &bytes).unwrap();
     let out = run(bin()
         .args(["model", "push", "--json", "--name", "mine", "--version", "0.1.0", "--tag", "cli", "--node", &url, "--wallet"])
         .arg(&wallet)

@@ -22,11 +22,12 @@ use verinet_llm::LlmError;
 use verinet_primitives::{
     ModelKind, token_lists_hash,
     openai::{EmbeddingData, EmbeddingInput, EmbeddingProof, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage},
-    wire::{ResolvedModel, VerificationMode},
+    wire::{PaymentSummary, ResolvedModel, VerificationMode},
 };
+use verinet_ledger::Keep;
 use verinet_store::ModelVersion;
 use verinet_primitives::{Address, wire::CheckInfo};
-use verinet_verify::{EmbedJob, ExecError, Executor, Ran, Terms, compare_embeddings};
+use verinet_verify::{EmbedJob, Executor, Ran, Terms, compare_embeddings};
 
 use crate::openai::{exec_error, finish_event, hub_bytes, invalid, llm_error, parse, resolve, take_payment, verification_of};
 use crate::{ApiError, AppState, infer, pay, verification};
@@ -103,9 +104,11 @@ async fn embed(
     let executors = verification::route(st, mode, model.id)?;
     let paid = take_payment(st, headers, &model, req.app.as_deref(), &request_id, input_hash, executors[0].address(), (total as u64, 0), pay::Offer { path: "/v1/embeddings", upto: true }, mode, ev).await?;
     let terms = pay::language_terms(st, &request_id, input_hash, paid.as_ref(), mode);
-    // Run, check and settle in a task of their own (as /v1/infer does).
+    let shape = Shape { request_id, asked: req.model, base64, inputs: texts.len(), tokens: total as u32, mode, started };
+    // Run, check and settle in a task of their own (as /v1/infer does); a captured answer is
+    // kept with its capture.
     let task = {
-        let (st, model, paid) = (st.clone(), model.clone(), paid.clone());
+        let (st, model, paid, shape) = (st.clone(), model.clone(), paid.clone(), shape.clone());
         async move {
             let result = match mode {
                 VerificationMode::Quorum => embed_quorum(&st, executors, &model, ids, &terms).await,
@@ -119,8 +122,20 @@ async fn embed(
                     infer::refund(&st, p, "a validator refuted the embeddings").await;
                     Ok(None)
                 }
-                (Some(p), Ok((e, ran, _))) => {
-                    infer::capture(&st, p, &format!("{:#x}", ran.receipt.receipt.output_hash), e.address()).await.map(Some)
+                (Some(p), Ok((e, ran, check))) => {
+                    let tx_id = verinet_ledger::new_tx_id();
+                    let payment = pay::summary(Some(p), Some(&tx_id));
+                    match shape.render(&model, ran, check, payment.clone()).and_then(|b| serde_json::to_string(&b).map_err(|e| ApiError::Internal(e.to_string()))) {
+                        Ok(answer) => {
+                            let keep = Keep { tx_id, answer, receipt: st.receipts.record_of(&ran.receipt) };
+                            let h = format!("{:#x}", ran.receipt.receipt.output_hash);
+                            infer::capture(&st, p, &h, e.address(), Some(keep.clone())).await.map(|_| Some((keep.answer, payment)))
+                        }
+                        Err(err) => {
+                            infer::refund(&st, p, "the answer could not be encoded").await;
+                            Err(err)
+                        }
+                    }
                 }
                 (Some(p), Err(err)) => {
                     infer::refund(&st, p, &err.to_string()).await;
@@ -132,50 +147,76 @@ async fn embed(
     };
     let (result, settled) = tokio::spawn(task).await.map_err(|e| ApiError::Internal(format!("embedding task: {e}")))?;
     let (executor, ran, check) = result?;
-    let capture = settled?;
+    let captured = settled?;
     ev.executor = Some(executor.address());
     ev.check = Some(check.status.clone());
     ev.disputed = check.disputed.clone();
-    if let (Some(p), Some(_)) = (&paid, &capture) {
-        pay::record_charge(ev, &p.escrow.quote);
-    }
-    st.receipts.record(&ran.receipt);
+    Ok(match captured {
+        Some((answer, payment)) => {
+            if let Some(p) = &paid {
+                pay::record_charge(ev, &p.escrow.quote);
+            }
+            let mut resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response();
+            pay::settle_header(st, payment.as_ref(), &mut resp);
+            resp
+        }
+        None => {
+            st.receipts.record(&ran.receipt);
+            Json(shape.render(&model, &ran, &check, None)?).into_response()
+        }
+    })
+}
 
-    let vectors = ran.out.outputs.get("embeddings").ok_or_else(|| ApiError::Internal("the answer has no embeddings".into()))?;
-    let dims = vectors.shape().get(1).copied().unwrap_or(0);
-    let raw = vectors.raw();
-    let data = (0..texts.len())
-        .map(|i| {
-            let bytes = &raw[i * dims * 4..(i + 1) * dims * 4];
-            let embedding = if base64 {
-                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                serde_json::to_value(floats).unwrap_or_default()
-            };
-            EmbeddingData { object: "embedding".into(), index: i as u32, embedding }
+/// What the answer to one embeddings request looks like, fixed before it runs.
+#[derive(Clone)]
+struct Shape {
+    request_id: String,
+    /// The model as the request named it.
+    asked: String,
+    base64: bool,
+    inputs: usize,
+    tokens: u32,
+    mode: VerificationMode,
+    started: Instant,
+}
+
+impl Shape {
+    /// The answer to send for `ran` (checked as `check`), with its payment.
+    fn render(&self, model: &ModelVersion, ran: &Ran, check: &CheckInfo, payment: Option<PaymentSummary>) -> Result<EmbeddingResponse, ApiError> {
+        let vectors = ran.out.outputs.get("embeddings").ok_or_else(|| ApiError::Internal("the answer has no embeddings".into()))?;
+        let dims = vectors.shape().get(1).copied().unwrap_or(0);
+        let raw = vectors.raw();
+        if raw.len() < self.inputs * dims * 4 {
+            return Err(ApiError::Internal(format!("the answer has {} bytes of vectors for {} inputs", raw.len(), self.inputs)));
+        }
+        let data = (0..self.inputs)
+            .map(|i| {
+                let bytes = &raw[i * dims * 4..(i + 1) * dims * 4];
+                let embedding = if self.base64 {
+                    serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    serde_json::to_value(floats).unwrap_or_default()
+                };
+                EmbeddingData { object: "embedding".into(), index: i as u32, embedding }
+            })
+            .collect();
+        Ok(EmbeddingResponse {
+            object: "list".into(),
+            data,
+            model: self.asked.clone(),
+            usage: EmbeddingUsage { prompt_tokens: self.tokens, total_tokens: self.tokens },
+            verinet: EmbeddingProof {
+                request_id: self.request_id.clone(),
+                model: ResolvedModel { name: model.name.clone(), version: model.version.clone(), sha256: model.id },
+                price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
+                payment,
+                receipt: ran.receipt.clone(),
+                check: (self.mode != VerificationMode::None).then(|| check.clone()),
+                total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            },
         })
-        .collect();
-    let payment = pay::summary(paid.as_ref(), capture.as_ref());
-    let tokens = total as u32;
-    let body = EmbeddingResponse {
-        object: "list".into(),
-        data,
-        model: req.model,
-        usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
-        verinet: EmbeddingProof {
-            request_id,
-            model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
-            price: payment.as_ref().map_or_else(|| "0".into(), |p| p.amount.clone()),
-            payment: payment.clone(),
-            receipt: ran.receipt,
-            check: (mode != VerificationMode::None).then_some(check),
-            total_ms: started.elapsed().as_secs_f64() * 1e3,
-        },
-    };
-    let mut resp = Json(body).into_response();
-    pay::settle_header(st, payment.as_ref(), &mut resp);
-    Ok(resp)
+    }
 }
 
 type Checked = (Arc<Executor>, Ran, CheckInfo);
@@ -247,9 +288,7 @@ async fn embed_quorum(st: &AppState, members: Vec<Arc<Executor>>, model: &ModelV
         match r {
             Ok(ran) => results.push((e, ran)),
             Err(err) => {
-                if matches!(err, ExecError::Unavailable(_)) {
-                    e.mark_down();
-                }
+                st.pool.judge(&e, &err);
                 warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "quorum member failed; it does not vote");
             }
         }
@@ -296,9 +335,7 @@ async fn embed_failover(
             Err(err) if !err.retriable() => return Err(exec_error(err)),
             Err(err) => err,
         };
-        if matches!(err, ExecError::Unavailable(_)) {
-            e.mark_down();
-        }
+        st.pool.judge(&e, &err);
         warn!(request_id = %terms.request_id, executor = %e.address(), error = %err, "executor failed; trying another");
         match st.pool.pick_workers(1, model.id, &tried).pop() {
             Some(n) if tried.len() < st.network.max_attempts.max(1) => e = n,

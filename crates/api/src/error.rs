@@ -26,6 +26,18 @@ pub struct PaymentRefusal {
     pub required: PaymentRequired,
 }
 
+/// A paid request answered before, sent again with the same payment: its answer as kept with
+/// the capture, and the headers it was sent with (`PAYMENT-RESPONSE`).
+#[derive(Debug)]
+pub struct AnsweredBefore {
+    /// The request the payment paid for.
+    pub request_id: String,
+    /// The answer's body, JSON, as first sent.
+    pub body: String,
+    /// Headers to send with it.
+    pub headers: HeaderMap,
+}
+
 /// Every way a request can fail. The match in [`ApiError::parts`] has no `_` arm on purpose:
 /// a new variant anywhere below forces a decision about its status code.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +81,12 @@ pub enum ApiError {
         /// Limit in bytes.
         limit: u64,
     },
+    /// Request bodies in flight are at the node's budget: retry shortly.
+    #[error("this node is reading {limit} bytes of request bodies already; retry shortly")]
+    BodiesBusy {
+        /// The budget in bytes.
+        limit: u64,
+    },
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
@@ -96,6 +114,16 @@ pub enum ApiError {
     /// The payment step refused the request.
     #[error("{}", .0.error)]
     Payment(Box<PaymentRefusal>),
+    /// Not a failure: the payment was spent on this same request before, and here is its
+    /// answer again (200, the body as first sent, `x-verinet-answered-before: <request id>`).
+    #[error("this payment paid request {} before; its kept answer is sent again", .0.request_id)]
+    AnsweredBefore(Box<AnsweredBefore>),
+    /// The payment is held by a request still running: its answer comes with it shortly.
+    #[error("this authorization pays request {request_id}, which is still running; retry in a moment to get its answer")]
+    PaymentInFlight {
+        /// The request holding the payment.
+        request_id: String,
+    },
     /// Our fault, with details for the log.
     #[error("{0}")]
     Internal(String),
@@ -192,9 +220,12 @@ impl ApiError {
                 | PaymentError::InsufficientFunds { .. }
                 | PaymentError::BudgetExceeded(_) => (S::PAYMENT_REQUIRED, p.error.code(), true),
             },
+            ApiError::AnsweredBefore(_) => (S::OK, "answered_before", true),
+            ApiError::PaymentInFlight { .. } => (S::CONFLICT, "payment_in_flight", true),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
             ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),
             ApiError::NoWorkers { .. } => (S::SERVICE_UNAVAILABLE, "no_workers", true),
+            ApiError::BodiesBusy { .. } => (S::SERVICE_UNAVAILABLE, "busy", true),
             ApiError::NoQuorum { .. } => (S::BAD_GATEWAY, "no_quorum", true),
             ApiError::WorkersFailed { .. } => (S::BAD_GATEWAY, "workers_failed", true),
             ApiError::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated", true),
@@ -233,6 +264,7 @@ impl ApiError {
                 HubError::BadSignature(_) => (S::UNAUTHORIZED, "bad_signature", true),
                 HubError::StaleSignature { .. } => (S::UNAUTHORIZED, "stale_signature", true),
                 HubError::NotOwner { .. } => (S::FORBIDDEN, "not_owner", true),
+                HubError::ContentOwned { .. } => (S::FORBIDDEN, "content_owned", true),
                 HubError::VersionExists { .. } => (S::CONFLICT, "version_exists", true),
                 HubError::InvalidModel(_) => (S::UNPROCESSABLE_ENTITY, "invalid_model", true),
                 HubError::NotFound(_) => (S::NOT_FOUND, "not_found", true),
@@ -255,6 +287,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, &'static str, bool) {
     use StatusCode as S;
     match e {
         StoreError::NotOwner { .. } => (S::FORBIDDEN, "not_owner", true),
+        StoreError::ContentOwned { .. } => (S::FORBIDDEN, "content_owned", true),
         StoreError::VersionExists { .. } => (S::CONFLICT, "version_exists", true),
         StoreError::NonceUsed { .. } => (S::CONFLICT, "nonce_used", true),
         StoreError::Insufficient { .. } => (S::PAYMENT_REQUIRED, "insufficient_funds", true),
@@ -276,6 +309,15 @@ fn store_parts(e: &StoreError) -> (StatusCode, &'static str, bool) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, public) = self.parts();
+        let retry_after = matches!(self, ApiError::PaymentInFlight { .. });
+        if let ApiError::AnsweredBefore(a) = self {
+            let mut resp = ([(header::CONTENT_TYPE, "application/json")], a.body).into_response();
+            resp.headers_mut().extend(a.headers);
+            if let Ok(v) = HeaderValue::from_str(&a.request_id) {
+                resp.headers_mut().insert("x-verinet-answered-before", v);
+            }
+            return resp;
+        }
         let required = match &self {
             ApiError::Payment(p) => HeaderValue::from_str(&encode_header(&p.required)).ok(),
             _ => None,
@@ -288,7 +330,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message, kind: openai_type(status).to_owned() } };
         let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Some(v) = required {

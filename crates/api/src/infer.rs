@@ -23,10 +23,11 @@ use tracing::{Span, error, info, instrument, warn};
 use verinet_primitives::{
     Address, ModelRef, tensors_hash,
     wire::{
-        InferRequest, InferResponse, ModelPolicy, OutputEncoding, ResolvedModel, TimingsMs,
+        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ResolvedModel, TimingsMs,
         VerificationMode,
     },
 };
+use verinet_ledger::Keep;
 use verinet_verify::{Terms, Tolerance};
 use verinet_runtime::RuntimeError;
 
@@ -74,7 +75,9 @@ async fn serve(
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge { limit: st.config.max_infer_body as u64 },
         other => ApiError::InvalidJson(other.body_text()),
     })?;
-    let req: InferRequest = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    // Tensor data goes straight into typed buffers and stops at the element limit.
+    let req: InferRequest = verinet_primitives::with_element_limit(st.runtime.config().max_input_elements, || serde_json::from_slice(&body))
+        .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     ev.mode = req.verification.as_str().to_owned();
     ev.app = req.app.clone();
     if let Some(p) = req.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
@@ -136,8 +139,9 @@ async fn serve(
         payer: escrow.as_ref().map_or(Address::ZERO, |e| e.escrow.payer),
         chain_id: st.payments.x402.chain_id,
     };
+    let shape = Shape { request_id: request_id.clone(), encoding: req.output_encoding, mode: req.verification, started };
     let settle = {
-        let (st, model, escrow) = (st.clone(), model.clone(), escrow.clone());
+        let (st, model, escrow, quote, shape) = (st.clone(), model.clone(), escrow.clone(), quote.clone(), shape.clone());
         let (inputs, mode) = (req.inputs, req.verification);
         async move {
             let policy = verification::Policy { mode, sample_rate, tolerance };
@@ -152,8 +156,23 @@ async fn serve(
                     Ok(None)
                 }
                 (Some(e), Ok(x)) => {
-                    let h = format!("{:#x}", x.ran.receipt.receipt.output_hash);
-                    capture(&st, e, &h, x.executor.address()).await.map(Some)
+                    // The answer commits with the capture (and its receipt): whatever happens
+                    // to this connection or process, the payer can get it back by retrying.
+                    let tx_id = verinet_ledger::new_tx_id();
+                    let body = shape.render(x, &model, quote.total, pay::summary(Some(e), Some(&tx_id)));
+                    match serde_json::to_string(&body) {
+                        Ok(answer) => {
+                            let keep = Keep { tx_id, answer, receipt: st.receipts.record_of(&x.ran.receipt) };
+                            let h = format!("{:#x}", x.ran.receipt.receipt.output_hash);
+                            capture(&st, e, &h, x.executor.address(), Some(keep.clone()))
+                                .await
+                                .map(|_| Some((keep.answer, body.payment)))
+                        }
+                        Err(err) => {
+                            refund(&st, e, "the answer could not be encoded").await;
+                            Err(ApiError::Internal(format!("encoding the answer: {err}")))
+                        }
+                    }
                 }
                 (Some(e), Err(err)) => {
                     refund(&st, e, &err.to_string()).await;
@@ -165,60 +184,79 @@ async fn serve(
     };
     let (result, settled) = tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
     let executed = result?;
-    let capture_tx = settled?;
-    let out = executed.ran.out;
+    let captured = settled?;
     ev.executor = Some(executed.executor.address());
     ev.check = Some(executed.check.status.clone());
     ev.disputed = executed.check.disputed.clone();
-    ev.queue_ms = out.timings.queue.as_secs_f64() * 1e3;
-    if capture_tx.is_some() {
-        pay::record_charge(ev, &quote);
-    }
+    ev.queue_ms = executed.ran.out.timings.queue.as_secs_f64() * 1e3;
+    info!(
+        compute_ms = executed.ran.out.timings.compute.as_secs_f64() * 1e3,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        price = %quote.total,
+        "inference served"
+    );
 
     // 9. The receipt, signed by whoever computed the answer (checked against the terms and
     //    the outputs before it got here); a refuted worker's is replaced by its validator's,
-    //    signed at price 0 because the payer is refunded.
-    let charged = capture_tx.is_some();
-    let price = if charged { quote.total } else { 0 };
-    let receipt = executed.ran.receipt;
-    st.receipts.record(&receipt);
-
-    // 10. Answer.
-    let outputs: Map<String, Value> = out
-        .outputs
-        .iter()
-        .map(|(name, t)| {
-            let v = match req.output_encoding {
-                OutputEncoding::Data => serde_json::to_value(t).unwrap_or(Value::Null),
-                OutputEncoding::B64 => t.to_b64_json(),
-            };
-            (name.clone(), v)
-        })
-        .collect();
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let timings_ms = TimingsMs {
-        load: ms(out.timings.load),
-        queue: ms(out.timings.queue),
-        compute: ms(out.timings.compute),
-        total: ms(started.elapsed()),
+    //    signed at price 0 because the payer is refunded. A captured one is stored already.
+    // 10. Answer: as kept with the capture, or (free, refunded) rendered now.
+    let resp = match captured {
+        Some((answer, payment)) => {
+            pay::record_charge(ev, &quote);
+            let mut resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response();
+            pay::settle_header(st, payment.as_ref(), &mut resp);
+            resp
+        }
+        None => {
+            st.receipts.record(&executed.ran.receipt);
+            Json(shape.render(&executed, &model, 0, None)).into_response()
+        }
     };
-    let payment = pay::summary(escrow.as_ref(), capture_tx.as_ref());
-    info!(compute_ms = timings_ms.compute, total_ms = timings_ms.total, price = %quote.total, "inference served");
-    let summary = payment.clone();
-    let mut resp = Json(InferResponse {
-        request_id,
-        model: ResolvedModel { name: model.name, version: model.version, sha256: model.id },
-        outputs,
-        price: price.to_string(),
-        verification: req.verification,
-        payment,
-        receipt: Some(receipt),
-        check: (req.verification != VerificationMode::None).then_some(executed.check),
-        timings_ms,
-    })
-    .into_response();
-    pay::settle_header(st, summary.as_ref(), &mut resp);
     Ok(resp)
+}
+
+/// What the answer to one `/v1/infer` request looks like, fixed before it runs.
+#[derive(Clone)]
+struct Shape {
+    request_id: String,
+    encoding: OutputEncoding,
+    mode: VerificationMode,
+    started: Instant,
+}
+
+impl Shape {
+    /// The answer to send for `x`, at `price` (0 unless captured), with its payment.
+    fn render(&self, x: &verification::Executed, model: &verinet_store::ModelVersion, price: u128, payment: Option<PaymentSummary>) -> InferResponse {
+        let out = &x.ran.out;
+        let outputs: Map<String, Value> = out
+            .outputs
+            .iter()
+            .map(|(name, t)| {
+                let v = match self.encoding {
+                    OutputEncoding::Data => serde_json::to_value(t).unwrap_or(Value::Null),
+                    OutputEncoding::B64 => t.to_b64_json(),
+                };
+                (name.clone(), v)
+            })
+            .collect();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        InferResponse {
+            request_id: self.request_id.clone(),
+            model: ResolvedModel { name: model.name.clone(), version: model.version.clone(), sha256: model.id },
+            outputs,
+            price: price.to_string(),
+            verification: self.mode,
+            payment,
+            receipt: Some(x.ran.receipt.clone()),
+            check: (self.mode != VerificationMode::None).then(|| x.check.clone()),
+            timings_ms: TimingsMs {
+                load: ms(out.timings.load),
+                queue: ms(out.timings.queue),
+                compute: ms(out.timings.compute),
+                total: ms(self.started.elapsed()),
+            },
+        }
+    }
 }
 
 /// Pays the split and records the result hash. If that fails the payer must not lose: the
@@ -226,10 +264,10 @@ async fn serve(
 ///
 /// The compute fee goes to `operator`, whoever served in the end (a retry may have moved the
 /// request off the worker quoted).
-pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address) -> Result<String, ApiError> {
+pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address, keep: Option<Keep>) -> Result<String, ApiError> {
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
-    match st.ledger.capture(&escrow, output_hash).await {
+    match st.ledger.capture(&escrow, output_hash, keep).await {
         Ok(tx) => Ok(tx),
         Err(err) => {
             error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");
@@ -249,11 +287,12 @@ pub(crate) async fn capture_used(
     output_hash: &str,
     operator: Address,
     memo: &str,
+    keep: Option<Keep>,
 ) -> Result<(String, verinet_ledger::Quote), ApiError> {
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
     used.payees.operator = operator;
-    match st.ledger.capture_used(&escrow, &used, output_hash, memo).await {
+    match st.ledger.capture_used(&escrow, &used, output_hash, memo, keep).await {
         Ok(tx) => Ok((tx, used)),
         Err(err) => {
             error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");

@@ -22,6 +22,7 @@ mod error;
 mod flywheel;
 mod health;
 mod infer;
+mod limits;
 mod models;
 mod nodes;
 mod openai;
@@ -32,6 +33,6 @@ mod verification;
 mod routes;
 mod state;
 
-pub use error::{ApiError, PaymentRefusal};
+pub use error::{AnsweredBefore, ApiError, PaymentRefusal};
 pub use routes::router;
 pub use state::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};

@@ -158,6 +158,25 @@ pub(crate) async fn open_session(
 }
 
 /// `GET /v1/payments/{request_id}`.
+/// `GET /v1/payments/by-nonce/{payer}/{nonce}`: what an x402 authorization paid for, as a
+/// retry with its header would get it: the kept answer (200, `x-verinet-answered-before`,
+/// `PAYMENT-RESPONSE`), 409 `payment_in_flight` while its request runs, or 404 saying what
+/// became of it. The nonce is the capability: whoever holds the signed authorization may read
+/// the answer it paid for.
+pub(crate) async fn payment_by_nonce(
+    State(st): State<AppState>,
+    Path((payer, nonce)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    let payer: verinet_primitives::Address = payer.parse().map_err(|e| ApiError::InvalidAddress(format!("payer {payer:?}: {e}")))?;
+    let nonce = nonce.to_lowercase();
+    let why = format!("no x402 payment by {payer} with nonce {nonce} on this node");
+    match crate::pay::paid_before(&st, payer, &nonce, None, why).await? {
+        Ok(answer) => Err(answer),
+        Err(verinet_payments::PaymentError::NonceUsed(m)) => Err(ApiError::NotFound(m)),
+        Err(other) => Err(ApiError::NotFound(other.to_string())),
+    }
+}
+
 pub(crate) async fn payment(
     State(st): State<AppState>,
     Path(request_id): Path<String>,
@@ -206,4 +225,40 @@ pub(crate) async fn x402_settle(
 ) -> Result<Json<SettleResponse>, ApiError> {
     let req: FacilitatorRequest = parse(body)?;
     Ok(Json(st.facilitator.settle(&req).await?))
+}
+
+/// `GET /v1/ledger/audit`: what an operator checks of the ledger (every amount in base units):
+/// totals per bucket, accounts, open escrows (count, amount, age of the oldest), payments per
+/// status, and whether each invariant holds: money is conserved (minted = available + escrow +
+/// stake), the escrow bucket is exactly what open payments hold, no balance is negative.
+#[instrument(skip_all)]
+pub(crate) async fn ledger_audit(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let a = st.ledger.store().audit().await?;
+    let t = &a.totals;
+    let checks = [
+        ("conservation", t.balanced(), format!("minted {} = available {} + escrow {} + stake {}", t.minted, t.available, t.escrow, t.stake)),
+        (
+            "escrow_is_open_payments",
+            t.escrow == a.open_escrow_amount,
+            format!("escrow {} = {} held by {} open payment(s)", t.escrow, a.open_escrow_amount, a.open_escrows),
+        ),
+        ("no_negative_balance", a.negative_balances == 0, format!("{} negative balance(s)", a.negative_balances)),
+    ];
+    let holds = checks.iter().all(|c| c.1);
+    let now = verinet_primitives::unix_ms();
+    Ok(Json(serde_json::json!({
+        "holds": holds,
+        "checks": checks.iter().map(|(name, ok, detail)| serde_json::json!({"name": name, "holds": ok, "detail": detail})).collect::<Vec<_>>(),
+        "minted": t.minted.to_string(),
+        "available": t.available.to_string(),
+        "escrow": t.escrow.to_string(),
+        "stake": t.stake.to_string(),
+        "accounts": a.accounts,
+        "open_escrows": {
+            "count": a.open_escrows,
+            "amount": a.open_escrow_amount.to_string(),
+            "oldest_age_ms": a.oldest_open_escrow_ms.map(|at| now.saturating_sub(at)),
+        },
+        "payments": a.payments,
+    })))
 }

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::{
-    Json,
     body::{Body, Bytes},
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, header},
@@ -442,10 +441,12 @@ struct GenContext {
     started: Instant,
 }
 
-/// How a completion was settled: its capture (none when free or refuted) and its check.
+/// How a completion was settled: its capture (none when free or refuted), its check, and the
+/// answer kept with the capture.
 struct Settled {
     capture: Option<Capture>,
     check: CheckInfo,
+    answer: Option<String>,
 }
 
 /// A captured payment: the transaction, and what it charged.
@@ -622,9 +623,7 @@ impl GenContext {
                 Err(err) if !err.retriable() => return Err(exec_error(err)),
                 Err(err) => err,
             };
-            if matches!(err, ExecError::Unavailable(_)) {
-                e.mark_down();
-            }
+            st.pool.judge(&e, &err);
             warn!(request_id = %self.request_id, executor = %e.address(), error = %err, "executor failed before its first token; trying another");
             let next = st.pool.pick_workers(1, self.model.id, &tried).pop();
             match next {
@@ -662,39 +661,16 @@ impl GenContext {
                 }
             };
         };
-        let Settled { capture, check } = self.settle(&done, &executor, ev, check).await?;
-        let proof = self.proof(&done, capture.as_ref(), check, first_token_ms);
+        let Settled { capture, check, answer } = self.settle(&done, &executor, ev, check, first_token_ms).await?;
         let usage = usage(self.prompt.len(), &done);
-        let body = match self.shape {
-            Shape::Chat => serde_json::to_value(ChatCompletion {
-                id: format!("chatcmpl-{}", self.request_id),
-                object: "chat.completion".into(),
-                created: self.created,
-                model: self.asked.clone(),
-                choices: vec![ChatChoice {
-                    index: 0,
-                    message: ChatMessageOut { role: "assistant".into(), content: done.text.clone() },
-                    finish_reason: done.finish_reason.clone(),
-                    logprobs: None,
-                }],
-                usage,
-                system_fingerprint: self.model.id.to_string(),
-                verinet: proof,
-            }),
-            Shape::Text => serde_json::to_value(TextCompletion {
-                id: format!("cmpl-{}", self.request_id),
-                object: "text_completion".into(),
-                created: self.created,
-                model: self.asked.clone(),
-                choices: vec![TextChoice { index: 0, text: done.text.clone(), finish_reason: Some(done.finish_reason.clone()), logprobs: None }],
-                usage: Some(usage),
-                system_fingerprint: self.model.id.to_string(),
-                verinet: Some(proof),
-            }),
-        }
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // A captured completion answers with the body kept with its capture (a retry gets
+        // the same); a free or refuted one is rendered now.
+        let body = match answer {
+            Some(a) => a,
+            None => self.completion_body(&done, self.proof(&done, capture.as_ref(), check, first_token_ms))?.to_string(),
+        };
         info!(prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion served");
-        let mut resp = Json(body).into_response();
+        let mut resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
         self.payment_header(capture.as_ref(), &mut resp);
         Ok(resp)
     }
@@ -755,7 +731,7 @@ impl GenContext {
                 self.emit(ev, 502, Some("workers_failed"));
             }
             Ok(done) => {
-                let Settled { capture, check } = match self.settle(&done, &executor, &mut ev, check).await {
+                let Settled { capture, check, .. } = match self.settle(&done, &executor, &mut ev, check, first_token_ms).await {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = tx.send(error_event(&e)).await;
@@ -781,7 +757,7 @@ impl GenContext {
                     executor.checked(false);
                     warn!(request_id = %self.request_id, executor = %executor.address(), "streamed tokens that its text does not spell; charging what it does");
                 }
-                match self.settle_cut(&ids[..cut], &executor, &mut ev).await {
+                match self.settle_cut(&ids[..cut], &executor, &mut ev, first_token_ms).await {
                     Ok(()) => info!(request_id = %self.request_id, completion_tokens = cut, reason = %why, "stream cut short; charged for the tokens sent"),
                     Err(e) => warn!(request_id = %self.request_id, error = %e, "stream cut short; not charged"),
                 }
@@ -814,7 +790,7 @@ impl GenContext {
     /// Settles a stream the client left: charges the prompt and the `ids` it was sent, under
     /// a receipt this gateway signs (finish reason `client_closed`; no worker signed a cut
     /// completion, and none is checked), and refunds the rest of the escrow.
-    async fn settle_cut(&self, ids: &[u32], executor: &Arc<Executor>, ev: &mut RequestEvent) -> Result<(), ApiError> {
+    async fn settle_cut(&self, ids: &[u32], executor: &Arc<Executor>, ev: &mut RequestEvent, first_token_ms: f64) -> Result<(), ApiError> {
         let key = &self.st.node_key;
         let body = verinet_verify::completion_body(&self.terms, self.model.id, &self.generation, self.prompt.len(), ids, CUT, key.address());
         let receipt = match verinet_verify::sign_receipt(body, key, self.terms.chain_id) {
@@ -827,11 +803,24 @@ impl GenContext {
         self.st.receipts.record(&receipt);
         ev.completion_tokens = ids.len() as u64;
         self.st.hub.record_call(&self.model, true);
-        self.capture(ids.len(), &receipt, executor, " (the client closed the stream)", ev).await.map(|_| ())
+        // What the client was sent, kept as a completion for a retry to find.
+        let cut = Completed {
+            output_ids: ids.to_vec(),
+            text: self.codec.decode(ids),
+            finish_reason: CUT.into(),
+            receipt: receipt.clone(),
+            first_token_ms,
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+        };
+        let check = verification::check("unchecked", vec![], vec![]);
+        let render = |c: &Capture| Ok(self.completion_body(&cut, self.proof(&cut, Some(c), check, first_token_ms))?.to_string());
+        self.capture(ids.len(), &receipt, executor, " (the client closed the stream)", ev, render).await.map(|_| ())
     }
 
     /// Captures from the escrow the price of the prompt and `completion` tokens under
-    /// `receipt` (the rest goes back to the payer) and records the charge; none when free.
+    /// `receipt` (the rest goes back to the payer) and records the charge; none when free. The
+    /// answer `render` makes of the capture commits with it (and the receipt), so a retry of
+    /// the same payment gets it back.
     async fn capture(
         &self,
         completion: usize,
@@ -839,15 +828,25 @@ impl GenContext {
         executor: &Arc<Executor>,
         why: &str,
         ev: &mut RequestEvent,
-    ) -> Result<Option<Capture>, ApiError> {
+        render: impl FnOnce(&Capture) -> Result<String, ApiError>,
+    ) -> Result<Option<(Capture, String)>, ApiError> {
         let Some(p) = &self.paid else { return Ok(None) };
         let (prompt, completion) = (self.prompt.len() as u64, completion as u64);
         let used = pay::used_quote(&self.st, &self.model, self.mode, &p.escrow.quote, prompt, completion);
         let memo = format!("{prompt} prompt and {completion} completion tokens{why}");
         let hash = format!("{:#x}", receipt.receipt.output_hash);
-        let (tx, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo).await?;
+        let tx_id = verinet_ledger::new_tx_id();
+        let answer = match render(&Capture { tx: tx_id.clone(), charged: used.total }) {
+            Ok(a) => a,
+            Err(e) => {
+                infer::refund(&self.st, p, "the answer could not be encoded").await;
+                return Err(e);
+            }
+        };
+        let keep = verinet_ledger::Keep { tx_id, answer: answer.clone(), receipt: self.st.receipts.record_of(receipt) };
+        let (tx, used) = infer::capture_used(&self.st, p, used, &hash, executor.address(), &memo, Some(keep)).await?;
         pay::record_charge(ev, &used);
-        Ok(Some(Capture { tx, charged: used.total }))
+        Ok(Some((Capture { tx, charged: used.total }, answer)))
     }
 
     fn emit(&self, mut ev: RequestEvent, status: u16, error: Option<&str>) {
@@ -926,7 +925,14 @@ impl GenContext {
     /// `decided`), and captures from the escrow the price of the tokens used (the rest goes
     /// back to the payer). A completion a validator refuted is not charged: the escrow goes
     /// back whole.
-    async fn settle(&self, done: &Completed, executor: &Arc<Executor>, ev: &mut RequestEvent, decided: Option<CheckInfo>) -> Result<Settled, ApiError> {
+    async fn settle(
+        &self,
+        done: &Completed,
+        executor: &Arc<Executor>,
+        ev: &mut RequestEvent,
+        decided: Option<CheckInfo>,
+        first_token_ms: f64,
+    ) -> Result<Settled, ApiError> {
         // The receipt must state this request, these terms and exactly these ids (a remote
         // worker's was checked on arrival; an in-process one is checked here): a worker that
         // signs other counts is not paid and loses reputation.
@@ -947,11 +953,47 @@ impl GenContext {
         ev.check = Some(check.status.clone());
         if check.status == "disputed" {
             self.refund("a validator refuted the completion").await;
-            return Ok(Settled { capture: None, check });
+            return Ok(Settled { capture: None, check, answer: None });
         }
         self.st.hub.record_call(&self.model, true);
-        let capture = self.capture(done.output_ids.len(), &done.receipt, executor, "", ev).await?;
-        Ok(Settled { capture, check })
+        let render = |c: &Capture| Ok(self.completion_body(done, self.proof(done, Some(c), check.clone(), first_token_ms))?.to_string());
+        let captured = self.capture(done.output_ids.len(), &done.receipt, executor, "", ev, render).await?;
+        let (capture, answer) = captured.map_or((None, None), |(c, a)| (Some(c), Some(a)));
+        Ok(Settled { capture, check, answer })
+    }
+
+    /// The whole (not streamed) answer to a completion: a chat or text completion object
+    /// with its proof.
+    fn completion_body(&self, done: &Completed, proof: CompletionProof) -> Result<serde_json::Value, ApiError> {
+        let usage = usage(self.prompt.len(), done);
+        match self.shape {
+            Shape::Chat => serde_json::to_value(ChatCompletion {
+                id: format!("chatcmpl-{}", self.request_id),
+                object: "chat.completion".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![ChatChoice {
+                    index: 0,
+                    message: ChatMessageOut { role: "assistant".into(), content: done.text.clone() },
+                    finish_reason: done.finish_reason.clone(),
+                    logprobs: None,
+                }],
+                usage,
+                system_fingerprint: self.model.id.to_string(),
+                verinet: proof,
+            }),
+            Shape::Text => serde_json::to_value(TextCompletion {
+                id: format!("cmpl-{}", self.request_id),
+                object: "text_completion".into(),
+                created: self.created,
+                model: self.asked.clone(),
+                choices: vec![TextChoice { index: 0, text: done.text.clone(), finish_reason: Some(done.finish_reason.clone()), logprobs: None }],
+                usage: Some(usage),
+                system_fingerprint: self.model.id.to_string(),
+                verinet: Some(proof),
+            }),
+        }
+        .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     /// `sampled`: with the request's probability, a validator other than the worker checks the

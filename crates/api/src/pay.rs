@@ -140,6 +140,11 @@ pub(crate) async fn take(
     } else {
         return Err(refuse(PaymentError::Required { amount: quote.total }));
     };
+    // The authorization's nonce, to find what it paid for if it was used before.
+    let reference = match &paid_by {
+        PaidBy::Authorization { nonce } => Some(nonce.to_lowercase()),
+        PaidBy::Session { .. } => None,
+    };
     let request = EscrowRequest {
         request_id,
         payer,
@@ -154,10 +159,68 @@ pub(crate) async fn take(
     match st.ledger.escrow(request).await {
         Ok(escrow) => Ok(Some(Paid { escrow, method })),
         Err(e) => Err(match from_ledger_error(e) {
+            Ok(PaymentError::NonceUsed(why)) => match reference {
+                Some(nonce) => match paid_before(st, payer, &nonce, Some(input_hash), why).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(refusal)) => refuse(refusal),
+                    Err(e) => e,
+                },
+                None => refuse(PaymentError::NonceUsed(why)),
+            },
             Ok(p) => refuse(p),
             Err(other) => other.into(),
         }),
     }
+}
+
+/// A spent authorization sent again: what it paid for. The same request (same inputs) answered
+/// and captured gets its kept answer back (200, as first sent); one still running is asked to
+/// retry in a moment (409 `payment_in_flight`); otherwise the refusal says what became of the
+/// payment (refunded, answered to other inputs, answer past its retention window).
+/// `input_hash` is the retry's (`None`: a lookup by payer and nonce, which states no inputs).
+pub(crate) async fn paid_before(
+    st: &AppState,
+    payer: verinet_primitives::Address,
+    nonce: &str,
+    input_hash: Option<&str>,
+    why: String,
+) -> Result<Result<ApiError, PaymentError>, ApiError> {
+    let used = |msg: String| Err(PaymentError::NonceUsed(msg));
+    let Some((record, kept)) = st.ledger.store().payment_by_reference(payer, nonce).await? else {
+        return Ok(used(why));
+    };
+    let id = &record.request_id;
+    Ok(match record.status {
+        verinet_store::PaymentStatus::Escrowed => Ok(ApiError::PaymentInFlight { request_id: id.clone() }),
+        verinet_store::PaymentStatus::Refunded => used(format!(
+            "this authorization paid request {id}, which was refunded ({}); sign a new one",
+            record.reason.as_deref().unwrap_or("no reason recorded")
+        )),
+        verinet_store::PaymentStatus::Captured if input_hash.is_some_and(|h| h != record.input_hash) => {
+            used(format!("this authorization already paid request {id}, for other inputs; sign a new one"))
+        }
+        verinet_store::PaymentStatus::Captured => match kept {
+            Some(k) => {
+                let summary = verinet_primitives::wire::PaymentSummary {
+                    method: record.method.clone(),
+                    payer,
+                    amount: k.charged.to_string(),
+                    escrow_tx: record.escrow_tx.clone(),
+                    capture_tx: record.settle_tx.clone().unwrap_or_default(),
+                };
+                let mut headers = axum::http::HeaderMap::new();
+                let mut carrier = axum::response::Response::default();
+                settle_header(st, Some(&summary), &mut carrier);
+                headers.extend(carrier.headers().iter().map(|(k, v)| (k.clone(), v.clone())));
+                Ok(ApiError::AnsweredBefore(Box::new(crate::error::AnsweredBefore { request_id: id.clone(), body: k.answer, headers })))
+            }
+            None => used(format!(
+                "this authorization paid request {id}, answered and charged; its answer was kept for {} s and is gone \
+                 (the receipt stays: GET /v1/receipts/{id})",
+                st.payments.answer_retention.as_secs()
+            )),
+        },
+    })
 }
 
 /// Whether the request carries a payment (x402 header or bearer token).

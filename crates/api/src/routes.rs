@@ -8,12 +8,18 @@ use axum::{
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
+use crate::limits::{BodyBudget, reserve_body};
 use crate::{ApiError, AppState, embeddings, flywheel, health::health, infer::infer, models, money, nodes, openai, receipts};
 
 /// The node's HTTP API. Uploads get their own (long) timeout and no buffered-body limit:
 /// the hub streams and bounds them itself.
 pub fn router(state: AppState) -> Router {
     let cfg = state.config.clone();
+    // One budget of body bytes in flight for all the routes that read large bodies.
+    let permits = BodyBudget::permits(cfg.max_inflight_body);
+    let budget = |route_limit: usize| {
+        axum::middleware::from_fn_with_state(BodyBudget::for_route(&permits, cfg.max_inflight_body, route_limit), reserve_body)
+    };
     let uploads = Router::new()
         .route("/v1/models", post(models::publish))
         .layer(DefaultBodyLimit::disable())
@@ -24,16 +30,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{name}", get(models::detail))
         .route("/v1/models/{name}/{version}", get(models::version_detail))
         .route("/v1/blobs/{sha256}", get(models::blob))
-        .route("/v1/infer", post(infer).layer(DefaultBodyLimit::max(cfg.max_infer_body)))
-        .route("/v1/chat/completions", post(openai::chat_completions).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
-        .route("/v1/completions", post(openai::completions).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
-        .route("/v1/embeddings", post(embeddings::embeddings).layer(DefaultBodyLimit::max(cfg.max_openai_body)))
+        .route("/v1/infer", post(infer).layer(DefaultBodyLimit::max(cfg.max_infer_body)).layer(budget(cfg.max_infer_body)))
+        .route("/v1/chat/completions", post(openai::chat_completions).layer(DefaultBodyLimit::max(cfg.max_openai_body)).layer(budget(cfg.max_openai_body)))
+        .route("/v1/completions", post(openai::completions).layer(DefaultBodyLimit::max(cfg.max_openai_body)).layer(budget(cfg.max_openai_body)))
+        .route("/v1/embeddings", post(embeddings::embeddings).layer(DefaultBodyLimit::max(cfg.max_openai_body)).layer(budget(cfg.max_openai_body)))
         .route("/v1/accounts/{address}", get(money::account))
         .route("/v1/faucet", post(money::faucet))
         .route("/v1/apps", post(money::register_app))
         .route("/v1/apps/{id}", get(money::app))
         .route("/v1/sessions", post(money::open_session))
         .route("/v1/payments/{request_id}", get(money::payment))
+        .route("/v1/payments/by-nonce/{payer}/{nonce}", get(money::payment_by_nonce))
+        .route("/v1/ledger/audit", get(money::ledger_audit))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/heartbeat", post(nodes::heartbeat).layer(DefaultBodyLimit::max(1 << 20)))
         .route("/v1/stake", post(nodes::stake).layer(DefaultBodyLimit::max(64 << 10)))

@@ -22,6 +22,10 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Timeout of a model upload (default 30 min: 512 MiB at ~300 KiB/s).
     pub upload_timeout: Duration,
+    /// Bytes of inference and OpenAI request bodies read at once, all requests together
+    /// (default 256 MiB); past it a request gets 503 `busy` with Retry-After before its body
+    /// is read.
+    pub max_inflight_body: usize,
     /// Storage backend name shown by `/health`.
     pub storage_name: String,
 }
@@ -33,6 +37,7 @@ impl Default for ApiConfig {
             max_openai_body: 8 << 20,
             request_timeout: Duration::from_secs(60),
             upload_timeout: Duration::from_secs(30 * 60),
+            max_inflight_body: 256 << 20,
             storage_name: "sqlite".into(),
         }
     }
@@ -57,6 +62,8 @@ pub struct PaymentsConfig {
     pub faucet_drip: u128,
     /// What serving one request costs an operator (the flywheel's incentives layer).
     pub operator_cost: u128,
+    /// How long a captured payment's answer is kept for retries.
+    pub answer_retention: std::time::Duration,
 }
 
 /// How requests are checked and cheaters punished.

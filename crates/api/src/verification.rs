@@ -45,9 +45,9 @@ pub(crate) fn hub_loader(st: &AppState) -> LoadBytes {
 async fn run_on(st: &AppState, e: &Executor, model: &ModelVersion, inputs: TensorMap, terms: &Terms) -> Result<Ran, ExecError> {
     let job = Job { model: model.id, inputs, terms: terms.clone(), load: hub_loader(st) };
     let r = e.run(job).await;
-    if let Err(ExecError::Unavailable(_)) = &r {
-        // Out of routing until its next heartbeat proves it back.
-        e.mark_down();
+    if let Err(err) = &r {
+        // Unreachable: out of routing until its next heartbeat; a bad answer: a strike.
+        st.pool.judge(e, err);
     }
     r
 }

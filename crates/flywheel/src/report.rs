@@ -298,7 +298,8 @@ impl Report {
             all.iter().filter(|(_, r)| r.error.as_deref() != Some("payment_required")).copied().collect();
         // Served: answered; a stream its client left midway counts when it was paid for the
         // tokens sent (docs/llm.md).
-        let is_served = |r: &RequestEvent| r.status == 200 || (r.error.as_deref() == Some("client_closed") && r.charged > 0);
+        // A paid answer sent again (`answered_before`) was served once already.
+        let is_served = |r: &RequestEvent| (r.status == 200 && r.error.is_none()) || (r.error.as_deref() == Some("client_closed") && r.charged > 0);
         let served: Vec<(i64, &RequestEvent)> = requests.iter().filter(|(_, r)| is_served(r)).copied().collect();
         let trusted = |r: &RequestEvent| is_served(r) && r.charged > 0 && r.check.as_deref() != Some("disputed");
         let verified = |r: &RequestEvent| matches!(r.check.as_deref(), Some("passed" | "disputed" | "quorum"));

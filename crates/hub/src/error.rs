@@ -48,6 +48,16 @@ pub enum HubError {
         /// Its owner.
         owner: Address,
     },
+    /// The bytes were first published by another key (a content hash has one owner).
+    #[error("the bytes {id} were first published as {name:?} by {owner}; only that key may publish them (publish your own model, or ask the owner)")]
+    ContentOwned {
+        /// `sha256:<hex>`.
+        id: String,
+        /// The first publisher.
+        owner: Address,
+        /// The name it first published them under.
+        name: String,
+    },
     /// name@version was already published (versions are immutable).
     #[error("{name}@{version} is already published")]
     VersionExists {

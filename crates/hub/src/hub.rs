@@ -137,6 +137,7 @@ impl Hub {
         };
         let stored = self.models.insert_version(&record).await.map_err(|e| match e {
             StoreError::NotOwner { name, owner } => HubError::NotOwner { name, owner },
+            StoreError::ContentOwned { id, owner, name } => HubError::ContentOwned { id, owner, name },
             StoreError::VersionExists { name, version } => HubError::VersionExists { name, version: version.to_string() },
             other => HubError::Store(other),
         })?;

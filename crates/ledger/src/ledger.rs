@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use verinet_primitives::Address;
 use verinet_store::{
-    Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
+    Balances, Bucket, Kept, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentStatus, Posting, Role, SessionSpend, TxKind,
 };
 
@@ -46,6 +46,26 @@ pub struct AccountView {
     pub balances: Balances,
     /// Earnings by role since the ledger began.
     pub earnings: BTreeMap<Role, u128>,
+}
+
+/// What a capture keeps for its payer: the answer as it will be sent and its receipt, stored in
+/// the capture's own transaction (see [`verinet_store::Kept`]). The transaction id is chosen by
+/// the caller ([`new_tx_id`]) because the answer states it.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// The capture's transaction id.
+    pub tx_id: String,
+    /// The response body, JSON.
+    pub answer: String,
+    /// The receipt as this node stores it.
+    pub receipt: verinet_store::ReceiptRecord,
+}
+
+impl Keep {
+    fn into_kept(self, tx_id: &mut String, charged: u128) -> Box<Kept> {
+        *tx_id = self.tx_id;
+        Box::new(Kept { answer: self.answer, charged, receipt: self.receipt })
+    }
 }
 
 /// A fresh transaction id: `0x` + 64 hex (the shape of an EVM transaction hash, which x402
@@ -163,7 +183,8 @@ impl Ledger {
         let (method, reference) = match &r.paid_by {
             PaidBy::Authorization { nonce } => {
                 t.nonce = Some(NonceClaim { payer: r.payer, nonce: nonce.clone() });
-                ("x402", nonce.clone())
+                // As the nonce is claimed: one nonce whatever the case of its hex digits.
+                ("x402", nonce.to_lowercase())
             }
             PaidBy::Session { id } => {
                 t.session_spend = Some(SessionSpend { id: id.clone(), amount: r.quote.total, released: 0 });
@@ -192,7 +213,9 @@ impl Ledger {
 
     /// Pays the quote's split out of escrow and records the result hash: the request produced a
     /// result. Refused if the request is not escrowed (captured or refunded before).
-    pub async fn capture(&self, e: &Escrow, output_hash: &str) -> Result<String> {
+    ///
+    /// With `keep`, the answer and its receipt commit with the capture under `keep.tx_id`.
+    pub async fn capture(&self, e: &Escrow, output_hash: &str, keep: Option<Keep>) -> Result<String> {
         let total = signed(e.quote.total)?;
         let mut postings = vec![Posting::new(e.payer, Bucket::Escrow, -total)];
         for (to, role, amount) in e.quote.split() {
@@ -204,6 +227,7 @@ impl Ledger {
             to: PaymentStatus::Captured,
             output_hash: Some(output_hash.to_owned()),
             reason: None,
+            kept: keep.map(|k| k.into_kept(&mut t.id, e.quote.total)),
         });
         self.store.commit(&t).await?;
         Ok(t.id)
@@ -214,7 +238,8 @@ impl Ledger {
     /// each payee gets its share of `used`, the payer's available balance (and the session's
     /// budget) gets `maximum - used`. Refused if `used` exceeds the escrowed quote in any
     /// part, or the request is not escrowed.
-    pub async fn capture_used(&self, e: &Escrow, used: &Quote, output_hash: &str, memo: &str) -> Result<String> {
+    /// With `keep`, the answer and its receipt commit with the capture under `keep.tx_id`.
+    pub async fn capture_used(&self, e: &Escrow, used: &Quote, output_hash: &str, memo: &str, keep: Option<Keep>) -> Result<String> {
         let max = &e.quote;
         let within = used.royalty <= max.royalty
             && used.compute <= max.compute
@@ -247,6 +272,7 @@ impl Ledger {
             to: PaymentStatus::Captured,
             output_hash: Some(output_hash.to_owned()),
             reason: Some(memo.to_owned()),
+            kept: keep.map(|k| k.into_kept(&mut t.id, used.total)),
         });
         t.session_spend = e.session.clone().filter(|_| rest > 0).map(|id| SessionSpend { id, amount: 0, released: rest });
         self.store.commit(&t).await?;
@@ -273,6 +299,7 @@ impl Ledger {
             to: PaymentStatus::Refunded,
             output_hash: None,
             reason: Some(reason.to_owned()),
+            kept: None,
         });
         self.store.commit(&t).await?;
         Ok(t.id)

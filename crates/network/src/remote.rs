@@ -206,18 +206,21 @@ impl RemoteWorker {
     }
 }
 
-/// A worker's refusal: unavailable (another may serve) or invalid (this one is suspect), except
-/// a request no worker would take (too long a prompt), which is the caller's.
+/// A worker's refusal: unavailable (another may serve; it is out of routing until its next
+/// heartbeat) when it says why in an error body, invalid (a strike: this one is suspect) when
+/// the body is not an error body at all, except a request no worker would take (too long a
+/// prompt), which is the caller's. A refusal with a reason is not a strike: an honest worker
+/// that restarted refuses a gateway's jobs (`untrusted_gateway`) until its next heartbeat.
 fn refusal(status: StatusCode, bytes: &[u8]) -> ExecError {
     let body = serde_json::from_slice::<ErrorBody>(bytes).ok();
     let detail = body
         .as_ref()
         .map(|b| format!("{} {}: {}", status.as_u16(), b.error.code, b.error.message))
         .unwrap_or_else(|| format!("{}", status.as_u16()));
-    if status == StatusCode::BAD_REQUEST && body.is_some_and(|b| b.error.code == "invalid_input") {
+    if status == StatusCode::BAD_REQUEST && body.as_ref().is_some_and(|b| b.error.code == "invalid_input") {
         return ExecError::Llm(verinet_llm::LlmError::Input(detail));
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error() {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status.is_server_error() || body.is_some() {
         ExecError::Unavailable(detail)
     } else {
         ExecError::Invalid(detail)

@@ -69,6 +69,9 @@ pub struct Worker {
     /// Hashes of the jobs taken, with when they leave the skew window (unix ms), and when
     /// they were last pruned.
     seen: Mutex<(HashMap<alloy_primitives::B256, u64>, u64)>,
+    /// Test double only (see `forge_receipts_with`): the key its tensor receipts are signed by
+    /// instead of its own.
+    forger: std::sync::OnceLock<Arc<PrivateKeySigner>>,
 }
 
 impl Worker {
@@ -114,12 +117,20 @@ impl Worker {
             inflight: AtomicU32::new(0),
             served: AtomicU64::new(0),
             seen: Mutex::default(),
+            forger: std::sync::OnceLock::new(),
         }))
     }
 
     /// Its address.
     pub fn address(&self) -> Address {
         self.key.address()
+    }
+
+    /// Makes it a cheating worker (a test double): it runs tensor jobs honestly but signs their
+    /// receipts with `key`, while its responses stay signed by its own key.
+    #[cfg(feature = "test-utils")]
+    pub fn forge_receipts_with(&self, key: Arc<PrivateKeySigner>) {
+        let _ = self.forger.set(key);
     }
 
     /// Its key (it signs heartbeats).
@@ -404,7 +415,7 @@ async fn run(State(w): State<Arc<Worker>>, headers: HeaderMap, body: Bytes) -> R
     }
     let _in_flight = InFlight::new(&w.inflight);
     let job = Job { model: req.model, inputs: req.inputs, terms, load: loader(&w) };
-    let ran = LocalExecutor::run_signed(&w.key, &w.runtime, job).await;
+    let ran = LocalExecutor::run_signed(w.forger.get().unwrap_or(&w.key), &w.runtime, job).await;
     let ran = match ran {
         Ok(r) => r,
         Err(ExecError::Runtime(e)) => {

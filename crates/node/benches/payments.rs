@@ -114,7 +114,7 @@ async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner], db: &str
                     })
                     .await
                     .expect("escrow");
-                ledger.capture(&escrow, "0x").await.expect("capture");
+                ledger.capture(&escrow, "0x", None).await.expect("capture");
             }
         })
         .await;

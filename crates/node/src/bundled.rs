@@ -163,7 +163,7 @@ async fn publish_one(hub: &Hub, key: &KeyFile, m: &BundledModel, kind: Option<Mo
             Ok(v) => info!(model = %format!("{}@{}", v.name, v.version), sha256 = %v.id, "bundled model published"),
             // A shared database where another node owns the name, or published it a moment
             // ago while we were starting: what is there stands.
-            Err(e @ (HubError::NotOwner { .. } | HubError::VersionExists { .. })) => {
+            Err(e @ (HubError::NotOwner { .. } | HubError::ContentOwned { .. } | HubError::VersionExists { .. })) => {
                 warn!(error = %e, "bundled model not published")
             }
             Err(e) => return Err(e.into()),

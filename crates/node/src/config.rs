@@ -124,6 +124,11 @@ pub struct NetworkSection {
     pub max_attempts: usize,
     /// Gateway: how long one job may take on one remote worker, seconds.
     pub job_timeout_secs: u64,
+    /// Gateway: bad answers (a receipt or response not signed by the worker, a receipt that
+    /// does not state what it returned, a malformed body) after which a worker leaves routing.
+    pub max_strikes: u64,
+    /// Gateway: how long a worker benched by strikes stays out of routing, seconds.
+    pub strike_bench_secs: u64,
     /// Worker or validator: stake to have bonded before joining, base units (on a devnet the
     /// faucet pays for it).
     pub stake: String,
@@ -143,6 +148,8 @@ impl Default for NetworkSection {
             skew_ms: 30_000,
             max_attempts: 3,
             job_timeout_secs: 60,
+            max_strikes: 3,
+            strike_bench_secs: 600,
             stake: "1000000000000000000000".into(),
             capacity: 0,
         }
@@ -270,6 +277,24 @@ pub struct ServerConfig {
     pub upload_timeout_secs: u64,
     /// Largest inference request body, MiB.
     pub max_infer_body_mib: usize,
+    /// Bytes of request bodies (inference and OpenAI routes) read at once, all requests
+    /// together, MiB; past it a request gets 503 `busy` with Retry-After.
+    pub max_inflight_body_mib: usize,
+    /// A connection that sends no complete request head within this is closed (idle
+    /// keep-alive connections included), seconds.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// The connection limits.
+    pub fn conn_limits(&self) -> crate::ConnLimits {
+        crate::ConnLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -279,6 +304,9 @@ impl Default for ServerConfig {
             request_timeout_secs: 60,
             upload_timeout_secs: 1800,
             max_infer_body_mib: 64,
+            max_inflight_body_mib: 256,
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
         }
     }
 }
@@ -319,6 +347,11 @@ pub struct RuntimeSection {
     pub cache_mib: usize,
     /// Largest total number of input elements per request.
     pub max_input_elements: usize,
+    /// A compiled plan may hold this many bytes per byte of its model (plus `plan_slack_mib`);
+    /// a model past it (a graph that expands when compiled) is refused at publish.
+    pub max_plan_expansion: usize,
+    /// See `max_plan_expansion`, MiB.
+    pub plan_slack_mib: usize,
 }
 
 impl Default for RuntimeSection {
@@ -332,6 +365,8 @@ impl Default for RuntimeSection {
             timeout_secs: d.timeout.as_secs(),
             cache_mib: d.cache_bytes >> 20,
             max_input_elements: d.max_input_elements,
+            max_plan_expansion: d.max_plan_expansion,
+            plan_slack_mib: d.plan_slack_bytes >> 20,
         }
     }
 }
@@ -407,6 +442,9 @@ pub struct PaymentsSection {
     pub faucet_drip: String,
     /// The most one faucet call may mint.
     pub faucet_max: String,
+    /// How long the answer of a captured payment is kept for a retry with the same payment
+    /// to get back (docs/payments.md); the payment and its receipt are kept for good.
+    pub answer_retention_secs: u64,
 }
 
 impl Default for PaymentsSection {
@@ -427,6 +465,7 @@ impl Default for PaymentsSection {
             protocol_address: None,
             max_timeout_secs: 300,
             // 1000 and 1,000,000 tokens of 18 decimals.
+            answer_retention_secs: 86_400,
             faucet_drip: "1000000000000000000000".into(),
             faucet_max: "1000000000000000000000000".into(),
         }

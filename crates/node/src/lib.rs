@@ -15,6 +15,7 @@ mod error;
 mod key;
 mod lock;
 mod node;
+mod serve;
 mod worker;
 
 pub use config::{
@@ -25,4 +26,5 @@ pub use error::{NodeError, Result};
 pub use key::KeyFile;
 pub use lock::DataDirLock;
 pub use node::{Node, Overrides, RunningNode, WrapExecutor, default_protocol_address};
+pub use serve::{ConnLimits, serve};
 pub use worker::WorkerNode;

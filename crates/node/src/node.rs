@@ -23,6 +23,7 @@ use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, Role, bundled};
 pub struct Node {
     state: AppState,
     key: KeyFile,
+    limits: crate::ConnLimits,
     /// Held while the node exists (until `serve` returns).
     _lock: crate::DataDirLock,
 }
@@ -107,6 +108,7 @@ impl Node {
             max_openai_body: ApiConfig::default().max_openai_body,
             request_timeout: Duration::from_secs(config.server.request_timeout_secs),
             upload_timeout: Duration::from_secs(config.server.upload_timeout_secs),
+            max_inflight_body: config.server.max_inflight_body_mib << 20,
             storage_name,
         };
         Ok(Self {
@@ -126,6 +128,7 @@ impl Node {
                 config: Arc::new(api),
             },
             key,
+            limits: config.server.conn_limits(),
             _lock: lock,
         })
     }
@@ -157,7 +160,23 @@ impl Node {
         let event_writer = tokio::spawn(self.state.events.clone().run(async move {
             let _ = events_stopped.await;
         }));
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
+        // Answers kept with captures expire after the retention window (checked each minute).
+        let expiry = {
+            let (store, keep) = (self.state.ledger.store().clone(), self.state.payments.answer_retention);
+            tokio::spawn(async move {
+                loop {
+                    let before = verinet_primitives::unix_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+                    match store.forget_answers(before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(cleared = n, "kept answers past their retention window cleared"),
+                        Err(e) => tracing::warn!(error = %e, "clearing kept answers failed; retrying in a minute"),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                }
+            })
+        };
+        crate::serve(listener, self.router(), self.limits, shutdown).await?;
+        expiry.abort();
         self.state.hub.flush_usage().await;
         // Seal what the last requests left before going down.
         let _ = stop_sealing.send(());
@@ -221,6 +240,7 @@ fn payments_config(p: &PaymentsSection, node: alloy_primitives::Address) -> Resu
         faucet_max: if p.devnet { Some(amount(&p.faucet_max, "faucet_max")?) } else { None },
         faucet_drip: amount(&p.faucet_drip, "faucet_drip")?,
         operator_cost: 0,
+        answer_retention: std::time::Duration::from_secs(p.answer_retention_secs),
     })
 }
 
@@ -283,7 +303,8 @@ async fn executors(
         e.set_stake(stake);
     }
     let pool = Pool::new(workers, validators, v.min_reputation, min_stake, v.seed)
-        .with_heartbeat_timeout(config.network.heartbeat_timeout_ms);
+        .with_heartbeat_timeout(config.network.heartbeat_timeout_ms)
+        .with_strikes(config.network.max_strikes, config.network.strike_bench_secs.saturating_mul(1000));
     let verification = VerificationConfig {
         sample_rate: v.sample_rate,
         quorum_k: v.quorum_k.max(1),
@@ -303,6 +324,8 @@ pub(crate) fn runtime(config: &Config) -> Result<(Arc<Runtime>, RuntimeConfig)> 
         timeout: Duration::from_secs(rt.timeout_secs),
         cache_bytes: rt.cache_mib << 20,
         max_input_elements: rt.max_input_elements,
+        max_plan_expansion: rt.max_plan_expansion.max(1),
+        plan_slack_bytes: rt.plan_slack_mib << 20,
     };
     Ok((Arc::new(Runtime::new(backend(config, &config.runtime.backend)?, runtime_config.clone())), runtime_config))
 }

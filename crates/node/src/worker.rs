@@ -79,16 +79,26 @@ impl WorkerNode {
         let joining = tokio::spawn(join::run(self.worker.clone(), join, async move {
             let _ = join_stopped.await;
         }));
-        axum::serve(listener, self.worker.router()).with_graceful_shutdown(shutdown).await?;
+        crate::serve(listener, self.worker.router(), self.config.server.conn_limits(), shutdown).await?;
         let _ = stop_join.send(());
         let _ = joining.await;
         info!("stopped");
         Ok(())
     }
 
+    /// The worker it serves (tests: to make it cheat, with the network crate's test-utils).
+    pub fn worker(&self) -> &Arc<Worker> {
+        &self.worker
+    }
+
     /// Binds `config.server.listen` and serves in the background (tests, benches).
     pub async fn spawn(config: &Config) -> Result<RunningNode> {
-        let node = Self::build(config)?;
-        RunningNode::start(config, |listener, stop| node.serve(listener, stop)).await
+        Self::build(config)?.start().await
+    }
+
+    /// Binds its `server.listen` and serves in the background.
+    pub async fn start(self) -> Result<RunningNode> {
+        let config = self.config.clone();
+        RunningNode::start(&config, |listener, stop| self.serve(listener, stop)).await
     }
 }

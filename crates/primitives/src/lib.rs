@@ -22,6 +22,7 @@ mod model_ref;
 mod publish;
 mod signature;
 mod tensor;
+pub mod tensor_json;
 pub mod openai;
 pub mod wire;
 
@@ -34,3 +35,4 @@ pub use model_ref::{ModelRef, validate_model_name};
 pub use publish::PublishAuth;
 pub use signature::{Dim, InputMismatch, IoSignature, ModelKind, TensorSpec};
 pub use tensor::{DType, Tensor, TensorMap};
+pub use tensor_json::with_element_limit;

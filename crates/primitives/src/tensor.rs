@@ -252,59 +252,6 @@ impl Tensor {
             _ => self.to_f64_vec().into_iter().map(|v| Value::from(v as i64)).collect(),
         }
     }
-
-    /// Parses JSON `data` values into raw bytes for `dtype`, rejecting values that do not fit.
-    fn from_json_values(dtype: DType, shape: Vec<usize>, values: &[Value]) -> Result<Self> {
-        let elems = element_count(&shape)?;
-        if values.len() != elems {
-            return Err(Error::InvalidTensor(format!(
-                "shape {shape:?} has {elems} elements but data has {}",
-                values.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(elems * dtype.size());
-        for (i, v) in values.iter().enumerate() {
-            let bad = |what: &str| Error::InvalidTensor(format!("data[{i}] = {v}: {what} for {dtype}"));
-            match dtype {
-                DType::Float32 | DType::Float64 | DType::Float16 => {
-                    // null stands for NaN, which JSON cannot spell.
-                    let f = match v {
-                        Value::Null => f64::NAN,
-                        _ => v.as_f64().ok_or_else(|| bad("not a number"))?,
-                    };
-                    match dtype {
-                        DType::Float32 => out.extend((f as f32).to_le_bytes()),
-                        DType::Float64 => out.extend(f.to_le_bytes()),
-                        _ => out.extend(half::f16::from_f64(f).to_le_bytes()),
-                    }
-                }
-                DType::Bool => {
-                    let b = match v {
-                        Value::Bool(b) => *b,
-                        Value::Number(n) if n.as_u64() == Some(0) => false,
-                        Value::Number(n) if n.as_u64() == Some(1) => true,
-                        _ => return Err(bad("not a boolean")),
-                    };
-                    out.push(b as u8);
-                }
-                DType::Uint64 => out.extend(v.as_u64().ok_or_else(|| bad("not an unsigned integer"))?.to_le_bytes()),
-                _ => {
-                    let n = v.as_i64().ok_or_else(|| bad("not an integer"))?;
-                    let range = |lo: i64, hi: i64| if (lo..=hi).contains(&n) { Ok(n) } else { Err(bad("out of range")) };
-                    match dtype {
-                        DType::Int8 => out.extend((range(i8::MIN.into(), i8::MAX.into())? as i8).to_le_bytes()),
-                        DType::Uint8 => out.extend((range(0, u8::MAX.into())? as u8).to_le_bytes()),
-                        DType::Int16 => out.extend((range(i16::MIN.into(), i16::MAX.into())? as i16).to_le_bytes()),
-                        DType::Uint16 => out.extend((range(0, u16::MAX.into())? as u16).to_le_bytes()),
-                        DType::Int32 => out.extend((range(i32::MIN.into(), i32::MAX.into())? as i32).to_le_bytes()),
-                        DType::Uint32 => out.extend((range(0, u32::MAX.into())? as u32).to_le_bytes()),
-                        _ => out.extend(n.to_le_bytes()),
-                    }
-                }
-            }
-        }
-        Self::from_raw(dtype, shape, out)
-    }
 }
 
 fn float_value(v: f64, finite: bool) -> Value {
@@ -320,7 +267,7 @@ fn chunks<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
 }
 
 /// Product of dims, refusing overflow.
-fn element_count(shape: &[usize]) -> Result<usize> {
+pub(crate) fn element_count(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -343,31 +290,10 @@ impl Serialize for Tensor {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TensorJson {
-    dtype: DType,
-    shape: Vec<usize>,
-    #[serde(default)]
-    data: Option<Vec<Value>>,
-    #[serde(default)]
-    b64: Option<String>,
-}
-
 impl<'de> Deserialize<'de> for Tensor {
+    /// In bounded memory: see [`crate::tensor_json`].
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let t = TensorJson::deserialize(d)?;
-        let r = match (t.data, t.b64) {
-            (Some(values), None) => Tensor::from_json_values(t.dtype, t.shape, &values),
-            (None, Some(b64)) => B64
-                .decode(b64.as_bytes())
-                .map_err(|e| Error::InvalidTensor(format!("b64: {e}")))
-                .and_then(|bytes| Tensor::from_raw(t.dtype, t.shape, bytes)),
-            (Some(_), Some(_)) => Err(Error::InvalidTensor("give either data or b64, not both".into())),
-            (None, None) => Err(Error::InvalidTensor("missing data (or b64)".into())),
-        };
-        r.map_err(D::Error::custom)
+        crate::tensor_json::deserialize(d)
     }
 }
 

@@ -30,6 +30,20 @@ pub struct RuntimeConfig {
     pub cache_bytes: usize,
     /// Most elements a request's inputs may hold in total. Default: 16 Mi.
     pub max_input_elements: usize,
+    /// A compiled plan may hold this many bytes (constants included) per byte of the model,
+    /// plus [`RuntimeConfig::plan_slack_bytes`]; a model past
+    /// it is refused at compile ([`RuntimeError::InvalidModel`]), so at publish. Default: 6
+    /// (tract keeps the model bytes beside int8 weights widened to float32: 5x).
+    pub max_plan_expansion: usize,
+    /// See [`RuntimeConfig::max_plan_expansion`]. Default: 64 MiB.
+    pub plan_slack_bytes: usize,
+}
+
+impl RuntimeConfig {
+    /// The most memory a plan compiled from `model_bytes` bytes may hold.
+    pub fn plan_allowance(&self, model_bytes: usize) -> usize {
+        model_bytes.saturating_mul(self.max_plan_expansion).saturating_add(self.plan_slack_bytes)
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -40,6 +54,8 @@ impl Default for RuntimeConfig {
             timeout: Duration::from_secs(30),
             cache_bytes: 2 << 30,
             max_input_elements: 16 << 20,
+            max_plan_expansion: 6,
+            plan_slack_bytes: 64 << 20,
         }
     }
 }
@@ -214,12 +230,26 @@ impl Runtime {
     {
         let backend = self.shared.backend.clone();
         let started = Instant::now();
+        let size = onnx.as_ref().len();
         let plan = tokio::task::spawn_blocking(move || {
             graph::guard(|| backend.prepare(onnx.as_ref()), RuntimeError::InvalidModel)
         })
         .await
         .map_err(|e| RuntimeError::Execution(format!("compile task failed: {e}")))??;
-        debug!(elapsed = ?started.elapsed(), memory = plan.memory_bytes(), "plan compiled");
+        let (memory, allowed) = (plan.memory_bytes(), self.shared.config.plan_allowance(size));
+        debug!(elapsed = ?started.elapsed(), memory, "plan compiled");
+        // A graph that expands when compiled (ConstantOfShape of a constant shape, say) is a
+        // memory bomb: refused, and the plan dropped here rather than kept in the cache.
+        if memory > allowed {
+            return Err(RuntimeError::InvalidModel(format!(
+                "compiled, this {size}-byte model holds {} MiB (constants included); this node allows {} MiB for it \
+                 ({}x its size + {} MiB)",
+                memory >> 20,
+                allowed >> 20,
+                self.shared.config.max_plan_expansion,
+                self.shared.config.plan_slack_bytes >> 20,
+            )));
+        }
         Ok(plan)
     }
 

@@ -33,7 +33,7 @@ macro_rules! model_store_conformance {
     ($harness:path) => {
         $crate::model_store_conformance!(@tests $harness;
             round_trip, version_exists, not_owner, invalid_name, latest_by_semver, versions_newest_first,
-            by_id_most_recent, list_filters_sorts_and_pages, record_call_counts_usage,
+            by_id_first_publication_owns_the_bytes, list_filters_sorts_and_pages, record_call_counts_usage,
             concurrent_first_publish_has_one_winner, concurrent_versions_keep_latest,
             concurrent_record_calls_are_not_lost);
     };
@@ -238,21 +238,33 @@ pub async fn versions_newest_first(store: Arc<dyn ModelStore>) {
     assert_eq!(got, ["1.10.0", "1.2.0", "1.0.0", "1.0.0-beta", "1.0.0-alpha.1", "1.0.0-alpha", "0.9.9"]);
 }
 
-/// `by_id` finds a version by its bytes, the most recently published if several share them.
-pub async fn by_id_most_recent(store: Arc<dyn ModelStore>) {
+/// A content hash has one owner: the first publisher of some bytes may publish them again (a
+/// new version, another name of theirs); another key may not, under any name. `by_id`
+/// resolves to the first publication.
+pub async fn by_id_first_publication_owns_the_bytes(store: Arc<dyn ModelStore>) {
     let shared = ModelId::of_bytes(b"shared bytes");
-    for (name, version, who, at) in
-        [("first", "1.0.0", 1, 1_000), ("second", "1.0.0", 2, 3_000), ("first", "1.1.0", 1, 2_000)]
-    {
+    for (name, version, who, at) in [("first", "1.1.0", 1, 2_000), ("first", "1.0.0", 1, 1_000), ("alias", "1.0.0", 1, 3_000)] {
         let mut v = sample(name, version, owner(who));
         v.id = shared;
         v.published_at_ms = at;
         insert(&store, &v).await;
     }
+    let mut copy = sample("copy", "1.0.0", owner(2));
+    copy.id = shared;
+    copy.published_at_ms = 4_000;
+    match store.insert_version(&copy).await {
+        Err(StoreError::ContentOwned { id, owner: o, name }) => {
+            assert_eq!((id, o, name.as_str()), (shared.to_string(), owner(1), "first"));
+        }
+        other => panic!("expected ContentOwned, got {other:?}"),
+    }
+    // Nothing of the copy was written: not its name either.
+    assert_eq!(store.owner("copy").await.unwrap(), None);
+    assert!(store.versions("copy").await.unwrap().is_empty());
+    let got = store.by_id(&shared).await.unwrap().expect("found");
+    assert_eq!((got.name.as_str(), got.version.to_string().as_str(), got.owner), ("first", "1.0.0", owner(1)));
     let unique = sample("unique", "1.0.0", owner(3));
     insert(&store, &unique).await;
-    let got = store.by_id(&shared).await.unwrap().expect("found");
-    assert_eq!((got.name.as_str(), got.version.to_string().as_str()), ("second", "1.0.0"));
     assert_eq!(store.by_id(&unique.id).await.unwrap(), Some(ModelVersion::new(&unique)));
 }
 

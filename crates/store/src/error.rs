@@ -17,6 +17,16 @@ pub enum StoreError {
         /// The address that owns it.
         owner: Address,
     },
+    /// These bytes were first published by another key: a content hash has one owner.
+    #[error("the bytes {id} were first published as {name:?} by {owner}; only that key may publish them")]
+    ContentOwned {
+        /// `sha256:<hex>`.
+        id: String,
+        /// The first publisher.
+        owner: Address,
+        /// The name it first published them under.
+        name: String,
+    },
     /// This exact version was published before; versions are immutable.
     #[error("model {name}@{version} already exists")]
     VersionExists {

@@ -58,6 +58,18 @@ pub trait LedgerStore: Send + Sync {
     /// One app.
     async fn app(&self, id: &str) -> Result<Option<App>>;
 
+    /// The payment opened with `payer`'s authorization `reference` (an x402 nonce), and the
+    /// answer kept with its capture while the retention window lasts.
+    async fn payment_by_reference(&self, payer: Address, reference: &str) -> Result<Option<(PaymentRecord, Option<KeptAnswer>)>>;
+
+    /// Clears the answers kept by captures settled before `before_ms` (their payment rows, the
+    /// ledger and the receipts stay). Returns how many were cleared.
+    async fn forget_answers(&self, before_ms: i64) -> Result<u64>;
+
+    /// What an operator audits: totals per bucket, accounts, negative balances, the payments
+    /// still in escrow (count, amount, oldest) and payments per status, read in one snapshot.
+    async fn audit(&self) -> Result<LedgerAudit>;
+
     /// Stores a spending session; [`StoreError::NonceUsed`] if its nonce was used before.
     async fn insert_session(&self, s: &SpendingSession) -> Result<()>;
 
@@ -247,7 +259,32 @@ pub enum PaymentChange {
         output_hash: Option<String>,
         /// Why, on refund.
         reason: Option<String>,
+        /// On capture: the answer it paid for and its receipt, stored in the same transaction.
+        kept: Option<Box<Kept>>,
     },
+}
+
+/// What a capture keeps for its payer, committed with it: the answer as sent, what it charged,
+/// and the receipt (stored with the capture, so no capture's receipt waits in a buffer that a
+/// crash could lose). A retry with the same authorization gets the answer back
+/// ([`LedgerStore::payment_by_reference`]) until [`LedgerStore::forget_answers`] clears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The response body, JSON.
+    pub answer: String,
+    /// What the capture charged (base units).
+    pub charged: u128,
+    /// The signed receipt as this node stores it.
+    pub receipt: crate::ReceiptRecord,
+}
+
+/// A kept answer as stored: the body and what it charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptAnswer {
+    /// The response body, JSON.
+    pub answer: String,
+    /// What the capture charged (base units).
+    pub charged: u128,
 }
 
 /// A paid request as it is opened.
@@ -335,6 +372,25 @@ pub struct Balances {
     pub escrow: u128,
     /// Bonded.
     pub stake: u128,
+}
+
+/// The facts of [`LedgerStore::audit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerAudit {
+    /// Sums per bucket.
+    pub totals: LedgerTotals,
+    /// Accounts holding any balance row.
+    pub accounts: u64,
+    /// Balance rows below zero outside the mint account (must be none).
+    pub negative_balances: u64,
+    /// Payments in `escrowed`.
+    pub open_escrows: u64,
+    /// What they hold.
+    pub open_escrow_amount: u128,
+    /// When the oldest of them was opened, unix ms.
+    pub oldest_open_escrow_ms: Option<i64>,
+    /// Payments per status (`escrowed`, `captured`, `refunded`).
+    pub payments: BTreeMap<String, u64>,
 }
 
 /// Sums over all accounts.

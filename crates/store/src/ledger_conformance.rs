@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use verinet_primitives::Address;
 
 use crate::{
-    App, Balances, Bucket, LedgerStore, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange, PaymentStatus,
+    App, Balances, Bucket, Kept, LedgerStore, LedgerTx, ReceiptRecord, ReceiptStore, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange, PaymentStatus,
     Posting, Role, SessionSpend, SpendingSession, StoreError, TxKind,
 };
 
@@ -28,7 +28,8 @@ macro_rules! ledger_store_conformance {
             insufficient_balance_changes_nothing, unbalanced_postings_are_refused,
             concurrent_escrows_never_overspend, concurrent_same_nonce_has_one_winner,
             concurrent_closes_capture_once, session_budget_caps_spending, apps_register_once,
-            stale_escrows_are_found_per_gateway);
+            stale_escrows_are_found_per_gateway, a_capture_keeps_its_answer_and_receipt,
+            audit_sees_what_the_ledger_holds);
     };
     (@tests $harness:path; $($test:ident),* $(,)?) => {
         $(
@@ -108,6 +109,7 @@ fn capture_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
         to: PaymentStatus::Captured,
         output_hash: Some("0xout".into()),
         reason: None,
+        kept: None,
     });
     t
 }
@@ -123,6 +125,7 @@ fn refund_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
         to: PaymentStatus::Refunded,
         output_hash: None,
         reason: Some("execution failed".into()),
+        kept: None,
     });
     t
 }
@@ -382,4 +385,74 @@ pub async fn stale_escrows_are_found_per_gateway(s: Arc<dyn LedgerStore>) {
     s.commit(&new).await.unwrap();
     let stale = s.payments_with_status(PaymentStatus::Escrowed, addr(0xee), 2_000).await.unwrap();
     assert_eq!(stale.iter().map(|p| p.request_id.as_str()).collect::<Vec<_>>(), vec!["mine-old"]);
+}
+
+/// A capture keeps the answer it paid for and its receipt, in its own transaction: found again
+/// by the payer's authorization until the retention window clears the answer (the payment row
+/// and the receipt stay). A capture refused (closed before) keeps nothing.
+pub async fn a_capture_keeps_its_answer_and_receipt(s: Arc<dyn LedgerStore>) {
+    let payer = addr(1);
+    mint(&*s, payer, 50).await;
+    s.commit(&escrow_tx(payer, 10, "r1", &nonce(1))).await.unwrap();
+    let (open, kept) = s.payment_by_reference(payer, &nonce(1)).await.unwrap().unwrap();
+    assert_eq!((open.status, kept), (PaymentStatus::Escrowed, None));
+    assert!(s.payment_by_reference(addr(2), &nonce(1)).await.unwrap().is_none());
+
+    let receipt = ReceiptRecord {
+        request_id: "r1".into(),
+        node: addr(0xee),
+        digest: "0xd1".into(),
+        body: "{\"receipt\":1}".into(),
+        batch_id: None,
+        created_at_ms: 1_000,
+    };
+    let mut t = capture_tx(payer, 10, "r1");
+    if let Some(PaymentChange::Close { kept, .. }) = &mut t.payment {
+        *kept = Some(Box::new(Kept { answer: "{\"outputs\":[1]}".into(), charged: 10, receipt: receipt.clone() }));
+    }
+    s.commit(&t).await.unwrap();
+    let (p, kept) = s.payment_by_reference(payer, &nonce(1)).await.unwrap().unwrap();
+    assert_eq!((p.request_id.as_str(), p.status), ("r1", PaymentStatus::Captured));
+    let kept = kept.expect("the answer is kept with the capture");
+    assert_eq!((kept.answer.as_str(), kept.charged), ("{\"outputs\":[1]}", 10));
+
+    // Not yet past the window: kept. Past it: cleared, the payment stays captured.
+    let settled = p.settled_at_ms.unwrap();
+    assert_eq!(s.forget_answers(settled).await.unwrap(), 0);
+    assert_eq!(s.forget_answers(settled + 1).await.unwrap(), 1);
+    let (p, kept) = s.payment_by_reference(payer, &nonce(1)).await.unwrap().unwrap();
+    assert_eq!((p.status, kept), (PaymentStatus::Captured, None));
+    assert_balanced(&*s).await;
+}
+
+
+/// The receipt a capture kept is in the receipt store, unbatched (for stores that keep both;
+/// `s` and `r` are the same store).
+pub async fn kept_receipt_is_stored(s: Arc<dyn LedgerStore>, r: Arc<dyn ReceiptStore>) {
+    a_capture_keeps_its_answer_and_receipt(s).await;
+    let stored = r.receipt("r1").await.unwrap().expect("the capture stored its receipt");
+    assert_eq!((stored.digest.as_str(), stored.batch_id), ("0xd1", None));
+}
+
+/// The audit reads the same facts as the ledger: totals, accounts, open escrows and their
+/// amount and age, payments per status, and no negative balance.
+pub async fn audit_sees_what_the_ledger_holds(s: Arc<dyn LedgerStore>) {
+    let empty = s.audit().await.unwrap();
+    assert_eq!((empty.accounts, empty.open_escrows, empty.totals.minted), (0, 0, 0));
+    let payer = addr(1);
+    mint(&*s, payer, 50).await;
+    for (i, id) in ["a1", "a2", "a3"].into_iter().enumerate() {
+        s.commit(&escrow_tx(payer, 10, id, &nonce(100 + i as u64))).await.unwrap();
+    }
+    s.commit(&capture_tx(payer, 10, "a1")).await.unwrap();
+    s.commit(&refund_tx(payer, 10, "a2")).await.unwrap();
+    let a = s.audit().await.unwrap();
+    assert!(a.totals.balanced(), "{a:?}");
+    assert_eq!((a.totals.minted, a.totals.escrow), (50, 10));
+    assert_eq!((a.open_escrows, a.open_escrow_amount, a.oldest_open_escrow_ms), (1, 10, Some(1_000)));
+    assert_eq!(a.negative_balances, 0);
+    // The payer, the mint account and the three payees of the capture.
+    assert_eq!(a.accounts, 5);
+    let n = |k: &str| a.payments.get(k).copied().unwrap_or(0);
+    assert_eq!((n("escrowed"), n("captured"), n("refunded")), (1, 1, 1));
 }

@@ -43,7 +43,7 @@ pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};
 pub use event::{EventRecord, EventStore};
 pub use ledger::{
-    App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
+    App, Balances, Bucket, Kept, KeptAnswer, LedgerAudit, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,
 };
 pub use pending::PendingWrites;

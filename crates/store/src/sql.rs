@@ -154,8 +154,9 @@ impl ModelStore for SqlStore {
 
     async fn by_id(&self, id: &ModelId) -> Result<Option<ModelVersion>> {
         let mut rows = self.fetch_versions("v.sha256 = $1", id.to_string()).await?;
-        // Most recent publish wins; ties broken deterministically.
-        rows.sort_by(|a, b| (b.published_at_ms, &a.name, &b.version).cmp(&(a.published_at_ms, &b.name, &a.version)));
+        // The first publication wins (only its owner may publish the same bytes again);
+        // ties broken deterministically.
+        rows.sort_by(|a, b| (a.published_at_ms, &a.name, &a.version).cmp(&(b.published_at_ms, &b.name, &b.version)));
         Ok(rows.into_iter().next())
     }
 
@@ -263,6 +264,22 @@ async fn insert_in(tx: &mut AnyConnection, v: &NewModelVersion, row: &VersionRow
         return Err(StoreError::NotOwner { name: v.name.clone(), owner });
     }
     let latest = parse_version(&claimed.try_get::<String, _>("latest_version")?)?;
+
+    // Claim the bytes (or find their first publisher), in the same transaction.
+    let first = sqlx::query(
+        "INSERT INTO content_owners (sha256, owner, name, published_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sha256) DO UPDATE SET owner = content_owners.owner RETURNING owner, name",
+    )
+    .bind(v.id.to_string())
+    .bind(&row.owner)
+    .bind(&v.name)
+    .bind(v.published_at_ms)
+    .fetch_one(&mut *tx)
+    .await?;
+    let content_owner = parse_address(&first.try_get::<String, _>("owner")?)?;
+    if content_owner != v.owner {
+        return Err(StoreError::ContentOwned { id: v.id.to_string(), owner: content_owner, name: first.try_get("name")? });
+    }
 
     let inserted = sqlx::query(
         "INSERT INTO model_versions (name, version, major, minor, patch, pre, sha256, size, description, tags, \

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use verinet_primitives::Address;
 
 use crate::{
-    App, Balances, Bucket, LedgerStore, LedgerTotals, LedgerTx, PaymentChange, PaymentRecord, PaymentStatus, Result,
+    App, Balances, Bucket, KeptAnswer, LedgerAudit, LedgerStore, LedgerTotals, LedgerTx, PaymentChange, PaymentRecord, PaymentStatus, Result,
     Role, SpendingSession, SqlStore, StoreError, TxKind,
     ledger::MINT_ACCOUNT,
     sql::{address_text, parse_address},
@@ -100,16 +100,18 @@ impl SqlStore {
                     });
                 }
             }
-            Some(PaymentChange::Close { request_id, to, output_hash, reason }) => {
+            Some(PaymentChange::Close { request_id, to, output_hash, reason, kept }) => {
                 let closed = sqlx::query(
-                    "UPDATE payments SET status = $1, output_hash = $2, reason = $3, settle_tx = $4, settled_at = $5 \
-                     WHERE request_id = $6 AND status = $7",
+                    "UPDATE payments SET status = $1, output_hash = $2, reason = $3, settle_tx = $4, settled_at = $5, \
+                     answer = $6, charged = $7 WHERE request_id = $8 AND status = $9",
                 )
                 .bind(to.as_str())
                 .bind(output_hash.as_deref())
                 .bind(reason.as_deref())
                 .bind(&tx.id)
                 .bind(tx.at_ms)
+                .bind(kept.as_ref().map(|k| k.answer.as_str()))
+                .bind(kept.as_ref().map(|k| k.charged.to_string()))
                 .bind(request_id)
                 .bind(PaymentStatus::Escrowed.as_str())
                 .execute(&mut *db)
@@ -127,6 +129,19 @@ impl SqlStore {
                         expected: PaymentStatus::Escrowed.to_string(),
                         found,
                     });
+                }
+                if let Some(r) = kept.as_ref().map(|k| &k.receipt) {
+                    sqlx::query(
+                        "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) \
+                         VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (request_id) DO NOTHING",
+                    )
+                    .bind(&r.request_id)
+                    .bind(address_text(&r.node))
+                    .bind(&r.digest)
+                    .bind(&r.body)
+                    .bind(r.created_at_ms)
+                    .execute(&mut *db)
+                    .await?;
                 }
             }
             None => {}
@@ -318,6 +333,81 @@ impl LedgerStore for SqlStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(payment_from_row).transpose()
+    }
+
+    async fn audit(&self) -> Result<LedgerAudit> {
+        // One read transaction: the sums, the escrowed payments and the counts agree.
+        let mut db = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT account, bucket, amount FROM ledger_balances").fetch_all(&mut *db).await?;
+        let mut sums: BTreeMap<Bucket, i128> = BTreeMap::new();
+        let (mut accounts, mut negative) = (std::collections::BTreeSet::new(), 0u64);
+        for r in &rows {
+            let bucket: Bucket = r.try_get::<String, _>("bucket")?.parse()?;
+            let v = signed(r, "amount")?;
+            if bucket != Bucket::Minted && v < 0 {
+                negative += 1;
+            }
+            accounts.insert(r.try_get::<String, _>("account")?);
+            let e = sums.entry(bucket).or_insert(0);
+            *e = e.checked_add(v).ok_or_else(|| StoreError::Corrupt("totals overflow".into()))?;
+        }
+        let get = |b: Bucket| u128::try_from(if b == Bucket::Minted { -sums.get(&b).copied().unwrap_or(0) } else { sums.get(&b).copied().unwrap_or(0) });
+        let bad = |b: Bucket| StoreError::Corrupt(format!("the {b:?} total is negative"));
+        let totals = LedgerTotals {
+            minted: get(Bucket::Minted).map_err(|_| bad(Bucket::Minted))?,
+            available: get(Bucket::Available).map_err(|_| bad(Bucket::Available))?,
+            escrow: get(Bucket::Escrow).map_err(|_| bad(Bucket::Escrow))?,
+            stake: get(Bucket::Stake).map_err(|_| bad(Bucket::Stake))?,
+        };
+        let open = sqlx::query("SELECT amount, created_at FROM payments WHERE status = $1")
+            .bind(PaymentStatus::Escrowed.as_str())
+            .fetch_all(&mut *db)
+            .await?;
+        let mut open_amount = 0u128;
+        let mut oldest: Option<i64> = None;
+        for r in &open {
+            open_amount = open_amount.checked_add(amount(r, "amount")?).ok_or_else(|| StoreError::Corrupt("escrow overflow".into()))?;
+            let at: i64 = r.try_get("created_at")?;
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+        let mut payments = BTreeMap::new();
+        for r in sqlx::query("SELECT status, COUNT(*) AS n FROM payments GROUP BY status").fetch_all(&mut *db).await? {
+            payments.insert(r.try_get::<String, _>("status")?, u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0));
+        }
+        db.commit().await?;
+        Ok(LedgerAudit {
+            totals,
+            accounts: accounts.len() as u64,
+            negative_balances: negative,
+            open_escrows: open.len() as u64,
+            open_escrow_amount: open_amount,
+            oldest_open_escrow_ms: oldest,
+            payments,
+        })
+    }
+
+    async fn payment_by_reference(&self, payer: Address, reference: &str) -> Result<Option<(PaymentRecord, Option<KeptAnswer>)>> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS}, answer, charged FROM payments WHERE payer = $1 AND reference = $2");
+        let Some(row) =
+            sqlx::query(AssertSqlSafe(sql)).bind(address_text(&payer)).bind(reference).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        let kept = match row.try_get::<Option<String>, _>("answer")? {
+            Some(answer) => Some(KeptAnswer { answer, charged: amount(&row, "charged")? }),
+            None => None,
+        };
+        Ok(Some((payment_from_row(&row)?, kept)))
+    }
+
+    async fn forget_answers(&self, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE payments SET answer = NULL WHERE answer IS NOT NULL AND settled_at IS NOT NULL AND settled_at < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn payments_with_status(

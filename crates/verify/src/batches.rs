@@ -132,9 +132,9 @@ impl ReceiptLog {
         &self.store
     }
 
-    /// Queues a signed receipt (never waits on the database).
-    pub fn record(&self, r: &SignedReceipt) {
-        let record = ReceiptRecord {
+    /// A signed receipt as this node stores it (to queue, or to commit with a capture).
+    pub fn record_of(&self, r: &SignedReceipt) -> ReceiptRecord {
+        ReceiptRecord {
             request_id: r.receipt.request_id.clone(),
             // Batches are per gateway: the worker that signed is in the receipt itself.
             node: self.key.address(),
@@ -142,7 +142,12 @@ impl ReceiptLog {
             body: serde_json::to_string(r).unwrap_or_default(),
             batch_id: None,
             created_at_ms: i64::try_from(r.receipt.timestamp).unwrap_or(i64::MAX),
-        };
+        }
+    }
+
+    /// Queues a signed receipt (never waits on the database).
+    pub fn record(&self, r: &SignedReceipt) {
+        let record = self.record_of(r);
         if self.pending.push(record) >= self.config.max_receipts as usize {
             self.wake.notify_one();
         }

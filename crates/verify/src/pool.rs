@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::{
     Arc, Mutex, RwLock,
-    atomic::{AtomicU32, Ordering},
+    atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use alloy_primitives::Address;
@@ -45,6 +45,8 @@ pub struct Executor {
     stake: Mutex<u128>,
     presence: Mutex<Presence>,
     inflight: AtomicU32,
+    /// Out of routing until this time (unix ms) after too many strikes.
+    benched_until_ms: AtomicU64,
 }
 
 /// What a remote executor last told the gateway about itself (its heartbeat).
@@ -94,6 +96,10 @@ pub struct Stats {
     pub passed: u64,
     /// Results found wrong (each one a dispute and a slash).
     pub failed: u64,
+    /// Answers the gateway refused outright: a receipt not signed by it or not matching what it
+    /// returned, a response not signed by it, a malformed body (see [`Pool::judge`]).
+    #[serde(default)]
+    pub strikes: u64,
 }
 
 impl Stats {
@@ -137,6 +143,7 @@ impl Executor {
             stake: Mutex::new(0),
             presence: Mutex::new(presence),
             inflight: AtomicU32::new(0),
+            benched_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -226,6 +233,18 @@ impl Executor {
         let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         if passed { s.passed += 1 } else { s.failed += 1 }
     }
+
+    /// Counts a refused answer; returns the strikes so far.
+    fn strike(&self) -> u64 {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.strikes += 1;
+        s.strikes
+    }
+
+    /// Out of routing (benched after strikes) at `now_ms`.
+    pub fn is_benched(&self, now_ms: u64) -> bool {
+        self.benched_until_ms.load(Ordering::Relaxed) > now_ms
+    }
 }
 
 /// Who runs and who checks: in-process executors fixed at start, remote ones joining and
@@ -239,6 +258,10 @@ pub struct Pool {
     pub min_stake: u128,
     /// A remote executor not heard from for this long gets no work.
     pub heartbeat_timeout_ms: u64,
+    /// Strikes (refused answers) that take an executor out of routing; see [`Pool::judge`].
+    pub max_strikes: u64,
+    /// How long it stays out, ms.
+    pub strike_bench_ms: u64,
     rng: Mutex<StdRng>,
 }
 
@@ -261,7 +284,43 @@ impl Pool {
             min_reputation,
             min_stake,
             heartbeat_timeout_ms: 5_000,
+            max_strikes: 3,
+            strike_bench_ms: 600_000,
             rng: Mutex::new(rng),
+        }
+    }
+
+    /// Sets the strike rule: `max` refused answers bench an executor for `bench_ms`.
+    pub fn with_strikes(mut self, max: u64, bench_ms: u64) -> Self {
+        self.max_strikes = max.max(1);
+        self.strike_bench_ms = bench_ms;
+        self
+    }
+
+    /// What an executor's failure to serve a job says about it:
+    ///
+    /// - unavailable (unreachable, busy, a refusal with a reason): out of routing until its next
+    ///   heartbeat proves it back;
+    /// - a bad answer ([`ExecError::Invalid`]: a response or receipt not signed by it, a receipt
+    ///   that does not state what it returned, a malformed body): a strike. Every
+    ///   `max_strikes`-th strike benches it for `strike_bench_ms`, heartbeats or not; the
+    ///   strikes stay on its record (`GET /v1/nodes`), so a node that keeps answering badly
+    ///   spends most of its time benched. A strike is not a slash: a malformed answer proves
+    ///   nothing about the work, only a re-execution does (see the verification modes).
+    ///
+    /// The request itself goes on with another executor (the caller's failover).
+    pub fn judge(&self, e: &Executor, err: &ExecError) {
+        match err {
+            ExecError::Unavailable(_) => e.mark_down(),
+            ExecError::Invalid(_) => {
+                let strikes = e.strike();
+                if strikes.is_multiple_of(self.max_strikes) {
+                    let until = verinet_primitives::unix_ms_u64().saturating_add(self.strike_bench_ms);
+                    e.benched_until_ms.store(until, Ordering::Relaxed);
+                    tracing::warn!(executor = %e.address(), strikes, bench_ms = self.strike_bench_ms, "executor benched after bad answers");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -293,14 +352,16 @@ impl Pool {
         Ok(())
     }
 
-    /// In good standing: live, reputation and stake at or above the thresholds. A node in
+    /// In good standing: live, not benched, reputation and stake at or above the thresholds. A node in
     /// another process needs some stake even when the threshold is 0: joining is open to any
     /// key, so an unbonded one has nothing to lose by cheating.
     pub fn active(&self, e: &Executor) -> bool {
         let min_stake = if e.is_remote() { self.min_stake.max(1) } else { self.min_stake };
+        let now = verinet_primitives::unix_ms_u64();
         e.stats().reputation() >= self.min_reputation
             && e.stake() >= min_stake
-            && e.is_live(verinet_primitives::unix_ms_u64(), self.heartbeat_timeout_ms)
+            && e.is_live(now, self.heartbeat_timeout_ms)
+            && !e.is_benched(now)
     }
 
     /// Every executor, workers first.

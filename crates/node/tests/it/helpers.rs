@@ -41,7 +41,24 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The digits model, as a test's own copy: the bundled bytes with a `doc_string` appended (ONNX
+/// field 6 of `ModelProto`; the last value of a field wins, so the model is the same), because
+/// the bundled bytes belong to the node (a content hash has one owner).
 pub fn digits_bytes() -> Vec<u8> {
+    let mut bytes = bundled_digits_bytes();
+    let doc = b"a verinet test copy";
+    bytes.extend_from_slice(&[0x32, doc.len() as u8]);
+    bytes.extend_from_slice(doc);
+    bytes
+}
+
+/// The quick start's digits input (`fixtures/digits/sample.json`).
+pub fn digits_sample() -> verinet_primitives::TensorMap {
+    serde_json::from_str(&std::fs::read_to_string(repo_root().join("fixtures/digits/sample.json")).unwrap()).unwrap()
+}
+
+/// The digits model exactly as the node bundles it (owned by the node's key).
+pub fn bundled_digits_bytes() -> Vec<u8> {
     std::fs::read(repo_root().join("models/digits-mlp.onnx")).unwrap()
 }
 

@@ -69,6 +69,45 @@ async fn ownership_and_immutable_versions() {
     still_up(&n).await;
 }
 
+/// A content hash has one owner (issue 14, item 5): the bytes of a priced model are public, but
+/// another key republishing them under another name is refused (403 `content_owned`, naming
+/// the first publication), the bundled model's bytes included, while the owner may publish
+/// them again under a name of its own; calls by `sha256:` pay the first publisher.
+#[tokio::test]
+async fn a_content_hash_has_one_owner() {
+    let n = TestNode::start().await;
+    let (alice, mallory) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+    let bytes = digits_bytes();
+    let mut first = signed("alices-digits", "1.0.0", &bytes, &alice);
+    first.price = "1000".into();
+    let v = n.client.publish_bytes(&first, bytes.clone()).await.unwrap();
+    let public = n.client.blob(&v.sha256).await.unwrap();
+
+    let mut copy = signed("cheap-digits", "1.0.0", &public, &mallory);
+    copy.price = "1".into();
+    match n.client.publish_bytes(&copy, public.to_vec()).await {
+        Err(ClientError::Api { status, code, message }) => {
+            assert_eq!((status, code.as_str()), (403, "content_owned"), "{message}");
+            assert!(message.contains("alices-digits") && message.contains(&v.sha256.to_string()), "{message}");
+        }
+        other => panic!("expected 403 content_owned, got {other:?}"),
+    }
+    assert!(matches!(n.client.model("cheap-digits").await, Err(ClientError::Api { status: 404, .. })), "nothing of the copy was kept");
+    let bundled = crate::helpers::bundled_digits_bytes();
+    assert_api_err(n.client.publish_bytes(&signed("my-digits", "1.0.0", &bundled, &mallory), bundled.clone()).await, 403, "content_owned");
+
+    // The owner may (a name of its own); by hash, the first publication answers and is paid.
+    n.client.publish_bytes(&signed("alices-digits-alias", "1.0.0", &bytes, &alice), bytes.clone()).await.unwrap();
+    let by_hash = verinet_primitives::wire::InferRequest::new(v.sha256.to_string(), crate::helpers::digits_sample());
+    let payer = PrivateKeySigner::random();
+    n.client.faucet(payer.address(), Some(1_000_000)).await.unwrap();
+    let (resp, _) = n.client.infer_paid(&by_hash, &payer).await.unwrap();
+    assert_eq!(resp.model.name, "alices-digits");
+    let earned = n.client.account(alice.address()).await.unwrap();
+    assert_eq!(earned.earnings.get("creator").map(String::as_str), Some("1000"), "the first publisher is paid");
+    still_up(&n).await;
+}
+
 #[tokio::test]
 async fn bad_uploads_get_clear_4xx_and_the_node_stays_up() {
     let n = TestNode::start_with(|c| c.hub.max_model_mib = 1).await;

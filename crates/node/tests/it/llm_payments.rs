@@ -43,11 +43,11 @@ struct Priced {
     creator: PrivateKeySigner,
 }
 
-/// A node with the bundled language models, fees per token, and copies of both models
-/// published with per-token royalties by a creator.
+/// A node with fees per token, and both language models published by a creator with per-token
+/// royalties. The node bundles no language models here: a content hash has one owner, so the
+/// creator could not publish the node's own copies.
 async fn priced_node() -> Priced {
     let n = TestNode::start_with(|c| {
-        c.bundled.language_models_dir = test_models_dir();
         c.payments.operator_fee = "999".into();
         c.payments.operator_fee_per_1k_tokens = OPERATOR_1K.to_string();
         c.payments.protocol_fee_bps = PROTOCOL_BPS as u32;
@@ -59,9 +59,8 @@ async fn priced_node() -> Priced {
     meta.token_prices = Some(TokenPrices { prompt_per_1k: PROMPT_1K, completion_per_1k: COMPLETION_1K });
     n.client.publish_bytes(&meta, gguf).await.unwrap();
 
-    let list = n.client.get_json("/v1/models").await.unwrap();
-    let sha = list["data"].as_array().unwrap().iter().find(|m| m["id"] == "all-minilm-l6-v2").unwrap()["sha256"].as_str().unwrap().to_owned();
-    let bundle = reqwest::get(format!("{}/v1/blobs/{sha}", n.node.url())).await.unwrap().bytes().await.unwrap().to_vec();
+    let zip = std::fs::read(test_models_dir().join("minilm-l6/model.zip")).unwrap();
+    let bundle = verinet_llm::bundle_from_zip(&zip).unwrap();
     let mut meta = signed(EMBED, "1.0.0", &bundle, &creator);
     meta.token_prices = Some(TokenPrices { prompt_per_1k: EMBED_1K, completion_per_1k: 0 });
     n.client.publish_bytes(&meta, bundle).await.unwrap();
@@ -263,8 +262,17 @@ async fn an_upto_authorization_pays_once_and_only_what_it_names() {
     assert_eq!(status, 200);
     assert_eq!(settled(&resp).amount, Some(upto.amount.clone()));
 
-    // The same authorization again: its nonce is spent.
-    let (status, resp, again) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, header)]).await;
+    let first = resp.json::<Value>().await.unwrap();
+
+    // The same authorization again, for the same request: the kept answer, not a second charge.
+    let before = n.client.account(payer.address()).await.unwrap();
+    let (status, resp, _) = post(&url, "/v1/embeddings", &body, &[(PAYMENT_SIGNATURE, header.clone())]).await;
+    assert_eq!(status, 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), first);
+    assert_eq!(n.client.account(payer.address()).await.unwrap(), before, "charged once");
+    // For another request: its nonce is spent.
+    let other = json!({"model": EMBED, "input": "a green pear"});
+    let (status, resp, again) = post(&url, "/v1/embeddings", &other, &[(PAYMENT_SIGNATURE, header)]).await;
     assert_eq!(status, 402);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "nonce_used");
     assert!(again.is_some(), "a refusal carries fresh terms");

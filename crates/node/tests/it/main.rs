@@ -7,6 +7,7 @@ mod flywheel;
 mod helpers;
 mod hub;
 mod infer;
+mod limits;
 mod llm_payments;
 mod llm_verification;
 mod network;

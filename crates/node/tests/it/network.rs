@@ -5,7 +5,7 @@ use axum::{Router, routing::get};
 use verinet_client::{Client, ClientError};
 use verinet_primitives::ModelId;
 
-use crate::helpers::{TestNode, digits_bytes};
+use crate::helpers::{TestNode, bundled_digits_bytes as digits_bytes};
 
 #[tokio::test]
 async fn models_are_fetched_by_sha256_and_wrong_bytes_are_refused() {
@@ -505,4 +505,59 @@ async fn remote_workers_stream_completions_and_remote_validators_check_them() {
         n.stop().await.unwrap();
     }
     gw.stop().await.unwrap();
+}
+
+/// A worker that answers with receipts signed by another key gets a strike per answer, is
+/// benched after `max_strikes`, and never costs a request: each bad answer is replaced by an
+/// honest worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_answering_badly_is_benched_after_its_strikes_and_costs_no_request() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut c = Config::default();
+    c.storage.data_dir = dirs[0].path().to_path_buf();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.network.role = Role::Gateway;
+    c.network.heartbeat_timeout_ms = 120_000;
+    c.network.max_strikes = 3;
+    let gw = Node::spawn(&c).await.unwrap();
+    let client = Client::new(gw.url());
+    let (req, want) = digits_request();
+
+    let honest = worker(dirs[1].path(), Role::Worker, &gw.url()).await;
+    let mut fc = Config::default();
+    fc.storage.data_dir = dirs[2].path().to_path_buf();
+    fc.server.listen = "127.0.0.1:0".parse().unwrap();
+    fc.network.role = Role::Worker;
+    fc.network.gateways = vec![gw.url()];
+    fc.network.heartbeat_ms = HEARTBEAT_MS;
+    let forger = WorkerNode::build(&fc).unwrap();
+    let forger_address = forger.address();
+    forger.worker().forge_receipts_with(Arc::new(PrivateKeySigner::random()));
+    let forger = forger.start().await.unwrap();
+    for w in [&honest, &forger] {
+        wait_active(&client, &w.url(), true, Duration::from_secs(10)).await;
+    }
+
+    let mut served_by = std::collections::BTreeMap::<Address, u32>::new();
+    for i in 0..40 {
+        let resp = client.infer(&req).await.unwrap_or_else(|e| panic!("request {i}: a bad answer cost a request: {e}"));
+        assert_outputs("after a strike", &resp.tensors().unwrap(), &want, Tolerance { abs: 1e-5, rel: 1e-5 });
+        *served_by.entry(resp.receipt.unwrap().receipt.node).or_default() += 1;
+    }
+    assert_eq!(served_by.keys().copied().collect::<Vec<_>>(), vec![entry(&client, &honest.url()).await["address"].as_str().unwrap().parse::<Address>().unwrap()], "only the honest worker's answers reach the payer");
+    let f = entry(&client, &forger.url()).await;
+    assert_eq!(f["address"].as_str().unwrap().parse::<Address>().unwrap(), forger_address);
+    assert_eq!(f["stats"]["strikes"], 3, "three bad answers, then no more jobs: {f}");
+    assert_eq!(f["active"], false, "benched: {f}");
+    assert_eq!(f["live"], true, "it still heartbeats: {f}");
+    // Heartbeats do not bring a benched worker back.
+    tokio::time::sleep(Duration::from_millis(3 * HEARTBEAT_MS)).await;
+    for _ in 0..10 {
+        client.infer(&req).await.unwrap();
+    }
+    let f = entry(&client, &forger.url()).await;
+    assert_eq!((f["stats"]["strikes"].as_u64(), f["active"].as_bool()), (Some(3), Some(false)), "{f}");
+    for n in [honest, forger, gw] {
+        n.stop().await.unwrap();
+    }
 }

@@ -61,6 +61,16 @@ fn req(model: &str) -> InferRequest {
     InferRequest::new(model, digits_input())
 }
 
+/// `req` with other inputs (one pixel changed).
+fn other_req(model: &str) -> InferRequest {
+    let mut r = req(model);
+    let t = r.inputs.values_mut().next().unwrap();
+    let mut v: Value = serde_json::to_value(&*t).unwrap();
+    v["data"][0] = json!(v["data"][0].as_f64().unwrap() + 1.0);
+    *t = serde_json::from_value(v).unwrap();
+    r
+}
+
 pub(crate) async fn funded(client: &Client, amount: u128) -> PrivateKeySigner {
     let key = PrivateKeySigner::random();
     client.faucet(key.address(), Some(amount)).await.unwrap();
@@ -197,8 +207,9 @@ async fn refused_payments_change_nothing() {
     let before = snapshot(&n.client, &accounts).await;
 
     let mut cases: Vec<(&str, String, &str, &str)> = Vec::new();
-    cases.push(("replayed nonce", good.clone(), "nonce_used", "invalid_exact_evm_nonce_already_used"));
-    cases.push(("replayed nonce, legacy header", good, "nonce_used", "invalid_exact_evm_nonce_already_used"));
+    // (Sent again for the same request it gets the same answer: a_spent_payment_sent_again_...)
+    cases.push(("replayed nonce, other inputs", good.clone(), "nonce_used", "invalid_exact_evm_nonce_already_used"));
+    cases.push(("replayed nonce, other inputs, legacy header", good, "nonce_used", "invalid_exact_evm_nonce_already_used"));
     let mut expired = authorization(payer.address(), &pay_to, PRICE);
     expired.valid_before = (now() - 10).to_string();
     cases.push((
@@ -266,7 +277,8 @@ async fn refused_payments_change_nothing() {
 
     for (i, (what, header, code, reason)) in cases.into_iter().enumerate() {
         let name = if what.contains("legacy") || i % 3 == 2 { X_PAYMENT } else { PAYMENT_SIGNATURE };
-        let (status, body, required) = post(&url, &req("paid"), &[(name, header)]).await;
+        let sent = if what.starts_with("replayed") { other_req("paid") } else { req("paid") };
+        let (status, body, required) = post(&url, &sent, &[(name, header)]).await;
         assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{what}: {body}");
         assert_eq!(body["error"]["code"], code, "{what}: {body}");
         let required = required.unwrap_or_else(|| panic!("{what}: no fresh PAYMENT-REQUIRED"));
@@ -489,4 +501,80 @@ async fn official_python_x402_client_pays_unchanged() {
     assert_eq!(a.balance, (10_000 - PRICE).to_string());
     let c = n.client.account(creator.address()).await.unwrap();
     assert_eq!(c.earnings, BTreeMap::from([("creator".to_string(), ROYALTY.to_string())]));
+}
+
+/// Every capture is answerable: the same payment sent again for the same request (a client
+/// that lost the connection) gets the answer kept with the capture, byte for byte, with its
+/// PAYMENT-RESPONSE and `x-verinet-answered-before`, and is not charged again; the receipt is
+/// stored with the capture. Sent for other inputs, it is refused and names the request it paid.
+#[tokio::test]
+async fn a_spent_payment_sent_again_gets_its_answer_not_a_second_charge() {
+    let Paid { n, creator } = paid_node(|_| {}).await;
+    let url = n.node.url();
+    let payer = funded(&n.client, 10_000).await;
+    let accepted = n.client.quote(&req("paid")).await.unwrap().accepts[0].clone();
+    let pay_to = accepted.pay_to.clone();
+    let auth = authorization(payer.address(), &pay_to, PRICE);
+    let nonce = auth.nonce.clone();
+    let lookup = format!("{url}/v1/payments/by-nonce/{}/{nonce}", payer.address());
+    assert_eq!(reqwest::get(&lookup).await.unwrap().status(), StatusCode::NOT_FOUND, "nothing paid yet");
+    let header = signed_payload(&terms(&pay_to), auth, &accepted, &payer);
+    let send = |body: InferRequest, header: String| {
+        let url = url.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{url}/v1/infer"))
+                .header(PAYMENT_SIGNATURE, header)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let headers = resp.headers().clone();
+            (resp.status(), headers, resp.text().await.unwrap())
+        }
+    };
+    let (status, first_headers, first) = send(req("paid"), header.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(first_headers.get("x-verinet-answered-before").is_none());
+    let answer: Value = serde_json::from_str(&first).unwrap();
+    let request_id = answer["request_id"].as_str().unwrap().to_owned();
+    let accounts = [payer.address(), creator.address()];
+    let after_first = snapshot(&n.client, &accounts).await;
+    assert_eq!(after_first[0].balance, (10_000 - PRICE).to_string());
+
+    for _ in 0..2 {
+        let (status, headers, again) = send(req("paid"), header.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again, first, "the kept answer, byte for byte");
+        assert_eq!(headers["x-verinet-answered-before"], request_id.as_str());
+        let settle: SettleResponse = decode_header(headers["payment-response"].to_str().unwrap()).unwrap();
+        let first_settle: SettleResponse = decode_header(first_headers["payment-response"].to_str().unwrap()).unwrap();
+        assert_eq!((settle.transaction, settle.amount), (first_settle.transaction, first_settle.amount));
+        assert_eq!(snapshot(&n.client, &accounts).await, after_first, "charged once");
+    }
+    // Or looked up by payer and nonce, without sending the request again.
+    let r = reqwest::get(&lookup).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-verinet-answered-before"], request_id.as_str());
+    assert_eq!(r.text().await.unwrap(), first, "the kept answer by lookup");
+    assert_eq!(snapshot(&n.client, &accounts).await, after_first, "a lookup charges nothing");
+    // The receipt was stored with the capture (no wait for the buffer).
+    let receipt = n.client.get_json(&format!("/v1/receipts/{request_id}")).await.unwrap();
+    assert_eq!(receipt["receipt"], answer["receipt"]);
+
+    // The operator's audit: every invariant holds, nothing left in escrow, one capture.
+    let audit = n.client.get_json("/v1/ledger/audit").await.unwrap();
+    assert_eq!(audit["holds"], true, "{audit}");
+    assert_eq!(audit["checks"].as_array().unwrap().len(), 3);
+    assert_eq!((audit["escrow"].as_str(), audit["open_escrows"]["count"].as_u64()), (Some("0"), Some(0)));
+    assert_eq!(audit["payments"]["captured"], 1);
+
+    let (status, _, refused) = send(other_req("paid"), header).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let refused: Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(refused["error"]["code"], "nonce_used");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&request_id) && message.contains("other inputs"), "{message}");
+    assert_eq!(snapshot(&n.client, &accounts).await, after_first);
+    n.node.stop().await.unwrap();
 }

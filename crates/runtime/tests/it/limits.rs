@@ -147,3 +147,20 @@ fn defaults_are_documented_values() {
     let rt = tract_runtime(RuntimeConfig { max_concurrency: 0, ..c });
     assert_eq!(rt.config().max_concurrency, 1, "zero slots would never run anything");
 }
+
+/// A model of a few hundred bytes whose ConstantOfShape expands to 256 MiB when compiled
+/// (`fixtures/bombs/make_bombs.py`) is refused, and nothing of it is kept.
+#[tokio::test]
+async fn a_graph_that_expands_when_compiled_is_refused() {
+    let bytes = std::fs::read(repo_root().join("fixtures/bombs/constant_of_shape.onnx")).expect("the bomb fixture");
+    assert!(bytes.len() < 512, "a tiny model: {} bytes", bytes.len());
+    let rt = tract_runtime(RuntimeConfig::default());
+    match rt.inspect(id(&bytes), bytes.clone()).await {
+        Err(RuntimeError::InvalidModel(m)) => assert!(m.contains("256 MiB") && m.contains("this node allows 64 MiB"), "{m}"),
+        other => panic!("a 256 MiB expansion must be refused, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(rt.cache_stats().entries, 0, "the plan is not kept");
+    // A node that allows it (a bigger slack) compiles it.
+    let rt = tract_runtime(RuntimeConfig { plan_slack_bytes: 512 << 20, ..RuntimeConfig::default() });
+    rt.inspect(id(&bytes), bytes).await.expect("allowed with more slack");
+}

@@ -4,6 +4,7 @@
 
 mod cache;
 mod digits;
+mod fuzz;
 mod helpers;
 mod invalid;
 mod limits;

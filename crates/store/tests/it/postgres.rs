@@ -63,6 +63,16 @@ mod receipt_conformance_postgres {
     verinet_store::receipt_store_conformance!(with_receipts);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_receipt_is_stored_with_its_capture() {
+    on_fresh_db(|db| async move {
+        let store = Arc::new(SqlStore::connect(&db.url).await.expect("connect postgres"));
+        verinet_store::ledger_conformance::kept_receipt_is_stored(store.clone(), store.clone()).await;
+        store.close().await;
+    })
+    .await;
+}
+
 mod ledger_conformance_postgres {
     use super::with_ledger;
     verinet_store::ledger_store_conformance!(with_ledger);

@@ -50,6 +50,13 @@ mod receipt_conformance_sqlite {
     verinet_store::receipt_store_conformance!(with_receipts);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_receipt_is_stored_with_its_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlStore::connect(&url(&dir)).await.unwrap());
+    verinet_store::ledger_conformance::kept_receipt_is_stored(store.clone(), store).await;
+}
+
 mod ledger_conformance_sqlite {
     use super::with_ledger;
     verinet_store::ledger_store_conformance!(with_ledger);
