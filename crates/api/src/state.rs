@@ -23,7 +23,7 @@ pub struct ApiConfig {
     /// Timeout of a model upload (default 30 min: 512 MiB at ~300 KiB/s).
     pub upload_timeout: Duration,
     /// Bytes of inference and OpenAI request bodies read at once, all requests together
-    /// (default 256 MiB); past it a request gets 503 `busy` with Retry-After before its body
+    /// (default 128 MiB); past it a request gets 503 `busy` with Retry-After before its body
     /// is read.
     pub max_inflight_body: usize,
     /// Storage backend name shown by `/health`.
@@ -37,7 +37,7 @@ impl Default for ApiConfig {
             max_openai_body: 8 << 20,
             request_timeout: Duration::from_secs(60),
             upload_timeout: Duration::from_secs(30 * 60),
-            max_inflight_body: 256 << 20,
+            max_inflight_body: 128 << 20,
             storage_name: "sqlite".into(),
         }
     }

@@ -304,7 +304,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 60,
             upload_timeout_secs: 1800,
             max_infer_body_mib: 64,
-            max_inflight_body_mib: 256,
+            max_inflight_body_mib: 128,
             header_read_timeout_secs: 10,
             max_connections: 1024,
         }
