@@ -142,10 +142,16 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
     let client = Client::new(node.url());
     eprintln!("simulating {:?} on {}", s.name, node.url());
 
-    // Models: copies of the bundled model under new names, owned by one creator.
+    // Models: copies of the bundled model under new names, owned by one creator. Each copy
+    // carries its own ONNX doc_string (field 6 of ModelProto, appended: the last value wins and
+    // the graph is the same), because the bundled bytes belong to the node (a content hash has
+    // one owner).
     let creator = PrivateKeySigner::random();
-    let bytes = verinet_node::bundled::DIGITS.bytes.to_vec();
     for i in 0..s.models.count {
+        let mut bytes = verinet_node::bundled::DIGITS.bytes.to_vec();
+        let doc = format!("verinet simulate: model-{i}");
+        bytes.extend_from_slice(&[0x32, doc.len() as u8]);
+        bytes.extend_from_slice(doc.as_bytes());
         let meta = PublishRequest {
             name: format!("model-{i}"),
             version: "1.0.0".parse()?,

@@ -95,7 +95,14 @@ pub fn load_model(name: &str) -> Option<(Vec<u8>, TensorMap)> {
         let dir = PathBuf::from(std::env::var("VERINET_TEST_MODELS").ok()?).join(name);
         (dir.join("model.onnx"), dir.join("reference.json"))
     };
-    let bytes = std::fs::read(&model).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let mut bytes = std::fs::read(&model).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    if name == "digits" {
+        // The node bundles these very bytes under its own key, and a content hash has one owner:
+        // a bench publishes a copy with an ONNX doc_string appended (the same graph).
+        let doc = b"a verinet bench copy";
+        bytes.extend_from_slice(&[0x32, doc.len() as u8]);
+        bytes.extend_from_slice(doc);
+    }
     let r: Reference =
         serde_json::from_str(&std::fs::read_to_string(&reference).expect("reference")).expect("reference json");
     Some((bytes, r.cases.into_iter().next().expect("a case").inputs))
