@@ -290,13 +290,6 @@ impl Serialize for Tensor {
     }
 }
 
-impl<'de> Deserialize<'de> for Tensor {
-    /// In bounded memory: see [`crate::tensor_json`].
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::tensor_json::deserialize(d)
-    }
-}
-
 impl Tensor {
     /// The JSON form with `b64` instead of `data` (compact for large tensors).
     pub fn to_b64_json(&self) -> Value {

@@ -377,8 +377,11 @@ fn finish(dtype: DType, shape: Vec<usize>, d: Data) -> Result<Tensor> {
     Tensor::from_raw(dtype, shape, bytes)
 }
 
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Tensor, D::Error> {
-    d.deserialize_map(TensorVisitor)
+impl<'de> serde::Deserialize<'de> for Tensor {
+    /// In bounded memory (see the module doc).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(TensorVisitor)
+    }
 }
 
 #[cfg(test)]
