@@ -130,18 +130,8 @@ impl SqlStore {
                         found,
                     });
                 }
-                if let Some(r) = kept.as_ref().map(|k| &k.receipt) {
-                    sqlx::query(
-                        "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) \
-                         VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (request_id) DO NOTHING",
-                    )
-                    .bind(&r.request_id)
-                    .bind(address_text(&r.node))
-                    .bind(&r.digest)
-                    .bind(&r.body)
-                    .bind(r.created_at_ms)
-                    .execute(&mut *db)
-                    .await?;
+                if let Some(k) = kept {
+                    crate::sql_receipt::insert_receipt(db, &k.receipt).await?;
                 }
             }
             None => {}

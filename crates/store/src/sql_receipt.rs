@@ -22,22 +22,29 @@ fn receipt_from_row(r: &AnyRow) -> Result<ReceiptRecord> {
 
 const RECEIPT_COLUMNS: &str = "request_id, node, digest, body, batch_id, created_at";
 
+/// Stores `r` unsealed on `db`; a receipt already stored for its request stands (the capture
+/// and the buffer both write it).
+pub(crate) async fn insert_receipt(db: &mut sqlx::AnyConnection, r: &ReceiptRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(&r.request_id)
+    .bind(address_text(&r.node))
+    .bind(&r.digest)
+    .bind(&r.body)
+    .bind(r.created_at_ms)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl ReceiptStore for SqlStore {
     async fn insert_receipts(&self, receipts: &[ReceiptRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for r in receipts {
-            sqlx::query(
-                "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) \
-                 VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(&r.request_id)
-            .bind(address_text(&r.node))
-            .bind(&r.digest)
-            .bind(&r.body)
-            .bind(r.created_at_ms)
-            .execute(&mut *tx)
-            .await?;
+            insert_receipt(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())

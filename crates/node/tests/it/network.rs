@@ -57,24 +57,33 @@ use crate::helpers::repo_root;
 const HEARTBEAT_MS: u64 = 100;
 const WINDOW_MS: u64 = 500;
 
-/// A gateway-only node (no in-process executors).
-async fn gateway(dir: &std::path::Path) -> RunningNode {
+/// A gateway-only node's config (no in-process executors).
+fn gateway_config(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
     c.storage.data_dir = dir.to_path_buf();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.network.role = Role::Gateway;
     c.network.heartbeat_timeout_ms = WINDOW_MS;
-    Node::spawn(&c).await.unwrap()
+    c
 }
 
-async fn worker(dir: &std::path::Path, role: Role, gateway: &str) -> RunningNode {
+async fn gateway(dir: &std::path::Path) -> RunningNode {
+    Node::spawn(&gateway_config(dir)).await.unwrap()
+}
+
+/// A worker's or validator's config, joining `gateway`.
+fn worker_config(dir: &std::path::Path, role: Role, gateway: &str) -> Config {
     let mut c = Config::default();
     c.storage.data_dir = dir.to_path_buf();
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.network.role = role;
     c.network.gateways = vec![gateway.to_owned()];
     c.network.heartbeat_ms = HEARTBEAT_MS;
-    WorkerNode::spawn(&c).await.unwrap()
+    c
+}
+
+async fn worker(dir: &std::path::Path, role: Role, gateway: &str) -> RunningNode {
+    WorkerNode::spawn(&worker_config(dir, role, gateway)).await.unwrap()
 }
 
 /// The gateway's `/v1/nodes` entry for the node listening at `url`, once it is there.
@@ -368,10 +377,7 @@ async fn a_dead_worker_still_in_routing_is_replaced_and_never_costs_a_request() 
     use verinet_primitives::wire::VerificationMode;
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     // A window long enough that only failing to answer takes the dead worker out of routing.
-    let mut c = Config::default();
-    c.storage.data_dir = dirs[0].path().to_path_buf();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.network.role = Role::Gateway;
+    let mut c = gateway_config(dirs[0].path());
     c.network.heartbeat_timeout_ms = 120_000;
     c.verification.quorum_k = 2;
     let gw = Node::spawn(&c).await.unwrap();
@@ -513,10 +519,7 @@ async fn remote_workers_stream_completions_and_remote_validators_check_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_answering_badly_is_benched_after_its_strikes_and_costs_no_request() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut c = Config::default();
-    c.storage.data_dir = dirs[0].path().to_path_buf();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.network.role = Role::Gateway;
+    let mut c = gateway_config(dirs[0].path());
     c.network.heartbeat_timeout_ms = 120_000;
     c.network.max_strikes = 3;
     let gw = Node::spawn(&c).await.unwrap();
@@ -524,13 +527,7 @@ async fn a_worker_answering_badly_is_benched_after_its_strikes_and_costs_no_requ
     let (req, want) = digits_request();
 
     let honest = worker(dirs[1].path(), Role::Worker, &gw.url()).await;
-    let mut fc = Config::default();
-    fc.storage.data_dir = dirs[2].path().to_path_buf();
-    fc.server.listen = "127.0.0.1:0".parse().unwrap();
-    fc.network.role = Role::Worker;
-    fc.network.gateways = vec![gw.url()];
-    fc.network.heartbeat_ms = HEARTBEAT_MS;
-    let forger = WorkerNode::build(&fc).unwrap();
+    let forger = WorkerNode::build(&worker_config(dirs[2].path(), Role::Worker, &gw.url())).unwrap();
     let forger_address = forger.address();
     forger.worker().forge_receipts_with(Arc::new(PrivateKeySigner::random()));
     let forger = forger.start().await.unwrap();
