@@ -44,7 +44,8 @@ impl BodyBudget {
 /// Reserves the request's body bytes for as long as its handler runs.
 pub(crate) async fn reserve_body(State(b): State<BodyBudget>, req: Request, next: Next) -> Response {
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    // A declared length over the route limit is refused by the limit itself, unreserved.
+    // A declared length over the route limit reserves only the limit: the body is refused (413)
+    // when it reaches it.
     let bytes = declared.unwrap_or(b.route_limit).min(b.route_limit).min(b.total);
     let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
     let Ok(_held) = b.permits.clone().try_acquire_many_owned(units) else {
