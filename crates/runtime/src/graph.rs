@@ -26,6 +26,49 @@ pub(crate) fn decode(onnx: &[u8]) -> Result<pb::ModelProto> {
     Ok(proto)
 }
 
+/// The graph both backends compile, from the bytes as published, and the bytes of that graph when
+/// they differ from the published ones.
+///
+/// One rewrite is made: a `ZipMap` output (scikit-learn classifiers' default probabilities, a
+/// sequence of maps) becomes the probability tensor it wraps, `[N, classes]` float with columns in
+/// the order of its class labels, under the same output name. The model's content hash stays that
+/// of the published bytes; the rewrite is a pure function of them, so every executor runs the same
+/// graph.
+pub(crate) fn normalize(onnx: &[u8]) -> Result<(pb::ModelProto, Option<Vec<u8>>)> {
+    let mut proto = decode(onnx)?;
+    let Some(graph) = proto.graph.as_mut() else { return Ok((proto, None)) };
+    if !graph.node.iter().any(|n| n.op_type == "ZipMap") {
+        return Ok((proto, None));
+    }
+    let consumed: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    for node in graph.node.iter_mut().filter(|n| n.op_type == "ZipMap") {
+        let (Some(input), Some(output)) = (node.input.first(), node.output.first()) else {
+            return Err(RuntimeError::InvalidModel("ZipMap needs one input and one output".into()));
+        };
+        let Some(declared) = graph.output.iter_mut().find(|o| &o.name == output) else {
+            let why = if consumed.contains(output) { "feeds another node" } else { "is not a graph output" };
+            return Err(RuntimeError::InvalidModel(format!(
+                "ZipMap output {output:?} {why}: verinet turns a ZipMap graph output into its probability tensor, and \
+                 nothing else (export with options={{'zipmap': False}})"
+            )));
+        };
+        tracing::debug!(input = %input, output = %output, "ZipMap output served as its probability tensor");
+        // The output's type is left to the backend's inference: [N, classes] float.
+        declared.r#type = Some(pb::TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: None })),
+            ..Default::default()
+        });
+        node.op_type = "Identity".into();
+        node.domain = String::new();
+        node.attribute.clear();
+    }
+    if !proto.opset_import.iter().any(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
+        proto.opset_import.push(pb::OperatorSetIdProto { domain: String::new(), version: 13 });
+    }
+    let bytes = prost::Message::encode_to_vec(&proto);
+    Ok((proto, Some(bytes)))
+}
+
 /// The signature as the graph declares it: inputs that are not initialisers, then outputs.
 ///
 /// Dims keep their ONNX names (`batch`); an unnamed dynamic dim becomes `<tensor>_dim<axis>`, a
@@ -36,18 +79,7 @@ pub(crate) fn signature(
     infer_output: &dyn Fn(usize) -> Option<TensorSpec>,
 ) -> Result<IoSignature> {
     let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::InvalidModel("no graph".into()))?;
-    let initialised: HashSet<&str> = graph
-        .initializer
-        .iter()
-        .map(|t| t.name.as_str())
-        .chain(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref().map(|t| t.name.as_str())))
-        .collect();
-    let inputs = graph
-        .input
-        .iter()
-        .filter(|v| !initialised.contains(v.name.as_str()))
-        .map(|v| declared("input", v)?.ok_or_else(|| undeclared("input", v)))
-        .collect::<Result<Vec<_>>>()?;
+    let inputs = inputs(proto)?;
     let outputs = graph
         .output
         .iter()
@@ -61,6 +93,23 @@ pub(crate) fn signature(
         return Err(RuntimeError::InvalidModel("the graph has no outputs".into()));
     }
     Ok(IoSignature { inputs, outputs, ..Default::default() })
+}
+
+/// The declared inputs, initialisers excluded, in graph order; dims named as in [`signature`].
+pub(crate) fn inputs(proto: &pb::ModelProto) -> Result<Vec<TensorSpec>> {
+    let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::InvalidModel("no graph".into()))?;
+    let initialised: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref().map(|t| t.name.as_str())))
+        .collect();
+    graph
+        .input
+        .iter()
+        .filter(|v| !initialised.contains(v.name.as_str()))
+        .map(|v| declared("input", v)?.ok_or_else(|| undeclared("input", v)))
+        .collect()
 }
 
 /// The declared spec of one graph value; `None` when its type or shape is left out.

@@ -16,6 +16,7 @@ mod backend;
 mod cache;
 mod error;
 mod graph;
+mod onnx_ml;
 #[cfg(feature = "ort")]
 mod onnxruntime;
 mod runtime;

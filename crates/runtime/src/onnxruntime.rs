@@ -85,7 +85,8 @@ impl InferenceBackend for OrtBackend {
     fn prepare(&self, onnx: &[u8]) -> Result<Arc<dyn Plan>> {
         let plan = graph::guard(
             || {
-                let proto = graph::decode(onnx)?;
+                let (proto, rewritten) = graph::normalize(onnx)?;
+                let onnx = rewritten.as_deref().unwrap_or(onnx);
                 let session = new_session(&self.env, onnx).map_err(RuntimeError::InvalidModel)?;
                 let signature = graph::signature(&proto, &|i| inferred_output(&session, i))?;
                 Ok(OrtPlan {

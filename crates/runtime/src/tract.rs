@@ -9,7 +9,7 @@ use tract_onnx::prelude::{
 use tract_onnx::tract_core::ops::konst::Const;
 use verinet_primitives::{DType, Dim, IoSignature, Tensor, TensorMap, TensorSpec};
 
-use crate::{InferenceBackend, Plan, Result, RuntimeError, graph};
+use crate::{InferenceBackend, Plan, Result, RuntimeError, graph, onnx_ml};
 
 // Tensors cross the boundary as raw bytes: verinet's are little-endian, tract's are native.
 #[cfg(not(target_endian = "little"))]
@@ -65,12 +65,15 @@ struct Specialised {
 
 impl TractPlan {
     fn compile(onnx: &[u8]) -> Result<Self> {
-        let proto = graph::decode(onnx)?;
+        let (proto, _) = graph::normalize(onnx)?;
+        let framework = onnx_ml::framework();
+        refuse_unknown_ops(&framework, &proto)?;
         // Value info is a hint; exporters write stale ones that tract would take as facts.
-        let model = tract_onnx::onnx()
+        let mut model = framework
             .with_ignore_value_info(true)
             .model_for_proto_model(&proto)
             .map_err(invalid("reading the graph"))?;
+        bind_input_symbols(&mut model, &proto)?;
         let output_names: Vec<&str> = proto.graph.iter().flat_map(|g| &g.output).map(|o| o.name.as_str()).collect();
         match general(&model) {
             Ok((typed, plan)) => {
@@ -153,6 +156,41 @@ fn specialise(model: &InferenceModel, signature: &IoSignature, shapes: &[Vec<usi
     let memory = constant_bytes(&optimized);
     let plan = optimized.into_runnable().map_err(invalid("planning the graph"))?;
     Ok(Specialised { shapes: shapes.to_vec(), plan, memory })
+}
+
+/// Gives every input its declared fact with each dynamic dim a named symbol. Exporters often
+/// leave the batch dim unnamed (skl2onnx does), which tract reads as unknown and cannot type;
+/// named, the graph plans once for every batch size.
+fn bind_input_symbols(model: &mut InferenceModel, proto: &tract_onnx::pb::ModelProto) -> Result<()> {
+    for (i, spec) in graph::inputs(proto)?.iter().enumerate() {
+        let shape: TVec<TDim> = spec
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => TDim::from(*n as usize),
+                Dim::Symbolic(name) => model.symbols.sym(name).into(),
+            })
+            .collect();
+        let fact = InferenceFact::dt_shape(datum_type(spec.dtype), shape);
+        model.set_input_fact(i, fact).map_err(invalid("setting input facts"))?;
+    }
+    Ok(())
+}
+
+/// Names the first operator tract has no implementation of, rather than tract's later failure
+/// to type a placeholder.
+fn refuse_unknown_ops(framework: &tract_onnx::Onnx, proto: &tract_onnx::pb::ModelProto) -> Result<()> {
+    let nodes = proto.graph.iter().flat_map(|g| &g.node);
+    for node in nodes {
+        if !framework.op_register.0.contains_key(&node.op_type) {
+            let domain = if node.domain.is_empty() { "ai.onnx" } else { node.domain.as_str() };
+            return Err(RuntimeError::InvalidModel(format!(
+                "operator {domain}:{} (node {:?}) is not supported by the tract backend",
+                node.op_type, node.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// tract adds its sources in graph order, skipping initialisers, as the signature does.
@@ -317,6 +355,50 @@ mod tests {
             let back = from_tract(to_tract(&t).expect("to tract").into_tvalue(), dt).expect("from tract");
             assert_eq!(back, t, "{dt}");
         }
+    }
+
+    #[test]
+    fn an_operator_tract_lacks_is_named_with_the_backend() {
+        use tract_onnx::pb;
+        let value = |name: &str| pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: vec![pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(2)),
+                            ..Default::default()
+                        }],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(pb::GraphProto {
+                node: vec![pb::NodeProto {
+                    op_type: "Binarizer".into(),
+                    domain: "ai.onnx.ml".into(),
+                    name: "b".into(),
+                    input: vec!["x".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }],
+                input: vec![value("x")],
+                output: vec![value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&model);
+        let Err(RuntimeError::InvalidModel(message)) = TractBackend::new().prepare(&bytes) else {
+            panic!("a graph with an unknown operator compiled");
+        };
+        assert!(message.contains("ai.onnx.ml:Binarizer") && message.contains("tract backend"), "{message}");
     }
 
     #[test]

@@ -33,16 +33,22 @@ pub fn data_model(name: &str) -> Vec<u8> {
 /// `$VERINET_TEST_MODELS/<name>`, the models `scripts/fetch_test_models.py` collects. Never
 /// skipped: a missing directory is a broken test setup.
 pub fn test_model_dir(name: &str) -> PathBuf {
-    let how = "run `python3 scripts/fetch_test_models.py target/test-models` and set \
-               VERINET_TEST_MODELS=$PWD/target/test-models (scripts/test.sh does both)";
-    let Some(root) = std::env::var_os("VERINET_TEST_MODELS").filter(|v| !v.is_empty()) else {
-        panic!("VERINET_TEST_MODELS is not set: {how}");
-    };
-    let dir = PathBuf::from(root).join(name);
+    let dir = test_model_root().join(name);
     for file in ["model.onnx", "reference.json", "manifest.json"] {
-        assert!(dir.join(file).is_file(), "{} is missing: {how}", dir.join(file).display());
+        assert!(dir.join(file).is_file(), "{} is missing: {SETUP}", dir.join(file).display());
     }
     dir
+}
+
+const SETUP: &str = "run `python3 scripts/fetch_test_models.py target/test-models` and set \
+                     VERINET_TEST_MODELS=$PWD/target/test-models (scripts/test.sh does both)";
+
+/// `$VERINET_TEST_MODELS`; never skipped: unset is a broken test setup.
+pub fn test_model_root() -> PathBuf {
+    let Some(root) = std::env::var_os("VERINET_TEST_MODELS").filter(|v| !v.is_empty()) else {
+        panic!("VERINET_TEST_MODELS is not set: {SETUP}");
+    };
+    PathBuf::from(root)
 }
 
 pub fn test_model(name: &str) -> (Vec<u8>, Reference) {

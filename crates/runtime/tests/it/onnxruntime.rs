@@ -128,3 +128,8 @@ fn one_library_per_process() {
 fn digits_bytes_path() -> std::path::PathBuf {
     repo_root().join("models/digits-mlp.onnx")
 }
+
+#[test]
+fn sklearn_table_matches_reference() {
+    suite::sklearn_table_matches_reference(&ort());
+}

@@ -131,3 +131,52 @@ pub fn unchecked_bad_inputs_fail_cleanly(backend: &dyn InferenceBackend) {
         other => panic!("{}: expected Execution, got {other:?}", backend.name()),
     }
 }
+
+/// One model of `$VERINET_TEST_MODELS/sklearn/index.json` (`fixtures/sklearn/make_sklearn.py`).
+#[derive(serde::Deserialize)]
+pub struct SklearnModel {
+    pub name: String,
+    pub ops: Vec<String>,
+    pub tolerance: SklearnTolerance,
+}
+
+#[derive(serde::Deserialize)]
+pub struct SklearnTolerance {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+pub fn sklearn_table() -> Vec<SklearnModel> {
+    let path = test_model_root().join("sklearn/index.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; run `python3 fixtures/sklearn/make_sklearn.py target/test-models/sklearn`", path.display())
+    });
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every scikit-learn model of the fixture table compiles and answers every reference case
+/// within its tolerance of onnxruntime (which ran the bytes as exported, ZipMap included).
+pub fn sklearn_table_matches_reference(backend: &dyn InferenceBackend) {
+    let table = sklearn_table();
+    assert!(table.len() >= 12, "the table has {} models", table.len());
+    let mut failures = vec![];
+    for model in &table {
+        let dir = test_model_root().join("sklearn").join(&model.name);
+        let bytes = std::fs::read(dir.join("model.onnx")).expect("model.onnx");
+        let reference = parse_reference(&dir.join("reference.json"));
+        let tol = Tolerance { abs: model.tolerance.abs, rel: model.tolerance.rel };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let plan = backend.prepare(&bytes).unwrap_or_else(|e| panic!("{}: {e}", model.name));
+            assert!(!reference.cases.is_empty(), "{}: no reference cases", model.name);
+            for (i, case) in reference.cases.iter().enumerate() {
+                let what = format!("{} {} case {i}", backend.name(), model.name);
+                let out = plan.run(&case.inputs).unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_outputs(&what, &out, &case.outputs, tol);
+            }
+        }));
+        if result.is_err() {
+            failures.push(format!("{} ({})", model.name, model.ops.join(" ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}: {} of {} models fail: {failures:#?}", backend.name(), failures.len(), table.len());
+}

@@ -50,3 +50,8 @@ fn concurrent_runs_agree() {
 fn unchecked_bad_inputs_fail_cleanly() {
     suite::unchecked_bad_inputs_fail_cleanly(&TractBackend::new());
 }
+
+#[test]
+fn sklearn_table_matches_reference() {
+    suite::sklearn_table_matches_reference(&TractBackend::new());
+}
