@@ -1,7 +1,7 @@
 //! Scheme `exact` on EVM: EIP-3009 `TransferWithAuthorization` over the ledger token's EIP-712
 //! domain, checked without a chain (the ledger is the token).
 
-use alloy_primitives::{Address, B256, Signature, U256, keccak256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{Eip712Domain, SolStruct, sol};
 use serde_json::json;
 
@@ -212,15 +212,30 @@ pub fn authorization_hash(config: &X402Config, auth: &Authorization) -> Result<B
     Ok(message.eip712_signing_hash(&config.domain()))
 }
 
-/// Recovers the signer of a 65-byte `0x` hex signature (v = 27/28 or 0/1) over `hash`.
+/// Recovers the signer of a 65-byte `0x` hex signature (v = 27/28 or 0/1) over `hash`, with
+/// libsecp256k1 (the payment path's hottest step: about 5x faster than the pure-Rust k256
+/// alloy uses). A high `s` recovers the same signer, as with `ecrecover`.
 pub fn recover(signature: &str, hash: B256) -> Result<Address, PaymentError> {
+    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+    static SECP: std::sync::LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+        std::sync::LazyLock::new(secp256k1::Secp256k1::verification_only);
+    let invalid = |e: String| PaymentError::InvalidSignature(e);
     let hex_sig = signature.strip_prefix("0x").unwrap_or(signature);
-    let bytes = hex::decode(hex_sig).map_err(|e| PaymentError::InvalidSignature(format!("not hex: {e}")))?;
-    if bytes.len() != 65 {
-        return Err(PaymentError::InvalidSignature(format!("expected 65 bytes, got {}", bytes.len())));
+    let mut bytes = [0u8; 65];
+    if hex_sig.len() != 130 {
+        return Err(invalid(format!("expected 65 bytes, got {}", hex_sig.len() / 2)));
     }
-    let sig = Signature::try_from(bytes.as_slice()).map_err(|e| PaymentError::InvalidSignature(e.to_string()))?;
-    sig.recover_address_from_prehash(&hash).map_err(|e| PaymentError::InvalidSignature(e.to_string()))
+    hex::decode_to_slice(hex_sig, &mut bytes).map_err(|e| invalid(format!("not hex: {e}")))?;
+    let v = match bytes[64] {
+        0 | 27 => 0,
+        1 | 28 => 1,
+        other => return Err(invalid(format!("v = {other}: expected 27, 28, 0 or 1"))),
+    };
+    let id = RecoveryId::try_from(v).map_err(|e| invalid(e.to_string()))?;
+    let sig = RecoverableSignature::from_compact(&bytes[..64], id).map_err(|e| invalid(e.to_string()))?;
+    let key = SECP.recover_ecdsa(&secp256k1::Message::from_digest(hash.0), &sig).map_err(|e| invalid(e.to_string()))?;
+    let uncompressed = key.serialize_uncompressed();
+    Ok(Address::from_slice(&alloy_primitives::keccak256(&uncompressed[1..])[12..]))
 }
 
 pub(crate) fn parse_address(s: &str, field: &str) -> Result<Address, PaymentError> {
@@ -294,6 +309,7 @@ pub fn sign_payment(
 
 #[cfg(test)]
 mod tests {
+    use alloy_primitives::Signature;
     use alloy_signer_local::PrivateKeySigner;
 
     use super::*;
@@ -301,6 +317,29 @@ mod tests {
 
     fn config(pay_to: Address) -> X402Config {
         X402Config { max_timeout_secs: 60, ..X402Config::devnet(pay_to) }
+    }
+
+    #[test]
+    fn libsecp256k1_recovery_agrees_with_alloy_for_low_and_high_s() {
+        use alloy_signer::SignerSync;
+        // secp256k1's group order n: (r, n - s) with the other parity is the same signature.
+        let n = U256::from_str_radix("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141", 16).unwrap();
+        for i in 0..64u8 {
+            let key = PrivateKeySigner::random();
+            let hash = keccak256([i]);
+            let sig = key.sign_hash_sync(&hash).unwrap();
+            let expected = sig.recover_address_from_prehash(&hash).unwrap();
+            assert_eq!(expected, key.address());
+            let mut bytes = sig.as_bytes();
+            assert_eq!(recover(&format!("0x{}", hex::encode(bytes)), hash).unwrap(), expected, "v = 27/28");
+            bytes[64] -= 27;
+            assert_eq!(recover(&hex::encode(bytes), hash).unwrap(), expected, "v = 0/1");
+            let high = Signature::new(sig.r(), n - sig.s(), !sig.v());
+            assert_eq!(recover(&format!("0x{}", hex::encode(high.as_bytes())), hash).unwrap(), expected, "high s");
+        }
+        for bad in ["0x", "0x00", &format!("0x{}", "11".repeat(64) + "05"), &"zz".repeat(65)] {
+            assert!(matches!(recover(bad, B256::ZERO), Err(PaymentError::InvalidSignature(_))), "{bad}");
+        }
     }
 
     #[test]
