@@ -63,7 +63,6 @@ fi
 export VERINET_TEST_CHROMIUM
 VERINET_TEST_CHROMIUM=$(command -v chromium)
 
-# One build for everything: the onnxruntime backend is an additive feature, and building it in
-# a second invocation would compile tract a second time with other dependency features.
+# One build for everything; the onnxruntime backend is always built and loads ORT_DYLIB_PATH.
 log "cargo test (workspace: SQLite + PostgreSQL, tract + onnxruntime)"
-cargo test --workspace --locked --features verinet-runtime/ort "$@"
+cargo test --workspace --locked "$@"

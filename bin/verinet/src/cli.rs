@@ -142,7 +142,7 @@ pub struct UpArgs {
     /// PostgreSQL URL to share state between nodes (default: SQLite in --data-dir).
     #[arg(long, env = "VERINET_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Inference backend: tract or onnxruntime (needs a build with --features ort).
+    /// Inference backend: auto (onnxruntime when libonnxruntime.so is found, else tract), tract or onnxruntime.
     #[arg(long)]
     pub backend: Option<String>,
     /// Do not publish the bundled models.

@@ -218,3 +218,38 @@ fn a_held_data_dir_is_refused_and_the_config_names_it() {
     let (again, _) = up(&data);
     stop(again);
 }
+
+/// The backend line `verinet up` prints with `ORT_DYLIB_PATH` unset and `PATH` as given.
+fn chosen_backend(path: &std::ffi::OsStr) -> String {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut child = bin()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env_remove("ORT_DYLIB_PATH")
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn verinet up");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf8");
+    assert!(first.starts_with("verinet node up at "), "{first}");
+    let second = lines.next().expect("a second line").expect("utf8");
+    std::thread::spawn(move || for _ in lines {});
+    stop(child);
+    let backend = second.split("backend ").nth(1).and_then(|s| s.split_whitespace().next());
+    backend.unwrap_or_else(|| panic!("no backend in {second:?}")).to_owned()
+}
+
+#[test]
+fn auto_backend_finds_pip_onnxruntime_and_falls_back_to_tract() {
+    // The test command's venv has `pip install onnxruntime`: its python3 leads to the library.
+    let python = std::env::var_os("VERINET_TEST_PYTHON")
+        .unwrap_or_else(|| panic!("VERINET_TEST_PYTHON is not set: run the README test command (scripts/test.sh)"));
+    let venv_bin = Path::new(&python).parent().unwrap().to_path_buf();
+    let path = std::env::join_paths([venv_bin, PathBuf::from("/usr/bin"), PathBuf::from("/bin")]).unwrap();
+    assert_eq!(chosen_backend(&path), "onnxruntime");
+    // No ORT_DYLIB_PATH, no python3 at all: tract, and the node still serves.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(chosen_backend(empty.path().as_os_str()), "tract");
+}

@@ -239,7 +239,7 @@ async fn embed_sampled(
         return Ok((e, ran, unchecked()));
     }
     let (worker, ran) = embed_failover(st, first, model, ids.clone(), terms).await?;
-    let Some(validator) = st.pool.pick_validator(model.id, &[worker.address()]) else {
+    let Some(validator) = st.pool.pick_checker(model.id, &worker) else {
         warn!(request_id = %terms.request_id, "sampled for re-execution but no validator is in good standing");
         return Ok((worker, ran, unchecked()));
     };

@@ -1005,7 +1005,7 @@ impl GenContext {
         if self.mode != VerificationMode::Sampled || !self.st.pool.sample(self.sample_rate) {
             return unchecked();
         }
-        let Some(validator) = self.st.pool.pick_validator(self.model.id, &[worker.address()]) else {
+        let Some(validator) = self.st.pool.pick_checker(self.model.id, worker) else {
             warn!(request_id = %self.request_id, "sampled for a check but no validator is in good standing");
             return unchecked();
         };

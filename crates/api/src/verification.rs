@@ -139,7 +139,7 @@ pub(crate) async fn execute(
                 return Ok(Executed { ran, executor: worker, check: check("unchecked", vec![], vec![]) });
             }
             let (worker, ran) = run_failover(st, worker, model, inputs.clone(), terms, &mut tried).await?;
-            let Some(validator) = st.pool.pick_validator(model.id, &[worker.address()]) else {
+            let Some(validator) = st.pool.pick_checker(model.id, &worker) else {
                 warn!(request_id, "sampled for re-execution but no validator is in good standing");
                 return Ok(Executed { ran, executor: worker, check: check("unchecked", vec![], vec![]) });
             };

@@ -333,9 +333,11 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSection {
-    /// `tract` (default) or `onnxruntime` (needs the `ort` build feature).
+    /// `auto` (default: onnxruntime when `libonnxruntime.so` is found, else tract), `tract` or
+    /// `onnxruntime`.
     pub backend: String,
-    /// Path of `libonnxruntime.so` for the onnxruntime backend (else `ORT_DYLIB_PATH`).
+    /// Path of `libonnxruntime.so` for the onnxruntime backend (else `ORT_DYLIB_PATH`, else the
+    /// `onnxruntime` Python package's, if `python3` imports one).
     pub onnxruntime_library: Option<PathBuf>,
     /// Concurrent executions; 0 means one per CPU.
     pub max_concurrency: usize,
@@ -358,7 +360,7 @@ impl Default for RuntimeSection {
     fn default() -> Self {
         let d = verinet_runtime::RuntimeConfig::default();
         Self {
-            backend: "tract".into(),
+            backend: "auto".into(),
             onnxruntime_library: None,
             max_concurrency: 0,
             max_queue: d.max_queue,

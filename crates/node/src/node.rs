@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tracing::info;
+use tracing::{info, warn};
 use verinet_api::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
@@ -14,7 +14,7 @@ use alloy_signer_local::PrivateKeySigner;
 use verinet_verify::{BatchConfig, Execute, Executor, LocalExecutor, NodeRole, Pool, Presence, ReceiptLog, Tolerance};
 use verinet_hub::{Hub, HubConfig};
 use verinet_llm::LlmHost;
-use verinet_runtime::{InferenceBackend, Runtime, RuntimeConfig, TractBackend};
+use verinet_runtime::{InferenceBackend, OrtBackend, Runtime, RuntimeConfig, TractBackend, find_onnxruntime};
 use verinet_store::{ObjectBlobStore, SqlStore};
 
 use crate::{Config, KeyFile, NodeError, PaymentsSection, Result, Role, bundled};
@@ -331,15 +331,36 @@ pub(crate) fn runtime(config: &Config) -> Result<(Arc<Runtime>, RuntimeConfig)> 
 }
 
 fn backend(config: &Config, name: &str) -> Result<Arc<dyn InferenceBackend>> {
-    #[cfg(not(feature = "ort"))]
-    let _ = config;
+    let configured = config.runtime.onnxruntime_library.as_deref();
     match name {
         "tract" => Ok(Arc::new(TractBackend::new())),
-        #[cfg(feature = "ort")]
-        "onnxruntime" => Ok(Arc::new(verinet_runtime::OrtBackend::new(config.runtime.onnxruntime_library.as_deref())?)),
-        #[cfg(not(feature = "ort"))]
-        "onnxruntime" => Err(NodeError::Config("backend \"onnxruntime\" needs a build with `--features ort`".into())),
-        other => Err(NodeError::Config(format!("unknown backend {other:?}: use tract or onnxruntime"))),
+        "onnxruntime" => {
+            let (path, _) = find_onnxruntime(configured).ok_or_else(|| {
+                NodeError::Config(
+                    "backend \"onnxruntime\": libonnxruntime.so not found; set [runtime] onnxruntime_library or \
+                     ORT_DYLIB_PATH, or `pip install onnxruntime`"
+                        .into(),
+                )
+            })?;
+            Ok(Arc::new(OrtBackend::new(Some(&path))?))
+        }
+        "auto" => match find_onnxruntime(configured) {
+            Some((path, from)) => match OrtBackend::new(Some(&path)) {
+                Ok(ort) => {
+                    info!(library = %path.display(), found_by = from, "runtime backend: onnxruntime");
+                    Ok(Arc::new(ort))
+                }
+                Err(e) => {
+                    warn!(library = %path.display(), found_by = from, error = %e, "onnxruntime did not load; runtime backend: tract");
+                    Ok(Arc::new(TractBackend::new()))
+                }
+            },
+            None => {
+                info!("runtime backend: tract (no libonnxruntime.so: set ORT_DYLIB_PATH or `pip install onnxruntime` for the faster engine)");
+                Ok(Arc::new(TractBackend::new()))
+            }
+        },
+        other => Err(NodeError::Config(format!("unknown backend {other:?}: use auto, tract or onnxruntime"))),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Model execution for a verinet node: ONNX bytes in, outputs out, within limits.
 //!
 //! - [`InferenceBackend`] compiles ONNX bytes into a [`Plan`] that runs tensors; [`TractBackend`]
-//!   is the default (pure Rust), [`OrtBackend`] (cargo feature `ort`) loads `libonnxruntime` at
-//!   run time. Both read the [`IoSignature`](verinet_primitives::IoSignature) from the ONNX graph.
+//!   is pure Rust and always available, [`OrtBackend`] loads `libonnxruntime` at run time (found
+//!   by [`find_onnxruntime`]). Both read the [`IoSignature`](verinet_primitives::IoSignature)
+//!   from the ONNX graph.
 //! - [`Runtime`] puts a backend behind the limits a node needs: a plan cache by model id
 //!   (memory-weighted LRU, one compile per id however many callers race), input checks before
 //!   queueing, a bounded queue, a concurrency cap on the blocking pool and a per-request timeout.
@@ -17,7 +18,6 @@ mod cache;
 mod error;
 mod graph;
 mod onnx_ml;
-#[cfg(feature = "ort")]
 mod onnxruntime;
 mod runtime;
 #[cfg(feature = "test-utils")]
@@ -27,7 +27,6 @@ mod tract;
 pub use backend::{InferenceBackend, Plan};
 pub use cache::CacheStats;
 pub use error::{Result, RuntimeError};
-#[cfg(feature = "ort")]
-pub use onnxruntime::OrtBackend;
+pub use onnxruntime::{OrtBackend, find_onnxruntime};
 pub use runtime::{RunOutput, Runtime, RuntimeConfig, Timings};
 pub use tract::TractBackend;

@@ -32,8 +32,9 @@ pub struct RuntimeConfig {
     pub max_input_elements: usize,
     /// A compiled plan may hold this many bytes (constants included) per byte of the model,
     /// plus [`RuntimeConfig::plan_slack_bytes`]; a model past
-    /// it is refused at compile ([`RuntimeError::InvalidModel`]), so at publish. Default: 6
-    /// (tract keeps the model bytes beside int8 weights widened to float32: 5x).
+    /// it is refused at compile ([`RuntimeError::InvalidModel`]), so at publish. Default: 16
+    /// (tract keeps the model bytes beside int8 weights widened to float32: 5x; an onnxruntime
+    /// session of MiniLM int8, 22 MB, holds ~175 MiB resident: 8x). A bomb is 10^6x.
     pub max_plan_expansion: usize,
     /// See [`RuntimeConfig::max_plan_expansion`]. Default: 64 MiB.
     pub plan_slack_bytes: usize,
@@ -54,7 +55,7 @@ impl Default for RuntimeConfig {
             timeout: Duration::from_secs(30),
             cache_bytes: 2 << 30,
             max_input_elements: 16 << 20,
-            max_plan_expansion: 6,
+            max_plan_expansion: 16,
             plan_slack_bytes: 64 << 20,
         }
     }

@@ -384,6 +384,17 @@ impl Pool {
         self.pick(&from, 1, model, exclude).into_iter().next()
     }
 
+    /// A validator to re-execute `worker`'s result: one on another runtime backend when any is in
+    /// good standing (an independent implementation catches what a shared bug would hide), else
+    /// any but the worker.
+    pub fn pick_checker(&self, model: ModelId, worker: &Executor) -> Option<Arc<Executor>> {
+        let from = self.validators.read().unwrap_or_else(|p| p.into_inner());
+        let backend = worker.backend_name();
+        let other: Vec<Arc<Executor>> = from.iter().filter(|v| v.backend_name() != backend).cloned().collect();
+        let exclude = [worker.address()];
+        self.pick(&other, 1, model, &exclude).into_iter().next().or_else(|| self.pick(&from, 1, model, &exclude).into_iter().next())
+    }
+
     /// True with probability `p` (the sampling decision).
     pub fn sample(&self, p: f64) -> bool {
         p > 0.0 && self.rng.lock().unwrap_or_else(|e| e.into_inner()).gen_bool(p.min(1.0))

@@ -140,3 +140,52 @@ async fn graceful_stop_finishes_and_restart_keeps_models() {
     assert_eq!(digits.models.len(), 2, "bundled model published once, not again on restart");
     node.stop().await.unwrap();
 }
+
+/// One model of the scikit-learn table (`fixtures/sklearn/make_sklearn.py` -> `index.json`).
+#[derive(serde::Deserialize)]
+struct SklearnModel {
+    name: String,
+    tolerance: SklearnTolerance,
+}
+
+#[derive(serde::Deserialize)]
+struct SklearnTolerance {
+    abs: f64,
+    rel: f64,
+}
+
+/// Every model of the table published over HTTP to a node on `backend` and called with every
+/// reference case: answers within tolerance of onnxruntime running the bytes as exported.
+async fn sklearn_table_over_http(backend: &str) {
+    let dir = test_models_dir().join("sklearn");
+    let table: Vec<SklearnModel> = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap_or_else(|e| {
+        panic!("{}: {e}; scripts/test.sh runs fixtures/sklearn/make_sklearn.py", dir.join("index.json").display())
+    }))
+    .unwrap();
+    assert!(table.len() >= 12, "{} models in the table", table.len());
+    let n = TestNode::start_with(|c| c.runtime.backend = backend.into()).await;
+    assert_eq!(n.client.health().await.unwrap().backend, backend);
+    let creator = PrivateKeySigner::random();
+    for m in &table {
+        let bytes = std::fs::read(dir.join(&m.name).join("model.onnx")).unwrap();
+        let published = n.client.publish_bytes(&signed(&m.name, "1.0.0", &bytes, &creator), bytes).await;
+        published.unwrap_or_else(|e| panic!("{backend}: publishing {}: {e}", m.name));
+        let tol = Tolerance { abs: m.tolerance.abs, rel: m.tolerance.rel };
+        let reference = parse_reference(&dir.join(&m.name).join("reference.json"));
+        for (i, case) in reference.cases.into_iter().enumerate() {
+            let resp = n.client.infer(&req(&m.name, case.inputs)).await;
+            let resp = resp.unwrap_or_else(|e| panic!("{backend}: {} case {i}: {e}", m.name));
+            assert_outputs(&format!("{backend}: {} case {i}", m.name), &resp.tensors().unwrap(), &case.outputs, tol);
+        }
+    }
+}
+
+#[tokio::test]
+async fn scikit_learn_models_publish_and_answer_on_tract() {
+    sklearn_table_over_http("tract").await;
+}
+
+#[tokio::test]
+async fn scikit_learn_models_publish_and_answer_on_onnxruntime() {
+    sklearn_table_over_http("onnxruntime").await;
+}

@@ -73,7 +73,9 @@ async fn start_post(addr: &str, path: &str, content_length: usize, body: &[u8]) 
     let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
+    // A node that refuses on the head (503 busy) may close before the body is all sent; the
+    // answer is what the test reads.
+    let _ = s.write_all(body).await;
     s
 }
 
@@ -157,7 +159,11 @@ async fn a_model_that_expands_when_compiled_is_refused_at_publish() {
     match n.client.publish_bytes(&meta, bytes).await {
         Err(verinet_client::ClientError::Api { status: 422, code, message, .. }) => {
             assert_eq!(code, "invalid_model");
-            assert!(message.contains("256 MiB"), "{message}");
+            // tract counts the folded constant (256 MiB); onnxruntime's sessions show it in the
+            // resident set (256 MiB or more per session).
+            assert!(message.contains("allows 64 MiB"), "{message}");
+            let held: usize = message.split(" holds ").nth(1).and_then(|m| m.split(" MiB").next()?.parse().ok()).unwrap();
+            assert!(held >= 256, "{message}");
         }
         other => panic!("the expansion bomb must be refused, got {other:?}"),
     }

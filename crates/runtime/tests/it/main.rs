@@ -8,7 +8,6 @@ mod fuzz;
 mod helpers;
 mod invalid;
 mod limits;
-#[cfg(feature = "ort")]
 mod onnxruntime;
 mod suite;
 mod tract;
