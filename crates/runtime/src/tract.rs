@@ -139,7 +139,8 @@ impl TractPlan {
 
 /// The symbolic pipeline: typed, optimised, planned.
 fn general(model: &InferenceModel) -> Result<(TypedModel, Arc<TypedSimplePlan>)> {
-    let typed = model.clone().into_typed().map_err(invalid("typing the graph"))?;
+    let mut typed = model.clone().into_typed().map_err(invalid("typing the graph"))?;
+    fold_constant_casts(&mut typed).map_err(invalid("folding constant casts"))?;
     let optimized = typed.clone().into_optimized().map_err(invalid("optimising the graph"))?;
     let plan = optimized.into_runnable().map_err(invalid("planning the graph"))?;
     Ok((typed, plan))
@@ -152,10 +153,38 @@ fn specialise(model: &InferenceModel, signature: &IoSignature, shapes: &[Vec<usi
         let fact = InferenceFact::dt_shape(datum_type(spec.dtype), shape.iter().copied().collect::<TVec<_>>());
         model.set_input_fact(i, fact).map_err(invalid("fixing input shapes"))?;
     }
-    let optimized = model.into_optimized().map_err(invalid("optimising the graph"))?;
+    let mut typed = model.into_typed().map_err(invalid("typing the graph"))?;
+    fold_constant_casts(&mut typed).map_err(invalid("folding constant casts"))?;
+    let optimized = typed.into_optimized().map_err(invalid("optimising the graph"))?;
     let memory = constant_bytes(&optimized);
     let plan = optimized.into_runnable().map_err(invalid("planning the graph"))?;
     Ok(Specialised { shapes: shapes.to_vec(), plan, memory })
+}
+
+/// Replaces every `Cast` of a constant with the cast constant. tract folds constants only within
+/// a 4 MiB budget, so a large int8 weight (MiniLM's 30522x384 embedding table) stayed int8 and
+/// was widened to float on every call; folded, it costs its float size once (the plan expansion
+/// limit still applies) and the kernels get plain float weights.
+fn fold_constant_casts(model: &mut TypedModel) -> tract_onnx::prelude::TractResult<()> {
+    use tract_onnx::tract_core::model::{SpecialOps, TypedModelPatch};
+    use tract_onnx::tract_core::ops::cast::Cast;
+    loop {
+        let found = model.nodes().iter().find_map(|n| {
+            let cast = n.op_as::<Cast>()?;
+            // A folded cast keeps its node, unplugged: skip those.
+            if n.outputs.iter().all(|o| o.successors.is_empty()) && !model.output_outlets().ok()?.iter().any(|o| o.node == n.id) {
+                return None;
+            }
+            let konst = model.outlet_fact(n.inputs[0]).ok()?.konst.clone()?;
+            Some((n.id, n.name.clone(), cast.to, konst))
+        });
+        let Some((id, name, to, konst)) = found else { return Ok(()) };
+        let value = konst.cast_to_dt(to)?.into_owned();
+        let mut patch = TypedModelPatch::default();
+        let wire = patch.add_const(format!("{name}.folded"), value)?;
+        patch.shunt_outside(model, id.into(), wire)?;
+        patch.apply(model)?;
+    }
 }
 
 /// Gives every input its declared fact with each dynamic dim a named symbol. Exporters often
