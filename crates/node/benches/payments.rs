@@ -60,6 +60,17 @@ async fn verify_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
         });
         println!("| verify | {threads} | {:.0} |", N as f64 / start.elapsed().as_secs_f64());
     }
+    // The same payloads through the previous recovery (alloy's pure-Rust k256), side by side:
+    // EIP-712 hash + recovery + the signer check, on one thread.
+    let start = Instant::now();
+    for p in payloads.iter() {
+        let hash = verinet_payments::authorization_hash(config, &p.payload.authorization).expect("hash");
+        let bytes = hex::decode(p.payload.signature.trim_start_matches("0x")).expect("hex");
+        let sig = alloy_primitives::Signature::try_from(bytes.as_slice()).expect("signature");
+        let signer = sig.recover_address_from_prehash(&hash).expect("recover");
+        assert_eq!(signer.to_string().to_lowercase(), p.payload.authorization.from.to_lowercase());
+    }
+    println!("| verify, alloy k256 recovery (before) | 1 | {:.0} |", N as f64 / start.elapsed().as_secs_f64());
 }
 
 async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner], db: &str, url: &str) {
