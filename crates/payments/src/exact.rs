@@ -213,29 +213,9 @@ pub fn authorization_hash(config: &X402Config, auth: &Authorization) -> Result<B
 }
 
 /// Recovers the signer of a 65-byte `0x` hex signature (v = 27/28 or 0/1) over `hash`, with
-/// libsecp256k1 (the payment path's hottest step: about 5x faster than the pure-Rust k256
-/// alloy uses). A high `s` recovers the same signer, as with `ecrecover`.
+/// libsecp256k1 ([`verinet_primitives::secp`]): the payment path's hottest step.
 pub fn recover(signature: &str, hash: B256) -> Result<Address, PaymentError> {
-    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
-    static SECP: std::sync::LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
-        std::sync::LazyLock::new(secp256k1::Secp256k1::verification_only);
-    let invalid = |e: String| PaymentError::InvalidSignature(e);
-    let hex_sig = signature.strip_prefix("0x").unwrap_or(signature);
-    let mut bytes = [0u8; 65];
-    if hex_sig.len() != 130 {
-        return Err(invalid(format!("expected 65 bytes, got {}", hex_sig.len() / 2)));
-    }
-    hex::decode_to_slice(hex_sig, &mut bytes).map_err(|e| invalid(format!("not hex: {e}")))?;
-    let v = match bytes[64] {
-        0 | 27 => 0,
-        1 | 28 => 1,
-        other => return Err(invalid(format!("v = {other}: expected 27, 28, 0 or 1"))),
-    };
-    let id = RecoveryId::try_from(v).map_err(|e| invalid(e.to_string()))?;
-    let sig = RecoverableSignature::from_compact(&bytes[..64], id).map_err(|e| invalid(e.to_string()))?;
-    let key = SECP.recover_ecdsa(&secp256k1::Message::from_digest(hash.0), &sig).map_err(|e| invalid(e.to_string()))?;
-    let uncompressed = key.serialize_uncompressed();
-    Ok(Address::from_slice(&alloy_primitives::keccak256(&uncompressed[1..])[12..]))
+    verinet_primitives::secp::recover_hex(signature, &hash).map_err(PaymentError::InvalidSignature)
 }
 
 pub(crate) fn parse_address(s: &str, field: &str) -> Result<Address, PaymentError> {

@@ -13,6 +13,7 @@
 //! - [`PublishAuth`]: the owner-signed (EIP-191) authorisation to publish a model version.
 //! - [`wire`]: the JSON bodies of the HTTP API, shared by server and client.
 //! - [`Address`]: an Ethereum account address (re-exported from alloy).
+//! - [`secp`]: secp256k1 recovery and deterministic signing on libsecp256k1 (payments, receipts).
 
 mod clock;
 mod error;
@@ -20,6 +21,7 @@ mod hash;
 mod model_id;
 mod model_ref;
 mod publish;
+pub mod secp;
 mod signature;
 mod tensor;
 pub mod tensor_json;
