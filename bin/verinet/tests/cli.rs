@@ -14,19 +14,24 @@ fn root() -> PathBuf {
 
 /// `verinet up` on a free port; returns the child and the URL it printed.
 fn up(data: &Path) -> (Child, String) {
-    let mut child = bin()
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn verinet up");
+    let (child, url, _) = up_with(data, |_| {});
+    (child, url)
+}
+
+/// `verinet up` on a free port with `tweak` applied to the command; returns the child, the URL
+/// and the second line it printed (data dir, storage, backend, node).
+fn up_with(data: &Path, tweak: impl FnOnce(&mut Command)) -> (Child, String, String) {
+    let mut cmd = bin();
+    cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data).stdout(Stdio::piped()).stderr(Stdio::null());
+    tweak(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn verinet up");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a first line").expect("utf8");
     let url = first.strip_prefix("verinet node up at ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_owned();
+    let second = lines.next().expect("a second line").expect("utf8");
     // Keep draining stdout so the node never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (child, url, second)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -222,20 +227,9 @@ fn a_held_data_dir_is_refused_and_the_config_names_it() {
 /// The backend line `verinet up` prints with `ORT_DYLIB_PATH` unset and `PATH` as given.
 fn chosen_backend(path: &std::ffi::OsStr) -> String {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let mut child = bin()
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .env_remove("ORT_DYLIB_PATH")
-        .env("PATH", path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn verinet up");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a first line").expect("utf8");
-    assert!(first.starts_with("verinet node up at "), "{first}");
-    let second = lines.next().expect("a second line").expect("utf8");
-    std::thread::spawn(move || for _ in lines {});
+    let (child, _, second) = up_with(&tmp.path().join("data"), |cmd| {
+        cmd.env_remove("ORT_DYLIB_PATH").env("PATH", path);
+    });
     stop(child);
     let backend = second.split("backend ").nth(1).and_then(|s| s.split_whitespace().next());
     backend.unwrap_or_else(|| panic!("no backend in {second:?}")).to_owned()

@@ -104,33 +104,27 @@ impl Kind {
                 }
                 tvec!(y.into_tvalue())
             }
-            Kind::TreeClassifier(c) => {
-                let mut labels = Vec::with_capacity(n);
-                let mut scores = Array2::<f32>::zeros((n, c.labels.len()));
-                for (row, mut out) in x.axis_iter(Axis(0)).zip(scores.axis_iter_mut(Axis(0))) {
-                    let (label, s) = c.classify(row);
-                    labels.push(label);
-                    out.iter_mut().zip(s).for_each(|(o, s)| *o = s);
-                }
-                tvec!(tensor1(&labels).into_tvalue(), scores.into_tvalue())
-            }
+            Kind::TreeClassifier(c) => labelled(x, c.labels.len(), |row| c.classify(row)),
             Kind::SvmRegressor(s) => {
                 let y = Array2::from_shape_fn((n, 1), |(i, _)| s.predict(x.row(i)));
                 tvec!(y.into_tvalue())
             }
-            Kind::SvmClassifier(c) => {
-                let mut labels = Vec::with_capacity(n);
-                let mut scores = Array2::<f32>::zeros((n, c.score_columns()));
-                for (row, mut out) in x.axis_iter(Axis(0)).zip(scores.axis_iter_mut(Axis(0))) {
-                    let (label, s) = c.classify(row);
-                    labels.push(label);
-                    out.iter_mut().zip(s).for_each(|(o, s)| *o = s);
-                }
-                tvec!(tensor1(&labels).into_tvalue(), scores.into_tvalue())
-            }
+            Kind::SvmClassifier(c) => labelled(x, c.score_columns(), |row| c.classify(row)),
         };
         Ok(out)
     }
+}
+
+/// A classifier's two outputs, row by row: int64 labels `[N]` and f32 scores `[N, columns]`.
+fn labelled(x: ArrayView2<f32>, columns: usize, classify: impl Fn(ArrayView1<f32>) -> (i64, Vec<f32>)) -> TVec<TValue> {
+    let mut labels = Vec::with_capacity(x.nrows());
+    let mut scores = Array2::<f32>::zeros((x.nrows(), columns));
+    for (row, mut out) in x.axis_iter(Axis(0)).zip(scores.axis_iter_mut(Axis(0))) {
+        let (label, s) = classify(row);
+        labels.push(label);
+        out.iter_mut().zip(s).for_each(|(o, s)| *o = s);
+    }
+    tvec!(tensor1(&labels).into_tvalue(), scores.into_tvalue())
 }
 
 /// The inference-time face of an operator: type rules, then one typed [`MlOp`] after a cast of
