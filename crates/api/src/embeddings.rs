@@ -24,7 +24,6 @@ use verinet_primitives::{
     openai::{EmbeddingData, EmbeddingInput, EmbeddingProof, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage},
     wire::{PaymentSummary, ResolvedModel, VerificationMode},
 };
-use verinet_ledger::Keep;
 use verinet_store::ModelVersion;
 use verinet_primitives::{Address, wire::CheckInfo};
 use verinet_verify::{EmbedJob, Executor, Ran, Terms, compare_embeddings};
@@ -125,17 +124,10 @@ async fn embed(
                 (Some(p), Ok((e, ran, check))) => {
                     let tx_id = verinet_ledger::new_tx_id();
                     let payment = pay::summary(Some(p), Some(&tx_id));
-                    match shape.render(&model, ran, check, payment.clone()).and_then(|b| serde_json::to_string(&b).map_err(|e| ApiError::Internal(e.to_string()))) {
-                        Ok(answer) => {
-                            let keep = Keep { tx_id, answer, receipt: st.receipts.record_of(&ran.receipt) };
-                            let h = format!("{:#x}", ran.receipt.receipt.output_hash);
-                            infer::capture(&st, p, &h, e.address(), Some(keep.clone())).await.map(|_| Some((keep.answer, payment)))
-                        }
-                        Err(err) => {
-                            infer::refund(&st, p, "the answer could not be encoded").await;
-                            Err(err)
-                        }
-                    }
+                    let answer = shape
+                        .render(&model, ran, check, payment.clone())
+                        .and_then(|b| serde_json::to_string(&b).map_err(|e| ApiError::Internal(e.to_string())));
+                    infer::capture_kept(&st, p, ran, e.address(), tx_id, answer).await.map(|a| Some((a, payment)))
                 }
                 (Some(p), Err(err)) => {
                     infer::refund(&st, p, &err.to_string()).await;

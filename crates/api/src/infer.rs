@@ -28,7 +28,7 @@ use verinet_primitives::{
     },
 };
 use verinet_ledger::Keep;
-use verinet_verify::{Terms, Tolerance};
+use verinet_verify::{Ran, Terms, Tolerance};
 use verinet_runtime::RuntimeError;
 
 use verinet_flywheel::{Event, RequestEvent};
@@ -160,19 +160,8 @@ async fn serve(
                     // to this connection or process, the payer can get it back by retrying.
                     let tx_id = verinet_ledger::new_tx_id();
                     let body = shape.render(x, &model, quote.total, pay::summary(Some(e), Some(&tx_id)));
-                    match serde_json::to_string(&body) {
-                        Ok(answer) => {
-                            let keep = Keep { tx_id, answer, receipt: st.receipts.record_of(&x.ran.receipt) };
-                            let h = format!("{:#x}", x.ran.receipt.receipt.output_hash);
-                            capture(&st, e, &h, x.executor.address(), Some(keep.clone()))
-                                .await
-                                .map(|_| Some((keep.answer, body.payment)))
-                        }
-                        Err(err) => {
-                            refund(&st, e, "the answer could not be encoded").await;
-                            Err(ApiError::Internal(format!("encoding the answer: {err}")))
-                        }
-                    }
+                    let answer = serde_json::to_string(&body).map_err(|err| ApiError::Internal(format!("encoding the answer: {err}")));
+                    capture_kept(&st, e, &x.ran, x.executor.address(), tx_id, answer).await.map(|a| Some((a, body.payment)))
                 }
                 (Some(e), Err(err)) => {
                     refund(&st, e, &err.to_string()).await;
@@ -257,6 +246,29 @@ impl Shape {
             },
         }
     }
+}
+
+/// Captures `e` with the answer kept beside it (a retry with the same payment gets it back), the
+/// answer rendered for the capture's transaction `tx_id`; an answer that could not be encoded
+/// refunds the payer instead. Returns the answer to send.
+pub(crate) async fn capture_kept(
+    st: &AppState,
+    e: &pay::Paid,
+    ran: &Ran,
+    operator: Address,
+    tx_id: String,
+    answer: Result<String, ApiError>,
+) -> Result<String, ApiError> {
+    let answer = match answer {
+        Ok(a) => a,
+        Err(err) => {
+            refund(st, e, "the answer could not be encoded").await;
+            return Err(err);
+        }
+    };
+    let keep = Keep { tx_id, answer, receipt: st.receipts.record_of(&ran.receipt) };
+    let hash = format!("{:#x}", ran.receipt.receipt.output_hash);
+    capture(st, e, &hash, operator, Some(keep.clone())).await.map(|_| keep.answer)
 }
 
 /// Pays the split and records the result hash. If that fails the payer must not lose: the

@@ -157,7 +157,6 @@ pub(crate) async fn open_session(
     ))
 }
 
-/// `GET /v1/payments/{request_id}`.
 /// `GET /v1/payments/by-nonce/{payer}/{nonce}`: what an x402 authorization paid for, as a
 /// retry with its header would get it: the kept answer (200, `x-verinet-answered-before`,
 /// `PAYMENT-RESPONSE`), 409 `payment_in_flight` while its request runs, or 404 saying what
@@ -177,6 +176,7 @@ pub(crate) async fn payment_by_nonce(
     }
 }
 
+/// `GET /v1/payments/{request_id}`.
 pub(crate) async fn payment(
     State(st): State<AppState>,
     Path(request_id): Path<String>,
