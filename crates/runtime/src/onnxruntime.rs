@@ -160,11 +160,12 @@ struct OrtPlan {
     session_bytes: usize,
 }
 
-/// The process's resident set, from `/proc/self/statm` (0 where there is none).
+/// The process's resident set, from `VmRSS` in `/proc/self/status` (in kB, whatever the page
+/// size; 0 where there is none).
 fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    pages * 4096
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<usize>().ok());
+    kb.unwrap_or(0) * 1024
 }
 
 impl OrtPlan {
