@@ -298,6 +298,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, &'static str, bool) {
         StoreError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "invalid", true),
         StoreError::UnsupportedUrl { .. }
         | StoreError::Database(_)
+        | StoreError::Sqlite(_)
         | StoreError::Migrate(_)
         | StoreError::Blob(_)
         | StoreError::Corrupt(_)

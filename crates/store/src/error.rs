@@ -95,6 +95,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite ledger writer's connection failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Applying the schema migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

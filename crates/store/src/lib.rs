@@ -25,6 +25,7 @@ pub mod conformance;
 mod error;
 mod event;
 mod ledger;
+mod ledger_commit;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod ledger_conformance;
 mod model;
@@ -38,6 +39,7 @@ mod sql;
 mod sql_event;
 mod sql_ledger;
 mod sql_receipt;
+mod sqlite_ledger;
 
 pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};

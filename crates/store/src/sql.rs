@@ -27,8 +27,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) backend: &'static str,
-    /// SQLite only: the group-commit writer every ledger transaction goes through.
-    pub(crate) ledger_writer: Option<crate::sql_ledger::LedgerWriter>,
+    /// A SQLite file only: the writer thread every ledger transaction goes through.
+    pub(crate) ledger_writer: Option<crate::sqlite_ledger::LedgerWriter>,
 }
 
 impl SqlStore {
@@ -46,6 +46,7 @@ impl SqlStore {
             return Err(StoreError::UnsupportedUrl { url: url.to_owned() });
         };
         let mut options = AnyPoolOptions::new();
+        let mut ledger_file = None;
         if backend == "sqlite" {
             let memory = url.contains(":memory:") || url.contains("mode=memory");
             if memory {
@@ -62,6 +63,7 @@ impl SqlStore {
                     .await?;
                 conn.close().await?;
                 options = options.max_connections(8);
+                ledger_file = Some(SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf());
             }
             options = options.after_connect(|conn: &mut AnyConnection, _| {
                 Box::pin(async move {
@@ -75,11 +77,9 @@ impl SqlStore {
         let pool = options.connect(url).await?;
         MIGRATOR.run(&pool).await?;
         tracing::info!(backend, "store connected, schema up to date");
-        let mut store = Self { pool, backend, ledger_writer: None };
-        if backend == "sqlite" {
-            store.ledger_writer = Some(crate::sql_ledger::LedgerWriter::spawn(store.clone()));
-        }
-        Ok(store)
+        let ledger_writer =
+            ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT)).transpose()?;
+        Ok(Self { pool, backend, ledger_writer })
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -1,29 +1,26 @@
 //! [`LedgerStore`] over SQL: one locked transaction per [`LedgerTx`].
 //!
 //! Amounts are decimal text, so balances are read, checked and written back in Rust while the
-//! transaction holds their locks. SQLite takes the database write lock up front
-//! (`BEGIN IMMEDIATE`: no deferred upgrade that could fail mid-way); PostgreSQL row-locks each
-//! balance with `FOR UPDATE`, always in (account, bucket) order, so two transactions never wait
-//! on each other in a cycle, and several gateways sharing the database spend a balance once.
+//! transaction holds their locks (`ledger_commit` has the statements, a fixed handful per
+//! transaction). PostgreSQL row-locks each balance in (account, bucket) order, so two
+//! transactions never wait on each other in a cycle, and several gateways sharing the database
+//! spend a balance once. Its transactions run here, through sqlx.
 //!
-//! On SQLite every ledger transaction goes through one writer task that groups whatever is
-//! waiting into a single database transaction, one SAVEPOINT per ledger transaction, and one
-//! COMMIT (one fsync) for the group: a refused transaction rolls back to its savepoint and
-//! leaves the others alone, and no caller hears "done" before the group's COMMIT. SQLite has
-//! one writer anyway; this turns its lock-and-sleep busy handler into a queue and amortises
-//! the fsync over concurrent payments.
+//! A SQLite file's ledger transactions go to one writer thread instead (`sqlite_ledger`), which
+//! groups whatever is waiting into one database transaction. An in-memory SQLite database (one
+//! connection, tests) runs them here too, taking the write lock up front (`BEGIN IMMEDIATE`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction, any::AnyRow};
-use tokio::sync::{mpsc, oneshot};
 use verinet_primitives::Address;
 
 use crate::{
     App, Balances, Bucket, KeptAnswer, LedgerAudit, LedgerStore, LedgerTotals, LedgerTx, PaymentChange, PaymentRecord, PaymentStatus, Result,
     Role, SpendingSession, SqlStore, StoreError, TxKind,
     ledger::MINT_ACCOUNT,
+    ledger_commit as lc,
     sql::{address_text, parse_address},
 };
 
@@ -38,32 +35,25 @@ impl SqlStore {
         if self.backend == "sqlite" { "" } else { " FOR UPDATE" }
     }
 
+    /// Applies `tx` inside the open transaction `db` (see `ledger_commit` for what it writes).
     async fn commit_in(&self, db: &mut AnyConnection, tx: &LedgerTx) -> Result<()> {
-        let request_id = match &tx.payment {
-            Some(PaymentChange::Open(p)) => Some(p.request_id.as_str()),
-            Some(PaymentChange::Close { request_id, .. }) => Some(request_id.as_str()),
-            None => None,
-        };
-        sqlx::query("INSERT INTO ledger_txs (id, kind, request_id, memo, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query(lc::INSERT_TX)
             .bind(&tx.id)
             .bind(tx.kind.as_str())
-            .bind(request_id)
+            .bind(lc::request_id(tx))
             .bind(&tx.memo)
             .bind(tx.at_ms)
             .execute(&mut *db)
             .await?;
 
         if let Some(n) = &tx.nonce {
-            let claimed = sqlx::query(
-                "INSERT INTO payment_nonces (payer, nonce, tx_id, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (payer, nonce) DO NOTHING",
-            )
-            .bind(address_text(&n.payer))
-            .bind(n.nonce.to_lowercase())
-            .bind(&tx.id)
-            .bind(tx.at_ms)
-            .execute(&mut *db)
-            .await?;
+            let claimed = sqlx::query(lc::CLAIM_NONCE)
+                .bind(address_text(&n.payer))
+                .bind(n.nonce.to_lowercase())
+                .bind(&tx.id)
+                .bind(tx.at_ms)
+                .execute(&mut *db)
+                .await?;
             if claimed.rows_affected() == 0 {
                 return Err(StoreError::NonceUsed { payer: n.payer, nonce: n.nonce.clone() });
             }
@@ -71,64 +61,47 @@ impl SqlStore {
 
         match &tx.payment {
             Some(PaymentChange::Open(p)) => {
-                let opened = sqlx::query(
-                    "INSERT INTO payments (request_id, payer, amount, quote, model, app, gateway, method, reference, \
-                     status, input_hash, escrow_tx, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (request_id) DO NOTHING",
-                )
-                .bind(&p.request_id)
-                .bind(address_text(&p.payer))
-                .bind(p.amount.to_string())
-                .bind(&p.quote)
-                .bind(&p.model)
-                .bind(p.app.as_deref())
-                .bind(address_text(&p.gateway))
-                .bind(&p.method)
-                .bind(&p.reference)
-                .bind(PaymentStatus::Escrowed.as_str())
-                .bind(&p.input_hash)
-                .bind(&tx.id)
-                .bind(tx.at_ms)
-                .execute(&mut *db)
-                .await?;
+                let opened = sqlx::query(lc::OPEN_PAYMENT)
+                    .bind(&p.request_id)
+                    .bind(address_text(&p.payer))
+                    .bind(p.amount.to_string())
+                    .bind(&p.quote)
+                    .bind(&p.model)
+                    .bind(p.app.as_deref())
+                    .bind(address_text(&p.gateway))
+                    .bind(&p.method)
+                    .bind(&p.reference)
+                    .bind(PaymentStatus::Escrowed.as_str())
+                    .bind(&p.input_hash)
+                    .bind(&tx.id)
+                    .bind(tx.at_ms)
+                    .execute(&mut *db)
+                    .await?;
                 if opened.rows_affected() == 0 {
-                    return Err(StoreError::PaymentState {
-                        request_id: p.request_id.clone(),
-                        expected: "absent".into(),
-                        found: "present".into(),
-                    });
+                    return Err(lc::opened_twice(&p.request_id));
                 }
             }
             Some(PaymentChange::Close { request_id, to, output_hash, reason, kept }) => {
-                let closed = sqlx::query(
-                    "UPDATE payments SET status = $1, output_hash = $2, reason = $3, settle_tx = $4, settled_at = $5, \
-                     answer = $6, charged = $7 WHERE request_id = $8 AND status = $9",
-                )
-                .bind(to.as_str())
-                .bind(output_hash.as_deref())
-                .bind(reason.as_deref())
-                .bind(&tx.id)
-                .bind(tx.at_ms)
-                .bind(kept.as_ref().map(|k| k.answer.as_str()))
-                .bind(kept.as_ref().map(|k| k.charged.to_string()))
-                .bind(request_id)
-                .bind(PaymentStatus::Escrowed.as_str())
-                .execute(&mut *db)
-                .await?;
+                let closed = sqlx::query(lc::CLOSE_PAYMENT)
+                    .bind(to.as_str())
+                    .bind(output_hash.as_deref())
+                    .bind(reason.as_deref())
+                    .bind(&tx.id)
+                    .bind(tx.at_ms)
+                    .bind(kept.as_ref().map(|k| k.answer.as_str()))
+                    .bind(kept.as_ref().map(|k| k.charged.to_string()))
+                    .bind(request_id)
+                    .bind(PaymentStatus::Escrowed.as_str())
+                    .execute(&mut *db)
+                    .await?;
                 if closed.rows_affected() == 0 {
-                    let found = sqlx::query("SELECT status FROM payments WHERE request_id = $1")
+                    let found = sqlx::query(lc::PAYMENT_STATUS)
                         .bind(request_id)
                         .fetch_optional(&mut *db)
                         .await?
                         .map(|r| r.try_get::<String, _>("status"))
-                        .transpose()?
-                        .unwrap_or_else(|| "absent".into());
-                    return Err(StoreError::PaymentState {
-                        request_id: request_id.clone(),
-                        expected: PaymentStatus::Escrowed.to_string(),
-                        found,
-                    });
+                        .transpose()?;
+                    return Err(lc::not_escrowed(request_id, found));
                 }
                 if let Some(k) = kept {
                     crate::sql_receipt::insert_receipt(db, &k.receipt).await?;
@@ -138,88 +111,39 @@ impl SqlStore {
         }
 
         if let Some(spend) = &tx.session_spend {
-            let sql = format!("SELECT spent, max_total, expires_at FROM spending_sessions WHERE id = $1{}", self.for_update());
+            let sql = format!("{}{}", lc::SESSION_BUDGET, self.for_update());
             let row = sqlx::query(AssertSqlSafe(sql)).bind(&spend.id).fetch_optional(&mut *db).await?;
-            let budget = |reason: String| StoreError::Budget { id: spend.id.clone(), reason };
-            let row = row.ok_or_else(|| budget("no such session".into()))?;
-            let spent = amount(&row, "spent")?;
-            let max = amount(&row, "max_total")?;
-            let expires_at: i64 = row.try_get("expires_at")?;
-            if spend.amount > 0 && tx.at_ms >= expires_at.saturating_mul(1000) {
-                return Err(budget(format!("expired at {expires_at}")));
-            }
-            let spent = spent.checked_sub(spend.released).ok_or_else(|| {
-                budget(format!("releasing {} of a budget that has spent only {spent}", spend.released))
-            })?;
-            let after = spent.checked_add(spend.amount).filter(|a| spend.amount == 0 || *a <= max).ok_or_else(|| {
-                budget(format!("spending {} would exceed the cap {max} (spent {spent})", spend.amount))
-            })?;
-            sqlx::query("UPDATE spending_sessions SET spent = $1 WHERE id = $2")
-                .bind(after.to_string())
-                .bind(&spend.id)
-                .execute(&mut *db)
-                .await?;
+            let row = row
+                .map(|r| Ok::<_, StoreError>((r.try_get("spent")?, r.try_get("max_total")?, r.try_get("expires_at")?)))
+                .transpose()?;
+            let after = lc::session_after(spend, row, tx.at_ms)?;
+            sqlx::query(lc::SESSION_SPENT).bind(after.to_string()).bind(&spend.id).execute(&mut *db).await?;
         }
 
-        // Net change per balance, in lock order.
-        let mut net: BTreeMap<(String, Bucket), (Address, i128)> = BTreeMap::new();
-        for p in &tx.postings {
-            let e = net.entry((address_text(&p.account), p.bucket)).or_insert((p.account, 0));
-            e.1 = e.1.checked_add(p.delta).ok_or_else(|| StoreError::Invalid("posting overflows".into()))?;
-        }
-        // The upsert creates a missing row and, on PostgreSQL, row-locks an existing one
-        // (ON CONFLICT DO UPDATE locks the conflicting row) while reading it: one round trip.
-        for ((account_text, bucket), (account, delta)) in &net {
-            let row = sqlx::query(
-                "INSERT INTO ledger_balances (account, bucket, amount) VALUES ($1, $2, '0') \
-                 ON CONFLICT (account, bucket) DO UPDATE SET amount = ledger_balances.amount RETURNING amount",
-            )
-            .bind(account_text)
-            .bind(bucket.as_str())
-            .fetch_one(&mut *db)
-            .await?;
-            let old = signed(&row, "amount")?;
-            let new = old.checked_add(*delta).ok_or_else(|| StoreError::Invalid("balance overflows".into()))?;
-            let system = *bucket == Bucket::Minted && *account == MINT_ACCOUNT;
-            if new < 0 && !system {
-                return Err(StoreError::Insufficient {
-                    account: *account,
-                    bucket: bucket.to_string(),
-                    needed: delta.unsigned_abs(),
-                    available: old.max(0).unsigned_abs(),
-                });
+        let changes = lc::changes(tx)?;
+        if !changes.is_empty() {
+            let mut lock = sqlx::query(AssertSqlSafe(lc::lock_balances_sql(changes.len())));
+            for c in &changes {
+                lock = lock.bind(c.account_text.as_str()).bind(c.bucket.as_str());
             }
-            if *delta != 0 {
-                sqlx::query("UPDATE ledger_balances SET amount = $1 WHERE account = $2 AND bucket = $3")
-                    .bind(new.to_string())
-                    .bind(account_text)
-                    .bind(bucket.as_str())
-                    .execute(&mut *db)
-                    .await?;
+            let mut old = HashMap::with_capacity(changes.len());
+            for r in lock.fetch_all(&mut *db).await? {
+                old.insert((r.try_get("account")?, r.try_get("bucket")?), r.try_get::<String, _>("amount")?);
+            }
+            let moved = lc::apply(&changes, &old)?;
+            if !moved.is_empty() {
+                let mut write = sqlx::query(AssertSqlSafe(lc::write_balances_sql(moved.len())));
+                for (account, bucket, amount) in &moved {
+                    write = write.bind(*account).bind(bucket.as_str()).bind(amount.as_str());
+                }
+                write.execute(&mut *db).await?;
             }
         }
 
-        // All legs in one statement.
         if !tx.postings.is_empty() {
-            let rows: Vec<String> = (0..tx.postings.len())
-                .map(|i| {
-                    let b = i * 6;
-                    format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO ledger_entries (tx_id, idx, account, bucket, delta, role) VALUES {}",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (idx, p) in tx.postings.iter().enumerate() {
-                q = q
-                    .bind(&tx.id)
-                    .bind(idx as i64)
-                    .bind(address_text(&p.account))
-                    .bind(p.bucket.as_str())
-                    .bind(p.delta.to_string())
-                    .bind(p.role.map(Role::as_str));
+            let mut q = sqlx::query(AssertSqlSafe(lc::entries_sql(tx.postings.len())));
+            for (idx, account, bucket, delta, role) in lc::entry_rows(tx) {
+                q = q.bind(&tx.id).bind(idx).bind(account).bind(bucket).bind(delta).bind(role);
             }
             q.execute(&mut *db).await?;
         }
@@ -550,88 +474,4 @@ fn amount(r: &AnyRow, col: &str) -> Result<u128> {
 fn signed(r: &AnyRow, col: &str) -> Result<i128> {
     let s: String = r.try_get(col)?;
     s.parse().map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
-}
-
-/// The most ledger transactions one group commit carries.
-const MAX_GROUP: usize = 64;
-
-type Job = (LedgerTx, oneshot::Sender<Result<()>>);
-
-/// Handle of the SQLite group-commit writer (see the module docs).
-#[derive(Debug, Clone)]
-pub(crate) struct LedgerWriter {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl LedgerWriter {
-    /// Starts the writer on the current tokio runtime; it stops when the last handle is dropped.
-    pub(crate) fn spawn(store: SqlStore) -> Self {
-        let (jobs, rx) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(write_loop(store, rx));
-        Self { jobs }
-    }
-
-    async fn commit(&self, tx: LedgerTx) -> Result<()> {
-        let (reply, done) = oneshot::channel();
-        let stopped = || StoreError::CommitFailed("the ledger writer stopped".into());
-        self.jobs.send((tx, reply)).await.map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
-    }
-}
-
-async fn write_loop(store: SqlStore, mut jobs: mpsc::Receiver<Job>) {
-    // The writer's own handle must not keep itself alive.
-    let store = SqlStore { ledger_writer: None, ..store };
-    while let Some(first) = jobs.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let results = store.commit_group(&group).await;
-        for ((_, reply), result) in group.into_iter().zip(results) {
-            // The caller may have gone; its transaction is committed (or not) all the same.
-            let _ = reply.send(result);
-        }
-    }
-}
-
-impl SqlStore {
-    /// One database transaction for the whole group, one savepoint per ledger transaction.
-    async fn commit_group(&self, group: &[Job]) -> Vec<Result<()>> {
-        let failed_all = |why: String| group.iter().map(|_| Err(StoreError::CommitFailed(why.clone()))).collect();
-        let mut db = match self.begin_write().await {
-            Ok(db) => db,
-            Err(e) => return failed_all(e.to_string()),
-        };
-        let mut results = Vec::with_capacity(group.len());
-        for (tx, _) in group {
-            let outcome = async {
-                sqlx::query("SAVEPOINT ledger_tx").execute(&mut *db).await?;
-                let result = self.commit_in(&mut db, tx).await;
-                if result.is_err() {
-                    sqlx::query("ROLLBACK TO SAVEPOINT ledger_tx").execute(&mut *db).await?;
-                }
-                sqlx::query("RELEASE SAVEPOINT ledger_tx").execute(&mut *db).await?;
-                Ok::<_, sqlx::Error>(result)
-            }
-            .await;
-            match outcome {
-                Ok(result) => results.push(result),
-                // The savepoint machinery itself failed: trust nothing of this group.
-                Err(e) => {
-                    if let Err(rollback) = db.rollback().await {
-                        tracing::warn!(%rollback, "rolling back a failed ledger group");
-                    }
-                    return failed_all(e.to_string());
-                }
-            }
-        }
-        match db.commit().await {
-            Ok(()) => results,
-            Err(e) => failed_all(e.to_string()),
-        }
-    }
 }

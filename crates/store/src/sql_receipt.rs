@@ -22,13 +22,9 @@ fn receipt_from_row(r: &AnyRow) -> Result<ReceiptRecord> {
 
 const RECEIPT_COLUMNS: &str = "request_id, node, digest, body, batch_id, created_at";
 
-/// Stores `r` unsealed on `db`; a receipt already stored for its request stands (the capture
-/// and the buffer both write it).
+/// Stores `r` unsealed on `db` (`ledger_commit::INSERT_RECEIPT`).
 pub(crate) async fn insert_receipt(db: &mut sqlx::AnyConnection, r: &ReceiptRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) \
-         VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (request_id) DO NOTHING",
-    )
+    sqlx::query(crate::ledger_commit::INSERT_RECEIPT)
     .bind(&r.request_id)
     .bind(address_text(&r.node))
     .bind(&r.digest)
