@@ -8,7 +8,7 @@
 //! 3. the request path: the same model and input through a node that charges (x402 header
 //!    signed ahead, or a session token) and through a node that does not, interleaved.
 //!
-//! cargo bench -p verinet-node --bench payments
+//! cargo bench -p verinet-node --bench payments [-- verify|ledger|request ...]   (default: all three)
 //! (VERINET_TEST_POSTGRES_URL=postgres://verinet:verinet@127.0.0.1:5433/postgres for PostgreSQL rows)
 
 use std::sync::Arc;
@@ -133,17 +133,31 @@ async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner], db: &str
     }
 }
 
-async fn request_path() {
+/// The request path with both nodes on SQLite files, then on PostgreSQL when configured.
+async fn request_paths() {
+    println!("\n| POST /v1/infer digits | database | concurrency | free req/s | x402 req/s | session req/s | free p50 ms | x402 p50 ms | session p50 ms | x402 p99 ms | x402 adds p50 ms | free/x402 throughput | x402/free | session/free |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    request_path("SQLite", None).await;
+    if std::env::var(verinet_store::PG_ENV).is_ok() {
+        let dbs = (verinet_store::PgTestDb::create().await, verinet_store::PgTestDb::create().await);
+        request_path("PostgreSQL 15", Some((dbs.0.url.clone(), dbs.1.url.clone()))).await;
+        dbs.0.drop_db().await;
+        dbs.1.drop_db().await;
+    }
+}
+
+async fn request_path(db: &str, urls: Option<(String, String)>) {
     let dirs = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
-    let node = |dir: &tempfile::TempDir, fee: &str| {
+    let node = |dir: &tempfile::TempDir, fee: &str, url: Option<&String>| {
         let mut c = Config::default();
         c.storage.data_dir = dir.path().to_path_buf();
+        c.storage.database_url = url.cloned();
         c.server.listen = "127.0.0.1:0".parse().expect("addr");
         c.payments.operator_fee = fee.into();
         c
     };
-    let free = Node::spawn(&node(&dirs.0, "0")).await.expect("free node");
-    let paid = Node::spawn(&node(&dirs.1, "300")).await.expect("paid node");
+    let free = Node::spawn(&node(&dirs.0, "0", urls.as_ref().map(|u| &u.0))).await.expect("free node");
+    let paid = Node::spawn(&node(&dirs.1, "300", urls.as_ref().map(|u| &u.1))).await.expect("paid node");
     let (free_client, paid_client) = (Client::new(free.url()), Client::new(paid.url()));
     let req = Arc::new(InferRequest::new("digits", sample()));
     let payer = PrivateKeySigner::random();
@@ -162,8 +176,6 @@ async fn request_path() {
     cap.signature = format!("0x{}", hex::encode(sig.as_bytes()));
     let bearer = Arc::new(format!("Bearer {}", paid_client.open_session(&cap).await.expect("session").token));
 
-    println!("\n| POST /v1/infer digits | concurrency | free req/s | x402 req/s | session req/s | free p50 ms | x402 p50 ms | session p50 ms | x402 p99 ms | x402 adds p50 ms | free/x402 throughput |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for conc in [1usize, 4] {
         const N: usize = 1500;
         // Headers signed ahead: the bench measures what the node does with a payment.
@@ -195,7 +207,7 @@ async fn request_path() {
         drive(2, 20, s.clone()).await;
         let (fr, xr, sr) = (drive(conc, N, f).await, drive(conc, N, x).await, drive(conc, N, s).await);
         println!(
-            "| digits | {conc} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            "| digits | {db} | {conc} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} |",
             fr.rps,
             xr.rps,
             sr.rps,
@@ -204,7 +216,9 @@ async fn request_path() {
             ms(sr.p50),
             ms(xr.p99),
             ms(xr.p50) - ms(fr.p50),
-            fr.rps / xr.rps
+            fr.rps / xr.rps,
+            xr.rps / fr.rps,
+            sr.rps / fr.rps
         );
     }
     free.stop().await.expect("stop");
@@ -213,23 +227,36 @@ async fn request_path() {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    // Parts named on the command line (cargo bench passes `--bench`), or all of them.
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let part = |p: &str| named.is_empty() || named.iter().any(|n| n == p);
     rt.block_on(async {
         let payers: Vec<PrivateKeySigner> = (0..64).map(|_| PrivateKeySigner::random()).collect();
         let config = terms(Address::repeat_byte(0xee));
-        verify_rates(&config, &payers).await;
-        println!("\n| database | ledger operation | concurrency | operations/s | p50 ms | p99 ms |");
-        println!("|---|---|---|---|---|---|");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-        settle_rates(&config, &payers, "SQLite (WAL)", &sqlite).await;
-        // PostgreSQL too when a server is configured (scripts/test.sh starts one on 5433).
-        if std::env::var(verinet_store::PG_ENV).is_ok() {
-            let db = verinet_store::PgTestDb::create().await;
-            settle_rates(&config, &payers, "PostgreSQL 15", &db.url).await;
-            db.drop_db().await;
-        } else {
-            println!("| PostgreSQL | (skipped: set {}) | | | | |", verinet_store::PG_ENV);
+        if part("verify") {
+            verify_rates(&config, &payers).await;
         }
-        request_path().await;
+        if part("ledger") {
+            ledger_rates(&config, &payers).await;
+        }
+        if part("request") {
+            request_paths().await;
+        }
     });
+}
+
+async fn ledger_rates(config: &X402Config, payers: &[PrivateKeySigner]) {
+    println!("\n| database | ledger operation | concurrency | operations/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+    settle_rates(config, payers, "SQLite (WAL)", &sqlite).await;
+    // PostgreSQL too when a server is configured (scripts/test.sh starts one on 5433).
+    if std::env::var(verinet_store::PG_ENV).is_ok() {
+        let db = verinet_store::PgTestDb::create().await;
+        settle_rates(config, payers, "PostgreSQL 15", &db.url).await;
+        db.drop_db().await;
+    } else {
+        println!("| PostgreSQL | (skipped: set {}) | | | | |", verinet_store::PG_ENV);
+    }
 }
