@@ -17,7 +17,6 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use rand::RngCore;
 use serde_json::{Map, Value};
 use tracing::{Span, error, info, instrument, warn};
 use verinet_primitives::{
@@ -324,9 +323,8 @@ pub(crate) async fn refund(st: &AppState, e: &pay::Paid, reason: &str) {
 
 
 
-/// 128 random bits as hex: unique without coordination between gateways.
+/// 128 bits as hex, the time in ms then 80 random bits: unique without coordination between
+/// gateways, and time-ordered, so the payment and receipt indexes keyed by it grow at one end.
 pub(crate) fn new_request_id() -> String {
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
+    verinet_primitives::time_ordered_id(16)
 }

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
 use tracing::warn;
 use verinet_store::{EventRecord, EventStore, PendingWrites, StoreError};
 
@@ -40,10 +39,9 @@ impl EventLog {
         if !self.enabled {
             return;
         }
-        let mut id = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut id);
         let record = EventRecord {
-            id: hex::encode(id),
+            // Time-ordered: the table's key index grows at one end as events are flushed.
+            id: verinet_primitives::time_ordered_id(12),
             at_ms: verinet_primitives::unix_ms(),
             kind: e.kind().to_owned(),
             data: serde_json::to_string(e).unwrap_or_default(),

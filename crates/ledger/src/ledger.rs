@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use verinet_primitives::Address;
@@ -69,11 +68,10 @@ impl Keep {
 }
 
 /// A fresh transaction id: `0x` + 64 hex (the shape of an EVM transaction hash, which x402
-/// settlement responses carry).
+/// settlement responses carry), time-ordered so the ledger's indexes on it grow at one end
+/// ([`verinet_primitives::time_ordered_id`]).
 pub fn new_tx_id() -> String {
-    let mut b = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut b);
-    format!("0x{}", hex::encode(b))
+    format!("0x{}", verinet_primitives::time_ordered_id(32))
 }
 
 

@@ -29,7 +29,7 @@ pub mod openai;
 pub mod wire;
 
 pub use alloy_primitives::Address;
-pub use clock::{unix_ms, unix_ms_u64};
+pub use clock::{time_ordered_id, unix_ms, unix_ms_u64};
 pub use error::{Error, Result};
 pub use hash::{tensors_hash, token_ids_hash, token_lists_hash};
 pub use model_id::{ModelId, Sha256Hasher};
