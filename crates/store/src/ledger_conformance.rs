@@ -29,7 +29,7 @@ macro_rules! ledger_store_conformance {
             concurrent_escrows_never_overspend, concurrent_same_nonce_has_one_winner,
             concurrent_closes_capture_once, session_budget_caps_spending, apps_register_once,
             stale_escrows_are_found_per_gateway, a_capture_keeps_its_answer_and_receipt,
-            audit_sees_what_the_ledger_holds);
+            audit_sees_what_the_ledger_holds, escrowed_funds_and_nonces_are_spoken_for);
     };
     (@tests $harness:path; $($test:ident),* $(,)?) => {
         $(
@@ -200,6 +200,33 @@ pub async fn refund_returns_escrow_and_closes_once(s: Arc<dyn LedgerStore>) {
     }
     assert_eq!(s.balances(payer).await.unwrap(), bal(50, 0, 0));
     assert_eq!(s.request_txs("r1").await.unwrap(), vec![TxKind::Escrow, TxKind::Refund]);
+    assert_balanced(&*s).await;
+}
+
+/// What an escrow holds is spoken for until it closes, whatever the store does with it in the
+/// meantime: other transactions cannot spend the payer's escrowed funds or claim its nonce, and
+/// every read shows it (balances, the payment, its transactions, the totals).
+pub async fn escrowed_funds_and_nonces_are_spoken_for(s: Arc<dyn LedgerStore>) {
+    let payer = addr(1);
+    mint(&*s, payer, 10).await;
+    s.commit(&escrow_tx(payer, 6, "r1", &nonce(1))).await.unwrap();
+    let transfer = |amount: i128, n: Option<String>| {
+        let mut t = tx(TxKind::Transfer, vec![Posting::new(payer, Bucket::Available, -amount), Posting::earned(addr(2), Role::Payee, amount)]);
+        t.nonce = n.map(|nonce| NonceClaim { payer, nonce });
+        t
+    };
+    assert!(matches!(s.commit(&transfer(5, None)).await, Err(StoreError::Insufficient { .. })));
+    assert!(matches!(s.commit(&transfer(1, Some(nonce(1)))).await, Err(StoreError::NonceUsed { .. })));
+    assert!(s.nonce_used(payer, &nonce(1)).await.unwrap());
+    assert_eq!(s.balances(payer).await.unwrap(), bal(4, 6, 0));
+    assert_eq!(s.payment("r1").await.unwrap().unwrap().status, PaymentStatus::Escrowed);
+    assert_eq!(s.request_txs("r1").await.unwrap(), vec![TxKind::Escrow]);
+    let totals = s.totals().await.unwrap();
+    assert_eq!((totals.available, totals.escrow), (4, 6));
+    s.commit(&transfer(4, Some(nonce(2)))).await.unwrap();
+    s.commit(&capture_tx(payer, 6, "r1")).await.unwrap();
+    assert_eq!(s.balances(payer).await.unwrap(), bal(0, 0, 0));
+    assert_eq!(s.request_txs("r1").await.unwrap(), vec![TxKind::Escrow, TxKind::Capture]);
     assert_balanced(&*s).await;
 }
 

@@ -24,6 +24,7 @@ mod blob;
 pub mod conformance;
 mod error;
 mod event;
+mod held;
 mod ledger;
 mod ledger_commit;
 #[cfg(any(test, feature = "test-utils"))]

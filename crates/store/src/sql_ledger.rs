@@ -19,12 +19,23 @@ use verinet_primitives::Address;
 use crate::{
     App, Balances, Bucket, KeptAnswer, LedgerAudit, LedgerStore, LedgerTotals, LedgerTx, PaymentChange, PaymentRecord, PaymentStatus, Result,
     Role, SpendingSession, SqlStore, StoreError, TxKind,
+    held::Held,
+    sqlite_ledger::HeldView,
     ledger::MINT_ACCOUNT,
     ledger_commit as lc,
     sql::{address_text, parse_address},
 };
 
 impl SqlStore {
+    /// The escrows the SQLite writer holds in memory (none on other databases), locked for
+    /// reading: hold it across the database read it is combined with.
+    async fn held(&self) -> Option<HeldView<'_>> {
+        match &self.ledger_writer {
+            Some(w) => Some(w.held().await),
+            None => None,
+        }
+    }
+
     /// A transaction that will write: SQLite takes the write lock now, PostgreSQL locks rows.
     async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(if self.backend == "sqlite" { self.pool.begin_with("BEGIN IMMEDIATE").await? } else { self.pool.begin().await? })
@@ -181,6 +192,10 @@ impl LedgerStore for SqlStore {
     }
 
     async fn nonce_used(&self, payer: Address, nonce: &str) -> Result<bool> {
+        let held = self.held().await;
+        if held.as_ref().is_some_and(|h| h.get().claims_nonce(payer, nonce)) {
+            return Ok(true);
+        }
         let row = sqlx::query("SELECT 1 AS one FROM payment_nonces WHERE payer = $1 AND nonce = $2")
             .bind(address_text(&payer))
             .bind(nonce.to_lowercase())
@@ -190,21 +205,31 @@ impl LedgerStore for SqlStore {
     }
 
     async fn balances(&self, account: Address) -> Result<Balances> {
+        let held = self.held().await;
+        // Held escrows change a payer's available and escrow balances; new ones added after
+        // this are not in the database either, so the read stays consistent.
+        let delta = held.as_ref().map_or([0, 0], |h| {
+            let h = h.get();
+            [h.delta(account, Bucket::Available), h.delta(account, Bucket::Escrow)]
+        });
         let rows = sqlx::query("SELECT bucket, amount FROM ledger_balances WHERE account = $1")
             .bind(address_text(&account))
             .fetch_all(&self.pool)
             .await?;
-        let mut b = Balances::default();
+        let mut stored = [0i128; 3];
         for r in &rows {
-            let v = amount(r, "amount")?;
             match r.try_get::<String, _>("bucket")?.parse::<Bucket>()? {
-                Bucket::Available => b.available = v,
-                Bucket::Escrow => b.escrow = v,
-                Bucket::Stake => b.stake = v,
+                Bucket::Available => stored[0] = signed(r, "amount")?,
+                Bucket::Escrow => stored[1] = signed(r, "amount")?,
+                Bucket::Stake => stored[2] = signed(r, "amount")?,
                 Bucket::Minted => {}
             }
         }
-        Ok(b)
+        Ok(Balances {
+            available: with_held(stored[0], delta[0], Bucket::Available)?,
+            escrow: with_held(stored[1], delta[1], Bucket::Escrow)?,
+            stake: with_held(stored[2], 0, Bucket::Stake)?,
+        })
     }
 
     async fn earnings(&self, account: Address) -> Result<BTreeMap<Role, u128>> {
@@ -223,8 +248,9 @@ impl LedgerStore for SqlStore {
     }
 
     async fn totals(&self) -> Result<LedgerTotals> {
+        let held = self.held().await;
+        let mut sums: BTreeMap<Bucket, i128> = held_sums(held.as_ref().map(HeldView::get).as_deref());
         let rows = sqlx::query("SELECT bucket, amount FROM ledger_balances").fetch_all(&self.pool).await?;
-        let mut sums: BTreeMap<Bucket, i128> = BTreeMap::new();
         for r in &rows {
             let bucket: Bucket = r.try_get::<String, _>("bucket")?.parse()?;
             let e = sums.entry(bucket).or_insert(0);
@@ -242,6 +268,10 @@ impl LedgerStore for SqlStore {
     }
 
     async fn payment(&self, request_id: &str) -> Result<Option<PaymentRecord>> {
+        let held = self.held().await;
+        if let Some(p) = held.as_ref().and_then(|h| h.get().payment(request_id)) {
+            return Ok(Some(p));
+        }
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE request_id = $1")))
             .bind(request_id)
             .fetch_optional(&self.pool)
@@ -250,10 +280,13 @@ impl LedgerStore for SqlStore {
     }
 
     async fn audit(&self) -> Result<LedgerAudit> {
-        // One read transaction: the sums, the escrowed payments and the counts agree.
+        // One read transaction: the sums, the escrowed payments and the counts agree (and
+        // agree with the escrows the SQLite writer holds).
+        let held = self.held().await;
+        let snapshot = held.as_ref().map(|h| h.get().clone());
         let mut db = self.pool.begin().await?;
         let rows = sqlx::query("SELECT account, bucket, amount FROM ledger_balances").fetch_all(&mut *db).await?;
-        let mut sums: BTreeMap<Bucket, i128> = BTreeMap::new();
+        let mut sums: BTreeMap<Bucket, i128> = held_sums(snapshot.as_ref());
         let (mut accounts, mut negative) = (std::collections::BTreeSet::new(), 0u64);
         for r in &rows {
             let bucket: Bucket = r.try_get::<String, _>("bucket")?.parse()?;
@@ -279,21 +312,31 @@ impl LedgerStore for SqlStore {
             .await?;
         let mut open_amount = 0u128;
         let mut oldest: Option<i64> = None;
+        let mut opened = Vec::with_capacity(open.len());
         for r in &open {
-            open_amount = open_amount.checked_add(amount(r, "amount")?).ok_or_else(|| StoreError::Corrupt("escrow overflow".into()))?;
-            let at: i64 = r.try_get("created_at")?;
-            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            opened.push((amount(r, "amount")?, r.try_get::<i64, _>("created_at")?));
+        }
+        if let Some(h) = &snapshot {
+            opened.extend(h.open().map(|p| (p.amount, p.created_at_ms)));
+        }
+        for (a, at) in &opened {
+            open_amount = open_amount.checked_add(*a).ok_or_else(|| StoreError::Corrupt("escrow overflow".into()))?;
+            oldest = Some(oldest.map_or(*at, |o| o.min(*at)));
         }
         let mut payments = BTreeMap::new();
         for r in sqlx::query("SELECT status, COUNT(*) AS n FROM payments GROUP BY status").fetch_all(&mut *db).await? {
             payments.insert(r.try_get::<String, _>("status")?, u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0));
         }
+        if let Some(h) = snapshot.as_ref().filter(|h| h.len() > 0) {
+            *payments.entry(PaymentStatus::Escrowed.as_str().to_owned()).or_insert(0) += h.len() as u64;
+        }
         db.commit().await?;
+        drop(held);
         Ok(LedgerAudit {
             totals,
             accounts: accounts.len() as u64,
             negative_balances: negative,
-            open_escrows: open.len() as u64,
+            open_escrows: opened.len() as u64,
             open_escrow_amount: open_amount,
             oldest_open_escrow_ms: oldest,
             payments,
@@ -301,6 +344,10 @@ impl LedgerStore for SqlStore {
     }
 
     async fn payment_by_reference(&self, payer: Address, reference: &str) -> Result<Option<(PaymentRecord, Option<KeptAnswer>)>> {
+        let held = self.held().await;
+        if let Some(p) = held.as_ref().and_then(|h| h.get().by_reference(payer, reference)) {
+            return Ok(Some((p, None)));
+        }
         let sql = format!("SELECT {PAYMENT_COLUMNS}, answer, charged FROM payments WHERE payer = $1 AND reference = $2");
         let Some(row) =
             sqlx::query(AssertSqlSafe(sql)).bind(address_text(&payer)).bind(reference).fetch_optional(&self.pool).await?
@@ -334,16 +381,26 @@ impl LedgerStore for SqlStore {
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = $1 AND gateway = $2 AND created_at < $3 \
              ORDER BY created_at"
         );
+        let held = self.held().await;
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(status.as_str())
             .bind(address_text(&gateway))
             .bind(before_ms)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(payment_from_row).collect()
+        let mut found = rows.iter().map(payment_from_row).collect::<Result<Vec<_>>>()?;
+        if let Some(h) = held.as_ref().filter(|_| status == PaymentStatus::Escrowed).map(HeldView::get) {
+            found.extend(h.open().filter(|p| p.gateway == gateway && p.created_at_ms < before_ms));
+            found.sort_by_key(|p| p.created_at_ms);
+        }
+        Ok(found)
     }
 
     async fn request_txs(&self, request_id: &str) -> Result<Vec<TxKind>> {
+        let held = self.held().await;
+        if held.as_ref().is_some_and(|h| h.get().escrow(request_id).is_some()) {
+            return Ok(vec![TxKind::Escrow]);
+        }
         let rows = sqlx::query("SELECT kind, created_at FROM ledger_txs WHERE request_id = $1")
             .bind(request_id)
             .fetch_all(&self.pool)
@@ -424,12 +481,19 @@ impl LedgerStore for SqlStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
+            let id: String = r.try_get("id")?;
+            let spent = amount(&r, "spent")?
+                // Read after the row, without waiting for a commit in progress (this is on every
+                // session-paid request): an escrow written at this very instant may be missed.
+                // The budget check itself runs on the writer, exactly.
+                .checked_add(self.ledger_writer.as_ref().map_or(0, |w| w.peek().session_spent(&id)))
+                .ok_or_else(|| StoreError::Corrupt("session spent overflows".into()))?;
             Ok(SpendingSession {
-                id: r.try_get("id")?,
+                id,
                 token_hash: r.try_get("token_hash")?,
                 payer: parse_address(&r.try_get::<String, _>("payer")?)?,
                 max_total: amount(&r, "max_total")?,
-                spent: amount(&r, "spent")?,
+                spent,
                 expires_at: r.try_get("expires_at")?,
                 models: serde_json::from_str(&r.try_get::<String, _>("models")?)
                     .map_err(|e| StoreError::Corrupt(format!("session models: {e}")))?,
@@ -474,4 +538,16 @@ fn amount(r: &AnyRow, col: &str) -> Result<u128> {
 fn signed(r: &AnyRow, col: &str) -> Result<i128> {
     let s: String = r.try_get(col)?;
     s.parse().map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
+}
+
+/// A balance read from the database plus what the held escrows change of it.
+fn with_held(stored: i128, held: i128, bucket: Bucket) -> Result<u128> {
+    let v = stored.checked_add(held).ok_or_else(|| StoreError::Corrupt("balance overflow".into()))?;
+    u128::try_from(v).map_err(|_| StoreError::Corrupt(format!("a {bucket} balance of {v}")))
+}
+
+/// The starting sums per bucket: what the held escrows change (nothing on other databases).
+fn held_sums(held: Option<&Held>) -> BTreeMap<Bucket, i128> {
+    let Some(h) = held else { return BTreeMap::new() };
+    [Bucket::Available, Bucket::Escrow].into_iter().map(|b| (b, h.bucket_delta(b))).collect()
 }

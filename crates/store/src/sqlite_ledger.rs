@@ -1,9 +1,9 @@
 //! The SQLite ledger writer: one thread, one rusqlite connection, group commit.
 //!
 //! Every ledger transaction on a SQLite file comes here. The thread takes whatever is waiting
-//! (up to [`MAX_GROUP`]) into one database transaction, one SAVEPOINT per ledger transaction,
-//! and one COMMIT (one fsync) for the group: a refused transaction rolls back to its savepoint
-//! and leaves the others alone, and no caller hears "done" before the group's COMMIT. SQLite has
+//! (up to [`MAX_GROUP`]) into one database transaction and one COMMIT (one fsync) for the
+//! group: a refused transaction leaves the others alone (see [`Writer::commit_group`]), and no
+//! caller hears "done" before the group's COMMIT. SQLite has
 //! one writer anyway; this turns its lock-and-sleep busy handler into a queue and amortises the
 //! fsync over concurrent payments.
 //!
@@ -13,15 +13,23 @@
 //! with the statement prepared once (`prepare_cached`). The statements and the checks are the
 //! ones the sqlx path runs (`ledger_commit`); the schema is the one sqlx migrated before the
 //! thread opened its connection.
+//!
+//! Escrows are not written when they open: the writer checks them and holds them in memory
+//! (`held`), answering at once, and writes each with its capture or refund, in one commit (see
+//! `held` for why that loses nothing in a crash and how reads see them).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{RwLock, RwLockReadGuard, mpsc, oneshot};
 
-use crate::{LedgerTx, PaymentChange, PaymentStatus, Result, StoreError, ledger_commit as lc, sql::address_text};
+use crate::{
+    Bucket, LedgerTx, NewPayment, NonceClaim, PaymentChange, PaymentStatus, Result, StoreError, held::Held, ledger::MINT_ACCOUNT,
+    ledger_commit as lc, sql::address_text,
+};
 
 /// The most ledger transactions one group commit carries.
 const MAX_GROUP: usize = 64;
@@ -32,6 +40,32 @@ type Job = (LedgerTx, oneshot::Sender<Result<()>>);
 #[derive(Debug, Clone)]
 pub(crate) struct LedgerWriter {
     jobs: mpsc::Sender<Job>,
+    /// The escrows held, for reads.
+    shared: Arc<Shared>,
+}
+
+/// The held escrows as reads see them.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The set, as of the last change (a lock held for microseconds).
+    set: Mutex<Held>,
+    /// Taken for writing while a commit moves held escrows into the database, and for reading
+    /// across a database read combined with the set: such a read sees each escrow exactly once.
+    /// A new escrow needs no such care: it is not in the database either way.
+    moving: RwLock<()>,
+}
+
+/// What a read combines with the database: the held escrows, while no commit moves any.
+pub(crate) struct HeldView<'a> {
+    shared: &'a Shared,
+    _moving: RwLockReadGuard<'a, ()>,
+}
+
+impl HeldView<'_> {
+    /// The held escrows now (lock briefly; not across an await).
+    pub(crate) fn get(&self) -> MutexGuard<'_, Held> {
+        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl LedgerWriter {
@@ -43,11 +77,26 @@ impl LedgerWriter {
         db.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY")?;
         db.set_prepared_statement_cache_capacity(64);
         let (jobs, rx) = mpsc::channel(4 * MAX_GROUP);
-        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || write_loop(db, rx))?;
-        Ok(Self { jobs })
+        let shared = Arc::new(Shared::default());
+        let mut writer = Writer { db, held: Held::default(), shared: shared.clone() };
+        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || writer.run(rx))?;
+        Ok(Self { jobs, shared })
     }
 
-    /// Commits `tx` with whatever else is waiting; returns once the group's COMMIT is durable.
+    /// The held escrows for a read that combines them with the database: hold the view across
+    /// the database read.
+    pub(crate) async fn held(&self) -> HeldView<'_> {
+        HeldView { shared: &self.shared, _moving: self.shared.moving.read().await }
+    }
+
+    /// The held escrows now, without waiting for a commit in progress: for a read on the
+    /// request path that can afford to miss, at worst, an escrow being written at that instant.
+    pub(crate) fn peek(&self) -> MutexGuard<'_, Held> {
+        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits `tx` with whatever else is waiting; returns once the group's COMMIT is durable
+    /// (an escrow: once it is checked and held).
     pub(crate) async fn commit(&self, tx: LedgerTx) -> Result<()> {
         let (reply, done) = oneshot::channel();
         let stopped = || StoreError::CommitFailed("the ledger writer stopped".into());
@@ -56,71 +105,251 @@ impl LedgerWriter {
     }
 }
 
-fn write_loop(mut db: Connection, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+/// The writer thread's state: its connection, and the escrows it holds.
+struct Writer {
+    db: Connection,
+    /// The held escrows as the open transaction sees them (ahead of `shared` until it commits).
+    held: Held,
+    /// The held escrows as reads see them.
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            // Escrows first, each answered at once: checked against what is committed and held,
+            // they need no transaction and no wait for the others' commit. (The jobs of a group
+            // were all waiting at once, so any order of them is one they could have come in.)
+            let (escrows, writes): (Vec<Job>, Vec<Job>) =
+                group.into_iter().partition(|(tx, _)| matches!(tx.payment, Some(PaymentChange::Open(_))));
+            for (tx, reply) in escrows {
+                let _ = reply.send(self.hold(tx));
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            let results = self.commit_group(&writes);
+            for ((_, reply), result) in writes.into_iter().zip(results) {
+                // The caller may have gone; its transaction is committed (or not) all the same.
+                let _ = reply.send(result);
             }
         }
-        let results = commit_group(&mut db, &group);
-        for ((_, reply), result) in group.into_iter().zip(results) {
-            // The caller may have gone; its transaction is committed (or not) all the same.
-            let _ = reply.send(result);
+    }
+
+    /// Checks the escrow `tx` as its write would and holds it.
+    fn hold(&mut self, tx: LedgerTx) -> Result<()> {
+        let Some(PaymentChange::Open(p)) = &tx.payment else {
+            return Err(StoreError::Invalid("only an escrow that opens a payment is held".into()));
+        };
+        // One read transaction (one WAL snapshot) for the checks' reads.
+        let read = self.db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+        check_escrow(&read, &tx, p, &self.held)?;
+        read.commit()?;
+        self.held.add(tx.clone());
+        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).add(tx);
+        Ok(())
+    }
+
+    /// One database transaction for the whole group.
+    ///
+    /// Refusals are rare (a nonce reused, a balance short), so the group first runs without
+    /// savepoints: a savepoint copies every page it is first to touch into a statement journal,
+    /// a tenth of the writer's time when every transaction had one. If any transaction is
+    /// refused, that attempt is rolled back whole and the group runs again with a savepoint
+    /// each, in the same order, so each transaction meets the same balances and gets the same
+    /// outcome.
+    fn commit_group(&mut self, group: &[Job]) -> Vec<Result<()>> {
+        let mut written = Vec::new();
+        let mut outcome = self.attempt(group, false, &mut written);
+        if let Ok(Err(refused)) = outcome {
+            // Alone, the refused transaction's attempt was all there was to roll back.
+            if group.len() == 1 {
+                return vec![Err(refused)];
+            }
+            outcome = self.attempt(group, true, &mut written);
         }
+        let failed = |why: String| group.iter().map(|_| Err(StoreError::CommitFailed(why.clone()))).collect();
+        match outcome {
+            Ok(Ok(results)) => results,
+            // With savepoints a refusal rolls back alone; this is not reached.
+            Ok(Err(refused)) => failed(format!("refused with savepoints: {refused}")),
+            Err(e) => {
+                hold_again(&mut self.held, &mut written, 0);
+                failed(e.to_string())
+            }
+        }
+    }
+
+    /// Runs the group in one transaction and commits it. With `savepoints`, a refused
+    /// transaction rolls back alone; without, the first refusal rolls back the attempt (and
+    /// holds again the escrows it wrote) and is returned. `written` collects the held escrows
+    /// written with their close.
+    fn attempt(&mut self, group: &[Job], savepoints: bool, written: &mut Vec<LedgerTx>) -> rusqlite::Result<Result<Vec<Result<()>>>> {
+        let txn = self.db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(group.len());
+        for (tx, _) in group {
+            if savepoints {
+                txn.execute_batch("SAVEPOINT ledger_tx")?;
+            }
+            let mark = written.len();
+            let result = match step(&txn, tx, &mut self.held, written) {
+                Ok(()) => Ok(()),
+                Err(refused) if savepoints => {
+                    txn.execute_batch("ROLLBACK TO SAVEPOINT ledger_tx")?;
+                    hold_again(&mut self.held, written, mark);
+                    Err(refused)
+                }
+                Err(refused) => {
+                    txn.rollback()?;
+                    hold_again(&mut self.held, written, 0);
+                    return Ok(Err(refused));
+                }
+            };
+            if savepoints {
+                txn.execute_batch("RELEASE SAVEPOINT ledger_tx")?;
+            }
+            results.push(result);
+        }
+        if written.is_empty() {
+            txn.commit()?;
+            return Ok(Ok(results));
+        }
+        // Reads wait while the commit lands and the escrows it wrote leave the held set.
+        let _moving = self.shared.moving.blocking_write();
+        // A failure here drops `txn`, which rolls the group back.
+        txn.commit()?;
+        let mut set = self.shared.set.lock().unwrap_or_else(PoisonError::into_inner);
+        for escrow in written.drain(..) {
+            if let Some(id) = lc::request_id(&escrow) {
+                set.remove(id);
+            }
+        }
+        Ok(Ok(results))
     }
 }
 
-/// One database transaction for the whole group.
-///
-/// Refusals are rare (a nonce reused, a balance short), so the group first runs without
-/// savepoints: a savepoint copies every page it is first to touch into a statement journal, a
-/// tenth of the writer's time when every transaction had one. If any transaction is refused,
-/// that attempt is rolled back whole and the group runs again with a savepoint each, in the same
-/// order, so each transaction meets the same balances and gets the same outcome.
-fn commit_group(db: &mut Connection, group: &[Job]) -> Vec<Result<()>> {
-    let outcome = match without_savepoints(db, group) {
-        Ok(Ok(())) => Ok(group.iter().map(|_| Ok(())).collect()),
-        // Alone, the refused transaction's attempt was all there was to roll back.
-        Ok(Err(refused)) if group.len() == 1 => Ok(vec![Err(refused)]),
-        Ok(Err(_)) => with_savepoints(db, group),
-        Err(e) => Err(e),
-    };
-    outcome.unwrap_or_else(|e| group.iter().map(|_| Err(StoreError::CommitFailed(e.to_string()))).collect())
+/// Holds again the escrows of `written[mark..]`: their writes were rolled back.
+fn hold_again(held: &mut Held, written: &mut Vec<LedgerTx>, mark: usize) {
+    for escrow in written.drain(mark..) {
+        held.add(escrow);
+    }
 }
 
-/// Commits the whole group, or rolls it all back at the first refusal and returns that.
-fn without_savepoints(db: &mut Connection, group: &[Job]) -> rusqlite::Result<Result<()>> {
-    let txn = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for (tx, _) in group {
-        if let Err(refused) = commit_in(&txn, tx) {
-            txn.rollback()?;
-            return Ok(Err(refused));
+/// One write inside the open transaction: the close of a held escrow writes both; anything else
+/// is written after the checks the held escrows add (their nonces and reserved balances), and
+/// after the held escrows it reaches into are written.
+fn step(db: &Connection, tx: &LedgerTx, held: &mut Held, written: &mut Vec<LedgerTx>) -> Result<()> {
+    if let Some(PaymentChange::Close { request_id, .. }) = &tx.payment
+        && let Some(escrow) = held.escrow(request_id)
+    {
+        commit_in(db, escrow)?;
+        commit_in(db, tx)?;
+        written.extend(held.remove(request_id));
+        return Ok(());
+    }
+    if let Some(n) = &tx.nonce
+        && held.claims_nonce(n.payer, &n.nonce)
+    {
+        return Err(nonce_used(n));
+    }
+    // A transaction that reaches into held escrows (debits a payer's escrow, releases a
+    // session's budget) meets them written, as escrows in the database.
+    for id in held.reached_by(tx) {
+        if let Some(escrow) = held.remove(&id) {
+            let result = commit_in(db, &escrow);
+            written.push(escrow);
+            result?;
         }
     }
-    txn.commit()?;
-    Ok(Ok(()))
+    check_balances(db, tx, held, false)?;
+    commit_in(db, tx)
 }
 
-/// Commits the group with one savepoint per transaction: a refused one rolls back alone.
-fn with_savepoints(db: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Result<()>>> {
-    let txn = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(group.len());
-    for (tx, _) in group {
-        txn.execute_batch("SAVEPOINT ledger_tx")?;
-        let result = commit_in(&txn, tx);
-        if result.is_err() {
-            txn.execute_batch("ROLLBACK TO SAVEPOINT ledger_tx")?;
+/// The checks the escrow's own write would make, against the database net of the escrows
+/// already held: its nonce unclaimed, its request new, its session's budget and its payer's
+/// balance sufficient. Reads only.
+fn check_escrow(db: &Connection, tx: &LedgerTx, p: &NewPayment, held: &Held) -> Result<()> {
+    if let Some(n) = &tx.nonce {
+        let claimed = held.claims_nonce(n.payer, &n.nonce)
+            || db
+                .prepare_cached(NONCE_CLAIMED)?
+                .query_row(params![address_text(&n.payer), n.nonce.to_lowercase()], |_| Ok(()))
+                .optional()?
+                .is_some();
+        if claimed {
+            return Err(nonce_used(n));
         }
-        txn.execute_batch("RELEASE SAVEPOINT ledger_tx")?;
-        results.push(result);
     }
-    // A failure from here on drops `txn`, which rolls the group back.
-    txn.commit()?;
-    Ok(results)
+    let opened = held.escrow(&p.request_id).is_some()
+        || db.prepare_cached(lc::PAYMENT_STATUS)?.query_row(params![p.request_id], |_| Ok(())).optional()?.is_some();
+    if opened {
+        return Err(lc::opened_twice(&p.request_id));
+    }
+    if let Some(spend) = &tx.session_spend {
+        let row = db
+            .prepare_cached(lc::SESSION_BUDGET)?
+            .query_row(params![spend.id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let row = match row {
+            Some((spent, max, expires)) => {
+                let spent: u128 = spent.parse().map_err(|e| StoreError::Corrupt(format!("session spent {spent:?}: {e}")))?;
+                let spent = spent
+                    .checked_add(held.session_spent(&spend.id))
+                    .ok_or_else(|| StoreError::Corrupt("session spent overflows".into()))?;
+                Some((spent.to_string(), max, expires))
+            }
+            None => None,
+        };
+        lc::session_after(spend, row, tx.at_ms)?;
+    }
+    check_balances(db, tx, held, true)
 }
+
+/// Refuses `tx` if a balance it debits would go below what the held escrows reserve of it.
+/// `all`: check every debit (an escrow to hold, which writes nothing now); else only the
+/// balances held escrows reserve from (the write checks the rest).
+fn check_balances(db: &Connection, tx: &LedgerTx, held: &Held, all: bool) -> Result<()> {
+    for c in lc::changes(tx)? {
+        let reserved = held.delta(c.account, c.bucket).min(0);
+        let system = c.bucket == Bucket::Minted && c.account == MINT_ACCOUNT;
+        if c.delta >= 0 || system || (reserved == 0 && !all) {
+            continue;
+        }
+        let text: Option<String> = db
+            .prepare_cached(BALANCE)?
+            .query_row(params![c.account_text, c.bucket.as_str()], |r| r.get(0))
+            .optional()?;
+        let stored: i128 = match text {
+            Some(t) => t.parse().map_err(|e| StoreError::Corrupt(format!("amount {t:?}: {e}")))?,
+            None => 0,
+        };
+        let before = stored.saturating_add(reserved);
+        if before.saturating_add(c.delta) < 0 {
+            return Err(StoreError::Insufficient {
+                account: c.account,
+                bucket: c.bucket.to_string(),
+                needed: c.delta.unsigned_abs(),
+                available: before.max(0).unsigned_abs(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn nonce_used(n: &NonceClaim) -> StoreError {
+    StoreError::NonceUsed { payer: n.payer, nonce: n.nonce.clone() }
+}
+
+const NONCE_CLAIMED: &str = "SELECT 1 FROM payment_nonces WHERE payer = $1 AND nonce = $2";
+
+const BALANCE: &str = "SELECT amount FROM ledger_balances WHERE account = $1 AND bucket = $2";
 
 /// Applies `tx` inside the open transaction: the statements of the sqlx path, in its order.
 fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {

@@ -62,6 +62,69 @@ mod ledger_conformance_sqlite {
     verinet_store::ledger_store_conformance!(with_ledger);
 }
 
+/// On a SQLite file an escrow is held in the writer's memory until its capture or refund
+/// writes both: a process that dies first leaves the payer whole, the nonce unclaimed and no
+/// payment to recover; one that captures writes the escrow and the capture together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escrow_held_when_the_process_dies_leaves_nothing() {
+    use verinet_store::{Bucket, LedgerTx, Posting, TxKind, ledger_conformance::escrow_tx};
+    let dir = tempfile::tempdir().unwrap();
+    let payer = verinet_primitives::Address::repeat_byte(1);
+    let gateway = verinet_primitives::Address::repeat_byte(0xee);
+    let nonce = format!("0x{:064x}", 9);
+    let mint = LedgerTx {
+        id: format!("0x{:064x}", 1),
+        kind: TxKind::Mint,
+        postings: vec![Posting::new(verinet_store::MINT_ACCOUNT, Bucket::Minted, -10), Posting::new(payer, Bucket::Available, 10)],
+        memo: String::new(),
+        at_ms: 1,
+        nonce: None,
+        payment: None,
+        session_spend: None,
+    };
+    {
+        let store = SqlStore::connect(&url(&dir)).await.unwrap();
+        store.commit(&mint).await.unwrap();
+        store.commit(&escrow_tx(payer, 6, "r1", &nonce)).await.unwrap();
+        assert_eq!(store.audit().await.unwrap().open_escrows, 1);
+        // Dropped without a close, as a killed process would be.
+    }
+    let store = SqlStore::connect(&url(&dir)).await.unwrap();
+    assert_eq!(store.balances(payer).await.unwrap().available, 10);
+    assert!(store.payment("r1").await.unwrap().is_none());
+    assert!(!store.nonce_used(payer, &nonce).await.unwrap());
+    assert!(store.payments_with_status(verinet_store::PaymentStatus::Escrowed, gateway, i64::MAX).await.unwrap().is_empty());
+    let on_disk = |sql: &'static str| {
+        let url = url(&dir);
+        async move {
+            let mut conn = SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>(0)
+        }
+    };
+    assert_eq!(on_disk("SELECT COUNT(*) FROM payments").await, 0);
+
+    // The same authorization sent again opens, and its capture writes both transactions.
+    store.commit(&escrow_tx(payer, 6, "r2", &nonce)).await.unwrap();
+    assert_eq!(on_disk("SELECT COUNT(*) FROM ledger_txs").await, 1, "only the mint is written while the escrow is held");
+    let mut capture = escrow_tx(payer, 6, "r2", &nonce);
+    capture.kind = TxKind::Refund;
+    capture.id = format!("0x{:064x}", 3);
+    capture.nonce = None;
+    capture.postings = vec![Posting::new(payer, Bucket::Escrow, -6), Posting::new(payer, Bucket::Available, 6)];
+    capture.payment = Some(verinet_store::PaymentChange::Close {
+        request_id: "r2".into(),
+        to: verinet_store::PaymentStatus::Refunded,
+        output_hash: None,
+        reason: Some("test".into()),
+        kept: None,
+    });
+    store.commit(&capture).await.unwrap();
+    assert_eq!(on_disk("SELECT COUNT(*) FROM ledger_txs").await, 3);
+    assert_eq!(store.request_txs("r2").await.unwrap(), vec![TxKind::Escrow, TxKind::Refund]);
+    assert!(store.nonce_used(payer, &nonce).await.unwrap());
+    assert!(store.totals().await.unwrap().balanced());
+}
+
 #[tokio::test]
 async fn file_is_wal_with_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
