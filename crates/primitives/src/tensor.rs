@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap, ser::SerializeSeq};
 use serde_json::Value;
 
 use crate::{Error, Result};
@@ -238,24 +238,34 @@ impl Tensor {
         (self.dtype == DType::Int64).then(|| chunks::<8>(&self.data).map(i64::from_le_bytes).collect())
     }
 
-    /// Elements as JSON values, exact for integers.
-    fn json_values(&self) -> Vec<Value> {
-        let b = &self.data;
-        match self.dtype {
-            DType::Int64 => chunks::<8>(b).map(|c| Value::from(i64::from_le_bytes(c))).collect(),
-            DType::Uint64 => chunks::<8>(b).map(|c| Value::from(u64::from_le_bytes(c))).collect(),
-            DType::Bool => b.iter().map(|&v| Value::Bool(v != 0)).collect(),
-            DType::Float32 => chunks::<4>(b)
-                .map(|c| float_value(f32::from_le_bytes(c) as f64, f32::from_le_bytes(c).is_finite()))
-                .collect(),
-            _ if self.dtype.is_float() => self.to_f64_vec().into_iter().map(|v| float_value(v, v.is_finite())).collect(),
-            _ => self.to_f64_vec().into_iter().map(|v| Value::from(v as i64)).collect(),
-        }
-    }
 }
 
-fn float_value(v: f64, finite: bool) -> Value {
-    if finite { serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null) } else { Value::Null }
+/// A tensor's elements as the JSON `data` list, written straight from its bytes: exact for
+/// integers; float32 in the shortest decimal that reads back as the same f32 (`0.048600417`,
+/// not the f64 widening `0.048600416630506516`), other floats as f64; non-finite as `null`.
+struct Elements<'a>(&'a Tensor);
+
+impl Serialize for Elements<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let t = self.0;
+        let b = &t.data;
+        let mut seq = s.serialize_seq(Some(t.len()))?;
+        match t.dtype {
+            DType::Int64 => chunks::<8>(b).try_for_each(|c| seq.serialize_element(&i64::from_le_bytes(c)))?,
+            DType::Uint64 => chunks::<8>(b).try_for_each(|c| seq.serialize_element(&u64::from_le_bytes(c)))?,
+            DType::Bool => b.iter().try_for_each(|&v| seq.serialize_element(&(v != 0)))?,
+            DType::Float32 => chunks::<4>(b).try_for_each(|c| {
+                let v = f32::from_le_bytes(c);
+                if v.is_finite() { seq.serialize_element(&v) } else { seq.serialize_element(&()) }
+            })?,
+            _ if t.dtype.is_float() => t
+                .to_f64_vec()
+                .into_iter()
+                .try_for_each(|v| if v.is_finite() { seq.serialize_element(&v) } else { seq.serialize_element(&()) })?,
+            _ => t.to_f64_vec().into_iter().try_for_each(|v| seq.serialize_element(&(v as i64)))?,
+        }
+        seq.end()
+    }
 }
 
 fn chunks<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
@@ -285,7 +295,7 @@ impl Serialize for Tensor {
         let mut m = s.serialize_map(Some(3))?;
         m.serialize_entry("dtype", &self.dtype)?;
         m.serialize_entry("shape", &self.shape)?;
-        m.serialize_entry("data", &self.json_values())?;
+        m.serialize_entry("data", &Elements(self))?;
         m.end()
     }
 }
@@ -299,6 +309,19 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn float32_is_written_in_its_shortest_form_and_reads_back_exactly() {
+        let values = [0.1f32, 0.048600417, -2.5, 1e-8, f32::MAX, 3.0, f32::NAN];
+        let t = Tensor::from_f32(vec![values.len()], &values).unwrap();
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.contains("[0.1,0.048600417,-2.5,1e-8,3.4028235e+38,3.0,null]"), "{text}");
+        let back: Tensor = serde_json::from_str(&text).unwrap();
+        let got = back.as_f32().unwrap();
+        assert_eq!(&got[..6], &values[..6], "every finite f32 reads back bit for bit");
+        assert!(got[6].is_nan());
+    }
+
     use super::*;
     use serde_json::json;
 
