@@ -17,12 +17,11 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use serde_json::{Map, Value};
 use tracing::{Span, error, info, instrument, warn};
 use verinet_primitives::{
     Address, ModelRef, tensors_hash,
     wire::{
-        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ResolvedModel, TimingsMs,
+        InferRequest, InferResponse, ModelPolicy, OutputEncoding, PaymentSummary, ResolvedModel, TensorOutputs, TimingsMs,
         VerificationMode,
     },
 };
@@ -214,19 +213,15 @@ struct Shape {
 
 impl Shape {
     /// The answer to send for `x`, at `price` (0 unless captured), with its payment.
-    fn render(&self, x: &verification::Executed, model: &verinet_store::ModelVersion, price: u128, payment: Option<PaymentSummary>) -> InferResponse {
+    fn render<'a>(
+        &self,
+        x: &'a verification::Executed,
+        model: &verinet_store::ModelVersion,
+        price: u128,
+        payment: Option<PaymentSummary>,
+    ) -> InferResponse<TensorOutputs<'a>> {
         let out = &x.ran.out;
-        let outputs: Map<String, Value> = out
-            .outputs
-            .iter()
-            .map(|(name, t)| {
-                let v = match self.encoding {
-                    OutputEncoding::Data => serde_json::to_value(t).unwrap_or(Value::Null),
-                    OutputEncoding::B64 => t.to_b64_json(),
-                };
-                (name.clone(), v)
-            })
-            .collect();
+        let outputs = TensorOutputs { tensors: &out.outputs, encoding: self.encoding };
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         InferResponse {
             request_id: self.request_id.clone(),

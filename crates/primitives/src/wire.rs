@@ -364,14 +364,17 @@ pub struct TimingsMs {
 }
 
 /// `POST /v1/infer` response.
+///
+/// `O` is how the outputs are held: a client reads them as JSON values (the default); a node
+/// writes them straight from its tensors ([`TensorOutputs`]), in the same JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InferResponse {
-    /// Request id (UUID-like hex).
+pub struct InferResponse<O = serde_json::Map<String, serde_json::Value>> {
+    /// Request id (time-ordered hex).
     pub request_id: String,
     /// Resolved model.
     pub model: ResolvedModel,
     /// Output tensors by name (as JSON: `data` or `b64` form).
-    pub outputs: serde_json::Map<String, serde_json::Value>,
+    pub outputs: O,
     /// Price charged, base units.
     pub price: String,
     /// Verification mode applied.
@@ -551,6 +554,30 @@ pub struct SessionInfo {
     pub expires_at: u64,
     /// Allowed models (empty: any).
     pub models: Vec<String>,
+}
+
+/// Output tensors written as an answer's `outputs` object, each in `encoding`, straight from the
+/// tensors: no JSON value per element, and float32 in its shortest round-trip form.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorOutputs<'a> {
+    /// The tensors by name.
+    pub tensors: &'a TensorMap,
+    /// `data` or `b64`.
+    pub encoding: OutputEncoding,
+}
+
+impl Serialize for TensorOutputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.tensors.len()))?;
+        for (name, t) in self.tensors {
+            match self.encoding {
+                OutputEncoding::Data => m.serialize_entry(name, t)?,
+                OutputEncoding::B64 => m.serialize_entry(name, &t.to_b64_json())?,
+            }
+        }
+        m.end()
+    }
 }
 
 impl InferResponse {
