@@ -84,7 +84,7 @@ async fn serve(
 
     // 2. Resolve the model by name, name@version or sha256.
     let model_ref: ModelRef = req.model.parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
-    let model = st.hub.resolve(&model_ref).await?;
+    let model = st.hub.resolve_for_call(&model_ref).await?;
     ev.model = Some(model.name.clone());
     if !model.signature.kind.is_onnx() {
         return Err(ApiError::WrongModelKind { model: req.model, kind: model.signature.kind, route: "/v1/infer", serves: "onnx" });

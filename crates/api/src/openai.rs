@@ -204,9 +204,9 @@ fn chat_messages(req: &ChatCompletionRequest) -> Result<Vec<ChatMessage>, ApiErr
 }
 
 /// The latest version of `name` (or the exact one named), which must be of `kind`.
-pub(crate) async fn resolve(st: &AppState, name: &str, kind: ModelKind, route: &'static str) -> Result<ModelVersion, ApiError> {
+pub(crate) async fn resolve(st: &AppState, name: &str, kind: ModelKind, route: &'static str) -> Result<Arc<ModelVersion>, ApiError> {
     let model_ref: ModelRef = name.parse().map_err(|e: verinet_primitives::Error| ApiError::InvalidModelRef(e.to_string()))?;
-    let model = st.hub.resolve(&model_ref).await?;
+    let model = st.hub.resolve_for_call(&model_ref).await?;
     Span::current().record("model", tracing::field::display(&model.id));
     if model.signature.kind != kind {
         let serves = match kind {
@@ -304,7 +304,7 @@ fn generation(st: &AppState, model: &ModelVersion, prompt_tokens: usize, o: &Gen
 async fn generate(
     st: &AppState,
     headers: &HeaderMap,
-    model: ModelVersion,
+    model: Arc<ModelVersion>,
     asked: String,
     (codec, prompt): (Arc<TextCodec>, Vec<u32>),
     options: GenerationOptions,
@@ -425,7 +425,7 @@ pub(crate) async fn take_payment(
 /// A generation between its payment and its answer.
 struct GenContext {
     st: AppState,
-    model: ModelVersion,
+    model: Arc<ModelVersion>,
     asked: String,
     request_id: String,
     /// The model's tokenizer (what a cut stream's tokens are checked against).

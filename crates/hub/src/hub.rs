@@ -12,7 +12,7 @@ use verinet_primitives::{
 use verinet_runtime::{Runtime, RuntimeError};
 use verinet_store::{BlobStore, ModelQuery, ModelStore, ModelSummary, ModelVersion, NewModelVersion, StoreError};
 
-use crate::{HubError, Result, Staged, stage::stage, usage::UsageBuffer};
+use crate::{HubError, Result, Staged, cache::ModelCache, stage::stage, usage::UsageBuffer};
 
 const MAX_DESCRIPTION: usize = 4096;
 const MAX_LICENSE: usize = 128;
@@ -42,6 +42,7 @@ pub struct Hub {
     blobs: Arc<dyn BlobStore>,
     runtime: Arc<Runtime>,
     usage: Arc<UsageBuffer>,
+    resolved: Arc<ModelCache>,
     config: HubConfig,
 }
 
@@ -49,7 +50,8 @@ impl Hub {
     /// Wires a hub over its stores and the runtime that validates uploads.
     pub fn new(models: Arc<dyn ModelStore>, blobs: Arc<dyn BlobStore>, runtime: Arc<Runtime>, config: HubConfig) -> Self {
         let usage = UsageBuffer::start(models.clone());
-        Self { models, blobs, runtime, usage, config }
+        let resolved = ModelCache::start(models.as_ref());
+        Self { models, blobs, runtime, usage, resolved, config }
     }
 
     /// The configuration in force.
@@ -141,6 +143,7 @@ impl Hub {
             StoreError::VersionExists { name, version } => HubError::VersionExists { name, version: version.to_string() },
             other => HubError::Store(other),
         })?;
+        self.resolved.invalidate(None);
         info!(size = stored.size, "model published");
         Ok(stored)
     }
@@ -170,6 +173,21 @@ impl Hub {
             ModelRef::Id(id) => self.models.by_id(id).await?,
         };
         found.ok_or_else(|| HubError::NotFound(format!("model {r}")))
+    }
+
+    /// Resolves a reference for a call: from memory when this gateway resolved it since the
+    /// last publication anywhere, else from the store. The record's usage counters are those of
+    /// when it was read; [`Hub::resolve`] reads them fresh.
+    pub async fn resolve_for_call(&self, r: &ModelRef) -> Result<Arc<ModelVersion>> {
+        if let Some(v) = self.resolved.get(r) {
+            return Ok(v);
+        }
+        let generation = self.resolved.generation();
+        let v = Arc::new(self.resolve(r).await?);
+        if let Some(g) = generation {
+            self.resolved.fill(r, g, v.clone());
+        }
+        Ok(v)
     }
 
     /// All versions of a name, newest first (empty when unknown), usage up to date.

@@ -2,7 +2,8 @@
 //!
 //! - [`Hub`]: publish (stage the upload to disk while hashing, check the owner's signature,
 //!   compile the graph to prove it runs, store blob + record), resolve a [`ModelRef`], list,
-//!   and read model bytes.
+//!   and read model bytes; a hot call resolves from memory, the cache emptied on every
+//!   publication (another gateway's too, through the store's watch).
 //! - [`Staged`]: an upload written to a temporary file with its hash and size.
 //! - [`HubConfig`]: size limit, clock skew, staging directory.
 //! - usage counters, buffered and flushed in batches off the request path.
@@ -10,6 +11,7 @@
 //!
 //! [`ModelRef`]: verinet_primitives::ModelRef
 
+mod cache;
 mod error;
 mod hub;
 mod stage;

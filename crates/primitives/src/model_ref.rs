@@ -3,7 +3,7 @@ use std::{fmt, str::FromStr};
 use crate::{Error, ModelId, Result};
 
 /// How a caller names a model: by name (latest version), `name@version`, or content id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ModelRef {
     /// The newest published version of this name.
     Latest(String),

@@ -2,7 +2,7 @@
 //!
 //! - [`ModelStore`]: published model versions, their owners and usage counters, with the
 //!   records [`NewModelVersion`], [`ModelVersion`], [`ModelSummary`], [`Usage`] and the list
-//!   query [`ModelQuery`] / [`ModelSort`].
+//!   query [`ModelQuery`] / [`ModelSort`]; [`ModelWatch`] reports other processes' publications.
 //! - [`SqlStore`]: the SQL implementation, one code path over SQLite (embedded default) and
 //!   PostgreSQL, with the schema migrations in `migrations/`.
 //! - [`LedgerStore`]: the money store: a double-entry ledger whose one write path,
@@ -51,7 +51,7 @@ pub use ledger::{
 };
 pub use pending::PendingWrites;
 pub use receipt::{BatchRecord, DisputeRecord, ReceiptRecord, ReceiptStore};
-pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Usage};
+pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, ModelWatch, NewModelVersion, Usage};
 pub use sql::SqlStore;
 #[cfg(any(test, feature = "test-utils"))]
 pub use pg_test::{PG_ENV, PgTestDb, pg_server_url};

@@ -51,6 +51,30 @@ pub trait ModelStore: Send + Sync {
     /// and flush it, so the request path never waits for a durable write).
     async fn record_calls(&self, name: &str, version: &semver::Version, calls: u64, failures: u64, last_at_ms: i64)
     -> Result<()>;
+
+    /// Publications made by other processes sharing this store, reported as they commit, for
+    /// caches of resolved models. `None` when no other process writes the store (a SQLite file
+    /// is one node's): what this process publishes is then every change there is.
+    ///
+    /// The stream starts with [`ModelWatch::Listening`]; a cache may trust itself only between
+    /// a `Listening` and the next [`ModelWatch::Lost`]. It ends when the receiver is dropped.
+    fn watch(&self) -> Option<tokio::sync::mpsc::Receiver<ModelWatch>> {
+        None
+    }
+}
+
+/// What [`ModelStore::watch`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelWatch {
+    /// From now on every publication is reported (changes before it may have been missed).
+    Listening,
+    /// A version of `name` was published.
+    Published {
+        /// The model's name.
+        name: String,
+    },
+    /// The watch lost its connection: publications may be missed until the next `Listening`.
+    Lost,
 }
 
 /// A version about to be published, as checked and signed by the hub.

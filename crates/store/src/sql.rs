@@ -10,7 +10,7 @@ use sqlx::{
 use verinet_primitives::{Address, IoSignature, ModelId, validate_model_name};
 
 use crate::{
-    ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, NewModelVersion, Result, StoreError, Usage,
+    ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, ModelWatch, NewModelVersion, Result, StoreError, Usage,
 };
 
 /// Schema migrations, embedded at compile time; the same files run on SQLite and PostgreSQL.
@@ -29,7 +29,12 @@ pub struct SqlStore {
     pub(crate) backend: &'static str,
     /// A SQLite file only: the writer thread every ledger transaction goes through.
     pub(crate) ledger_writer: Option<crate::sqlite_ledger::LedgerWriter>,
+    /// PostgreSQL only: where [`ModelStore::watch`] listens for other gateways' publications.
+    pg_url: Option<std::sync::Arc<str>>,
 }
+
+/// The PostgreSQL channel a publication is announced on (payload: the model's name).
+const PUBLISHED_CHANNEL: &str = "verinet_models";
 
 impl SqlStore {
     /// Connects and brings the schema up to date.
@@ -79,7 +84,8 @@ impl SqlStore {
         tracing::info!(backend, "store connected, schema up to date");
         let ledger_writer =
             ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT)).transpose()?;
-        Ok(Self { pool, backend, ledger_writer })
+        let pg_url = (backend == "postgres").then(|| url.into());
+        Ok(Self { pool, backend, ledger_writer, pg_url })
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -111,7 +117,20 @@ impl ModelStore for SqlStore {
         validate_model_name(&v.name).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let row = VersionRow::new(v)?;
         let mut tx = self.pool.begin().await?;
-        match insert_in(&mut tx, v, &row).await {
+        let mut inserted = insert_in(&mut tx, v, &row).await;
+        if inserted.is_ok() && self.backend == "postgres" {
+            // Delivered at COMMIT, and only if it commits: other gateways drop their cached
+            // resolutions of this name. (pg_notify returns void, which the Any driver cannot
+            // decode, hence the wrapping.)
+            inserted = sqlx::query("SELECT length(pg_notify($1, $2)::text) AS n")
+                .bind(PUBLISHED_CHANNEL)
+                .bind(&v.name)
+                .fetch_one(&mut *tx)
+                .await
+                .map(drop)
+                .map_err(StoreError::from);
+        }
+        match inserted {
             Ok(()) => {
                 tx.commit().await?;
                 Ok(ModelVersion::new(v))
@@ -240,6 +259,56 @@ impl ModelStore for SqlStore {
             return Err(StoreError::NotFound(format!("model {name}@{version}")));
         }
         Ok(())
+    }
+
+    fn watch(&self) -> Option<tokio::sync::mpsc::Receiver<ModelWatch>> {
+        let url = self.pg_url.clone()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(listen_for_publications(url, tx));
+        Some(rx)
+    }
+}
+
+/// LISTENs on [`PUBLISHED_CHANNEL`] and reports what it hears, reconnecting (every second
+/// at most) when the connection drops, until the receiver goes away.
+async fn listen_for_publications(url: std::sync::Arc<str>, tx: tokio::sync::mpsc::Sender<ModelWatch>) {
+    loop {
+        let listening = async {
+            let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+            l.listen(PUBLISHED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = match listening.await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for other gateways' publications failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tx.closed() => return,
+                }
+            }
+        };
+        if tx.send(ModelWatch::Listening).await.is_err() {
+            return;
+        }
+        loop {
+            let heard = tokio::select! {
+                heard = listener.try_recv() => heard,
+                _ = tx.closed() => return,
+            };
+            let event = match heard {
+                Ok(Some(n)) => ModelWatch::Published { name: n.payload().to_owned() },
+                // The connection dropped; what was sent meanwhile is lost.
+                Ok(None) | Err(_) => ModelWatch::Lost,
+            };
+            let lost = event == ModelWatch::Lost;
+            if tx.send(event).await.is_err() {
+                return;
+            }
+            if lost {
+                break;
+            }
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 
 use alloy_signer_local::PrivateKeySigner;
 use verinet_client::{ClientError, ListParams};
-use verinet_primitives::ModelId;
+use verinet_primitives::{ModelId, wire::InferRequest};
 
-use crate::helpers::{TestNode, digits_bytes, meta, now, signed};
+use crate::helpers::{TestNode, digits_bytes, digits_sample, meta, now, signed};
 
 #[track_caller]
 fn assert_api_err(r: Result<impl std::fmt::Debug, ClientError>, status: u16, code: &str) {
@@ -52,6 +52,27 @@ async fn publish_then_read_back_by_name_version_and_bytes() {
     assert_eq!(tagged.models.len(), 1);
     let none = n.client.list_models(&ListParams { q: Some("no-such-thing".into()), ..Default::default() }).await.unwrap();
     assert!(none.models.is_empty());
+}
+
+/// A call by name resolves from memory after the first one; a new version must still take
+/// over at once (the cache is emptied by the publication).
+#[tokio::test]
+async fn a_call_by_name_follows_a_new_version_at_once() {
+    let n = TestNode::start().await;
+    let key = PrivateKeySigner::random();
+    let bytes = digits_bytes();
+    let by_name = InferRequest::new("hot", digits_sample());
+    let call = || n.client.infer(&by_name);
+    n.client.publish_bytes(&signed("hot", "1.0.0", &bytes, &key), bytes.clone()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(call().await.unwrap().model.version.to_string(), "1.0.0");
+    }
+    n.client.publish_bytes(&signed("hot", "1.1.0", &bytes, &key), bytes.clone()).await.unwrap();
+    assert_eq!(call().await.unwrap().model.version.to_string(), "1.1.0", "the call after a publication sees it");
+    // An exact version and the content id keep resolving to what they name.
+    let exact = n.client.infer(&InferRequest::new("hot@1.0.0", digits_sample())).await.unwrap();
+    assert_eq!(exact.model.version.to_string(), "1.0.0");
+    assert_eq!(call().await.unwrap().model.version.to_string(), "1.1.0");
 }
 
 #[tokio::test]

@@ -52,6 +52,23 @@ async fn two_nodes_share_one_postgres_hub() {
         }
         assert_eq!(seen, 1, "usage reaches the shared database");
 
+        // B resolves "shared" from memory once it has; a version published through A must
+        // reach B's calls anyway (A's publication is announced to B by the database).
+        let shared = InferRequest::new("shared", case.inputs.clone());
+        let by_name = || cb.infer(&shared);
+        assert_eq!(by_name().await.unwrap().model.version.to_string(), "1.0.0");
+        assert_eq!(by_name().await.unwrap().model.version.to_string(), "1.0.0");
+        ca.publish_bytes(&signed("shared", "1.1.0", &bytes, &key), bytes.clone()).await.unwrap();
+        let mut served = String::new();
+        for _ in 0..100 {
+            served = by_name().await.unwrap().model.version.to_string();
+            if served == "1.1.0" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(served, "1.1.0", "another gateway's publication reaches this gateway's calls by name");
+
         // Ownership holds across nodes.
         let err = cb.publish_bytes(&signed("shared", "2.0.0", &bytes, &PrivateKeySigner::random()), bytes).await.unwrap_err();
         assert!(matches!(err, ClientError::Api { status: 403, .. }), "{err:?}");
