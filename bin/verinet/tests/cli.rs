@@ -247,3 +247,43 @@ fn auto_backend_finds_pip_onnxruntime_and_falls_back_to_tract() {
     let empty = tempfile::tempdir().unwrap();
     assert_eq!(chosen_backend(empty.path().as_os_str()), "tract");
 }
+
+/// The log an operator reads: no line per call at the default level, one summary per interval
+/// with what was served; `access_log` adds the line per call back.
+#[test]
+fn up_logs_a_traffic_summary_not_a_line_per_call() {
+    for access_log in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("node.toml");
+        std::fs::write(&config, format!("[server]\nlog_summary_secs = 1\naccess_log = {access_log}\n")).unwrap();
+        let log = tmp.path().join("node.log");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let (node, url, _) = up_with(&tmp.path().join("data"), |c| {
+            c.arg("--config").arg(&config).env_remove("VERINET_LOG").stderr(stderr);
+        });
+        let sample = root().join("fixtures/digits/sample.json");
+        for _ in 0..2 {
+            run(bin().args(["infer", "digits", "--json", "--node", &url, "--input"]).arg(&sample));
+        }
+        let out = bin().args(["infer", "nope", "--node", &url, "--input", "{}"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        // The summary of the interval holding the three calls (the calls may straddle two).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (mut requests, mut client_errors) = (0, 0);
+        while std::time::Instant::now() < deadline && requests < 3 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let text = std::fs::read_to_string(&log).unwrap();
+            let summaries: Vec<&str> = text.lines().filter(|l| l.contains("traffic in the last 1s")).collect();
+            let field = |l: &str, k: &str| -> u64 {
+                l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).map_or(0, |v| v.parse().unwrap())
+            };
+            requests = summaries.iter().map(|l| field(l, "requests")).sum();
+            client_errors = summaries.iter().map(|l| field(l, "client_errors")).sum();
+        }
+        assert_eq!((requests, client_errors), (3, 1), "summaries in:\n{}", std::fs::read_to_string(&log).unwrap());
+        let text = std::fs::read_to_string(&log).unwrap();
+        let per_call = text.lines().filter(|l| l.contains("verinet::access")).count();
+        assert_eq!(per_call, if access_log { 3 } else { 0 }, "access_log = {access_log}:\n{text}");
+        stop(node);
+    }
+}

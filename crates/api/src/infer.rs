@@ -17,7 +17,7 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use tracing::{Span, error, info, instrument, warn};
+use tracing::{Span, debug, error, instrument, warn};
 use verinet_primitives::{
     Address, ModelRef, tensors_hash,
     wire::{
@@ -29,7 +29,7 @@ use verinet_ledger::Keep;
 use verinet_verify::{Ran, Terms, Tolerance};
 use verinet_runtime::RuntimeError;
 
-use verinet_flywheel::{Event, RequestEvent};
+use verinet_flywheel::RequestEvent;
 
 use crate::{ApiError, AppState, pay, verification};
 
@@ -52,7 +52,7 @@ pub(crate) async fn infer(
             ev.error = Some(code.to_owned());
         }
     }
-    st.events.emit(&Event::Request(Box::new(ev)));
+    crate::traffic::served(&st, ev);
     result
 }
 
@@ -176,7 +176,7 @@ async fn serve(
     ev.check = Some(executed.check.status.clone());
     ev.disputed = executed.check.disputed.clone();
     ev.queue_ms = executed.ran.out.timings.queue.as_secs_f64() * 1e3;
-    info!(
+    debug!(
         compute_ms = executed.ran.out.timings.compute.as_secs_f64() * 1e3,
         total_ms = started.elapsed().as_secs_f64() * 1e3,
         price = %quote.total,

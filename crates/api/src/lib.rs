@@ -13,6 +13,8 @@
 //! - `nodes`: the workers and validators with stake, reputation and liveness; remote ones join
 //!   and stay live by signed heartbeat, and stake through `POST /v1/stake`.
 //! - `flywheel`: the per-layer report and bottleneck (`/v1/flywheel`, Prometheus `/metrics`).
+//! - [`Traffic`]: every served request counted for a periodic log summary (and an optional
+//!   access log) instead of a log line per call.
 //!
 //! [`Router`]: axum::Router
 
@@ -32,7 +34,9 @@ mod receipts;
 mod verification;
 mod routes;
 mod state;
+mod traffic;
 
 pub use error::{AnsweredBefore, ApiError, PaymentRefusal};
 pub use routes::router;
 pub use state::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};
+pub use traffic::{Traffic, TrafficSummary};

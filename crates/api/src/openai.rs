@@ -24,8 +24,8 @@ use axum::{
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tracing::{Span, info, instrument, warn};
-use verinet_flywheel::{Event, RequestEvent};
+use tracing::{Span, debug, info, instrument, warn};
+use verinet_flywheel::RequestEvent;
 use verinet_llm::{ChatMessage, LlmError, TextCodec};
 use verinet_primitives::{
     Address, ModelKind, ModelRef, token_ids_hash,
@@ -136,7 +136,7 @@ pub(crate) fn finish_event(st: &AppState, mut ev: RequestEvent, started: Instant
         }
     }
     ev.total_ms = started.elapsed().as_secs_f64() * 1e3;
-    st.events.emit(&Event::Request(Box::new(ev)));
+    crate::traffic::served(st, ev);
     result.map(|(r, _)| r)
 }
 
@@ -669,7 +669,7 @@ impl GenContext {
             Some(a) => a,
             None => self.completion_body(&done, self.proof(&done, capture.as_ref(), check, first_token_ms))?.to_string(),
         };
-        info!(prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion served");
+        debug!(prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, "completion served");
         let mut resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
         self.payment_header(capture.as_ref(), &mut resp);
         Ok(resp)
@@ -853,7 +853,7 @@ impl GenContext {
         ev.status = status;
         ev.error = error.map(str::to_owned);
         ev.total_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        self.st.events.emit(&Event::Request(Box::new(ev)));
+        crate::traffic::served(&self.st, ev);
     }
 
     /// One SSE `data:` event with new text or the finish reason.

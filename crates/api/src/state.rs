@@ -129,4 +129,6 @@ pub struct AppState {
     pub events: Arc<EventLog>,
     /// HTTP limits.
     pub config: Arc<ApiConfig>,
+    /// Requests counted for the periodic log summary (and the access log).
+    pub traffic: Arc<crate::Traffic>,
 }

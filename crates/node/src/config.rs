@@ -285,6 +285,11 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Log a summary of the requests served (counts, errors, payments, p50/p99) this often,
+    /// seconds; 0: never. Per-request lines are at DEBUG unless `access_log`.
+    pub log_summary_secs: u64,
+    /// One INFO line per served request (target `verinet::access`).
+    pub access_log: bool,
 }
 
 impl ServerConfig {
@@ -307,6 +312,8 @@ impl Default for ServerConfig {
             max_inflight_body_mib: 128,
             header_read_timeout_secs: 10,
             max_connections: 1024,
+            log_summary_secs: 60,
+            access_log: false,
         }
     }
 }

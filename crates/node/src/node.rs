@@ -24,6 +24,8 @@ pub struct Node {
     state: AppState,
     key: KeyFile,
     limits: crate::ConnLimits,
+    /// `[server] log_summary_secs`.
+    log_summary_secs: u64,
     /// Held while the node exists (until `serve` returns).
     _lock: crate::DataDirLock,
 }
@@ -126,9 +128,11 @@ impl Node {
                 network: Arc::new(network),
                 events,
                 config: Arc::new(api),
+                traffic: Arc::new(verinet_api::Traffic::new(config.server.access_log)),
             },
             key,
             limits: config.server.conn_limits(),
+            log_summary_secs: config.server.log_summary_secs,
             _lock: lock,
         })
     }
@@ -156,6 +160,10 @@ impl Node {
         let sealer = tokio::spawn(self.state.receipts.clone().run(async move {
             let _ = sealing_stopped.await;
         }));
+        let summaries = (self.log_summary_secs > 0).then(|| {
+            let every = std::time::Duration::from_secs(self.log_summary_secs);
+            tokio::spawn(self.state.traffic.clone().run(every, std::future::pending()))
+        });
         let (stop_events, events_stopped) = oneshot::channel::<()>();
         let event_writer = tokio::spawn(self.state.events.clone().run(async move {
             let _ = events_stopped.await;
@@ -177,6 +185,9 @@ impl Node {
         };
         crate::serve(listener, self.router(), self.limits, shutdown).await?;
         expiry.abort();
+        if let Some(s) = summaries {
+            s.abort();
+        }
         self.state.hub.flush_usage().await;
         // Seal what the last requests left before going down.
         let _ = stop_sealing.send(());

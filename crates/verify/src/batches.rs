@@ -10,7 +10,7 @@ use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolStruct, sol};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 use verinet_primitives::wire::SignedReceipt;
 use verinet_store::{BatchRecord, PendingWrites, ReceiptRecord, ReceiptStore};
 
@@ -196,7 +196,7 @@ impl ReceiptLog {
         };
         let ids: Vec<String> = pending.into_iter().map(|r| r.request_id).collect();
         self.store.seal_batch(&record, &ids).await?;
-        info!(batch = %info.id, size, root = %info.root, "receipts sealed");
+        debug!(batch = %info.id, size, root = %info.root, "receipts sealed");
         Ok(Some(info))
     }
 
