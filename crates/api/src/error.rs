@@ -161,6 +161,15 @@ pub enum ApiError {
     /// The receipt exists but is not sealed in a batch yet.
     #[error("receipt {0} is not sealed in a batch yet; try again after the next seal")]
     ReceiptPending(String),
+    /// The receipt was sealed, and its body pruned after the retention window; its inclusion
+    /// proof is still served.
+    #[error("the body of receipt {request_id} was pruned after the node's retention window; it is sealed in batch {batch_id}, and GET /v1/receipts/{request_id}/proof still proves it")]
+    ReceiptPruned {
+        /// The request.
+        request_id: String,
+        /// The batch that sealed it.
+        batch_id: String,
+    },
     /// Receipt log failures.
     #[error(transparent)]
     Verify(#[from] VerifyError),
@@ -224,6 +233,7 @@ impl ApiError {
             ApiError::PaymentInFlight { .. } => (S::CONFLICT, "payment_in_flight", true),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", false),
             ApiError::ReceiptPending(_) => (S::NOT_FOUND, "receipt_pending", true),
+            ApiError::ReceiptPruned { .. } => (S::GONE, "receipt_pruned", true),
             ApiError::NoWorkers { .. } => (S::SERVICE_UNAVAILABLE, "no_workers", true),
             ApiError::BodiesBusy { .. } => (S::SERVICE_UNAVAILABLE, "busy", true),
             ApiError::NoQuorum { .. } => (S::BAD_GATEWAY, "no_quorum", true),

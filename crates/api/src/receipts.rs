@@ -8,13 +8,19 @@ use verinet_verify::{InclusionProof, ReceiptInfo};
 
 use crate::{ApiError, AppState};
 
-/// The signed receipt of a request and whether it is sealed in a batch yet.
+/// The signed receipt of a request and whether it is sealed in a batch yet; 410
+/// `receipt_pruned` once its body is past the retention window (the proof stays).
 pub(crate) async fn receipt(
     State(st): State<AppState>,
     Path(request_id): Path<String>,
 ) -> Result<Json<ReceiptInfo>, ApiError> {
-    let info = st.receipts.receipt(&request_id).await?;
-    info.map(Json).ok_or_else(|| ApiError::NotFound(format!("no receipt for request {request_id:?} on this node")))
+    if let Some(info) = st.receipts.receipt(&request_id).await? {
+        return Ok(Json(info));
+    }
+    match st.receipts.pruned(&request_id).await? {
+        Some(batch_id) => Err(ApiError::ReceiptPruned { request_id, batch_id }),
+        None => Err(ApiError::NotFound(format!("no receipt for request {request_id:?} on this node"))),
+    }
 }
 
 /// The Merkle inclusion proof of a sealed receipt, with the node-signed batch root.

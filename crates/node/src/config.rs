@@ -236,11 +236,16 @@ pub struct ReceiptsSection {
     pub batch_max: u32,
     /// Seal whatever waits at least this often, milliseconds.
     pub batch_interval_ms: u64,
+    /// A sealed receipt's body is kept this long, seconds; after it only what its inclusion
+    /// proof needs stays (request id, batch, digest). Default one day.
+    pub retention_secs: u64,
+    /// False: never prune (every receipt body kept forever).
+    pub prune: bool,
 }
 
 impl Default for ReceiptsSection {
     fn default() -> Self {
-        Self { batch_max: 256, batch_interval_ms: 5_000 }
+        Self { batch_max: 256, batch_interval_ms: 5_000, retention_secs: 24 * 3600, prune: true }
     }
 }
 

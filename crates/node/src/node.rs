@@ -78,6 +78,7 @@ impl Node {
         let batches = BatchConfig {
             max_receipts: config.receipts.batch_max.max(1),
             interval: Duration::from_millis(config.receipts.batch_interval_ms.max(1)),
+            retention: config.receipts.prune.then(|| Duration::from_secs(config.receipts.retention_secs)),
         };
         let receipts = Arc::new(ReceiptLog::new(store.clone(), node_key.clone(), payments.x402.chain_id, batches));
         if config.bundled.publish {

@@ -28,8 +28,19 @@ pub trait ReceiptStore: Send + Sync {
     /// One batch.
     async fn batch(&self, id: &str) -> Result<Option<BatchRecord>>;
 
-    /// The digests sealed in a batch (in no particular order; the tree sorts them).
+    /// The digests sealed in a batch, pruned receipts' included (in no particular order; the
+    /// tree sorts them).
     async fn batch_digests(&self, id: &str) -> Result<Vec<String>>;
+
+    /// Where a sealed receipt sits, whether its body is kept or pruned: `(batch id, digest)`.
+    /// `None` if unknown or not sealed yet.
+    async fn sealed_leaf(&self, request_id: &str) -> Result<Option<(String, String)>>;
+
+    /// Retention: drops the bodies of up to about `limit` sealed receipts created before
+    /// `before_ms`, oldest first, keeping each one's request id, batch and digest, so its
+    /// inclusion proof still verifies. Receipts not sealed yet are never pruned. Returns how
+    /// many were pruned (a few over `limit` when many share one millisecond).
+    async fn prune_receipts(&self, before_ms: i64, limit: u32) -> Result<u64>;
 
     /// Records a proven mismatch (once per request and worker).
     async fn insert_dispute(&self, d: &DisputeRecord) -> Result<()>;

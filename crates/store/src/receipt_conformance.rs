@@ -14,7 +14,7 @@ use crate::{BatchRecord, ReceiptRecord, ReceiptStore, StoreError};
 #[macro_export]
 macro_rules! receipt_store_conformance {
     ($harness:path) => {
-        $crate::receipt_store_conformance!(@tests $harness; receipts_store_and_seal_once, concurrent_seals_never_share_a_receipt);
+        $crate::receipt_store_conformance!(@tests $harness; receipts_store_and_seal_once, concurrent_seals_never_share_a_receipt, pruned_receipts_keep_their_leaves);
     };
     (@tests $harness:path; $($test:ident),* $(,)?) => {
         $(
@@ -78,4 +78,44 @@ pub async fn concurrent_seals_never_share_a_receipt(s: Arc<dyn ReceiptStore>) {
     });
     let ok = futures::future::join_all(tasks).await.into_iter().filter(|r| matches!(r, Ok(Ok(())))).count();
     assert_eq!(ok, 1);
+}
+
+/// Retention: sealed receipts past the cutoff lose their bodies in bounded rounds, oldest
+/// first, and keep their leaves; unsealed and recent ones are untouched.
+pub async fn pruned_receipts_keep_their_leaves(s: Arc<dyn ReceiptStore>) {
+    let me = Address::repeat_byte(1);
+    let all: Vec<_> = (0..10).map(|i| record(i, me)).collect();
+    s.insert_receipts(&all).await.unwrap();
+    let sealed: Vec<String> = (0..8).map(|i| format!("r{i:03}")).collect();
+    s.seal_batch(&batch("b1", me, 8), &sealed).await.unwrap();
+    let mut before = s.batch_digests("b1").await.unwrap();
+    before.sort();
+
+    // Created at 0..=9 ms: before 7 ms, the sealed r000..r006 are due, two per round.
+    assert_eq!(s.prune_receipts(7, 2).await.unwrap(), 2);
+    assert!(s.receipt("r000").await.unwrap().is_none() && s.receipt("r001").await.unwrap().is_none());
+    assert!(s.receipt("r002").await.unwrap().is_some(), "a round takes the oldest first, no more than its limit");
+    let mut total = 2;
+    loop {
+        let n = s.prune_receipts(7, 2).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 7);
+    assert!(s.receipt("r006").await.unwrap().is_none());
+    assert!(s.receipt("r007").await.unwrap().is_some(), "a receipt inside the window keeps its body");
+
+    // Unsealed receipts are never pruned, however old.
+    assert_eq!(s.prune_receipts(1_000, 100).await.unwrap(), 1, "only r007, the last sealed one");
+    assert!(s.receipt("r008").await.unwrap().is_some() && s.receipt("r009").await.unwrap().is_some());
+
+    // What proofs need is all there.
+    let mut after = s.batch_digests("b1").await.unwrap();
+    after.sort();
+    assert_eq!(after, before, "the batch's leaves survive pruning");
+    assert_eq!(s.sealed_leaf("r003").await.unwrap(), Some(("b1".to_owned(), all[3].digest.clone())));
+    assert_eq!(s.sealed_leaf("r009").await.unwrap(), None, "not sealed");
+    assert_eq!(s.sealed_leaf("nope").await.unwrap(), None);
 }

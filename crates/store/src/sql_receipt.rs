@@ -117,8 +117,60 @@ impl ReceiptStore for SqlStore {
     }
 
     async fn batch_digests(&self, id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT digest FROM receipts WHERE batch_id = $1").bind(id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT digest FROM receipts WHERE batch_id = $1 UNION ALL SELECT digest FROM receipt_leaves WHERE batch_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
+    }
+
+    async fn sealed_leaf(&self, request_id: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT batch_id, digest FROM receipts WHERE request_id = $1 AND batch_id IS NOT NULL \
+             UNION ALL SELECT batch_id, digest FROM receipt_leaves WHERE request_id = $1",
+        )
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("batch_id")?, r.try_get("digest")?))).transpose()
+    }
+
+    async fn prune_receipts(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        // The creation time of the limit-th oldest receipt due bounds this round: everything
+        // up to it, ties included, and nothing past `before_ms`.
+        let nth = sqlx::query(
+            "SELECT created_at FROM receipts WHERE created_at < $1 AND batch_id IS NOT NULL \
+             ORDER BY created_at LIMIT 1 OFFSET $2",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit) - 1)
+        .fetch_optional(&self.pool)
+        .await?;
+        let upto = match nth {
+            Some(r) => r.try_get::<i64, _>("created_at")?,
+            None => before_ms - 1,
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO receipt_leaves (request_id, batch_id, digest) \
+             SELECT request_id, batch_id, digest FROM receipts WHERE created_at <= $1 AND batch_id IS NOT NULL \
+             ON CONFLICT (request_id) DO NOTHING",
+        )
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        let pruned = sqlx::query("DELETE FROM receipts WHERE created_at <= $1 AND batch_id IS NOT NULL")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
     }
 
     async fn insert_dispute(&self, d: &DisputeRecord) -> Result<()> {

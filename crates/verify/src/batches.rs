@@ -33,13 +33,20 @@ pub struct BatchConfig {
     pub max_receipts: u32,
     /// Seal whatever waits at least this often.
     pub interval: Duration,
+    /// Keep a sealed receipt's body this long, then keep only what its inclusion proof needs
+    /// (checked at every seal tick); `None`: keep every body forever.
+    pub retention: Option<Duration>,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_receipts: 256, interval: Duration::from_secs(5) }
+        Self { max_receipts: 256, interval: Duration::from_secs(5), retention: Some(Duration::from_secs(24 * 3600)) }
     }
 }
+
+/// Receipts pruned per statement round: short write transactions that never hold the
+/// database long.
+const PRUNE_ROUND: u32 = 2048;
 
 /// Where a receipt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,10 +207,11 @@ impl ReceiptLog {
         Ok(Some(info))
     }
 
-    /// Seals every `interval`, or sooner when `max_receipts` wait, until `stop` resolves; then
-    /// seals what is left.
+    /// Seals every `interval`, or sooner when `max_receipts` wait, and prunes what is past the
+    /// retention window every `interval`, until `stop` resolves; then seals what is left.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let mut last_prune = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -221,8 +229,34 @@ impl ReceiptLog {
                     }
                 }
             }
+            // Retention once per interval, not at every early seal a busy node wakes for.
+            if last_prune.elapsed() >= self.config.interval {
+                last_prune = std::time::Instant::now();
+                if let Err(e) = self.prune().await {
+                    warn!(error = %e, "pruning old receipts failed; retrying at the next tick");
+                }
+            }
         }
         while let Ok(Some(_)) = self.seal().await {}
+    }
+
+    /// Drops the bodies of sealed receipts past the retention window, in bounded rounds;
+    /// returns how many.
+    pub async fn prune(&self) -> Result<u64, VerifyError> {
+        let Some(keep) = self.config.retention else { return Ok(0) };
+        let before = verinet_primitives::unix_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        let mut pruned = 0;
+        loop {
+            let n = self.store.prune_receipts(before, PRUNE_ROUND).await?;
+            pruned += n;
+            if n < u64::from(PRUNE_ROUND) {
+                break;
+            }
+        }
+        if pruned > 0 {
+            debug!(pruned, "receipts past the retention window pruned (their proofs remain)");
+        }
+        Ok(pruned)
     }
 
     /// A receipt and its status (flushes first, so a just-answered request is found).
@@ -242,10 +276,21 @@ impl ReceiptLog {
         Ok(Some(ReceiptInfo { status, receipt, batch_id: r.batch_id, disputes }))
     }
 
-    /// The inclusion proof of a sealed receipt; `None` if unknown or still pending.
+    /// The batch holding a receipt whose body was pruned; `None` if the body is still kept,
+    /// the receipt is pending, or unknown.
+    pub async fn pruned(&self, request_id: &str) -> Result<Option<String>, VerifyError> {
+        if self.store.receipt(request_id).await?.is_some() {
+            return Ok(None);
+        }
+        Ok(self.store.sealed_leaf(request_id).await?.map(|(batch, _)| batch))
+    }
+
+    /// The inclusion proof of a sealed receipt (its body kept or pruned); `None` if unknown or
+    /// still pending.
     pub async fn proof(&self, request_id: &str) -> Result<Option<InclusionProof>, VerifyError> {
-        let Some(info) = self.receipt(request_id).await? else { return Ok(None) };
-        let Some(batch_id) = info.batch_id else { return Ok(None) };
+        self.flush().await?;
+        let Some((batch_id, digest)) = self.store.sealed_leaf(request_id).await? else { return Ok(None) };
+        let digest: B256 = digest.parse().map_err(|e| VerifyError::Malformed(format!("digest {digest}: {e}")))?;
         let batch = self
             .store
             .batch(&batch_id)
@@ -263,7 +308,6 @@ impl ReceiptLog {
         if tree.root() != root {
             return Err(VerifyError::Malformed(format!("batch {batch_id} no longer hashes to its root")));
         }
-        let digest = info.receipt.digest;
         let proof = tree.proof(&digest).ok_or_else(|| VerifyError::Malformed("receipt not in its batch".into()))?;
         Ok(Some(InclusionProof {
             request_id: request_id.to_owned(),

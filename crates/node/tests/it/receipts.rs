@@ -113,17 +113,7 @@ async fn sealed_receipts_prove_inclusion_with_openzeppelin() {
 
     // OpenZeppelin's StandardMerkleTree.verify accepts every proof and rejects the tampered one.
     proofs.push(bad);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("proofs.json");
-    std::fs::write(&file, serde_json::to_vec(&proofs).unwrap()).unwrap();
-    let out = std::process::Command::new("node")
-        .arg(repo_root().join("scripts/oz_verify_proof.mjs"))
-        .arg(&file)
-        .env("VERINET_NODE_MODULES", &modules)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let verdicts: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let verdicts = oz_verify(&modules, &proofs);
     let (last, good) = verdicts.split_last().unwrap();
     assert!(good.iter().all(|v| v["verified"] == true && v["leaf_matches"] == true), "{verdicts:?}");
     assert_eq!(last["verified"], false);
@@ -131,6 +121,67 @@ async fn sealed_receipts_prove_inclusion_with_openzeppelin() {
     // Unknown ids are 404 not_found.
     let (status, body) = get_json(&format!("{url}/v1/receipts/nope/proof")).await;
     assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+/// `scripts/oz_verify_proof.mjs` over `proofs`: one verdict each.
+fn oz_verify(modules: &str, proofs: &[InclusionProof]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proofs.json");
+    std::fs::write(&file, serde_json::to_vec(proofs).unwrap()).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(repo_root().join("scripts/oz_verify_proof.mjs"))
+        .arg(&file)
+        .env("VERINET_NODE_MODULES", modules)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Retention: past the window a receipt's body goes (410 `receipt_pruned`, naming its batch)
+/// and its proof stays, still verified by OpenZeppelin against the node-signed root, for the
+/// digest the payer was given.
+#[tokio::test]
+async fn pruned_receipts_still_prove_inclusion_with_openzeppelin() {
+    let modules = std::env::var("VERINET_NODE_MODULES").unwrap_or_else(|_| {
+        panic!("VERINET_NODE_MODULES is not set: run scripts/test.sh, which installs @openzeppelin/merkle-tree")
+    });
+    let n = TestNode::start_with(|c| {
+        c.receipts.batch_max = 4;
+        c.receipts.batch_interval_ms = 50;
+        c.receipts.retention_secs = 0;
+    })
+    .await;
+    let url = n.node.url();
+    let mut given = Vec::new();
+    for _ in 0..7 {
+        let r = n.client.infer(&digits_req()).await.unwrap();
+        given.push((r.request_id.clone(), r.receipt.unwrap().digest));
+    }
+    let mut proofs: Vec<InclusionProof> = Vec::new();
+    for (id, digest) in &given {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = get_json(&format!("{url}/v1/receipts/{id}")).await;
+            if status.as_u16() == 410 {
+                assert_eq!(body["error"]["code"], "receipt_pruned", "{body}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "receipt {id} never pruned: {status} {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let (status, body) = get_json(&format!("{url}/v1/receipts/{id}/proof")).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let p: InclusionProof = serde_json::from_value(body).unwrap();
+        assert_eq!(&p.digest, digest, "the proof is for the receipt the payer holds");
+        assert!(merkle::verify(p.batch.root, &p.digest, &p.proof), "{id}");
+        let hash = batch_hash(p.batch.root, p.batch.size, p.batch.timestamp, p.batch.chain_id);
+        let sig: alloy_primitives::Signature = p.batch.signature.parse().unwrap();
+        assert_eq!(sig.recover_address_from_prehash(&hash).unwrap(), p.batch.node);
+        proofs.push(p);
+    }
+    let verdicts = oz_verify(&modules, &proofs);
+    assert!(verdicts.iter().all(|v| v["verified"] == true && v["leaf_matches"] == true), "{verdicts:?}");
 }
 
 #[tokio::test]
