@@ -19,14 +19,14 @@ use verinet_client::Client;
 use verinet_ledger::{EscrowRequest, FeeSchedule, Ledger, PaidBy, Payees};
 use verinet_node::{Config, Node};
 use verinet_payments::{
-    Facilitator, SpendingCap, X402Config, sign_payment, unix_now,
+    Facilitator, X402Config, sign_payment, unix_now,
     wire::{FacilitatorRequest, PAYMENT_SIGNATURE, PaymentPayload, encode_header},
 };
 use verinet_primitives::{Address, TensorMap, wire::{InferRequest, VerificationMode}};
 use verinet_store::SqlStore;
 
 mod common;
-use common::{drive, infer_call, ms};
+use common::{drive, infer_call, ms, open_session};
 
 fn terms(pay_to: Address) -> X402Config {
     X402Config { max_timeout_secs: 3600, ..X402Config::devnet(pay_to) }
@@ -163,18 +163,7 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
     let payer = PrivateKeySigner::random();
     paid_client.faucet(payer.address(), None).await.expect("faucet");
     let accepted = paid_client.quote(&req).await.expect("402").accepts[0].clone();
-    let mut cap = SpendingCap {
-        payer: payer.address(),
-        max_total: (u64::MAX as u128).to_string(),
-        expiry: unix_now() + 3600,
-        models: vec![],
-        nonce: PrivateKeySigner::random().to_bytes(),
-        signature: String::new(),
-    };
-    use alloy_signer::SignerSync;
-    let sig = payer.sign_hash_sync(&cap.signing_hash(31337).expect("hash")).expect("sign");
-    cap.signature = format!("0x{}", hex::encode(sig.as_bytes()));
-    let bearer = Arc::new(format!("Bearer {}", paid_client.open_session(&cap).await.expect("session").token));
+    let bearer = Arc::new(open_session(&paid_client, &payer).await);
 
     for conc in [1usize, 4] {
         const N: usize = 1500;

@@ -13,6 +13,7 @@ use verinet_primitives::{
 };
 
 /// Throughput and latency percentiles of one [`drive`].
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
 pub struct Stats {
     pub rps: f64,
     pub p50: Duration,
@@ -111,13 +112,19 @@ pub fn load_model(name: &str) -> Option<(Vec<u8>, TensorMap)> {
 /// Publishes `bytes` as `name@1.0.0`, free, signed by `key`.
 #[allow(dead_code, reason = "each bench uses a subset of these helpers")]
 pub async fn publish(client: &Client, key: &PrivateKeySigner, name: &str, bytes: Vec<u8>) {
+    publish_priced(client, key, name, bytes, "0").await;
+}
+
+/// Publishes `bytes` as `name@1.0.0` at a royalty of `price` base units, signed by `key`.
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
+pub async fn publish_priced(client: &Client, key: &PrivateKeySigner, name: &str, bytes: Vec<u8>, price: &str) {
     let meta = PublishRequest {
         name: name.into(),
         version: "1.0.0".parse().expect("v"),
         description: String::new(),
         tags: vec![],
         license: String::new(),
-        price: "0".into(),
+        price: price.into(),
         owner: Address::ZERO,
         timestamp: 0,
         signature: String::new(),
@@ -129,4 +136,22 @@ pub async fn publish(client: &Client, key: &PrivateKeySigner, name: &str, bytes:
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let id = ModelId::of_bytes(&bytes);
     client.publish_bytes(&sign_publish(meta, id, key, now).expect("sign"), bytes).await.expect("publish");
+}
+
+/// Opens a spending session for `payer` (no cap to speak of, an hour long) and returns its
+/// `Authorization` header value.
+#[allow(dead_code, reason = "each bench uses a subset of these helpers")]
+pub async fn open_session(client: &Client, payer: &PrivateKeySigner) -> String {
+    use alloy_signer::SignerSync;
+    let mut cap = verinet_payments::SpendingCap {
+        payer: payer.address(),
+        max_total: (u64::MAX as u128).to_string(),
+        expiry: verinet_payments::unix_now() + 3600,
+        models: vec![],
+        nonce: PrivateKeySigner::random().to_bytes(),
+        signature: String::new(),
+    };
+    let sig = payer.sign_hash_sync(&cap.signing_hash(31337).expect("hash")).expect("sign");
+    cap.signature = format!("0x{}", hex::encode(sig.as_bytes()));
+    format!("Bearer {}", client.open_session(&cap).await.expect("session").token)
 }
