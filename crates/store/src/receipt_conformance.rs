@@ -14,7 +14,7 @@ use crate::{BatchRecord, ReceiptRecord, ReceiptStore, StoreError};
 #[macro_export]
 macro_rules! receipt_store_conformance {
     ($harness:path) => {
-        $crate::receipt_store_conformance!(@tests $harness; receipts_store_and_seal_once, concurrent_seals_never_share_a_receipt, pruned_receipts_keep_their_leaves);
+        $crate::receipt_store_conformance!(@tests $harness; receipts_store_and_seal_once, concurrent_seals_never_share_a_receipt, pruned_receipts_keep_their_leaves, batches_larger_than_one_statement);
     };
     (@tests $harness:path; $($test:ident),* $(,)?) => {
         $(
@@ -118,4 +118,24 @@ pub async fn pruned_receipts_keep_their_leaves(s: Arc<dyn ReceiptStore>) {
     assert_eq!(s.sealed_leaf("r003").await.unwrap(), Some(("b1".to_owned(), all[3].digest.clone())));
     assert_eq!(s.sealed_leaf("r009").await.unwrap(), None, "not sealed");
     assert_eq!(s.sealed_leaf("nope").await.unwrap(), None);
+}
+
+/// Inserts and seals span several statements: every receipt lands once, and a batch naming a
+/// sealed receipt in a later chunk writes nothing, its earlier chunks included.
+pub async fn batches_larger_than_one_statement(s: Arc<dyn ReceiptStore>) {
+    let me = Address::repeat_byte(1);
+    let all: Vec<_> = (0..1200).map(|i| ReceiptRecord { request_id: format!("r{i:05}"), ..record(i, me) }).collect();
+    s.insert_receipts(&all).await.unwrap();
+    assert_eq!(s.unbatched(me, 5000).await.unwrap().len(), 1200);
+    let ids = |range: std::ops::Range<usize>| all[range].iter().map(|r| r.request_id.clone()).collect::<Vec<_>>();
+    s.seal_batch(&batch("big", me, 600), &ids(0..600)).await.unwrap();
+    assert_eq!(s.batch_digests("big").await.unwrap().len(), 600);
+    assert_eq!(s.unbatched(me, 5000).await.unwrap().len(), 600);
+
+    // 600 unsealed ids, then one sealed: the refusal comes in the second statement.
+    let mut late = ids(600..1200);
+    late.push(all[0].request_id.clone());
+    assert!(matches!(s.seal_batch(&batch("late", me, 601), &late).await, Err(StoreError::Invalid(_))));
+    assert!(s.batch("late").await.unwrap().is_none());
+    assert_eq!(s.unbatched(me, 5000).await.unwrap().len(), 600, "nothing of the refused batch was written");
 }

@@ -20,6 +20,11 @@ fn receipt_from_row(r: &AnyRow) -> Result<ReceiptRecord> {
     })
 }
 
+/// Receipts per INSERT (5 binds each) and ids per sealing UPDATE: under every backend's
+/// parameter limit (SQLite 32766, PostgreSQL 65535).
+const ROWS_PER_STATEMENT: usize = 200;
+const IDS_PER_STATEMENT: usize = 500;
+
 const RECEIPT_COLUMNS: &str = "request_id, node, digest, body, batch_id, created_at";
 
 /// Stores `r` unsealed on `db` (`ledger_commit::INSERT_RECEIPT`).
@@ -38,9 +43,23 @@ pub(crate) async fn insert_receipt(db: &mut sqlx::AnyConnection, r: &ReceiptReco
 #[async_trait]
 impl ReceiptStore for SqlStore {
     async fn insert_receipts(&self, receipts: &[ReceiptRecord]) -> Result<()> {
+        // Many rows per statement: one round trip to the database per chunk, not per receipt.
         let mut tx = self.pool.begin().await?;
-        for r in receipts {
-            insert_receipt(&mut tx, r).await?;
+        for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| i * 5)
+                .map(|b| format!("(${}, ${}, ${}, ${}, NULL, ${})", b + 1, b + 2, b + 3, b + 4, b + 5))
+                .collect();
+            let sql = format!(
+                "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) VALUES {} \
+                 ON CONFLICT (request_id) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q.bind(&r.request_id).bind(address_text(&r.node)).bind(&r.digest).bind(&r.body).bind(r.created_at_ms);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -82,15 +101,21 @@ impl ReceiptStore for SqlStore {
         .bind(batch.created_at_ms)
         .execute(&mut *tx)
         .await?;
-        for id in request_ids {
-            let done = sqlx::query("UPDATE receipts SET batch_id = $1 WHERE request_id = $2 AND batch_id IS NULL")
-                .bind(&batch.id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() != 1 {
+        for chunk in request_ids.chunks(IDS_PER_STATEMENT) {
+            let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql =
+                format!("UPDATE receipts SET batch_id = $1 WHERE batch_id IS NULL AND request_id IN ({})", ids.join(", "));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&batch.id);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let done = q.execute(&mut *tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
                 // Dropping the transaction rolls it back: nothing of this batch is written.
-                return Err(StoreError::Invalid(format!("receipt {id} is unknown or already sealed")));
+                return Err(StoreError::Invalid(format!(
+                    "{} of the batch's receipts are unknown, already sealed or named twice",
+                    chunk.len() as u64 - done.rows_affected()
+                )));
             }
         }
         tx.commit().await?;
