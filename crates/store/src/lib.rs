@@ -24,6 +24,8 @@ mod blob;
 pub mod conformance;
 mod error;
 mod event;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod event_conformance;
 mod held;
 mod ledger;
 mod ledger_commit;
@@ -44,7 +46,7 @@ mod sqlite_ledger;
 
 pub use blob::{BlobStore, ObjectBlobStore};
 pub use error::{Result, StoreError};
-pub use event::{EventRecord, EventStore};
+pub use event::{EventRecord, EventStore, TallyRecord};
 pub use ledger::{
     App, Balances, Bucket, Kept, KeptAnswer, LedgerAudit, LedgerStore, LedgerTotals, LedgerTx, MINT_ACCOUNT, NewPayment, NonceClaim, PaymentChange,
     PaymentRecord, PaymentStatus, Posting, Role, SessionSpend, SpendingSession, TxKind,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::{EventRecord, EventStore, Result, SqlStore};
+use crate::{EventRecord, EventStore, Result, SqlStore, TallyRecord};
 
 /// Rows per INSERT statement (4 binds each, well under every backend's parameter limit).
 const ROWS_PER_STATEMENT: usize = 200;
@@ -38,4 +38,85 @@ impl EventStore for SqlStore {
             .map(|r| Ok(EventRecord { id: r.try_get("id")?, at_ms: r.try_get("at")?, kind: r.try_get("kind")?, data: r.try_get("data")? }))
             .collect()
     }
+
+    async fn prune_events(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events WHERE at < $1 ORDER BY at LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn add_tallies(&self, tier: u32, rows: &[TallyRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_tallies(&mut tx, tier, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tallies(&self, tier: u32, from_ms: i64, to_ms: i64) -> Result<Vec<TallyRecord>> {
+        let rows = sqlx::query("SELECT bucket, key, data FROM usage_tallies WHERE tier = $1 AND bucket >= $2 AND bucket < $3")
+            .bind(i64::from(tier))
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(TallyRecord { bucket_ms: r.try_get("bucket")?, key: r.try_get("key")?, data: r.try_get("data")? }))
+            .collect()
+    }
+
+    async fn replace_tallies(&self, tier: u32, from_ms: i64, to_ms: i64, rows: &[TallyRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == "postgres" {
+            // Gateways sharing the database compact the same minutes: one at a time, or both
+            // deletes would run before both inserts and leave two copies.
+            sqlx::query("SELECT pg_advisory_xact_lock(7305047411)").execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM usage_tallies WHERE tier = $1 AND bucket >= $2 AND bucket < $3")
+            .bind(i64::from(tier))
+            .bind(from_ms)
+            .bind(to_ms)
+            .execute(&mut *tx)
+            .await?;
+        insert_tallies(&mut tx, tier, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_tallies(&self, tier: u32, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM usage_tallies WHERE tier = $1 AND bucket < $2")
+            .bind(i64::from(tier))
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn tally_span(&self, tier: u32) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query("SELECT MIN(bucket) AS lo, MAX(bucket) AS hi FROM usage_tallies WHERE tier = $1")
+            .bind(i64::from(tier))
+            .fetch_one(&self.pool)
+            .await?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (row.try_get("lo")?, row.try_get("hi")?);
+        Ok(lo.zip(hi))
+    }
+}
+
+async fn insert_tallies(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tier: u32, rows: &[TallyRecord]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
+            .collect();
+        let sql = format!("INSERT INTO usage_tallies (tier, bucket, key, data) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for r in chunk {
+            q = q.bind(i64::from(tier)).bind(r.bucket_ms).bind(&r.key).bind(&r.data);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

@@ -105,3 +105,13 @@ async fn concurrent_connects_migrate_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tallies_and_events_age_out() {
+    on_fresh_db(|db| async move {
+        let store = Arc::new(SqlStore::connect(&db.url).await.expect("connect postgres"));
+        verinet_store::event_conformance::tallies_and_events_age_out(store.clone()).await;
+        store.close().await;
+    })
+    .await;
+}

@@ -175,3 +175,10 @@ async fn unknown_url_is_refused() {
         other => panic!("expected UnsupportedUrl, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tallies_and_events_age_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlStore::connect(&url(&dir)).await.unwrap());
+    verinet_store::event_conformance::tallies_and_events_age_out(store).await;
+}
