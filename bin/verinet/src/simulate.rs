@@ -1,9 +1,10 @@
 //! `verinet simulate --scenario FILE.toml`: start a node (all roles, one process, throwaway data
-//! dir), give it models, apps and users with wallets, drive real paid traffic in two phases,
-//! then print the flywheel report over exactly the run. The format is in docs/flywheel.md.
+//! dir), give it the scenario's models (and no others), apps and users with wallets, drive real
+//! paid traffic in one or two phases, then print the flywheel report whose window holds the
+//! second phase and whose window before holds the first. The format is in docs/flywheel.md.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
@@ -26,6 +27,9 @@ struct Scenario {
     /// The bottleneck this scenario is built to show (checked with `--check`).
     #[serde(default)]
     expect: Option<String>,
+    /// The next worst layer it is built to show (checked with `--check`).
+    #[serde(default)]
+    expect_runner_up: Option<String>,
     #[serde(default)]
     node: NodeSpec,
     #[serde(default)]
@@ -81,7 +85,7 @@ struct AppsSpec {
     share: f64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct UsersSpec {
     /// Users per phase.
@@ -92,11 +96,15 @@ struct UsersSpec {
     returning: bool,
     /// Share of users with no money (their payments fail).
     broke_share: f64,
+    /// Broke users come back in the second phase (else only the funded ones do).
+    broke_return: bool,
+    /// Users who first come in the second phase.
+    new_in_phase_two: usize,
 }
 
 impl Default for UsersSpec {
     fn default() -> Self {
-        Self { count: 6, funds: 1_000_000, returning: true, broke_share: 0.0 }
+        Self { count: 6, funds: 1_000_000, returning: true, broke_share: 0.0, broke_return: true, new_in_phase_two: 0 }
     }
 }
 
@@ -111,11 +119,14 @@ struct DemandSpec {
     mode: String,
     /// Sampling rate of `sampled` requests.
     sample_rate: f64,
+    /// 2: the window before holds phase one and the window phase two; 1: one burst on a node
+    /// with no history before it.
+    phases: usize,
 }
 
 impl Default for DemandSpec {
     fn default() -> Self {
-        Self { requests: 30, concurrency: 2, mode: "none".into(), sample_rate: 0.1 }
+        Self { requests: 30, concurrency: 2, mode: "none".into(), sample_rate: 0.1, phases: 2 }
     }
 }
 
@@ -138,7 +149,12 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
     config.flywheel.event_flush_ms = 50;
     config.runtime.max_concurrency = s.node.max_concurrency;
     config.runtime.max_queue = s.node.max_queue;
+    // The scenario's models are all that is hosted.
+    config.bundled.publish = false;
+    anyhow::ensure!(matches!(s.demand.phases, 1 | 2), "demand.phases {}: use 1 or 2", s.demand.phases);
     let node = Node::spawn(&config).await?;
+    // The window before starts on the second the node started: its history reaches back that far.
+    let origin = unix_ms() / 1000 * 1000;
     let client = Client::new(node.url());
     eprintln!("simulating {:?} on {}", s.name, node.url());
 
@@ -192,94 +208,135 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("demand.mode {other:?}: use none, sampled or quorum"),
     };
 
-    let started = Instant::now();
-    // Middle of the quiet gap between the phases, set after phase one.
-    let mut gap_middle = Duration::ZERO;
-    let mut users = make_users(&client, &s.users).await?;
+    let mut users = make_users(&client, s.users.count, &s.users).await?;
     let (mut ok, mut failed) = (0usize, 0usize);
-    for phase in 0..2 {
-        if phase == 1 && !s.users.returning {
-            users = make_users(&client, &s.users).await?;
+    let mut window_ms = 0i64;
+    for phase in 0..s.demand.phases {
+        if phase == 1 {
+            // The window is twice phase one so far, and 2 s more: long enough for phase two.
+            window_ms = ((unix_ms() - origin) * 2 + 2999) / 1000 * 1000;
+            let mut next: Vec<PrivateKeySigner> = users
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| s.users.broke_return || !is_broke(*i, users.len(), s.users.broke_share))
+                .map(|(_, u)| u.clone())
+                .collect();
+            if !s.users.returning {
+                next = make_users(&client, s.users.count, &s.users).await?;
+            }
+            next.extend(make_users(&client, s.users.new_in_phase_two, &UsersSpec { broke_share: 0.0, ..s.users.clone() }).await?);
+            anyhow::ensure!(!next.is_empty(), "phase two has no users");
+            users = next;
+            tokio::time::sleep(Duration::from_millis(u64::try_from(origin + window_ms - unix_ms()).unwrap_or(0))).await;
         }
-        let users = Arc::new(users.clone());
-        let apps = Arc::new(apps.clone());
-        let per_task = s.demand.requests / s.demand.concurrency.max(1);
-        let tasks: Vec<_> = (0..s.demand.concurrency.max(1))
-            .map(|t| {
-                let (client, users, apps, inputs) = (client.clone(), users.clone(), apps.clone(), inputs.clone());
-                let (models_used, app_share, sample_rate) = (s.models.used.max(1), s.apps.share, s.demand.sample_rate);
-                tokio::spawn(async move {
-                    let (mut ok, mut failed) = (0usize, 0usize);
-                    for i in 0..per_task {
-                        let k = t * per_task + i;
-                        let app = (!apps.is_empty() && (k % 100) as f64 / 100.0 < app_share).then(|| apps[k % apps.len()].clone());
-                        let req = InferRequest {
-                            app,
-                            verification: mode,
-                            sample_rate: (mode == VerificationMode::Sampled).then_some(sample_rate),
-                            ..InferRequest::new(format!("model-{}", k % models_used), inputs.clone())
-                        };
-                        match client.infer_paid(&req, &users[k % users.len()]).await {
-                            Ok(_) => ok += 1,
-                            Err(ClientError::Api { .. }) => failed += 1,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok((ok, failed))
-                })
-            })
-            .collect();
-        for t in tasks {
-            let (o, f) = t.await??;
-            ok += o;
-            failed += f;
-        }
-        // A quiet gap between the phases, long against either phase, so the middle of the
-        // reported window falls in it: "returning" then means "seen in both phases".
-        if phase == 0 {
-            let phase_one = started.elapsed();
-            let gap = phase_one.max(Duration::from_millis(500)) * 3;
-            gap_middle = phase_one + gap / 2;
-            tokio::time::sleep(gap).await;
-        }
+        let (o, f) = drive(&client, &s, &users, &apps, &inputs, mode).await?;
+        ok += o;
+        failed += f;
     }
-    // The report splits its window in halves ("returning" users appear in both). Choose a
-    // window of whole seconds that covers the run and query when its middle is the middle of the
-    // gap, so the halves are exactly the two phases however fast they ran.
-    let run = started.elapsed();
-    let half = gap_middle.max(run.saturating_sub(gap_middle)) + Duration::from_millis(500);
-    let window = (half * 2).as_secs() + 1;
-    let query_at = gap_middle + Duration::from_millis(window * 500);
-    tokio::time::sleep(query_at.saturating_sub(started.elapsed())).await;
-    let report = client.flywheel(window).await?;
+    let end = if s.demand.phases == 2 {
+        let end = origin + 2 * window_ms;
+        anyhow::ensure!(unix_ms() < end, "phase two ran past its window; lower demand.requests or raise demand.concurrency");
+        end
+    } else {
+        // One burst: the window holds it, and there is no history before it.
+        window_ms = ((unix_ms() - origin) + 1999) / 1000 * 1000;
+        origin + window_ms
+    };
+    let window = u64::try_from(window_ms / 1000).unwrap_or(1);
+    let report = client.flywheel_until(window, end).await?;
     node.stop().await?;
-    eprintln!("{ok} requests answered, {failed} refused, over {window} s");
+    eprintln!("{ok} requests answered, {failed} refused, over {window} s windows");
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("scenario {:?}", s.name);
         crate::flywheel::print(&report);
     }
-    if a.check
-        && let Some(expect) = &s.expect
-    {
-        anyhow::ensure!(
-            &report.bottleneck.layer == expect,
-            "scenario {:?} expected bottleneck {expect}, the report names {}: {}",
-            s.name,
-            report.bottleneck.layer,
-            report.bottleneck.reason
-        );
+    if a.check {
+        if let Some(expect) = &s.expect {
+            anyhow::ensure!(
+                &report.bottleneck.layer == expect,
+                "scenario {:?} expected bottleneck {expect}, the report names {}: {}",
+                s.name,
+                report.bottleneck.layer,
+                report.bottleneck.reason
+            );
+        }
+        if let Some(expect) = &s.expect_runner_up {
+            anyhow::ensure!(
+                report.bottleneck.runner_up.as_ref() == Some(expect),
+                "scenario {:?} expected runner-up {expect}, the report names {:?} (scores {:?})",
+                s.name,
+                report.bottleneck.runner_up,
+                report.scores.iter().map(|x| (x.layer.as_str(), x.score)).collect::<Vec<_>>()
+            );
+        }
     }
     Ok(())
 }
 
-/// Users with wallets; a share of them broke (funded with 1 base unit, less than any price).
-async fn make_users(client: &Client, spec: &UsersSpec) -> anyhow::Result<Vec<PrivateKeySigner>> {
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// One phase: `demand.requests` paid calls from `users`, `demand.concurrency` at a time.
+async fn drive(
+    client: &Client,
+    s: &Scenario,
+    users: &[PrivateKeySigner],
+    apps: &[String],
+    inputs: &TensorMap,
+    mode: VerificationMode,
+) -> anyhow::Result<(usize, usize)> {
+    let users = Arc::new(users.to_vec());
+    let apps = Arc::new(apps.to_vec());
+    let per_task = s.demand.requests / s.demand.concurrency.max(1);
+    let tasks: Vec<_> = (0..s.demand.concurrency.max(1))
+        .map(|t| {
+            let (client, users, apps, inputs) = (client.clone(), users.clone(), apps.clone(), inputs.clone());
+            let (models_used, app_share, sample_rate) = (s.models.used.max(1), s.apps.share, s.demand.sample_rate);
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, 0usize);
+                for i in 0..per_task {
+                    let k = t * per_task + i;
+                    let app = (!apps.is_empty() && (k % 100) as f64 / 100.0 < app_share).then(|| apps[k % apps.len()].clone());
+                    let req = InferRequest {
+                        app,
+                        verification: mode,
+                        sample_rate: (mode == VerificationMode::Sampled).then_some(sample_rate),
+                        ..InferRequest::new(format!("model-{}", k % models_used), inputs.clone())
+                    };
+                    match client.infer_paid(&req, &users[k % users.len()]).await {
+                        Ok(_) => ok += 1,
+                        Err(ClientError::Api { .. }) => failed += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok((ok, failed))
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await??;
+        ok += o;
+        failed += f;
+    }
+    Ok((ok, failed))
+}
+
+/// User `i` of `count` is one of the broke share (the first ones).
+fn is_broke(i: usize, count: usize, share: f64) -> bool {
+    (i as f64) < share * count as f64
+}
+
+/// `count` users with wallets; a share of them broke (funded with 1 base unit, less than any
+/// price).
+async fn make_users(client: &Client, count: usize, spec: &UsersSpec) -> anyhow::Result<Vec<PrivateKeySigner>> {
     let mut users = Vec::new();
-    for i in 0..spec.count.max(1) {
+    for i in 0..count {
         let key = PrivateKeySigner::random();
-        let broke = (i as f64) < spec.broke_share * spec.count as f64;
+        let broke = is_broke(i, count, spec.broke_share);
         client.faucet(key.address(), Some(if broke { 1 } else { u128::from(spec.funds) })).await?;
         users.push(key);
     }

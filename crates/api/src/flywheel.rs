@@ -1,7 +1,7 @@
-//! `GET /v1/flywheel?window=SECS` and `GET /metrics`: the flywheel report, as JSON and as
+//! `GET /v1/flywheel?window=SECS[&end=MS]` and `GET /metrics`: the flywheel report, as JSON and as
 //! Prometheus gauges named by layer.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::{
     Json,
@@ -10,7 +10,7 @@ use axum::{
     response::IntoResponse,
 };
 use serde::Deserialize;
-use verinet_flywheel::{ExecutorInfo, Inventory, Report};
+use verinet_flywheel::{ExecutorInfo, Inventory, Report, Window};
 use verinet_store::ModelQuery;
 
 use crate::{ApiError, AppState};
@@ -23,11 +23,18 @@ const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
 #[derive(Debug, Deserialize)]
 pub(crate) struct WindowQuery {
     window: Option<u64>,
+    /// The window ends with this time (unix ms) instead of now.
+    end: Option<i64>,
 }
 
-/// The report over the last `window_secs`.
-pub(crate) async fn report(st: &AppState, window_secs: u64) -> Result<Report, ApiError> {
-    let events = st.events.window(Duration::from_secs(window_secs)).await?;
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The report over the `window_secs` up to `end_ms` (exclusive).
+pub(crate) async fn report(st: &AppState, window_secs: u64, end_ms: i64) -> Result<Report, ApiError> {
+    let w = Window::new(window_secs, end_ms - 1);
+    let (tallies, history_since_ms) = st.events.tallies(&w).await?;
     // Hosted models, counted page by page (the list caps a page).
     let mut hosted = 0u64;
     let mut q = ModelQuery { limit: ModelQuery::MAX_LIMIT, ..Default::default() };
@@ -53,9 +60,9 @@ pub(crate) async fn report(st: &AppState, window_secs: u64) -> Result<Report, Ap
             })
             .collect(),
         operator_cost_per_request: st.payments.operator_cost,
+        history_since_ms,
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    Ok(Report::compute(&events, &inventory, window_secs, now))
+    Ok(Report::compute(&tallies, &inventory, w))
 }
 
 fn window(q: &WindowQuery) -> Result<u64, ApiError> {
@@ -65,18 +72,24 @@ fn window(q: &WindowQuery) -> Result<u64, ApiError> {
     }
 }
 
-/// `GET /v1/flywheel?window=SECS`.
+/// `GET /v1/flywheel?window=SECS[&end=MS]`.
 pub(crate) async fn flywheel(
     State(st): State<AppState>,
     q: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Report>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::InvalidJson(e.body_text()))?;
-    Ok(Json(report(&st, window(&q)?).await?))
+    let now = now_ms();
+    let end = match q.end {
+        None => now + 1,
+        Some(e) if e > 0 && e <= now + 60_000 => e,
+        Some(e) => return Err(ApiError::InvalidJson(format!("end {e}: a unix time in ms, not in the future"))),
+    };
+    Ok(Json(report(&st, window(&q)?, end).await?))
 }
 
 /// `GET /metrics`: the last hour's report as Prometheus gauges, `verinet_<layer>_<metric>`.
 pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let r = report(&st, DEFAULT_WINDOW_SECS).await?;
+    let r = report(&st, DEFAULT_WINDOW_SECS, now_ms() + 1).await?;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, v: f64| {
         out += &format!("# HELP verinet_{name} {help} (last hour)\n# TYPE verinet_{name} gauge\nverinet_{name} {v}\n");
@@ -99,7 +112,7 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoRespo
     gauge("applications_active", "apps that brought requests", r.applications.active as f64);
     gauge("applications_share_via_apps", "share of requests through an app", r.applications.share_via_apps);
     gauge("users_unique", "distinct payers", r.users.unique as f64);
-    gauge("users_retention", "payers seen in both halves of the window", r.users.retention);
+    gauge("users_retention", "payers of the hour before who came back this hour", r.users.retention.unwrap_or(0.0));
     gauge("payments_paid", "requests captured", r.payments.paid as f64);
     gauge("payments_volume", "base units captured", r.payments.volume as f64);
     gauge("payments_failure_rate", "refused payments over attempts", r.payments.failure_rate);

@@ -120,9 +120,18 @@ async fn serve(
     //    with the request record. Refusals are 402 with a fresh PAYMENT-REQUIRED.
     let input_hash = tensors_hash(&req.inputs);
     ev.payment_attempted = pay::attached(headers);
-    let escrow =
-        pay::take(st, headers, &quote, pay::INFER, &model, req.app.as_deref(), &request_id, &format!("{input_hash:#x}")).await?;
-    ev.payer = escrow.as_ref().map(|e| e.escrow.payer);
+    let escrow = pay::take(
+        st,
+        headers,
+        &quote,
+        pay::INFER,
+        &model,
+        req.app.as_deref(),
+        &request_id,
+        &format!("{input_hash:#x}"),
+        &mut ev.payer,
+    )
+    .await?;
 
     // 7. Execute (and check, by mode), then 8. settle: capture with the result hash, or refund
     //    (no result, or a result refuted by a validator). In its own task so that nothing can

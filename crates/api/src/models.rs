@@ -73,7 +73,7 @@ pub(crate) async fn publish(
     let meta = meta.ok_or_else(|| ApiError::BadUpload("missing `metadata` part".into()))?;
     let staged = staged.ok_or_else(|| ApiError::BadUpload("missing `model` part".into()))?;
     let stored = st.hub.publish(meta, staged).await?;
-    st.events.emit(&verinet_flywheel::Event::Publish { model: stored.name.clone(), owner: stored.owner });
+    st.events.emit(verinet_flywheel::Event::Publish { model: stored.name.clone(), owner: stored.owner });
     Ok((StatusCode::CREATED, Json(dto::version_info(&stored, &st.payments.fees))))
 }
 

@@ -131,7 +131,7 @@ pub(crate) async fn heartbeat(State(st): State<AppState>, headers: HeaderMap, bo
         None => {
             let e = Arc::new(Executor::with_backend(reg.address, reg.role, remote(), reg.presence(now)));
             st.pool.join(e.clone()).map_err(|role| ApiError::NodeConflict(format!("{} is registered as a {role:?}", reg.address)))?;
-            st.events.emit(&Event::NodeJoin { node: reg.address, role: format!("{:?}", reg.role).to_lowercase() });
+            st.events.emit(Event::NodeJoin { node: reg.address, role: format!("{:?}", reg.role).to_lowercase() });
             info!(node = %reg.address, role = ?reg.role, endpoint = %reg.endpoint, stake, "node joined");
             (e, true)
         }

@@ -417,8 +417,7 @@ pub(crate) async fn take_payment(
     let quote = pay::token_quote(st, model, mode, app.as_ref(), operator, prompt, completion);
     ev.price = quote.total;
     ev.payment_attempted = pay::attached(headers);
-    let paid = pay::take(st, headers, &quote, offer, model, app_id, request_id, &format!("{input_hash:#x}")).await?;
-    ev.payer = paid.as_ref().map(|p| p.escrow.payer);
+    let paid = pay::take(st, headers, &quote, offer, model, app_id, request_id, &format!("{input_hash:#x}"), &mut ev.payer).await?;
     Ok(paid)
 }
 

@@ -102,6 +102,7 @@ pub(crate) async fn take(
     app: Option<&str>,
     request_id: &str,
     input_hash: &str,
+    payer_seen: &mut Option<verinet_primitives::Address>,
 ) -> Result<Option<Paid>, ApiError> {
     if quote.total == 0 {
         return Ok(None);
@@ -140,6 +141,9 @@ pub(crate) async fn take(
     } else {
         return Err(refuse(PaymentError::Required { amount: quote.total }));
     };
+    // Proven (a valid signature or a known session), so a refusal from here on is a user who
+    // tried to pay.
+    *payer_seen = Some(payer);
     // The authorization's nonce, to find what it paid for if it was used before.
     let reference = match &paid_by {
         PaidBy::Authorization { nonce } => Some(nonce.to_lowercase()),

@@ -157,7 +157,7 @@ pub(crate) fn served(st: &AppState, ev: RequestEvent) {
     } else {
         debug!(target: "verinet::access", model, status = ev.status, error, total_ms = format_args!("{:.3}", ev.total_ms), charged = %ev.charged, mode = %ev.mode, "served");
     }
-    st.events.emit(&Event::Request(Box::new(ev)));
+    st.events.emit(Event::Request(Box::new(ev)));
 }
 
 #[cfg(test)]

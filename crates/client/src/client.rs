@@ -152,6 +152,12 @@ impl Client {
         decode(self.http.get(url).send().await?).await
     }
 
+    /// `GET /v1/flywheel?window=SECS&end=MS`: the window that ends at `end_ms` (unix ms).
+    pub async fn flywheel_until(&self, window_secs: u64, end_ms: i64) -> Result<verinet_flywheel::Report> {
+        let url = self.url(&format!("/v1/flywheel?window={window_secs}&end={end_ms}"));
+        decode(self.http.get(url).send().await?).await
+    }
+
     /// `GET /v1/payments/{request_id}`.
     pub async fn payment(&self, request_id: &str) -> Result<PaymentInfo> {
         decode(self.http.get(self.url(&format!("/v1/payments/{request_id}"))).send().await?).await

@@ -94,7 +94,7 @@ impl Node {
             EventLog::disabled(store.clone())
         });
         for e in &pool.all() {
-            events.emit(&Event::NodeJoin { node: e.address(), role: format!("{:?}", e.role).to_lowercase() });
+            events.emit(Event::NodeJoin { node: e.address(), role: format!("{:?}", e.role).to_lowercase() });
         }
         let net = &config.network;
         let network = NetworkConfig {

@@ -42,17 +42,21 @@ async fn every_request_feeds_the_flywheel_report_and_metrics() {
     assert!(matches!(client.infer(&req("nope")).await, Err(ClientError::Api { status: 404, .. })));
 
     let r = client.flywheel(600).await.unwrap();
-    // Each paid call is a 402 challenge then the paid request; challenges count as `unpaid`:
-    // 6 + 1 (poor) before paying, 2 never paid.
+    // Each paid call is a 402 challenge then the paid request: 6 + 1 (poor) challenges were
+    // followed by a payment, 2 never were (`unpaid`).
     assert_eq!((r.compute.requests, r.compute.served), (8, 6));
-    assert_eq!((r.payments.paid, r.payments.volume, r.payments.unpaid), (6, 600, 9));
+    assert_eq!((r.payments.paid, r.payments.volume, r.payments.challenges, r.payments.unpaid), (6, 600, 9, 2));
     assert_eq!(r.payments.failures.get("insufficient_funds"), Some(&1));
-    assert_eq!((r.users.unique, r.usage.trusted_decisions), (2, 6));
+    // Users are payers who tried, refused ones included; a node up for seconds has no window
+    // before to compare with.
+    assert_eq!((r.users.unique, r.users.previous, r.usage.trusted_decisions), (3, None, 6));
+    assert_eq!(r.usage.trend.direction, "unknown");
     assert_eq!(r.usage.per_model.get("digits"), Some(&6));
     assert_eq!((r.models.hosted, r.models.active), (1, 1));
     assert_eq!(r.incentives.earnings.get("operator"), Some(&600));
     assert_eq!(r.bottleneck.layer, "none", "{}", r.bottleneck.reason);
-    assert_eq!(r.series.iter().map(|s| s[1]).sum::<i64>(), 8);
+    assert_eq!(r.series.iter().map(|s| s.requests).sum::<u64>(), 8);
+    assert_eq!(r.scores.len(), 8);
 
     let metrics = reqwest::get(format!("{}/metrics", node.url())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("verinet_compute_requests 8"), "{metrics}");
