@@ -63,6 +63,16 @@ fi
 export VERINET_TEST_CHROMIUM
 VERINET_TEST_CHROMIUM=$(command -v chromium)
 
+log "prometheus (promtool checks /metrics; a real Prometheus scrapes a node and rate() is compared)"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "prometheus is missing and installing it needs root (apt-get)" >&2; exit 1; }
+  apt-get update -q >&2
+  # Debian's package; its service is not started here (no init), the test runs its own server.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >&2
+fi
+export VERINET_TEST_PROMETHEUS
+VERINET_TEST_PROMETHEUS=$(dirname "$(command -v prometheus)")
+
 # One build for everything; the onnxruntime backend is always built and loads ORT_DYLIB_PATH.
 log "cargo test (workspace: SQLite + PostgreSQL, tract + onnxruntime)"
 cargo test --workspace --locked "$@"

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use verinet_flywheel::{ExecutorInfo, Inventory, Report, Window};
 use verinet_store::ModelQuery;
 
+use crate::prom::{family, sample};
 use crate::{ApiError, AppState};
 
 /// Default window: one hour.
@@ -87,20 +88,27 @@ pub(crate) async fn flywheel(
     Ok(Json(report(&st, window(&q)?, end).await?))
 }
 
-/// `GET /metrics`: the last hour's report as Prometheus gauges, `verinet_<layer>_<metric>`.
+/// `GET /metrics`: counters and histograms of every request since the start (labelled by model,
+/// mode, status, code), then the last hour's report as gauges `verinet_<layer>_<metric>`, every
+/// layer's shortfall score and the bottleneck.
 pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let r = report(&st, DEFAULT_WINDOW_SECS, now_ms() + 1).await?;
     let mut out = String::new();
+    st.traffic.counters.render(&mut out);
     let mut gauge = |name: &str, help: &str, v: f64| {
-        out += &format!("# HELP verinet_{name} {help} (last hour)\n# TYPE verinet_{name} gauge\nverinet_{name} {v}\n");
+        let name = format!("verinet_{name}");
+        family(&mut out, &name, "gauge", &format!("{help} (last hour)"));
+        sample(&mut out, &name, &[], v);
     };
     gauge("usage_trusted_decisions", "paid, receipted results", r.usage.trusted_decisions as f64);
     gauge("usage_verified_decisions", "paid results that were also checked", r.usage.verified_decisions as f64);
+    gauge("usage_growth_ratio", "trusted decisions against the hour before, minus 1 (0 when unknown)", r.usage.trend.growth.unwrap_or(0.0));
     gauge("compute_requests", "inference requests", r.compute.requests as f64);
     gauge("compute_served", "requests answered with a result", r.compute.served as f64);
     gauge("compute_rejected", "requests turned away for capacity", r.compute.rejected as f64);
     gauge("compute_active_executors", "executors in good standing", r.compute.active_executors as f64);
-    gauge("compute_latency_p50_ms", "median request latency", r.compute.latency_p50_ms);
+    gauge("compute_latency_p50_seconds", "median request time", r.compute.latency_p50_ms / 1000.0);
+    gauge("compute_latency_p95_seconds", "95th percentile of request time", r.compute.latency_p95_ms / 1000.0);
     gauge("models_hosted", "models hosted", r.models.hosted as f64);
     gauge("models_active", "models served at least once", r.models.active as f64);
     gauge("models_prompt_tokens", "language-model input tokens served", r.models.prompt_tokens as f64);
@@ -108,20 +116,27 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoRespo
     gauge("usage_prompt_tokens", "language-model input tokens of trusted decisions", r.usage.tokens.prompt as f64);
     gauge("usage_completion_tokens", "language-model tokens generated in trusted decisions", r.usage.tokens.completion as f64);
     gauge("verification_cost_per_1k_tokens", "verification fees per 1,000 tokens of checked-mode language calls", r.verification.cost_per_1k_tokens);
-    gauge("models_top_share", "share of results on the most used model", r.models.top_share);
+    gauge("models_top_share_ratio", "share of results on the most used model", r.models.top_share);
     gauge("applications_active", "apps that brought requests", r.applications.active as f64);
-    gauge("applications_share_via_apps", "share of requests through an app", r.applications.share_via_apps);
-    gauge("users_unique", "distinct payers", r.users.unique as f64);
-    gauge("users_retention", "payers of the hour before who came back this hour", r.users.retention.unwrap_or(0.0));
+    gauge("applications_via_apps_ratio", "share of requests through an app", r.applications.share_via_apps);
+    gauge("users_unique", "distinct payers who tried", r.users.unique as f64);
+    gauge("users_retention_ratio", "payers of the hour before who came back (0 when unknown)", r.users.retention.unwrap_or(0.0));
     gauge("payments_paid", "requests captured", r.payments.paid as f64);
-    gauge("payments_volume", "base units captured", r.payments.volume as f64);
-    gauge("payments_failure_rate", "refused payments over attempts", r.payments.failure_rate);
-    gauge("incentives_operator_margin", "operator earnings minus cost per request", r.incentives.operator_margin);
-    gauge("verification_share_verified", "share of results checked", r.verification.share_verified);
-    gauge("verification_disputes", "workers refuted", r.verification.disputes as f64);
-    gauge("trust_trusted_share", "paid and receipted share of results", r.trust.trusted_share);
+    gauge("payments_failure_ratio", "refused payments over attempts", r.payments.failure_rate);
+    gauge("incentives_operator_margin", "operator earnings minus cost per request, base units", r.incentives.operator_margin);
+    gauge("verification_verified_ratio", "share of results checked", r.verification.share_verified);
+    gauge("verification_disputes", "refutations", r.verification.disputes as f64);
+    gauge("verification_dispute_ratio", "refuted over checked results", r.verification.dispute_rate);
+    gauge("trust_trusted_ratio", "paid and receipted share of results", r.trust.trusted_share);
     gauge("trust_reputation_min", "lowest executor reputation", r.trust.reputation_min);
-    out += &format!("# HELP verinet_bottleneck the layer holding demand back\n# TYPE verinet_bottleneck gauge\nverinet_bottleneck{{layer=\"{}\"}} 1\n", r.bottleneck.layer);
+    family(&mut out, "verinet_layer_shortfall_ratio", "gauge", "how far each layer falls below healthy, 0 healthy to 1 nothing gets through (last hour; absent: not judged)");
+    for s in &r.scores {
+        if let Some(score) = s.score {
+            sample(&mut out, "verinet_layer_shortfall_ratio", &[("layer", &s.layer)], score);
+        }
+    }
+    family(&mut out, "verinet_bottleneck", "gauge", "the layer holding demand back (last hour)");
+    sample(&mut out, "verinet_bottleneck", &[("layer", &r.bottleneck.layer)], 1.0);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 

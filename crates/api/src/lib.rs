@@ -34,6 +34,7 @@ mod receipts;
 mod verification;
 mod routes;
 mod state;
+mod prom;
 mod traffic;
 
 pub use error::{AnsweredBefore, ApiError, PaymentRefusal};

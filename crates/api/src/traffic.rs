@@ -82,12 +82,14 @@ pub struct Traffic {
     window: Mutex<Window>,
     /// Log each request at INFO (target `verinet::access`) rather than at DEBUG.
     access_log: bool,
+    /// Prometheus counters since the start.
+    pub(crate) counters: crate::prom::Counters,
 }
 
 impl Traffic {
     /// Counts with the access log on or off.
     pub fn new(access_log: bool) -> Self {
-        Self { window: Mutex::default(), access_log }
+        Self { window: Mutex::default(), access_log, counters: crate::prom::Counters::default() }
     }
 
     /// Counts one answered request.
@@ -150,6 +152,7 @@ impl Traffic {
 /// The line goes out inside the handler's span, which names the route and the request id.
 pub(crate) fn served(st: &AppState, ev: RequestEvent) {
     st.traffic.observe(&ev);
+    st.traffic.counters.observe(&ev);
     let model = ev.model.as_deref().unwrap_or("-");
     let error = ev.error.as_deref().unwrap_or("");
     if st.traffic.access_log {

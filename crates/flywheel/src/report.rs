@@ -450,14 +450,12 @@ fn is_challenge(k: &TallyKey) -> bool {
     code(k) == Some("payment_required")
 }
 
-/// Answered; a stream its client left midway counts when it was paid for the tokens sent
-/// (docs/llm.md).
 fn is_served(k: &TallyKey) -> bool {
-    (k.status == 200 && k.error.is_none()) || (code(k) == Some("client_closed") && k.paid)
+    k.is_served()
 }
 
 fn is_trusted(k: &TallyKey) -> bool {
-    is_served(k) && k.paid && k.check.as_deref() != Some("disputed")
+    k.is_trusted()
 }
 
 fn is_checked(k: &TallyKey) -> bool {

@@ -139,6 +139,17 @@ impl TallyKey {
             paid: r.charged > 0,
         }
     }
+
+    /// Answered; a stream its client left midway counts when it was paid for the tokens sent
+    /// (docs/llm.md).
+    pub fn is_served(&self) -> bool {
+        (self.status == 200 && self.error.is_none()) || (self.error.as_deref() == Some("client_closed") && self.paid)
+    }
+
+    /// A trusted decision: served, paid, and not refuted by a check.
+    pub fn is_trusted(&self) -> bool {
+        self.is_served() && self.paid && self.check.as_deref() != Some("disputed")
+    }
 }
 
 /// A latency histogram: counts per bucket, four buckets per doubling from 10 µs, so any

@@ -8,7 +8,8 @@
 //!
 //! Knobs (environment): SOAK_MINUTES (30), SOAK_SLICE_SECS (300), SOAK_RATE (total req/s, 400),
 //! SOAK_CONC (connections, 8), SOAK_MIX (`mixed`, or `free` for free calls only),
-//! SOAK_RETENTION_SECS (the node's receipt retention, 300, so pruning runs inside the soak),
+//! SOAK_RETENTION_SECS (the node's receipt and per-second roll-up retention, 300, so pruning
+//! runs inside the soak),
 //! VERINET_BIN (default target/release/verinet), ORT_DYLIB_PATH (passed to the node).
 
 use std::io::{BufRead, BufReader};
@@ -100,7 +101,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[receipts]\nretention_secs = {retention}\n\n[server]\nlog_summary_secs = 60\n"
+            "[receipts]\nretention_secs = {retention}\n\n[flywheel]\nseconds_retention_secs = {retention}\n\n[server]\nlog_summary_secs = 60\n"
         ),
     )
     .expect("config");

@@ -166,11 +166,24 @@ pub struct FlywheelSection {
     pub event_flush_ms: u64,
     /// Record usage events (off only to measure what they cost).
     pub events: bool,
+    /// Per-second roll-ups are kept this long (at least the 30 minutes a 15-minute report reads).
+    pub seconds_retention_secs: u64,
+    /// Per-minute roll-ups are kept this many days (61: two 30-day windows).
+    pub minutes_retention_days: u64,
+    /// Raw events (publishes, executors joining) are kept this many days.
+    pub events_retention_days: u64,
 }
 
 impl Default for FlywheelSection {
     fn default() -> Self {
-        Self { operator_cost_per_request: "0".into(), event_flush_ms: 500, events: true }
+        Self {
+            operator_cost_per_request: "0".into(),
+            event_flush_ms: 500,
+            events: true,
+            seconds_retention_secs: 3600,
+            minutes_retention_days: 61,
+            events_retention_days: 30,
+        }
     }
 }
 

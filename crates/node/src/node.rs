@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use verinet_api::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};
 use verinet_ledger::{FeeSchedule, Ledger};
 use verinet_payments::{Facilitator, X402Config, devnet_asset};
-use verinet_flywheel::{Event, EventLog};
+use verinet_flywheel::{Event, EventLog, Retention};
 use alloy_signer_local::PrivateKeySigner;
 use verinet_verify::{BatchConfig, Execute, Executor, LocalExecutor, NodeRole, Pool, Presence, ReceiptLog, Tolerance};
 use verinet_hub::{Hub, HubConfig};
@@ -89,7 +89,14 @@ impl Node {
         let (pool, verification) =
             executors(config, &overrides, &key, &runtime, &llm, runtime_config, &ledger, config.payments.devnet).await?;
         let events = Arc::new(if config.flywheel.events {
-            EventLog::new(store.clone(), Duration::from_millis(config.flywheel.event_flush_ms.max(1)))
+            let fw = &config.flywheel;
+            let mut log = EventLog::new(store.clone(), Duration::from_millis(fw.event_flush_ms.max(1)));
+            log.retention = Retention {
+                seconds: Duration::from_secs(fw.seconds_retention_secs),
+                minutes: Duration::from_secs(fw.minutes_retention_days.max(1) * 86_400),
+                events: Duration::from_secs(fw.events_retention_days.max(1) * 86_400),
+            };
+            log
         } else {
             EventLog::disabled(store.clone())
         });

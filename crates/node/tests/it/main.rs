@@ -14,5 +14,6 @@ mod network;
 mod openai;
 mod payments;
 mod postgres;
+mod prometheus;
 mod receipts;
 mod verification;
