@@ -75,4 +75,6 @@ VERINET_TEST_PROMETHEUS=$(dirname "$(command -v prometheus)")
 
 # One build for everything; the onnxruntime backend is always built and loads ORT_DYLIB_PATH.
 log "cargo test (workspace: SQLite + PostgreSQL, tract + onnxruntime)"
-cargo test --workspace --locked "$@"
+# simulate-faults: the `verinet` binary the scenario test runs can host a cheating worker
+# (a test double, never in a release build).
+cargo test --workspace --locked --features verinet/simulate-faults "$@"

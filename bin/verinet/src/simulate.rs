@@ -51,11 +51,29 @@ struct NodeSpec {
     operator_cost: u64,
     max_concurrency: usize,
     max_queue: usize,
+    /// Reputation below which an executor gets no work (the node's default when absent).
+    min_reputation: Option<f64>,
+    /// Stake taken per proven cheat, base units (the node's default when absent; a small one
+    /// keeps a cheater staked and serving).
+    slash_amount: Option<u64>,
+    /// Share of worker 0's results it corrupts (a cheating worker; needs a build with the
+    /// `simulate-faults` feature).
+    cheater_share: f64,
 }
 
 impl Default for NodeSpec {
     fn default() -> Self {
-        Self { workers: 1, validators: 1, operator_fee: 100, operator_cost: 0, max_concurrency: 0, max_queue: 256 }
+        Self {
+            workers: 1,
+            validators: 1,
+            operator_fee: 100,
+            operator_cost: 0,
+            max_concurrency: 0,
+            max_queue: 256,
+            min_reputation: None,
+            slash_amount: None,
+            cheater_share: 0.0,
+        }
     }
 }
 
@@ -152,7 +170,13 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
     // The scenario's models are all that is hosted.
     config.bundled.publish = false;
     anyhow::ensure!(matches!(s.demand.phases, 1 | 2), "demand.phases {}: use 1 or 2", s.demand.phases);
-    let node = Node::spawn(&config).await?;
+    if let Some(r) = s.node.min_reputation {
+        config.verification.min_reputation = r;
+    }
+    if let Some(a) = s.node.slash_amount {
+        config.verification.slash_amount = a.to_string();
+    }
+    let node = Node::spawn_with(&config, faults(&s.node)?).await?;
     // The window before starts on the second the node started: its history reaches back that far.
     let origin = unix_ms() / 1000 * 1000;
     let client = Client::new(node.url());
@@ -273,6 +297,26 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The node's fault injection: worker 0 corrupting `cheater_share` of its results.
+#[cfg(feature = "simulate-faults")]
+fn faults(spec: &NodeSpec) -> anyhow::Result<verinet_node::Overrides> {
+    use verinet_runtime::{TractBackend, test_utils::CorruptingBackend};
+    if spec.cheater_share <= 0.0 {
+        return Ok(verinet_node::Overrides::default());
+    }
+    let backend = CorruptingBackend::new(Arc::new(TractBackend::new()), spec.cheater_share, 7);
+    Ok(verinet_node::Overrides { worker_backends: vec![(0, Arc::new(backend))], ..Default::default() })
+}
+
+#[cfg(not(feature = "simulate-faults"))]
+fn faults(spec: &NodeSpec) -> anyhow::Result<verinet_node::Overrides> {
+    anyhow::ensure!(
+        spec.cheater_share <= 0.0,
+        "node.cheater_share needs a verinet built with the simulate-faults feature (cargo build --features verinet/simulate-faults): a cheating worker is a test double"
+    );
+    Ok(verinet_node::Overrides::default())
 }
 
 fn unix_ms() -> i64 {

@@ -10,7 +10,7 @@ fn each_scenario_names_its_intended_bottleneck() {
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
     files.sort();
-    assert!(files.len() >= 13, "scenarios/ should ship at least thirteen scenarios");
+    assert!(files.len() >= 14, "scenarios/ should ship at least fourteen scenarios");
     let mut layers = std::collections::BTreeSet::new();
     for f in &files {
         let spec: toml::Value = toml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
