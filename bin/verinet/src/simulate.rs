@@ -59,6 +59,8 @@ struct NodeSpec {
     /// Share of worker 0's results it corrupts (a cheating worker; needs a build with the
     /// `simulate-faults` feature).
     cheater_share: f64,
+    /// Extra milliseconds every run of worker 0 takes (a slow worker; needs `simulate-faults`).
+    slow_worker_ms: u64,
 }
 
 impl Default for NodeSpec {
@@ -73,6 +75,7 @@ impl Default for NodeSpec {
             min_reputation: None,
             slash_amount: None,
             cheater_share: 0.0,
+            slow_worker_ms: 0,
         }
     }
 }
@@ -299,22 +302,32 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node's fault injection: worker 0 corrupting `cheater_share` of its results.
+/// The node's fault injection: worker 0 corrupting `cheater_share` of its results, or taking
+/// `slow_worker_ms` longer per run.
 #[cfg(feature = "simulate-faults")]
 fn faults(spec: &NodeSpec) -> anyhow::Result<verinet_node::Overrides> {
-    use verinet_runtime::{TractBackend, test_utils::CorruptingBackend};
-    if spec.cheater_share <= 0.0 {
+    use verinet_runtime::{
+        InferenceBackend, TractBackend,
+        test_utils::{CorruptingBackend, SlowBackend},
+    };
+    let mut backend: Arc<dyn InferenceBackend> = Arc::new(TractBackend::new());
+    if spec.slow_worker_ms > 0 {
+        backend = Arc::new(SlowBackend::new(backend, Duration::from_millis(spec.slow_worker_ms)));
+    }
+    if spec.cheater_share > 0.0 {
+        backend = Arc::new(CorruptingBackend::new(backend, spec.cheater_share, 7));
+    }
+    if spec.slow_worker_ms == 0 && spec.cheater_share <= 0.0 {
         return Ok(verinet_node::Overrides::default());
     }
-    let backend = CorruptingBackend::new(Arc::new(TractBackend::new()), spec.cheater_share, 7);
-    Ok(verinet_node::Overrides { worker_backends: vec![(0, Arc::new(backend))], ..Default::default() })
+    Ok(verinet_node::Overrides { worker_backends: vec![(0, backend)], ..Default::default() })
 }
 
 #[cfg(not(feature = "simulate-faults"))]
 fn faults(spec: &NodeSpec) -> anyhow::Result<verinet_node::Overrides> {
     anyhow::ensure!(
-        spec.cheater_share <= 0.0,
-        "node.cheater_share needs a verinet built with the simulate-faults feature (cargo build --features verinet/simulate-faults): a cheating worker is a test double"
+        spec.cheater_share <= 0.0 && spec.slow_worker_ms == 0,
+        "node.cheater_share and node.slow_worker_ms need a verinet built with the simulate-faults feature (cargo build --features verinet/simulate-faults): a cheating or slow worker is a test double"
     );
     Ok(verinet_node::Overrides::default())
 }

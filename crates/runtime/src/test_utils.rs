@@ -179,3 +179,47 @@ impl crate::Plan for CorruptingPlan {
         self.inner.memory_bytes()
     }
 }
+
+/// A slow worker's backend (test double): runs the real model, after holding its execution slot
+/// for `delay` first (an overloaded or underpowered machine).
+pub struct SlowBackend {
+    inner: std::sync::Arc<dyn crate::InferenceBackend>,
+    delay: std::time::Duration,
+}
+
+impl SlowBackend {
+    /// `inner`, `delay` slower per run.
+    pub fn new(inner: std::sync::Arc<dyn crate::InferenceBackend>, delay: std::time::Duration) -> Self {
+        Self { inner, delay }
+    }
+}
+
+impl crate::InferenceBackend for SlowBackend {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+
+    fn prepare(&self, onnx: &[u8]) -> crate::Result<std::sync::Arc<dyn crate::Plan>> {
+        Ok(std::sync::Arc::new(SlowPlan { inner: self.inner.prepare(onnx)?, delay: self.delay }))
+    }
+}
+
+struct SlowPlan {
+    inner: std::sync::Arc<dyn crate::Plan>,
+    delay: std::time::Duration,
+}
+
+impl crate::Plan for SlowPlan {
+    fn signature(&self) -> &verinet_primitives::IoSignature {
+        self.inner.signature()
+    }
+
+    fn run(&self, inputs: &TensorMap) -> crate::Result<TensorMap> {
+        std::thread::sleep(self.delay);
+        self.inner.run(inputs)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+}
