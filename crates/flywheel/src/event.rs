@@ -82,7 +82,7 @@ pub struct RequestEvent {
 
 // Amounts as decimal strings: u128 does not fit a JSON number everywhere, and serde's
 // internally tagged enums cannot buffer 128-bit integers at all.
-mod amount {
+pub(crate) mod amount {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
@@ -94,7 +94,7 @@ mod amount {
     }
 }
 
-mod amounts {
+pub(crate) mod amounts {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};

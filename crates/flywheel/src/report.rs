@@ -450,14 +450,6 @@ fn is_challenge(k: &TallyKey) -> bool {
     code(k) == Some("payment_required")
 }
 
-fn is_served(k: &TallyKey) -> bool {
-    k.is_served()
-}
-
-fn is_trusted(k: &TallyKey) -> bool {
-    k.is_trusted()
-}
-
 fn is_checked(k: &TallyKey) -> bool {
     matches!(k.check.as_deref(), Some("passed" | "disputed" | "quorum"))
 }
@@ -487,7 +479,7 @@ impl PayerSets {
         let mut s = PayerSets::default();
         for (k, _) in rows {
             let Some(p) = k.payer else { continue };
-            if is_served(k) || payment_refused(k) {
+            if k.is_served() || payment_refused(k) {
                 s.tried.insert(p);
             }
             if payment_refused(k) {
@@ -504,7 +496,7 @@ impl PayerSets {
 
 fn trusted_per<'a>(rows: impl Iterator<Item = (&'a TallyKey, &'a Tally)>, by: impl Fn(&TallyKey) -> Option<String>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for (k, t) in rows.filter(|(k, _)| is_trusted(k)) {
+    for (k, t) in rows.filter(|(k, _)| k.is_trusted()) {
         if let Some(name) = by(k) {
             *out.entry(name).or_default() += t.requests;
         }
@@ -546,7 +538,7 @@ impl Report {
         let has_before = inventory.history_since_ms <= prev_start + w.bucket_ms;
 
         let requests = || cur().filter(|(k, _)| !is_challenge(k));
-        let served = || cur().filter(|(k, _)| is_served(k));
+        let served = || cur().filter(|(k, _)| k.is_served());
         let count = |it: &mut dyn Iterator<Item = (&TallyKey, &Tally)>| it.map(|(_, t)| t.requests).sum::<u64>();
         let n_requests = count(&mut requests());
         let n_served = count(&mut served());
@@ -554,7 +546,7 @@ impl Report {
         // Usage.
         let mut usage = Usage::default();
         let mut tokens_per_user: BTreeMap<String, Tokens> = BTreeMap::new();
-        for (k, t) in cur().filter(|(k, _)| is_trusted(k)) {
+        for (k, t) in cur().filter(|(k, _)| k.is_trusted()) {
             usage.trusted_decisions += t.requests;
             if is_checked(k) {
                 usage.verified_decisions += t.requests;
@@ -572,7 +564,7 @@ impl Report {
         }
         usage.per_model = trusted_per(cur(), |k| Some(k.model.clone()));
         usage.per_app = trusted_per(cur(), |k| k.app.clone());
-        let before_trusted: Option<u64> = has_before.then(|| prev().filter(|(k, _)| is_trusted(k)).map(|(_, t)| t.requests).sum());
+        let before_trusted: Option<u64> = has_before.then(|| prev().filter(|(k, _)| k.is_trusted()).map(|(_, t)| t.requests).sum());
         usage.trend = Trend::new(usage.trusted_decisions, before_trusted);
         usage.trend_per_model = trends(&usage.per_model, has_before.then(|| trusted_per(prev(), |k| Some(k.model.clone()))).as_ref());
         usage.trend_per_app = trends(&usage.per_app, has_before.then(|| trusted_per(prev(), |k| k.app.clone())).as_ref());
@@ -740,14 +732,14 @@ impl Report {
                 continue;
             }
             p.requests += t.requests;
-            if is_served(k) {
+            if k.is_served() {
                 p.served += t.requests;
                 lat.merge(&t.latency);
                 q.merge(&t.queue);
             } else {
                 p.errors += t.requests;
             }
-            if is_trusted(k) {
+            if k.is_trusted() {
                 p.trusted += t.requests;
             }
             p.disputed += t.disputed_requests;

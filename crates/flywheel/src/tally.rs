@@ -46,10 +46,10 @@ pub struct Tally {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub payment_attempts: u64,
     /// Captured, base units.
-    #[serde(default, skip_serializing_if = "is_zero_u128", with = "amount")]
+    #[serde(default, skip_serializing_if = "is_zero_u128", with = "crate::event::amount")]
     pub charged: u128,
     /// The captured split by role.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "amounts")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "crate::event::amounts")]
     pub earnings: BTreeMap<String, u128>,
     /// Language models: prompt (or embedding input) tokens.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -58,7 +58,7 @@ pub struct Tally {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub completion_tokens: u64,
     /// The `validator` part of the split, of requests with tokens (verification per token).
-    #[serde(default, skip_serializing_if = "is_zero_u128", with = "amount")]
+    #[serde(default, skip_serializing_if = "is_zero_u128", with = "crate::event::amount")]
     pub token_validator_fees: u128,
     /// Requests with at least one worker refuted.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -254,36 +254,6 @@ impl Tallies {
     /// Nothing counted.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-// Amounts as decimal strings, as in events.
-mod amount {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
-    }
-}
-
-mod amounts {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(v: &BTreeMap<String, u128>, s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(|(k, a)| (k.clone(), a.to_string())).collect::<BTreeMap<_, _>>().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, u128>, D::Error> {
-        BTreeMap::<String, String>::deserialize(d)?
-            .into_iter()
-            .map(|(k, a)| Ok((k, a.parse().map_err(D::Error::custom)?)))
-            .collect()
     }
 }
 
