@@ -44,6 +44,9 @@ pub enum Command {
     /// Register and inspect apps (their owner earns a markup per call).
     #[command(subcommand)]
     App(AppCmd),
+    /// Spending sessions: a budget signed once, paid from by bearer token.
+    #[command(subcommand)]
+    Session(SessionCmd),
     /// Check receipts offline.
     #[command(subcommand)]
     Receipt(ReceiptCmd),
@@ -91,6 +94,23 @@ pub enum ReceiptCmd {
     /// request id and model; for embeddings, the vectors hash to its output hash. One line per
     /// check, then what the file cannot show; exits non-zero if any check fails.
     Verify(ReceiptVerifyArgs),
+    /// Fetch a request's Merkle inclusion proof from the node and check it here: leaf, path to
+    /// the batch root, and the batch root's signature (404 `receipt_pending` until sealed).
+    Proof(ReceiptProofArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptProofArgs {
+    /// The request id (an answer's `request_id`).
+    pub request_id: String,
+    /// Also require the batch to be sealed by this address.
+    #[arg(long)]
+    pub signer: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// JSON output: {ok, request_id, batch, root, checks, proof}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -205,9 +225,14 @@ pub struct DevnetArgs {
     /// Inference backend of every process.
     #[arg(long)]
     pub backend: Option<String>,
-    /// Extra `verinet up` flags for the gateways (e.g. a config file: `--gateway-arg=--config=g.toml`).
+    /// Extra `verinet up` flags for the gateways (e.g. a config file: `--gateway-arg=--config=g.toml`;
+    /// `--gateway-arg=--listen=127.0.0.1:8080` pins a single gateway's address).
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
+    /// First port: gateways listen on it and the ports after it, then workers and validators
+    /// (default: any free port for each).
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,8 +277,8 @@ pub struct BalanceArgs {
 
 #[derive(Debug, Args)]
 pub struct FaucetArgs {
-    /// Amount in base units (default: the node's drip).
-    #[arg(long)]
+    /// Amount in tokens, e.g. 1.5 (default: the node's drip).
+    #[arg(long, value_parser = crate::money::parse_tokens)]
     pub amount: Option<u128>,
     /// Account to fund instead of the wallet's.
     #[arg(long)]
@@ -262,6 +287,9 @@ pub struct FaucetArgs {
     pub node: NodeArgs,
     #[command(flatten)]
     pub wallet: WalletArgs,
+    /// JSON output (base units).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,13 +304,16 @@ pub enum AppCmd {
 pub struct AppRegisterArgs {
     /// App name (lowercase letters, digits, - _ .).
     pub name: String,
-    /// Markup per call in base units, paid to the owner.
-    #[arg(long, default_value = "0")]
-    pub markup: String,
+    /// Markup per call in tokens (e.g. 0.001), paid to the owner.
+    #[arg(long, default_value = "0", value_parser = crate::money::parse_tokens)]
+    pub markup: u128,
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
     pub wallet: WalletArgs,
+    /// JSON output (base units).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -291,16 +322,66 @@ pub struct AppShowArgs {
     pub id: String,
     #[command(flatten)]
     pub node: NodeArgs,
+    /// JSON output (base units).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Sign a spending cap with the wallet and open a session: its bearer token pays calls
+    /// from the budget, with no signature per call.
+    Create(SessionCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionCreateArgs {
+    /// Most the session may spend, in tokens (e.g. 5).
+    #[arg(long, value_parser = crate::money::parse_tokens)]
+    pub budget: u128,
+    /// A model the session may pay for (repeatable; default: any).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600)]
+    pub expires_in: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// JSON output (the token, base units).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
     /// Publish an ONNX file, signed with the wallet.
-    Push(PushArgs),
+    Push(Box<PushArgs>),
     /// List models, most used first.
     Ls(LsArgs),
-    /// Show a model (`name` or `name@version`).
+    /// Show a model (`name` or `name@version`): its versions and usage over all of them.
     Show(ShowArgs),
+    /// Download a model's exact bytes (checked against its sha256).
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// `name` or `name@version`.
+    pub model: String,
+    /// Where to write it (default `<name>-<version>.<onnx|gguf|bundle>`).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_mode(s: &str) -> Result<verinet_primitives::wire::VerificationMode, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("{s:?}: use none, sampled or quorum"))
 }
 
 fn parse_kind(s: &str) -> Result<verinet_primitives::ModelKind, String> {
@@ -323,25 +404,34 @@ pub struct PushArgs {
     /// Semver version.
     #[arg(long)]
     pub version: semver::Version,
-    /// Description.
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Tag (repeatable).
+    /// Description (a new version keeps the last one's unless given).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Tag (repeatable; a new version keeps the last one's unless given).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
-    /// License.
-    #[arg(long, default_value = "")]
-    pub license: String,
-    /// Royalty per call in base units (18 decimals).
-    #[arg(long, default_value = "0")]
-    pub price: String,
-    /// Royalty per 1,000 prompt (input) tokens in base units, for an LLM or embedding model
-    /// (priced by the token instead of per call).
+    /// License (a new version keeps the last one's unless given).
     #[arg(long)]
+    pub license: Option<String>,
+    /// Royalty per call in tokens, e.g. 0.001 (default 0; a new version keeps the last one's).
+    #[arg(long, value_parser = crate::money::parse_tokens)]
+    pub price: Option<u128>,
+    /// Royalty per 1,000 prompt (input) tokens of text, in tokens of money, for an LLM or
+    /// embedding model (priced by the token instead of per call).
+    #[arg(long, value_parser = crate::money::parse_tokens)]
     pub prompt_price_per_1k: Option<u128>,
-    /// Royalty per 1,000 completion tokens in base units, for an LLM.
-    #[arg(long)]
+    /// Royalty per 1,000 completion tokens of text, in tokens of money, for an LLM.
+    #[arg(long, value_parser = crate::money::parse_tokens)]
     pub completion_price_per_1k: Option<u128>,
+    /// Verification policy: the share of `sampled` calls re-executed, 0 to 1.
+    #[arg(long)]
+    pub sample_rate: Option<f64>,
+    /// Verification policy: absolute float tolerance when outputs are compared.
+    #[arg(long)]
+    pub tolerance_abs: Option<f64>,
+    /// Verification policy: relative float tolerance when outputs are compared.
+    #[arg(long)]
+    pub tolerance_rel: Option<f64>,
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
@@ -384,12 +474,20 @@ pub struct ShowArgs {
 pub struct InferArgs {
     /// `name`, `name@version` or `sha256:<hex>`.
     pub model: String,
-    /// Inputs: a JSON file path or inline JSON, `{"name": {"dtype":..,"shape":..,"data":..}}`.
+    /// Inputs: a JSON file path, inline JSON, or `-` for stdin: `{"name": {"dtype":..,"shape":..,"data":..}}`
+    /// or numpy's `tolist()` as it is, `{"name": [[...]]}` (the model's dtype, the nesting's shape).
     #[arg(long, short)]
     pub input: String,
     /// Pay with the wallet when the node asks (x402: signs an EIP-3009 authorization).
     #[arg(long)]
     pub pay: bool,
+    /// How the result is checked: none (the executor's signed receipt), sampled (a validator
+    /// may re-execute it before payment is captured) or quorum (several workers, majority).
+    #[arg(long, value_parser = parse_mode, default_value = "none")]
+    pub verification: verinet_primitives::wire::VerificationMode,
+    /// With `sampled`: the probability of re-execution, 0 to 1 (default: the model's, else the node's).
+    #[arg(long)]
+    pub sample_rate: Option<f64>,
     /// App id to tag the request with.
     #[arg(long)]
     pub app: Option<String>,
@@ -455,13 +553,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Faucet(a) => crate::money::faucet(a).await,
         Command::App(AppCmd::Register(a)) => crate::money::app_register(a).await,
         Command::App(AppCmd::Show(a)) => crate::money::app_show(a).await,
+        Command::Session(SessionCmd::Create(a)) => crate::money::session_create(a).await,
         Command::Receipt(ReceiptCmd::Verify(a)) => crate::receipt::verify(a),
+        Command::Receipt(ReceiptCmd::Proof(a)) => crate::receipt::proof(a).await,
         Command::Flywheel(a) => crate::flywheel::run(a).await,
         Command::Simulate(a) => crate::simulate::run(a).await,
         Command::Devnet(a) => crate::devnet::run(a).await,
-        Command::Model(ModelCmd::Push(a)) => crate::model::push(a).await,
+        Command::Model(ModelCmd::Push(a)) => crate::model::push(*a).await,
         Command::Model(ModelCmd::Ls(a)) => crate::model::ls(a).await,
         Command::Model(ModelCmd::Show(a)) => crate::model::show(a).await,
+        Command::Model(ModelCmd::Pull(a)) => crate::model::pull(a).await,
         Command::Infer(a) => crate::infer::run(a).await,
         Command::Chat(a) => crate::chat::chat(a).await,
         Command::Embed(a) => crate::chat::embed(a).await,

@@ -59,6 +59,17 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
     let mut children = Children(Vec::new());
     let mut procs = Vec::new();
     let hb = a.heartbeat_ms.max(10).to_string();
+    // Ports: from --port on, one per process in start order (gateways first); else any free
+    // one. A gateway's own `--gateway-arg=--listen=...` wins over both.
+    let mut next_port = a.port;
+    let mut listen = || match next_port {
+        Some(p) => {
+            next_port = Some(p.saturating_add(1));
+            format!("127.0.0.1:{p}")
+        }
+        None => "127.0.0.1:0".to_owned(),
+    };
+    let gateway_listens = a.gateway_args.iter().any(|x| x == "--listen" || x.starts_with("--listen="));
     let timeout = (a.heartbeat_ms.max(10) * 3).to_string();
 
     for i in 0..a.gateways {
@@ -73,7 +84,9 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
             args.push("--no-bundled".into());
         }
         args.extend(a.gateway_args.iter().cloned());
-        let (child, url) = spawn(&exe, &a, &name, &args)?;
+        // A gateway told where to listen takes no port from the range.
+        let port = (!gateway_listens).then(&mut listen);
+        let (child, url) = spawn(&exe, &a, &name, port.as_deref(), &args)?;
         procs.push(Proc { name, role: "gateway".into(), url, pid: child.id() });
         children.0.push(child);
     }
@@ -86,12 +99,12 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
             for g in &gateways {
                 args.extend(["--gateway".into(), g.clone()]);
             }
-            executors.push((name, role, args));
+            executors.push((name, role, listen(), args));
         }
     }
     let shutdown = crate::up::shutdown_signal();
-    for (name, role, args) in executors {
-        let (child, url) = spawn(&exe, &a, &name, &args)?;
+    for (name, role, port, args) in executors {
+        let (child, url) = spawn(&exe, &a, &name, Some(&port), &args)?;
         procs.push(Proc { name, role: role.into(), url, pid: child.id() });
         children.0.push(child);
     }
@@ -101,7 +114,8 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
     wait_until_routed(&file, a.workers + a.validators, Duration::from_secs(120)).await?;
     print_status(&file).await;
     println!("\ndevnet ready: {} gateway(s), {} worker(s), {} validator(s)", a.gateways, a.workers, a.validators);
-    println!("  try: verinet infer digits --node {} --input '<json>'", gateways[0]);
+    let sample: serde_json::Value = serde_json::from_str(crate::up::SAMPLE)?;
+    println!("  try: verinet infer digits --node {} --input '{}'", gateways[0], serde_json::to_string(&sample)?);
     println!("  verinet devnet status --dir {}\n\nCtrl-C stops every process.", a.dir.display());
     let _ = std::io::stdout().flush();
 
@@ -115,14 +129,18 @@ async fn start(a: DevnetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `verinet up <args>` as `name`, logging to `<dir>/<name>.log`; returns it with the URL
-/// it printed.
-fn spawn(exe: &Path, a: &DevnetArgs, name: &str, args: &[String]) -> anyhow::Result<(Child, String)> {
+/// Starts `verinet up <args>` as `name` (on `listen`, unless its args name one), logging to
+/// `<dir>/<name>.log`; returns it with the URL it printed.
+fn spawn(exe: &Path, a: &DevnetArgs, name: &str, listen: Option<&str>, args: &[String]) -> anyhow::Result<(Child, String)> {
     let data = a.dir.join(name);
     let log_path = a.dir.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path)?;
     let mut cmd = Command::new(exe);
-    cmd.arg("up").arg("--data-dir").arg(&data).arg("--listen").arg("127.0.0.1:0").args(args);
+    cmd.arg("up").arg("--data-dir").arg(&data);
+    if let Some(l) = listen {
+        cmd.arg("--listen").arg(l);
+    }
+    cmd.args(args);
     if let Some(b) = &a.backend {
         cmd.arg("--backend").arg(b);
     }

@@ -20,7 +20,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     pin_thread_count();
+    restore_sigpipe();
     let args = cli::Cli::parse();
+    // A command asked for JSON output: its errors are JSON too.
+    let json = std::env::args().any(|a| a == "--json");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VERINET_LOG").unwrap_or_else(|_| args.default_log_filter().into()),
@@ -38,9 +41,56 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(cli::dispatch(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(&e, json);
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints a failed command's error once, in words a user can act on: a node that cannot be
+/// reached says so and how to start one; a node's refusal shows its code. With `--json` the
+/// error is `{"error": {"code", "message", "status"?}}` on stdout, where the answer would have
+/// been.
+fn report(e: &anyhow::Error, json: bool) {
+    let client = e.chain().find_map(|c| c.downcast_ref::<verinet_client::ClientError>());
+    let (code, message, status) = match client {
+        Some(verinet_client::ClientError::Api { status, code, message }) => (code.clone(), message.clone(), Some(*status)),
+        Some(verinet_client::ClientError::Http(h)) if h.is_connect() || h.is_timeout() => {
+            let at = h.url().map(|u| format!("{}://{}", u.scheme(), u.authority())).unwrap_or_else(|| "the node".into());
+            let why = if h.is_timeout() { "timed out" } else { "connection refused" };
+            (
+                "unreachable".to_owned(),
+                format!("cannot reach a node at {at} ({why}). Is one running? Start one with `verinet up`, or point at another with --node URL (or VERINET_NODE)."),
+                None,
+            )
+        }
+        _ => ("error".to_owned(), format!("{e:#}"), None),
+    };
+    if json {
+        let mut body = serde_json::json!({"error": {"code": code, "message": message}});
+        if let Some(s) = status {
+            body["error"]["status"] = s.into();
+        }
+        println!("{body}");
+    } else if let Some(s) = status {
+        // The context a command added (what it was doing), then the node's word.
+        let context: Vec<String> = e.chain().take_while(|c| c.downcast_ref::<verinet_client::ClientError>().is_none()).map(|c| c.to_string()).collect();
+        let prefix = if context.is_empty() { String::new() } else { format!("{}: ", context.join(": ")) };
+        eprintln!("error: {prefix}{s} {code}: {message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// Rust ignores SIGPIPE, so writing to a closed pipe (`verinet model show x | head -1`) is an
+/// error every `println!` turns into a panic. The default action ends the process quietly,
+/// as `cat` does.
+#[allow(unsafe_code, reason = "one libc call before any thread exists")]
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default is async-signal-safe and done
+    // before other threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -9,7 +9,8 @@ use verinet_client::{Client, ListParams, sign_publish};
 use verinet_primitives::{Address, Sha256Hasher, wire::PublishRequest};
 
 use crate::{
-    cli::{LsArgs, PushArgs, ShowArgs},
+    cli::{LsArgs, PullArgs, PushArgs, ShowArgs},
+    money::Units,
     output, wallet,
 };
 
@@ -40,18 +41,40 @@ pub async fn push(mut a: PushArgs) -> anyhow::Result<()> {
     }
     let id = hasher.finish();
 
+    // A new version keeps what the last one said unless this push says otherwise: leaving out
+    // --tag must not drop the model from `model ls --tag`.
+    let client = Client::new(&a.node.node);
+    let previous = match client.model(&a.name).await {
+        Ok(m) => Some(m.latest),
+        Err(verinet_client::ClientError::Api { status: 404, .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let tags = if a.tags.is_empty() { previous.as_ref().map(|p| p.tags.clone()).unwrap_or_default() } else { a.tags };
+    let description = a.description.or_else(|| previous.as_ref().map(|p| p.description.clone())).unwrap_or_default();
+    let license = a.license.or_else(|| previous.as_ref().map(|p| p.license.clone())).unwrap_or_default();
+    let price = match (a.price, &previous) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(p)) if p.price.per_1k_tokens.is_none() => p.price.royalty.clone(),
+        _ => "0".into(),
+    };
+    let policy = verinet_primitives::wire::ModelPolicy { sample_rate: a.sample_rate, tolerance_abs: a.tolerance_abs, tolerance_rel: a.tolerance_rel };
+    let verification = if policy == verinet_primitives::wire::ModelPolicy::default() {
+        previous.as_ref().and_then(|p| p.verification.clone())
+    } else {
+        Some(serde_json::to_value(policy)?)
+    };
     let meta = PublishRequest {
         name: a.name,
         version: a.version,
-        description: a.description,
-        tags: a.tags,
-        license: a.license,
-        price: a.price,
+        description,
+        tags,
+        license,
+        price,
         owner: Address::ZERO,
         timestamp: 0,
         signature: String::new(),
         sha256: None,
-        verification: None,
+        verification,
         kind: a.kind,
         token_prices: (a.prompt_price_per_1k.is_some() || a.completion_price_per_1k.is_some()).then(|| {
             verinet_primitives::wire::TokenPrices {
@@ -66,7 +89,6 @@ pub async fn push(mut a: PushArgs) -> anyhow::Result<()> {
     let bar = ProgressBar::new(len);
     bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")?);
     let b = bar.clone();
-    let client = Client::new(&a.node.node);
     let result = client.publish_file(&meta, &a.file, move |sent| b.set_position(sent)).await;
     bar.finish_and_clear();
     let v = result?;
@@ -81,6 +103,7 @@ pub async fn push(mut a: PushArgs) -> anyhow::Result<()> {
 
 pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.node.node);
+    let units = Units::of(&client).await;
     let list = client.list_models(&ListParams { q: a.q, tag: a.tag, sort: a.sort, limit: None }).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -94,7 +117,7 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
                 m.name.clone(),
                 m.latest_version.to_string(),
                 m.usage.calls.to_string(),
-                m.price.clone(),
+                units.show(&m.price),
                 m.tags.join(","),
                 m.sha256.to_string()[..19].to_owned(),
             ]
@@ -106,26 +129,72 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
 
 pub async fn show(a: ShowArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.node.node);
-    let v = match a.model.split_once('@') {
-        Some((name, version)) => client.model_version(name, version).await?,
-        None => client.model(&a.model).await?.latest,
+    let units = Units::of(&client).await;
+    let (v, model) = match a.model.split_once('@') {
+        Some((name, version)) => (client.model_version(name, version).await?, None),
+        None => {
+            let m = client.model(&a.model).await?;
+            (m.latest.clone(), Some(m))
+        }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        match &model {
+            Some(m) => println!("{}", serde_json::to_string_pretty(m)?),
+            None => println!("{}", serde_json::to_string_pretty(&v)?),
+        }
         return Ok(());
     }
     println!("{}@{}", v.name, v.version);
     println!("  sha256   {}", v.sha256);
     println!("  size     {} bytes", v.size);
     println!("  owner    {}", v.owner);
-    println!("  price    {} (royalty {})", v.price.total, v.price.royalty);
-    println!("  usage    {} calls, {} failures", v.usage.calls, v.usage.failures);
+    match &v.price.per_1k_tokens {
+        Some(t) => println!("  price    {} per 1k prompt tokens, {} per 1k completion tokens", units.show(&t.prompt), units.show(&t.completion)),
+        None => println!("  price    {} per call (royalty {})", units.show(&v.price.total), units.show(&v.price.royalty)),
+    }
+    println!("  usage    {} calls, {} failures (this version)", v.usage.calls, v.usage.failures);
+    if let Some(m) = &model {
+        println!("  all      {} calls, {} failures over {} version(s)", m.usage.calls, m.usage.failures, m.versions.len());
+        let versions: Vec<String> = m.versions.iter().map(ToString::to_string).collect();
+        println!("  versions {}", versions.join(", "));
+    }
     if !v.tags.is_empty() {
         println!("  tags     {}", v.tags.join(", "));
     }
     if !v.description.is_empty() {
         println!("  about    {}", v.description);
     }
+    if !v.license.is_empty() {
+        println!("  license  {}", v.license);
+    }
+    if let Some(p) = &v.verification {
+        println!("  policy   {p}");
+    }
     output::print_io(&v.io);
+    Ok(())
+}
+
+pub async fn pull(a: PullArgs) -> anyhow::Result<()> {
+    let client = Client::new(&a.node.node);
+    let v = match a.model.split_once('@') {
+        Some((name, version)) => client.model_version(name, version).await?,
+        None => client.model(&a.model).await?.latest,
+    };
+    let out = a.output.unwrap_or_else(|| {
+        let ext = match v.io.kind {
+            verinet_primitives::ModelKind::Llm => "gguf",
+            verinet_primitives::ModelKind::Embedding => "bundle",
+            _ => "onnx",
+        };
+        std::path::PathBuf::from(format!("{}-{}.{ext}", v.name, v.version))
+    });
+    // The client hashes the bytes as they arrive and refuses any that are not the id.
+    let bytes = client.fetch_model(&v.sha256).await?;
+    tokio::fs::write(&out, &bytes).await.with_context(|| format!("cannot write {}", out.display()))?;
+    if a.json {
+        println!("{}", serde_json::json!({"path": out, "sha256": v.sha256, "size": bytes.len(), "name": v.name, "version": v.version}));
+    } else {
+        println!("saved {}@{} to {} ({} bytes, {} checked)", v.name, v.version, out.display(), bytes.len(), v.sha256);
+    }
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! `verinet wallet balance`, `verinet faucet`, `verinet app register|show`.
+//! `verinet wallet balance`, `verinet faucet`, `verinet app register|show`, `verinet session
+//! create`, and how amounts are shown: in tokens with the node's symbol (`1.5 vUSD`), while
+//! `--json` keeps the API's base units.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -6,9 +8,41 @@ use alloy_primitives::Address;
 use alloy_signer::SignerSync;
 use anyhow::Context;
 use verinet_client::Client;
-use verinet_primitives::wire::{AccountInfo, AppRegistration};
+use verinet_primitives::{
+    TOKEN_DECIMALS, format_amount, parse_amount,
+    wire::{AccountInfo, AppInfo, AppRegistration},
+};
 
-use crate::cli::{AppRegisterArgs, AppShowArgs, BalanceArgs, FaucetArgs, WalletArgs};
+use crate::cli::{AppRegisterArgs, AppShowArgs, BalanceArgs, FaucetArgs, SessionCreateArgs, WalletArgs};
+
+/// How a node's amounts read: its token's symbol and decimals (`/health`).
+pub struct Units {
+    symbol: String,
+    decimals: u32,
+}
+
+impl Units {
+    /// The node's units; the ledger's defaults if it does not say (an older node).
+    pub async fn of(client: &Client) -> Self {
+        match client.health().await.ok().and_then(|h| h.token) {
+            Some(t) => Self { symbol: t.symbol, decimals: t.decimals },
+            None => Self { symbol: "vUSD".into(), decimals: TOKEN_DECIMALS },
+        }
+    }
+
+    /// A base-unit amount as `1.5 vUSD`; text that is not an amount is shown as it is.
+    pub fn show(&self, base_units: &str) -> String {
+        match base_units.parse::<u128>() {
+            Ok(v) => format!("{} {}", format_amount(v, self.decimals), self.symbol),
+            Err(_) => base_units.to_owned(),
+        }
+    }
+}
+
+/// An amount a person typed, in tokens (`1.5`, `0.001`), as base units (clap value parser).
+pub fn parse_tokens(s: &str) -> Result<u128, String> {
+    parse_amount(s, TOKEN_DECIMALS).map_err(|e| format!("{e}; amounts are in tokens, e.g. 0.001"))
+}
 
 fn account_of(address: &Option<String>, wallet: &WalletArgs) -> anyhow::Result<Address> {
     match address {
@@ -17,32 +51,40 @@ fn account_of(address: &Option<String>, wallet: &WalletArgs) -> anyhow::Result<A
     }
 }
 
-fn print_account(a: &AccountInfo) {
-    println!("address  {}", a.address);
-    println!("balance  {}", a.balance);
-    println!("escrow   {}", a.escrow);
-    println!("stake    {}", a.stake);
+fn print_account(a: &AccountInfo, u: &Units) {
+    println!("address    {}", a.address);
+    println!("available  {}", u.show(&a.balance));
+    println!("escrow     {}  (held for calls in flight)", u.show(&a.escrow));
+    println!("stake      {}", u.show(&a.stake));
     for (role, amount) in &a.earnings {
-        println!("earned   {amount} as {role}");
+        println!("earned     {} as {role}", u.show(amount));
     }
+    println!("spent      {}", u.show(&a.spent));
 }
 
 pub async fn balance(a: BalanceArgs) -> anyhow::Result<()> {
     let address = account_of(&a.address, &a.wallet)?;
-    let info = Client::new(&a.node.node).account(address).await?;
+    let client = Client::new(&a.node.node);
+    let info = client.account(address).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        print_account(&info);
+        print_account(&info, &Units::of(&client).await);
     }
     Ok(())
 }
 
 pub async fn faucet(a: FaucetArgs) -> anyhow::Result<()> {
     let address = account_of(&a.address, &a.wallet)?;
-    let r = Client::new(&a.node.node).faucet(address, a.amount).await?;
-    println!("minted {} (tx {})", r.amount, r.transaction);
-    print_account(&r.account);
+    let client = Client::new(&a.node.node);
+    let r = client.faucet(address, a.amount).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let u = Units::of(&client).await;
+    println!("minted {} (tx {})", u.show(&r.amount), r.transaction);
+    print_account(&r.account, &u);
     Ok(())
 }
 
@@ -51,20 +93,55 @@ pub async fn app_register(a: AppRegisterArgs) -> anyhow::Result<()> {
     let mut reg = AppRegistration {
         name: a.name,
         owner: key.address(),
-        markup: a.markup,
+        markup: a.markup.to_string(),
         timestamp: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         signature: String::new(),
     };
     let sig = key.signer().sign_message_sync(reg.message().as_bytes())?;
     reg.signature = format!("0x{}", hex::encode(sig.as_bytes()));
-    let app = Client::new(&a.node.node).register_app(&reg).await?;
-    println!("app {}  name {}  owner {}  markup {}", app.id, app.name, app.owner, app.markup);
+    let client = Client::new(&a.node.node);
+    let app = client.register_app(&reg).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&app)?);
+        return Ok(());
+    }
+    print_app(&app, &Units::of(&client).await);
     println!("tag requests with: verinet infer MODEL --input FILE --app {}", app.id);
     Ok(())
 }
 
+fn print_app(app: &AppInfo, u: &Units) {
+    println!("app      {}", app.id);
+    println!("name     {}", app.name);
+    println!("owner    {}", app.owner);
+    println!("markup   {} per call", u.show(&app.markup));
+}
+
 pub async fn app_show(a: AppShowArgs) -> anyhow::Result<()> {
-    let app = Client::new(&a.node.node).app(&a.id).await?;
-    println!("{}", serde_json::to_string_pretty(&app)?);
+    let client = Client::new(&a.node.node);
+    let app = client.app(&a.id).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&app)?);
+    } else {
+        print_app(&app, &Units::of(&client).await);
+    }
+    Ok(())
+}
+
+pub async fn session_create(a: SessionCreateArgs) -> anyhow::Result<()> {
+    let key = crate::wallet::load(&a.wallet)?;
+    let client = Client::new(&a.node.node);
+    let s = client.open_session_signed(key.signer(), a.budget, a.models, a.expires_in).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let u = Units::of(&client).await;
+    println!("session  {}", s.id);
+    println!("budget   {}", u.show(&s.max_total));
+    println!("expires  {} (unix s)", s.expires_at);
+    println!("models   {}", if s.models.is_empty() { "any".to_owned() } else { s.models.join(", ") });
+    println!("token    {}", s.token);
+    println!("(shown once) pay with it: curl -H 'Authorization: Bearer {}' ...", s.token);
     Ok(())
 }

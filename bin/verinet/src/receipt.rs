@@ -601,3 +601,43 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     }
     Ok(out)
 }
+
+/// `verinet receipt proof REQUEST_ID`: fetches the request's Merkle inclusion proof from the
+/// node and checks it here: the receipt's digest hashes to the leaf, the proof climbs from the
+/// leaf to the batch root (OpenZeppelin StandardMerkleTree), and the batch's EIP-712
+/// signature recovers the node that sealed it. Exits non-zero if any check fails.
+pub async fn proof(a: crate::cli::ReceiptProofArgs) -> anyhow::Result<()> {
+    let client = verinet_client::Client::new(&a.node.node);
+    let raw = client.get_json(&format!("/v1/receipts/{}/proof", a.request_id)).await?;
+    let p: verinet_verify::InclusionProof = serde_json::from_value(raw.clone()).context("the node's proof does not decode")?;
+    let b = &p.batch;
+    let batch_digest = verinet_verify::batch_hash(b.root, b.size, b.timestamp, b.chain_id);
+    let signer = verinet_primitives::secp::recover_hex(&b.signature, &batch_digest);
+    let checks = [
+        ("leaf", verinet_verify::merkle::leaf_hash(&p.digest) == p.leaf, format!("keccak256(keccak256(abi.encode(bytes32 {}))) = {}", p.digest, p.leaf)),
+        ("path", verinet_verify::merkle::verify(b.root, &p.digest, &p.proof), format!("{} sibling(s) climb to root {}", p.proof.len(), b.root)),
+        (
+            "batch_signature",
+            signer.as_ref().is_ok_and(|s| *s == b.node),
+            match &signer {
+                Ok(s) => format!("signed by {s}, the batch names {}", b.node),
+                Err(e) => format!("does not recover: {e}"),
+            },
+        ),
+        ("node", a.signer.as_ref().is_none_or(|want| want.eq_ignore_ascii_case(&b.node.to_string())), format!("sealed by {}", b.node)),
+    ];
+    let ok = checks.iter().all(|c| c.1);
+    if a.json {
+        let list: Vec<Value> = checks.iter().map(|(n, ok, d)| serde_json::json!({"name": n, "ok": ok, "detail": d})).collect();
+        println!("{}", serde_json::json!({"ok": ok, "request_id": p.request_id, "batch": b.id, "root": b.root, "checks": list, "proof": raw}));
+    } else {
+        println!("request {} in batch {} ({} receipts, sealed at {} ms)", p.request_id, b.id, b.size, b.timestamp);
+        for (name, ok, detail) in &checks {
+            println!("{} {name}: {detail}", if *ok { "✓" } else { "✗" });
+        }
+    }
+    if !ok {
+        bail!("the inclusion proof of {} does not check out", p.request_id);
+    }
+    Ok(())
+}

@@ -136,12 +136,14 @@ fn up_infer_push_ls_show() {
     stop(node);
 }
 
-/// `up` with an operator fee; the wallet pays with `infer --pay` after `faucet`.
+/// `up` with an operator fee; the wallet pays with `infer --pay` after `faucet`. Amounts a
+/// person types and reads are tokens (`0.25 vUSD`); `--json` keeps the API's base units.
 #[test]
 fn faucet_pay_balance_and_apps() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("verinet.toml");
-    std::fs::write(&config, "[payments]\noperator_fee = \"250\"\n").unwrap();
+    // 0.25 tokens of 18 decimals.
+    std::fs::write(&config, "[payments]\noperator_fee = \"250000000000000000\"\n").unwrap();
     let mut child = bin()
         .args(["up", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -167,24 +169,47 @@ fn faucet_pay_balance_and_apps() {
     let out = bin().args(["infer", "digits", "--node", &url, "--input"]).arg(&sample).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("250") && err.contains("--pay"), "{err}");
+    assert!(err.contains("0.25 tokens") && err.contains("--pay"), "{err}");
 
-    let text = with(bin().args(["faucet", "--amount", "1000"]));
-    assert!(text.contains("minted 1000"), "{text}");
+    // Base units are what --amount refuses: more decimals than the token has.
+    let out = bin().args(["faucet", "--amount", "0.0000000000000000001", "--node", &url, "--wallet"]).arg(&wallet).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses a malformed amount");
+    let text = with(bin().args(["faucet", "--amount", "1.5"]));
+    assert!(text.contains("minted 1.5 vUSD") && text.contains("available  1.5 vUSD"), "{text}");
     let text = with(bin().args(["infer", "digits", "--pay", "--input"]).arg(&sample));
-    assert!(text.contains("paid 250") && text.contains("label"), "{text}");
+    assert!(text.contains("price 0.25 vUSD") && text.contains("paid 0.25 vUSD") && text.contains("label"), "{text}");
     let balance: serde_json::Value = serde_json::from_str(&with(bin().args(["wallet", "balance", "--json"]))).unwrap();
-    assert_eq!((balance["balance"].as_str(), balance["escrow"].as_str()), (Some("750"), Some("0")));
+    assert_eq!((balance["balance"].as_str(), balance["escrow"].as_str()), (Some("1250000000000000000"), Some("0")));
+    let text = with(bin().args(["wallet", "balance"]));
+    assert!(text.contains("available  1.25 vUSD") && text.contains("escrow     0 vUSD"), "{text}");
 
     // An app owned by the wallet earns its markup on the calls it tags.
-    let text = with(bin().args(["app", "register", "chat", "--markup", "50"]));
+    let text = with(bin().args(["app", "register", "chat", "--markup", "0.05"]));
     let id = text.split_whitespace().nth(1).unwrap().to_owned();
-    assert!(id.starts_with("app-"), "{text}");
+    assert!(id.starts_with("app-") && text.contains("markup   0.05 vUSD per call"), "{text}");
+    // `app show` is a table like every other show; --json is the API's body.
+    let shown = String::from_utf8(run(bin().args(["app", "show", &id, "--node", &url])).stdout).unwrap();
+    assert!(shown.starts_with(&format!("app      {id}")) && shown.contains("name     chat"), "{shown}");
+    let shown: serde_json::Value = serde_json::from_slice(&run(bin().args(["app", "show", &id, "--json", "--node", &url])).stdout).unwrap();
+    assert_eq!(shown["markup"], "50000000000000000");
     with(bin().args(["infer", "digits", "--pay", "--app", &id, "--input"]).arg(&sample));
     let balance: serde_json::Value = serde_json::from_str(&with(bin().args(["wallet", "balance", "--json"]))).unwrap();
-    // Paid 300 (250 + 50 markup), earned the 50 back as the app owner.
-    assert_eq!(balance["balance"].as_str(), Some("500"));
-    assert_eq!(balance["earnings"]["app"].as_str(), Some("50"));
+    // Paid 0.3 (0.25 + 0.05 markup), earned the 0.05 back as the app owner.
+    assert_eq!(balance["balance"].as_str(), Some("1000000000000000000"));
+    assert_eq!(balance["earnings"]["app"].as_str(), Some("50000000000000000"));
+    let text = with(bin().args(["wallet", "balance"]));
+    assert!(text.contains("earned     0.05 vUSD as app") && text.contains("spent      0.55 vUSD"), "{text}");
+
+    // A session: a budget signed once, then calls paid by its bearer token.
+    let s: serde_json::Value = serde_json::from_str(&with(bin().args(["session", "create", "--budget", "0.5", "--model", "digits", "--json"]))).unwrap();
+    assert_eq!(s["max_total"], "500000000000000000");
+    let token = s["token"].as_str().unwrap();
+    let body = serde_json::json!({"model": "digits", "inputs": serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&sample).unwrap()).unwrap()});
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let paid: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new().post(format!("{url}/v1/infer")).bearer_auth(token).json(&body).send().await.unwrap().json().await.unwrap()
+    });
+    assert_eq!(paid["payment"]["method"], "session", "{paid}");
     stop(child);
 }
 
@@ -286,4 +311,140 @@ fn up_logs_a_traffic_summary_not_a_line_per_call() {
         assert_eq!(per_call, if access_log { 3 } else { 0 }, "access_log = {access_log}:\n{text}");
         stop(node);
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+}
+
+/// The faults a new user hit (issue 16), each as they met it.
+#[test]
+fn client_commands_fail_cleanly_and_take_the_forms_users_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, url) = up(&tmp.path().join("data"));
+    let bare = url.trim_start_matches("http://").to_owned();
+    let sample = root().join("fixtures/digits/sample.json");
+
+    // `--node 127.0.0.1:PORT`, the form `--listen` takes, is that node (was "relative URL
+    // without a base").
+    let out = run(bin().args(["model", "show", "digits", "--node", &bare]));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("digits@1.0.0"));
+
+    // Output into a closed pipe (`| head -1`) ends quietly (was a panic, exit 101).
+    let mut child = bin().args(["model", "show", "digits", "--node", &url]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && out.status.code() != Some(101), "{:?} {err}", out.status);
+
+    // No node there: one line that says so and how to start one (was the error twice).
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = bin().args(["infer", "digits", "--node", &dead, "--input"]).arg(&sample).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot reach a node at").count(), 1, "{err}");
+    assert!(err.contains(&format!("http://{dead}")) && err.contains("verinet up") && err.lines().count() == 1, "{err}");
+    // With --json the error is JSON where the answer would have been.
+    let out = bin().args(["model", "ls", "--json", "--node", &dead]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!(v["error"]["code"], "unreachable");
+    let out = bin().args(["infer", "nope", "--json", "--node", &url, "--input", "{}"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error on stdout");
+    assert_eq!((v["error"]["code"].as_str(), v["error"]["status"].as_u64()), (Some("not_found"), Some(404)));
+
+    // Inputs from stdin, as numpy's tolist() writes them (a bare nested list).
+    let pixels: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+    let nested = serde_json::json!({"pixels": [pixels["pixels"]["data"]]});
+    let mut child = bin()
+        .args(["infer", "digits", "--json", "--node", &url, "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), nested.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_stdin: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let from_file: serde_json::Value = serde_json::from_slice(&run(bin().args(["infer", "digits", "--json", "--node", &url, "--input"]).arg(&sample)).stdout).unwrap();
+    assert_eq!(from_stdin["outputs"], from_file["outputs"]);
+
+    // `--verification sampled` reaches the node's validator.
+    let out = run(bin().args(["infer", "digits", "--verification", "sampled", "--sample-rate", "1", "--json", "--node", &url, "--input"]).arg(&sample));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["verification"].as_str(), v["check"]["status"].as_str()), (Some("sampled"), Some("passed")), "{v}");
+
+    // A new version keeps the last one's tags, description and price unless told otherwise,
+    // and `model show` lists every version with usage over all of them.
+    let wallet = tmp.path().join("wallet.key");
+    run(bin().args(["wallet", "new", "--wallet"]).arg(&wallet));
+    let model = tmp.path().join("mine.onnx");
+    let mut bytes = std::fs::read(root().join("models/digits-mlp.onnx")).unwrap();
+    for (doc, version, extra) in [(&b"cli copy one"[..], "0.1.0", vec!["--tag", "cli", "--description", "digits again", "--price", "0"]), (&b"cli copy two"[..], "0.2.0", vec![])] {
+        let mut b = bytes.clone();
+        b.extend_from_slice(&[0x32, doc.len() as u8]);
+        b.extend_from_slice(doc);
+        std::fs::write(&model, &b).unwrap();
+        run(bin().args(["model", "push", "--name", "mine", "--version", version, "--node", &url, "--wallet"]).arg(&wallet).args(&extra).arg(&model));
+    }
+    bytes.clear();
+    let list: serde_json::Value = serde_json::from_slice(&run(bin().args(["model", "ls", "--json", "--tag", "cli", "--node", &url])).stdout).unwrap();
+    assert_eq!((list["models"][0]["name"].as_str(), list["models"][0]["latest_version"].as_str()), (Some("mine"), Some("0.2.0")), "{list}");
+    run(bin().args(["infer", "mine@0.1.0", "--node", &url, "--input"]).arg(&sample));
+    run(bin().args(["infer", "mine", "--node", &url, "--input"]).arg(&sample));
+    let shown = String::from_utf8(run(bin().args(["model", "show", "mine", "--node", &url])).stdout).unwrap();
+    assert!(shown.contains("versions 0.2.0, 0.1.0") && shown.contains("all      2 calls") && shown.contains("about    digits again"), "{shown}");
+    // `model pull` saves the exact bytes.
+    let pulled = tmp.path().join("pulled.onnx");
+    run(bin().args(["model", "pull", "mine@0.1.0", "--node", &url, "--output"]).arg(&pulled));
+    assert!(std::fs::read(&pulled).unwrap().ends_with(b"cli copy one"));
+
+    // A browser opening the node's root gets the dashboard; the API's document is there.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let r = no_redirect.get(format!("{url}/")).header("accept", "text/html,application/xhtml+xml").send().await.unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/dashboard"));
+        let links: serde_json::Value = no_redirect.get(format!("{url}/")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(links["openapi"], "/openapi.json");
+        let docs = no_redirect.get(format!("{url}/docs")).send().await.unwrap().text().await.unwrap();
+        assert!(docs.contains("/openapi.json"));
+    });
+    stop(node);
+}
+
+/// `devnet` ports can be pinned, and its "try:" line runs as printed.
+#[test]
+fn devnet_ports_can_be_pinned_and_its_try_line_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (gateway_port, first) = (free_port(), free_port());
+    let mut child = bin()
+        .args(["devnet", "--workers", "1", "--validators", "0", "--heartbeat-ms", "200", "--port", &first.to_string(), "--dir"])
+        .arg(tmp.path().join("net"))
+        .arg(format!("--gateway-arg=--listen=127.0.0.1:{gateway_port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let try_line = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.trim_start().starts_with("try: ") => break l.trim_start().trim_start_matches("try: ").to_owned(),
+            Some(Ok(l)) => seen.push(l),
+            _ => {
+                let _ = child.kill();
+                let err = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+                panic!("devnet ended before ready:\n{}\n{err}", seen.join("\n"));
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let gateway = format!("http://127.0.0.1:{gateway_port}");
+    assert!(try_line.contains(&format!("--node {gateway}")) && try_line.contains("\"pixels\""), "{try_line}");
+    let status = String::from_utf8(run(bin().args(["devnet", "status", "--json", "--dir"]).arg(tmp.path().join("net"))).stdout).unwrap();
+    assert!(status.contains(&format!("127.0.0.1:{first}")), "the worker takes the first --port: {status}");
+    // Run the line as a shell would.
+    let out = run(Command::new("sh").arg("-c").arg(try_line.replacen("verinet", &format!("'{}'", env!("CARGO_BIN_EXE_verinet")), 1)));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("label"));
+    stop(child);
 }

@@ -272,7 +272,7 @@ async fn one_crash_run(run: usize, requests: usize, in_flight: usize, kills: usi
         assert_eq!(p.status, PaymentStatus::Captured);
         assert_eq!(p.output_hash, Some(format!("{:#x}", tensors_hash(&resp.tensors().unwrap()))));
         let payment = resp.payment.as_ref().expect("a paid answer states its payment");
-        assert_eq!(Some(&payment.capture_tx), p.settle_tx.as_ref());
+        assert_eq!(Some(&payment.settle_tx), p.settle_tx.as_ref());
         // The receipt is stored with the capture: found after any crash.
         let r = client.get_json(&format!("/v1/receipts/{}", resp.request_id)).await.unwrap();
         assert_eq!(r["receipt"]["digest"], serde_json::to_value(resp.receipt.as_ref().unwrap().digest).unwrap());

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// The body was not the JSON we expect.
     #[error("{0}")]
     InvalidJson(String),
+    /// A well-formed request with a value out of range or a name that breaks the rules, or a
+    /// query string that does not parse.
+    #[error("{0}")]
+    InvalidParameter(String),
     /// The model reference did not parse.
     #[error("{0}")]
     InvalidModelRef(String),
@@ -251,6 +255,7 @@ impl ApiError {
             ApiError::Ledger(LedgerError::InvalidAmount(_)) => (S::UNPROCESSABLE_ENTITY, "invalid_amount", true),
             ApiError::Ledger(LedgerError::Store(e)) | ApiError::Store(e) => store_parts(e),
             ApiError::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", true),
+            ApiError::InvalidParameter(_) => (S::BAD_REQUEST, "invalid_parameter", true),
             ApiError::InvalidModelRef(_) => (S::BAD_REQUEST, "invalid_model_ref", true),
             ApiError::WrongModelKind { .. } => (S::BAD_REQUEST, "wrong_model_kind", true),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "bad_upload", true),

@@ -21,8 +21,11 @@ const DEFAULT_WINDOW_SECS: u64 = 3600;
 /// Longest window: thirty days.
 const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET /v1/flywheel`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WindowQuery {
+    /// Window length in seconds, 1 to 30 days (default one hour).
     window: Option<u64>,
     /// The window ends with this time (unix ms) instead of now.
     end: Option<i64>,
@@ -69,21 +72,22 @@ pub(crate) async fn report(st: &AppState, window_secs: u64, end_ms: i64) -> Resu
 fn window(q: &WindowQuery) -> Result<u64, ApiError> {
     match q.window.unwrap_or(DEFAULT_WINDOW_SECS) {
         w @ 1..=MAX_WINDOW_SECS => Ok(w),
-        w => Err(ApiError::InvalidJson(format!("window {w} s: use 1 to {MAX_WINDOW_SECS} seconds"))),
+        w => Err(ApiError::InvalidParameter(format!("window {w} s: use 1 to {MAX_WINDOW_SECS} seconds"))),
     }
 }
 
 /// `GET /v1/flywheel?window=SECS[&end=MS]`.
+#[utoipa::path(get, path = "/v1/flywheel", tag = "flywheel", summary = "Usage through every layer over a window, scores and the bottleneck", params(WindowQuery), responses((status = 200, body = verinet_flywheel::Report), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn flywheel(
     State(st): State<AppState>,
     q: Result<Query<WindowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Report>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::InvalidJson(e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let now = now_ms();
     let end = match q.end {
         None => now + 1,
         Some(e) if e > 0 && e <= now + 60_000 => e,
-        Some(e) => return Err(ApiError::InvalidJson(format!("end {e}: a unix time in ms, not in the future"))),
+        Some(e) => return Err(ApiError::InvalidParameter(format!("end {e}: a unix time in ms, not in the future"))),
     };
     Ok(Json(report(&st, window(&q)?, end).await?))
 }
@@ -91,6 +95,7 @@ pub(crate) async fn flywheel(
 /// `GET /metrics`: counters and histograms of every request since the start (labelled by model,
 /// mode, status, code), then the last hour's report as gauges `verinet_<layer>_<metric>`, every
 /// layer's shortfall score and the bottleneck.
+#[utoipa::path(get, path = "/metrics", tag = "flywheel", summary = "Prometheus text exposition", responses((status = 200, description = "Counters, histograms and the last hour's gauges", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let r = report(&st, DEFAULT_WINDOW_SECS, now_ms() + 1).await?;
     let mut out = String::new();
@@ -141,6 +146,7 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Result<impl IntoRespo
 }
 
 /// `GET /dashboard`: one self-contained page (no external network) that charts the report.
+#[utoipa::path(get, path = "/dashboard", tag = "flywheel", summary = "The flywheel dashboard (HTML)", responses((status = 200, description = "A self-contained page", content_type = "text/html", body = String)))]
 pub(crate) async fn dashboard() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("dashboard.html"))
 }

@@ -34,6 +34,7 @@ use verinet_flywheel::RequestEvent;
 use crate::{ApiError, AppState, pay, verification};
 
 /// The handler: serves the request, then emits its usage event whatever the outcome.
+#[utoipa::path(post, path = "/v1/infer", tag = "inference", summary = "Run a tensor model (paid, receipted, optionally verified)", request_body = verinet_primitives::wire::InferRequest, params(("PAYMENT-SIGNATURE" = Option<String>, Header, description = "x402 v2 payment: base64 JSON of an EIP-3009 (exact) or Permit2 (upto) authorization answering this route's 402 (legacy `X-PAYMENT` too)."), ("X-Verinet-App" = Option<String>, Header, description = "App id tagging the request (or `app` in the body).")), security((), ("session" = [])), responses((status = 200, description = "Outputs, the resolved model, price, payment, timings and the executor's signed receipt", body = verinet_primitives::wire::InferResponse, headers(("PAYMENT-RESPONSE" = Option<String>, description = "x402 settlement (base64 JSON) when paid by x402"))), (status = 402, description = "Payment required: the x402 v2 `PAYMENT-REQUIRED` header (base64 JSON) lists what to sign; pay and retry. Also every payment refusal (docs/payments.md).", body = verinet_primitives::wire::ErrorBody, headers(("PAYMENT-REQUIRED" = String, description = "base64 JSON of x402 PaymentRequired"))), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all, fields(request_id, model))]
 pub(crate) async fn infer(
     State(st): State<AppState>,
@@ -74,12 +75,12 @@ async fn serve(
         other => ApiError::InvalidJson(other.body_text()),
     })?;
     // Tensor data goes straight into typed buffers and stops at the element limit.
-    let req: InferRequest = verinet_primitives::with_element_limit(st.runtime.config().max_input_elements, || serde_json::from_slice(&body))
+    let mut req: InferRequest = verinet_primitives::with_element_limit(st.runtime.config().max_input_elements, || serde_json::from_slice(&body))
         .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     ev.mode = req.verification.as_str().to_owned();
     ev.app = req.app.clone();
     if let Some(p) = req.sample_rate.filter(|p| !(0.0..=1.0).contains(p)) {
-        return Err(ApiError::InvalidJson(format!("sample_rate {p} is not a probability in [0, 1]")));
+        return Err(ApiError::InvalidParameter(format!("sample_rate {p} is not a probability in [0, 1]")));
     }
 
     // 2. Resolve the model by name, name@version or sha256.
@@ -91,10 +92,12 @@ async fn serve(
     }
     Span::current().record("model", tracing::field::display(&model.id));
 
-    // 3. Validate inputs against the stored signature before anything costs money or CPU.
+    // 3. Validate inputs against the stored signature before anything costs money or CPU
+    //    (bare lists first take the declared dtypes).
     model
         .signature
-        .check_inputs(&req.inputs, st.runtime.config().max_input_elements)
+        .conform_inputs(&mut req.inputs)
+        .and_then(|()| model.signature.check_inputs(&req.inputs, st.runtime.config().max_input_elements))
         .map_err(|e| ApiError::Runtime(RuntimeError::Input(e)))?;
 
     // The model's policy (set at publish) refines the node's: request > model > node.

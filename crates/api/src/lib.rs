@@ -1,6 +1,7 @@
 //! The HTTP API of a verinet node: an axum [`Router`] over traits, no wiring.
 //!
-//! - [`router`]: every stable path of DESIGN.md that exists so far.
+//! - [`router`]: every stable path of DESIGN.md that exists so far; [`openapi`]: its OpenAPI
+//!   3.1 document, generated from the same annotated handlers (`/openapi.json`, `/docs`).
 //! - [`AppState`], [`ApiConfig`]: what handlers share.
 //! - [`ApiError`]: the one error type; its `IntoResponse` decides every status.
 //! - `infer`: the request pipeline (resolve, validate, price, pay, execute, settle, answer),
@@ -28,6 +29,7 @@ mod limits;
 mod models;
 mod nodes;
 mod openai;
+mod openapi;
 mod money;
 mod pay;
 mod receipts;
@@ -38,6 +40,7 @@ mod prom;
 mod traffic;
 
 pub use error::{AnsweredBefore, ApiError, PaymentRefusal};
+pub use openapi::openapi;
 pub use routes::router;
 pub use state::{ApiConfig, AppState, NetworkConfig, PaymentsConfig, VerificationConfig};
 pub use traffic::{Traffic, TrafficSummary};

@@ -27,6 +27,7 @@ const MULTIPART_OVERHEAD: u64 = 1 << 20;
 
 /// `POST /v1/models`: multipart with a `metadata` JSON part and a `model` part (ONNX bytes).
 /// The model part is streamed to disk while hashed; it is never held whole in memory.
+#[utoipa::path(post, path = "/v1/models", tag = "hub", summary = "Publish a model version", description = "Multipart: a `metadata` part (JSON, signed by the owner with EIP-191) and a `model` part (the bytes, streamed and hashed). The model id is `sha256:` of the bytes.", request_body(content = inline(crate::openapi::PublishForm), content_type = "multipart/form-data"), responses((status = 201, description = "Stored", body = verinet_primitives::wire::ModelVersionInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all)]
 pub(crate) async fn publish(
     State(st): State<AppState>,
@@ -78,28 +79,35 @@ pub(crate) async fn publish(
 }
 
 /// Query of `GET /v1/models`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Text search over name, description and tags.
     q: Option<String>,
+    /// Exact tag.
     tag: Option<String>,
+    /// `usage` (default), `name` or `newest`.
     sort: Option<String>,
+    /// Most entries (default 50, at most 500).
     limit: Option<u32>,
+    /// Entries to skip.
     offset: Option<u32>,
 }
 
 /// `GET /v1/models[?q=&tag=&sort=usage|name|newest&limit=&offset=]`, most used first, in
 /// OpenAI's list shape (`id` is the name to call) with the hub's fields in each entry.
+#[utoipa::path(get, path = "/v1/models", tag = "hub", summary = "List models, most used first", description = "OpenAI's list shape (`id` is the name to call) with the hub's fields in each entry.", params(ListQuery), responses((status = 200, body = verinet_primitives::openai::ModelPage), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ModelPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidJson(format!("query: {}", e.body_text())))?;
+    let Query(q) = query.map_err(|e| ApiError::InvalidParameter(format!("query: {}", e.body_text())))?;
     let sort = match q.sort.as_deref() {
         None | Some("usage") => ModelSort::Usage,
         Some("name") => ModelSort::Name,
         Some("newest") => ModelSort::Newest,
-        Some(other) => return Err(ApiError::InvalidJson(format!("sort {other:?}: use usage, name or newest"))),
+        Some(other) => return Err(ApiError::InvalidParameter(format!("sort {other:?}: use usage, name or newest"))),
     };
     let query = ModelQuery {
         q: q.q.filter(|s| !s.is_empty()),
@@ -126,12 +134,15 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/models/{name}`.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "hub", summary = "A model: its newest version, every version and usage summed over them", params(("name" = String, Path, description = "Model name")), responses((status = 200, body = verinet_primitives::wire::ModelInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn detail(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+    st.hub.flush_usage().await;
     let versions = st.hub.versions(&name).await?;
     dto::model_info(&versions, &st.payments.fees).map(Json).ok_or_else(|| ApiError::NotFound(format!("model {name:?} not found")))
 }
 
 /// `GET /v1/models/{name}/{version}`.
+#[utoipa::path(get, path = "/v1/models/{name}/{version}", tag = "hub", summary = "One version of a model", params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Semver version")), responses((status = 200, body = verinet_primitives::wire::ModelVersionInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn version_detail(
     State(st): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -143,6 +154,7 @@ pub(crate) async fn version_detail(
 }
 
 /// `GET /v1/blobs/{sha256}`: the exact bytes, streamed, with a strong ETag.
+#[utoipa::path(get, path = "/v1/blobs/{sha256}", tag = "hub", summary = "A model's exact bytes by content id", params(("sha256" = String, Path, description = "`sha256:<hex>` or the bare hex")), responses((status = 200, description = "The bytes, streamed, with a strong ETag", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn blob(State(st): State<AppState>, Path(sha): Path<String>) -> Result<Response, ApiError> {
     let id = ModelId::parse_lenient(&sha).map_err(|e| ApiError::InvalidModelRef(e.to_string()))?;
     let (size, stream) = st.hub.blob_stream(&id).await?;

@@ -45,10 +45,12 @@ pub(crate) fn account_info(v: &AccountView) -> AccountInfo {
         escrow: v.balances.escrow.to_string(),
         stake: v.balances.stake.to_string(),
         earnings: v.earnings.iter().map(|(r, a)| (r.to_string(), a.to_string())).collect(),
+        spent: v.spent.to_string(),
     }
 }
 
 /// `GET /v1/accounts/{address}`.
+#[utoipa::path(get, path = "/v1/accounts/{address}", tag = "money", summary = "An account's balance, escrow, stake and earnings", params(("address" = String, Path, description = "Ethereum address")), responses((status = 200, body = verinet_primitives::wire::AccountInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn account(State(st): State<AppState>, Path(address): Path<String>) -> Result<Json<AccountInfo>, ApiError> {
     let address: Address =
         address.parse().map_err(|e| ApiError::InvalidAddress(format!("{address:?} is not an address: {e}")))?;
@@ -56,6 +58,7 @@ pub(crate) async fn account(State(st): State<AppState>, Path(address): Path<Stri
 }
 
 /// `POST /v1/faucet`: devnet money, up to the configured maximum per call.
+#[utoipa::path(post, path = "/v1/faucet", tag = "money", summary = "Devnet money (403 faucet_disabled elsewhere)", request_body = verinet_primitives::wire::FaucetRequest, responses((status = 200, body = verinet_primitives::wire::FaucetResponse), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all)]
 pub(crate) async fn faucet(
     State(st): State<AppState>,
@@ -85,13 +88,14 @@ fn app_info(a: &App) -> AppInfo {
 
 /// `POST /v1/apps`: the owner's EIP-191 signature registers an app; its id is derived from
 /// (owner, name).
+#[utoipa::path(post, path = "/v1/apps", tag = "money", summary = "Register an app (its owner earns a markup per call)", request_body = verinet_primitives::wire::AppRegistration, responses((status = 201, body = verinet_primitives::wire::AppInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all)]
 pub(crate) async fn register_app(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AppInfo>), ApiError> {
     let req: AppRegistration = parse(body)?;
-    validate_model_name(&req.name).map_err(|e| ApiError::InvalidJson(format!("app name: {e}")))?;
+    validate_model_name(&req.name).map_err(|e| ApiError::InvalidParameter(format!("app name: {e}")))?;
     let markup = amount(&req.markup, "markup")?;
     let now = unix_now();
     if req.timestamp.abs_diff(now) > MAX_SKEW_SECS {
@@ -112,12 +116,14 @@ pub(crate) async fn register_app(
 }
 
 /// `GET /v1/apps/{id}`.
+#[utoipa::path(get, path = "/v1/apps/{id}", tag = "money", summary = "An app", params(("id" = String, Path, description = "App id, `app-...`")), responses((status = 200, body = verinet_primitives::wire::AppInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn app(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<AppInfo>, ApiError> {
     let app = st.ledger.store().app(&id).await?.ok_or_else(|| ApiError::UnknownApp(id))?;
     Ok(Json(app_info(&app)))
 }
 
 /// `POST /v1/sessions`: a payer's EIP-712 signed spending cap -> a bearer token.
+#[utoipa::path(post, path = "/v1/sessions", tag = "money", summary = "Exchange an EIP-712 signed spending cap for a bearer token", request_body = verinet_payments::SpendingCap, responses((status = 201, description = "The token is shown once", body = verinet_primitives::wire::SessionInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all)]
 pub(crate) async fn open_session(
     State(st): State<AppState>,
@@ -162,6 +168,7 @@ pub(crate) async fn open_session(
 /// `PAYMENT-RESPONSE`), 409 `payment_in_flight` while its request runs, or 404 saying what
 /// became of it. The nonce is the capability: whoever holds the signed authorization may read
 /// the answer it paid for.
+#[utoipa::path(get, path = "/v1/payments/by-nonce/{payer}/{nonce}", tag = "money", summary = "The answer an x402 authorization paid for (a lost response, recovered)", params(("payer" = String, Path, description = "Payer address"), ("nonce" = String, Path, description = "The authorization's nonce, 0x hex")), responses((status = 200, description = "The kept answer, as the paid request returned it", body = verinet_primitives::wire::InferResponse), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn payment_by_nonce(
     State(st): State<AppState>,
     Path((payer, nonce)): Path<(String, String)>,
@@ -177,6 +184,7 @@ pub(crate) async fn payment_by_nonce(
 }
 
 /// `GET /v1/payments/{request_id}`.
+#[utoipa::path(get, path = "/v1/payments/{request_id}", tag = "money", summary = "A paid request and how it ended", params(("request_id" = String, Path, description = "Request id")), responses((status = 200, body = verinet_primitives::wire::PaymentInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn payment(
     State(st): State<AppState>,
     Path(request_id): Path<String>,
@@ -205,11 +213,13 @@ pub(crate) async fn payment(
 }
 
 /// `GET /x402/supported`.
+#[utoipa::path(get, path = "/x402/supported", tag = "x402", summary = "x402 facilitator: supported schemes and networks", responses((status = 200, body = verinet_payments::wire::Supported)))]
 pub(crate) async fn x402_supported(State(st): State<AppState>) -> Json<Supported> {
     Json(st.facilitator.supported())
 }
 
 /// `POST /x402/verify`: HTTP 200 with `isValid`, as x402 facilitator clients expect.
+#[utoipa::path(post, path = "/x402/verify", tag = "x402", summary = "x402 facilitator: check a payment without settling it", request_body = verinet_payments::wire::FacilitatorRequest, responses((status = 200, body = verinet_payments::wire::VerifyResponse), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn x402_verify(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -219,6 +229,7 @@ pub(crate) async fn x402_verify(
 }
 
 /// `POST /x402/settle`: HTTP 200 with `success`.
+#[utoipa::path(post, path = "/x402/settle", tag = "x402", summary = "x402 facilitator: settle a payment on the ledger", request_body = verinet_payments::wire::FacilitatorRequest, responses((status = 200, body = verinet_payments::wire::SettleResponse), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn x402_settle(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -231,6 +242,7 @@ pub(crate) async fn x402_settle(
 /// totals per bucket, accounts, open escrows (count, amount, age of the oldest), payments per
 /// status, and whether each invariant holds: money is conserved (minted = available + escrow +
 /// stake), the escrow bucket is exactly what open payments hold, no balance is negative.
+#[utoipa::path(get, path = "/v1/ledger/audit", tag = "money", summary = "Ledger totals, open escrows and whether every invariant holds", responses((status = 200, description = "`holds`, `checks` [{name, holds, detail}], totals in base units, accounts, open escrows, payments per status", body = Object), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all)]
 pub(crate) async fn ledger_audit(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let a = st.ledger.store().audit().await?;

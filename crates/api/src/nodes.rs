@@ -26,14 +26,16 @@ use verinet_verify::{Executor, NodeRole, Stats};
 use crate::{ApiError, AppState, money::account_info};
 
 /// One executor as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct NodeInfo {
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     address: Address,
     role: NodeRole,
     backend: String,
     /// Where it listens; absent for an executor inside this gateway's process.
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<String>,
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     stake: String,
     reputation: f64,
     /// Heard from within the heartbeat window (always, in-process).
@@ -46,6 +48,7 @@ pub(crate) struct NodeInfo {
     /// Jobs this gateway has in flight on it.
     inflight: u32,
     /// Models it holds (remote nodes).
+    #[schema(value_type = Vec<ModelId>)]
     models: Vec<ModelId>,
     /// Live and in good standing (reputation and stake at or above the thresholds): gets work.
     active: bool,
@@ -53,16 +56,19 @@ pub(crate) struct NodeInfo {
 }
 
 /// The node list body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct NodeList {
     /// The gateway answering.
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     gateway: Address,
     nodes: Vec<NodeInfo>,
     min_reputation: f64,
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     min_stake: String,
     heartbeat_timeout_ms: u64,
 }
 
+#[utoipa::path(get, path = "/v1/nodes", tag = "network", summary = "Workers and validators: stake, reputation, liveness, load", responses((status = 200, body = NodeList), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<NodeList>, ApiError> {
     let mut nodes = Vec::new();
     let now = verinet_primitives::unix_ms_u64();
@@ -97,6 +103,7 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<NodeList>, A
 /// `POST /v1/nodes/heartbeat`: the first one registers a worker or validator, every later one
 /// keeps it live and updates its endpoint, load and models. Signed by the node; answered signed
 /// by this gateway, whose jobs the node then takes.
+#[utoipa::path(post, path = "/v1/nodes/heartbeat", tag = "network", summary = "A worker or validator joins or stays in routing (signed)", request_body = verinet_network::wire::Registration, params(("x-verinet-address" = String, Header, description = "The signing node"), ("x-verinet-timestamp" = String, Header, description = "Unix ms of the signature"), ("x-verinet-signature" = String, Header, description = "The node's signature over method, path, timestamp and body (docs/network.md)")), responses((status = 200, body = verinet_network::wire::HeartbeatAck), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn heartbeat(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let signer = authenticate(&st, &headers, HEARTBEAT_PATH, &body)?;
     let reg: Registration = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
@@ -150,6 +157,7 @@ pub(crate) async fn heartbeat(State(st): State<AppState>, headers: HeaderMap, bo
 
 /// `POST /v1/stake`: bonds part of the signer's available balance; the nonce makes a replay of
 /// the same signed request a `409 nonce_used`.
+#[utoipa::path(post, path = "/v1/stake", tag = "network", summary = "Bond stake from a node's balance (signed)", request_body = verinet_network::wire::StakeRequest, params(("x-verinet-address" = String, Header, description = "The signing node"), ("x-verinet-timestamp" = String, Header, description = "Unix ms of the signature"), ("x-verinet-signature" = String, Header, description = "The node's signature over method, path, timestamp and body (docs/network.md)")), responses((status = 200, body = verinet_primitives::wire::AccountInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 pub(crate) async fn stake(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let signer = authenticate(&st, &headers, STAKE_PATH, &body)?;
     let req: StakeRequest = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
@@ -163,7 +171,7 @@ pub(crate) async fn stake(State(st): State<AppState>, headers: HeaderMap, body: 
         .filter(|a| *a > 0)
         .ok_or_else(|| ApiError::InvalidAmount(format!("amount {:?} is not a positive base-unit integer", req.amount)))?;
     if req.nonce.is_empty() || req.nonce.len() > 128 {
-        return Err(ApiError::InvalidJson("nonce must be 1 to 128 characters".into()));
+        return Err(ApiError::InvalidParameter("nonce must be 1 to 128 characters".into()));
     }
     st.ledger.stake_once(req.address, amount, &format!("stake:{}", req.nonce)).await?;
     let account = st.ledger.account(req.address).await?;
@@ -189,6 +197,6 @@ fn check_endpoint(endpoint: &str) -> Result<(), ApiError> {
     let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
     match rest {
         Some(host) if !host.is_empty() && endpoint.len() <= 512 && !endpoint.chars().any(char::is_whitespace) => Ok(()),
-        _ => Err(ApiError::InvalidJson(format!("endpoint {endpoint:?} is not an http(s) base URL"))),
+        _ => Err(ApiError::InvalidParameter(format!("endpoint {endpoint:?} is not an http(s) base URL"))),
     }
 }

@@ -65,6 +65,7 @@ impl Shape {
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", summary = "Chat completion (OpenAI's API; JSON or server-sent events)", request_body = verinet_primitives::openai::ChatCompletionRequest, params(("PAYMENT-SIGNATURE" = Option<String>, Header, description = "x402 v2 payment: base64 JSON of an EIP-3009 (exact) or Permit2 (upto) authorization answering this route's 402 (legacy `X-PAYMENT` too)."), ("X-Verinet-App" = Option<String>, Header, description = "App id tagging the request (or `app` in the body).")), security((), ("session" = [])), responses((status = 200, description = "A chat.completion, or with `stream: true` text/event-stream of chat.completion.chunk lines; `verinet` carries the receipt", body = verinet_primitives::openai::ChatCompletion), (status = 402, description = "Payment required: the x402 v2 `PAYMENT-REQUIRED` header (base64 JSON) lists what to sign; pay and retry. Also every payment refusal (docs/payments.md).", body = verinet_primitives::wire::ErrorBody, headers(("PAYMENT-REQUIRED" = String, description = "base64 JSON of x402 PaymentRequired"))), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all, fields(request_id, model))]
 pub(crate) async fn chat_completions(
     State(st): State<AppState>,
@@ -89,6 +90,7 @@ pub(crate) async fn chat_completions(
 }
 
 /// `POST /v1/completions`.
+#[utoipa::path(post, path = "/v1/completions", tag = "openai", summary = "Text completion (OpenAI's API; JSON or server-sent events)", request_body = verinet_primitives::openai::CompletionRequest, params(("PAYMENT-SIGNATURE" = Option<String>, Header, description = "x402 v2 payment: base64 JSON of an EIP-3009 (exact) or Permit2 (upto) authorization answering this route's 402 (legacy `X-PAYMENT` too)."), ("X-Verinet-App" = Option<String>, Header, description = "App id tagging the request (or `app` in the body).")), security((), ("session" = [])), responses((status = 200, description = "A text_completion (or a stream of them)", body = verinet_primitives::openai::TextCompletion), (status = 402, description = "Payment required: the x402 v2 `PAYMENT-REQUIRED` header (base64 JSON) lists what to sign; pay and retry. Also every payment refusal (docs/payments.md).", body = verinet_primitives::wire::ErrorBody, headers(("PAYMENT-REQUIRED" = String, description = "base64 JSON of x402 PaymentRequired"))), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
 #[instrument(skip_all, fields(request_id, model))]
 pub(crate) async fn completions(
     State(st): State<AppState>,

@@ -210,7 +210,7 @@ pub(crate) async fn paid_before(
                     payer,
                     amount: k.charged.to_string(),
                     escrow_tx: record.escrow_tx.clone(),
-                    capture_tx: record.settle_tx.clone().unwrap_or_default(),
+                    settle_tx: record.settle_tx.clone().unwrap_or_default(),
                 };
                 let mut headers = axum::http::HeaderMap::new();
                 let mut carrier = axum::response::Response::default();
@@ -258,7 +258,7 @@ pub(crate) fn summary_charged(paid: Option<&Paid>, capture_tx: Option<&String>, 
             payer: p.escrow.payer,
             amount: charged.to_string(),
             escrow_tx: p.escrow.tx_id.clone(),
-            capture_tx: tx.clone(),
+            settle_tx: tx.clone(),
         }),
         _ => None,
     }
@@ -270,7 +270,7 @@ pub(crate) fn settle_header(st: &AppState, summary: Option<&verinet_primitives::
     let Some(p) = summary.filter(|p| p.method == "x402") else { return };
     let s = SettleResponse {
         success: true,
-        transaction: p.capture_tx.clone(),
+        transaction: p.settle_tx.clone(),
         network: st.payments.x402.network(),
         payer: Some(p.payer.to_checksum(None)),
         amount: Some(p.amount.clone()),

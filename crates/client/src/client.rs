@@ -40,10 +40,13 @@ pub struct ListParams {
 }
 
 impl Client {
-    /// A client for the node at `base` (e.g. `http://127.0.0.1:8080`).
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:8080`; a bare `host:port`, the
+    /// form `verinet up --listen` takes, means `http://host:port`).
     pub fn new(base: impl Into<String>) -> Self {
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
-        Self { base: base.into().trim_end_matches('/').to_owned(), http }
+        let base = base.into();
+        let base = if base.contains("://") { base } else { format!("http://{base}") };
+        Self { base: base.trim_end_matches('/').to_owned(), http }
     }
 
     /// Base URL.
@@ -144,6 +147,26 @@ impl Client {
     /// `POST /v1/sessions`: a signed spending cap for a bearer token.
     pub async fn open_session(&self, cap: &SpendingCap) -> Result<SessionInfo> {
         decode(self.http.post(self.url("/v1/sessions")).json(cap).send().await?).await
+    }
+
+    /// Signs a spending cap with `payer` (EIP-712, in the chain this node states at `/health`)
+    /// for at most `max_total` base units over `models` (empty: any), valid `secs` from now,
+    /// and opens it: the answer's `token` pays calls as `Authorization: Bearer <token>`.
+    pub async fn open_session_signed(&self, payer: &PrivateKeySigner, max_total: u128, models: Vec<String>, secs: u64) -> Result<SessionInfo> {
+        use alloy_signer::SignerSync;
+        let chain_id = self.health().await?.token.map_or(31337, |t| t.chain_id);
+        let mut cap = SpendingCap {
+            payer: payer.address(),
+            max_total: max_total.to_string(),
+            expiry: unix_now() + secs,
+            models,
+            nonce: alloy_primitives::B256::from(rand::random::<[u8; 32]>()),
+            signature: String::new(),
+        };
+        let hash = cap.signing_hash(chain_id).map_err(|e| ClientError::Sign(e.to_string()))?;
+        let sig = payer.sign_hash_sync(&hash).map_err(|e| ClientError::Sign(e.to_string()))?;
+        cap.signature = format!("0x{}", hex::encode(sig.as_bytes()));
+        self.open_session(&cap).await
     }
 
     /// `GET /v1/flywheel?window=SECS`.

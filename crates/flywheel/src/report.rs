@@ -10,7 +10,7 @@ use crate::tally::{Hist, Tallies, TallyKey};
 use crate::{Event, Tally};
 
 /// What the events alone cannot tell: the inventory now.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Inventory {
     /// Models hosted (published, any version).
     pub hosted_models: u64,
@@ -25,9 +25,10 @@ pub struct Inventory {
 }
 
 /// One executor's standing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutorInfo {
     /// Address.
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub address: Address,
     /// `worker` or `validator`.
     pub role: String,
@@ -38,7 +39,7 @@ pub struct ExecutorInfo {
 }
 
 /// The span a report covers: `[end - secs, end)`, compared with `[end - 2 secs, end - secs)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Window {
     /// Length, seconds (whole buckets).
     pub secs: u64,
@@ -82,7 +83,7 @@ impl Window {
 
 /// The flywheel over a window: the headline and trend, one section per layer, every layer's
 /// shortfall score, and the bottleneck.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     /// Window length, seconds.
     pub window_secs: u64,
@@ -117,7 +118,7 @@ pub struct Report {
 }
 
 /// The layer holding demand back, and why, with the numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Bottleneck {
     /// `compute`, `models`, `applications`, `users`, `payments`, `incentives`, `verification`,
     /// `trust`, or `none`.
@@ -134,7 +135,7 @@ pub struct Bottleneck {
 }
 
 /// How far one layer falls below its healthy threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LayerScore {
     /// Layer.
     pub layer: String,
@@ -150,7 +151,7 @@ pub struct LayerScore {
 }
 
 /// A count now against the window before.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trend {
     /// In this window.
     pub now: u64,
@@ -180,7 +181,7 @@ impl Trend {
 }
 
 /// One slice of the window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Point {
     /// Slice start, unix ms.
     pub start_ms: i64,
@@ -201,7 +202,7 @@ pub struct Point {
 }
 
 /// Headline.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Results that were paid for, carry a signed receipt and were not refuted by a check.
     pub trusted_decisions: u64,
@@ -232,7 +233,7 @@ pub struct Usage {
 }
 
 /// Prompt (or embedding input) and completion tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tokens {
     /// Read.
     pub prompt: u64,
@@ -253,7 +254,7 @@ impl Tokens {
 }
 
 /// Compute: capacity against demand.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Compute {
     /// Requests received (402 challenges excluded: see [`Payments::challenges`]).
     pub requests: u64,
@@ -276,7 +277,7 @@ pub struct Compute {
 }
 
 /// Models: hosted against used.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Models {
     /// Hosted.
     pub hosted: u64,
@@ -299,7 +300,7 @@ pub struct Models {
 }
 
 /// Applications.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Applications {
     /// Apps that brought at least one served request.
     pub active: u64,
@@ -312,7 +313,7 @@ pub struct Applications {
 }
 
 /// Users: payers who tried (served or refused).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Users {
     /// Distinct payers who tried in this window.
     pub unique: u64,
@@ -337,7 +338,7 @@ pub struct Users {
 }
 
 /// Payments.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Payments {
     /// Requests captured.
     pub paid: u64,
@@ -359,7 +360,7 @@ pub struct Payments {
 }
 
 /// Incentives.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Incentives {
     /// Captured by role.
     pub earnings: BTreeMap<String, u128>,
@@ -372,7 +373,7 @@ pub struct Incentives {
 }
 
 /// Verification.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verification {
     /// Requests that asked for `sampled` or `quorum`.
     pub requested: u64,
@@ -399,7 +400,7 @@ pub struct Verification {
 }
 
 /// Trust.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trust {
     /// `trusted_decisions / served`.
     pub trusted_share: f64,

@@ -45,6 +45,8 @@ pub struct AccountView {
     pub balances: Balances,
     /// Earnings by role since the ledger began.
     pub earnings: BTreeMap<Role, u128>,
+    /// What it has paid for calls (captured payments).
+    pub spent: u128,
 }
 
 /// What a capture keeps for its payer: the answer as it will be sent and its receipt, stored in
@@ -380,6 +382,7 @@ impl Ledger {
             address,
             balances: self.store.balances(address).await?,
             earnings: self.store.earnings(address).await?,
+            spent: self.store.spent(address).await?,
         })
     }
 

@@ -23,10 +23,11 @@ pub const HEARTBEAT_PATH: &str = "/v1/nodes/heartbeat";
 pub const STAKE_PATH: &str = "/v1/stake";
 
 /// What a worker or validator says about itself, every heartbeat (the first one registers it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// Its key's address (must be the signer).
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub address: Address,
     /// Worker or validator.
     pub role: NodeRole,
@@ -50,13 +51,15 @@ impl Registration {
 }
 
 /// A gateway's answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAck {
     /// The gateway's address (it signs the jobs it sends).
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub gateway: Address,
     /// Whether this heartbeat registered the node.
     pub joined: bool,
     /// Stake the gateway sees bonded for it, base units.
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     pub stake: String,
     /// Minimum stake for work, base units.
     pub min_stake: String,
@@ -67,12 +70,14 @@ pub struct HeartbeatAck {
 }
 
 /// `POST /v1/stake`: bond `amount` of the signer's available balance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StakeRequest {
     /// Whose (must be the signer).
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub address: Address,
     /// Base units, decimal string.
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     pub amount: String,
     /// Unique per staker: a replayed request is refused.
     pub nonce: String,
@@ -239,9 +244,10 @@ pub struct RunResponse {
 }
 
 /// `GET /worker/v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerHealth {
     /// Its address.
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub address: Address,
     /// Worker or validator.
     pub role: NodeRole,
@@ -252,6 +258,7 @@ pub struct WorkerHealth {
     /// Jobs served since start.
     pub served: u64,
     /// Gateways it takes jobs from.
+    #[schema(value_type = Vec<verinet_primitives::schema::AddressSchema>)]
     pub gateways: Vec<Address>,
     /// Models it holds.
     pub models: BTreeSet<ModelId>,

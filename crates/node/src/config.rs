@@ -446,6 +446,9 @@ pub struct PaymentsSection {
     pub token_name: String,
     /// EIP-712 domain version of the token (x402 `extra.version`).
     pub token_version: String,
+    /// The token's symbol, shown with amounts to people (CLI, `/health`, x402 `extra.symbol`).
+    /// Amounts are in base units of 18 decimals.
+    pub token_symbol: String,
     /// Operator compute fee per call.
     pub operator_fee: String,
     /// Verification fee per call in `sampled` mode.
@@ -481,6 +484,7 @@ impl Default for PaymentsSection {
             chain_id: 31337,
             token_address: None,
             token_name: "verinet USD".into(),
+            token_symbol: "vUSD".into(),
             token_version: "1".into(),
             operator_fee: "0".into(),
             sampled_fee: "0".into(),

@@ -238,6 +238,7 @@ fn payments_config(p: &PaymentsSection, node: alloy_primitives::Address) -> Resu
             chain_id: p.chain_id,
             asset: PaymentsSection::address(&p.token_address, "token_address")?.unwrap_or_else(devnet_asset),
             token_name: p.token_name.clone(),
+            token_symbol: p.token_symbol.clone(),
             token_version: p.token_version.clone(),
             pay_to: node,
             max_timeout_secs: p.max_timeout_secs,

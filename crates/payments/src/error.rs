@@ -7,7 +7,7 @@ use alloy_primitives::Address;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     /// The call costs money and no payment was attached.
-    #[error("this call costs {amount} base units: pay with x402 (PAYMENT-SIGNATURE) or a session token")]
+    #[error("this call costs {} tokens ({amount} base units): pay with x402 (PAYMENT-SIGNATURE) or a session token", verinet_primitives::format_amount(*amount, verinet_primitives::TOKEN_DECIMALS))]
     Required {
         /// The price.
         amount: u128,

@@ -34,6 +34,9 @@ pub struct X402Config {
     pub token_name: String,
     /// The token's EIP-712 domain version (x402 `extra.version`).
     pub token_version: String,
+    /// The token's symbol, for people (x402 `extra.symbol`; amounts stay in base units of
+    /// [`TOKEN_DECIMALS`](verinet_primitives::TOKEN_DECIMALS), `extra.decimals`).
+    pub token_symbol: String,
     /// Where authorizations must pay to: the gateway's escrow account.
     pub pay_to: Address,
     /// `maxTimeoutSeconds` advertised: clients sign authorizations valid for this long.
@@ -70,6 +73,7 @@ impl X402Config {
             asset: devnet_asset(),
             token_name: "verinet USD".into(),
             token_version: "1".into(),
+            token_symbol: "vUSD".into(),
             pay_to,
             max_timeout_secs: 300,
             clock_skew_secs: 30,
@@ -92,6 +96,22 @@ impl X402Config {
         )
     }
 
+    /// What a requirement's `extra` says of the token: its EIP-712 domain (`name`, `version`,
+    /// which x402 clients sign with), and for people its `symbol`, `decimals` and the amount in
+    /// tokens (`amountFormatted`, when there is one).
+    pub fn token_extra(&self, amount: Option<u128>) -> serde_json::Value {
+        let mut extra = json!({
+            "name": self.token_name,
+            "version": self.token_version,
+            "symbol": self.token_symbol,
+            "decimals": verinet_primitives::TOKEN_DECIMALS,
+        });
+        if let Some(a) = amount {
+            extra["amountFormatted"] = json!(verinet_primitives::format_amount(a, verinet_primitives::TOKEN_DECIMALS));
+        }
+        extra
+    }
+
     /// The one requirement this node offers for `amount` base units.
     pub fn requirements(&self, amount: u128) -> PaymentRequirements {
         PaymentRequirements {
@@ -101,7 +121,7 @@ impl X402Config {
             amount: amount.to_string(),
             pay_to: self.pay_to.to_checksum(None),
             max_timeout_seconds: self.max_timeout_secs,
-            extra: json!({"name": self.token_name, "version": self.token_version}),
+            extra: self.token_extra(Some(amount)),
         }
     }
 
@@ -125,7 +145,7 @@ impl X402Config {
             x402_version: 2,
             scheme: "exact".into(),
             network: self.network(),
-            extra: Some(json!({"name": self.token_name, "version": self.token_version})),
+            extra: Some(self.token_extra(None)),
         }
     }
 
@@ -263,6 +283,7 @@ pub fn sign_payment(
         pay_to: parse_address(&req.pay_to, "payTo")?,
         max_timeout_secs: req.max_timeout_seconds,
         clock_skew_secs: 0,
+        token_symbol: text("symbol", ""),
     };
     let mut nonce = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);

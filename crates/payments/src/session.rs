@@ -19,14 +19,17 @@ sol! {
 
 /// `POST /v1/sessions` body: a payer's signed budget. Signed as EIP-712 typed data
 /// `SpendingSession(address payer,uint256 maxTotal,uint256 expiry,string models,bytes32 nonce)`
-/// in the domain `{name: "verinet", version: "1", chainId}`, with `models` the allowed model
-/// names or ids joined by `,` (empty: any model).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// in the domain `{name: "verinet", version: "1", chainId}`, where the signed `models` string
+/// is the allowed model names or ids joined by `,` (empty: any model); the body carries them
+/// as a JSON array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpendingCap {
     /// Who pays.
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub payer: Address,
     /// Cap on everything the session may spend, base units (decimal string).
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     pub max_total: String,
     /// Unix seconds after which the session pays nothing.
     pub expiry: u64,
@@ -34,6 +37,7 @@ pub struct SpendingCap {
     #[serde(default)]
     pub models: Vec<String>,
     /// 32 random bytes, `0x` hex: one session per signature.
+    #[schema(value_type = verinet_primitives::schema::Bytes32Schema)]
     pub nonce: B256,
     /// 65-byte signature, `0x` hex.
     #[serde(default)]

@@ -78,6 +78,9 @@ impl X402Config {
                 "assetTransferMethod": "permit2",
                 "name": self.token_name,
                 "version": self.token_version,
+                "symbol": self.token_symbol,
+                "decimals": verinet_primitives::TOKEN_DECIMALS,
+                "amountFormatted": verinet_primitives::format_amount(max_amount, verinet_primitives::TOKEN_DECIMALS),
             }),
         }
     }
@@ -549,7 +552,8 @@ mod tests {
             json!({"scheme": "upto", "network": "eip155:31337", "asset": TOKEN.to_checksum(None), "amount": "5000",
                    "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300,
                    "extra": {"facilitatorAddress": FACILITATOR.to_checksum(None), "assetTransferMethod": "permit2",
-                             "name": "verinet USD", "version": "1"}})
+                             "name": "verinet USD", "version": "1", "symbol": "vUSD", "decimals": 18,
+                             "amountFormatted": "0.000000000000005"}})
         );
         let kind = serde_json::to_value(c.upto_supported_kind(FACILITATOR)).unwrap();
         assert_eq!(

@@ -20,7 +20,7 @@ pub const X_PAYMENT: &str = "x-payment";
 pub const PAYMENT_RESPONSE: &str = "payment-response";
 
 /// `PAYMENT-REQUIRED`: what the resource costs and how it can be paid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequired {
     /// Always 2.
@@ -36,7 +36,7 @@ pub struct PaymentRequired {
 }
 
 /// The paid resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceInfo {
     /// Its URL.
@@ -50,7 +50,7 @@ pub struct ResourceInfo {
 }
 
 /// One way to pay: scheme `exact` (or `upto`) on `eip155:<chainId>` with the ledger token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequirements {
     /// `exact` or `upto`.
@@ -60,6 +60,7 @@ pub struct PaymentRequirements {
     /// The token (ledger) address; the EIP-712 `verifyingContract`.
     pub asset: String,
     /// Base units, decimal digits: the price (`exact`) or the maximum (`upto`).
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     pub amount: String,
     /// The recipient the authorization must name.
     pub pay_to: String,
@@ -72,7 +73,7 @@ pub struct PaymentRequirements {
 }
 
 /// `PAYMENT-SIGNATURE`: a signed payment for one of the requirements.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentPayload {
     /// 2 (1 for the legacy shape, which names scheme and network at top level).
@@ -94,7 +95,7 @@ pub struct PaymentPayload {
 }
 
 /// Scheme `exact` on EVM: an EIP-3009 authorization and its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExactPayload {
     /// 65-byte secp256k1 signature, `0x` hex.
     pub signature: String,
@@ -103,7 +104,7 @@ pub struct ExactPayload {
 }
 
 /// EIP-3009 `TransferWithAuthorization` fields, as strings on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Authorization {
     /// Payer.
@@ -122,7 +123,7 @@ pub struct Authorization {
 
 /// `PAYMENT-SIGNATURE` for scheme `upto` (x402 v2 only): a Permit2 permit for at most
 /// `permitted.amount`, of which the node settles the actual charge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UptoPaymentPayload {
     /// 2.
@@ -138,7 +139,7 @@ pub struct UptoPaymentPayload {
 }
 
 /// Scheme `upto` on EVM: a Permit2 `PermitWitnessTransferFrom` and its signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UptoPayload {
     /// The signed message, plus `from` (which is not signed: the signer is recovered).
@@ -148,7 +149,7 @@ pub struct UptoPayload {
 }
 
 /// Permit2 `PermitWitnessTransferFrom` fields with the x402 upto witness, as strings on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Permit2Authorization {
     /// Payer (the Permit2 owner).
@@ -166,17 +167,18 @@ pub struct Permit2Authorization {
 }
 
 /// Permit2 `TokenPermissions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenPermissions {
     /// The token (the requirement's `asset`).
     pub token: String,
     /// The maximum, base units, decimal.
+    #[schema(value_type = verinet_primitives::schema::AmountSchema)]
     pub amount: String,
 }
 
 /// The x402 upto witness.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Witness {
     /// Recipient (must be `payTo`).
@@ -197,7 +199,7 @@ pub enum AnyPayment {
 }
 
 /// `PAYMENT-RESPONSE` and the facilitator's settle answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SettleResponse {
     /// Whether the money moved.
@@ -211,6 +213,7 @@ pub struct SettleResponse {
     pub payer: Option<String>,
     /// What was paid, base units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<verinet_primitives::schema::AmountSchema>)]
     pub amount: Option<String>,
     /// x402 reason on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,7 +224,7 @@ pub struct SettleResponse {
 }
 
 /// `POST /x402/verify` and `POST /x402/settle` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FacilitatorRequest {
     /// Protocol version of the payload.
@@ -233,7 +236,7 @@ pub struct FacilitatorRequest {
 }
 
 /// `POST /x402/verify` answer (always HTTP 200; `isValid` says the verdict).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyResponse {
     /// Whether settling it would succeed now.
@@ -250,7 +253,7 @@ pub struct VerifyResponse {
 }
 
 /// `GET /x402/supported`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Supported {
     /// What this facilitator settles.
     pub kinds: Vec<SupportedKind>,
@@ -261,7 +264,7 @@ pub struct Supported {
 }
 
 /// One (version, scheme, network) this facilitator settles.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SupportedKind {
     /// Protocol version.

@@ -40,4 +40,7 @@ pub enum Error {
     /// A signature could not be parsed or recovered.
     #[error("invalid signature: {0}")]
     InvalidSignature(String),
+    /// An amount of tokens was malformed or out of range.
+    #[error("invalid amount {0}")]
+    InvalidAmount(String),
 }

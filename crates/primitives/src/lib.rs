@@ -2,6 +2,8 @@
 //!
 //! - [`ModelId`]: the content address of a model, `sha256:<hex>` of its exact ONNX bytes.
 //! - [`Tensor`], [`DType`], [`TensorMap`]: tensors and their JSON form (`data` or `b64`).
+//! - [`format_amount`], [`parse_amount`]: amounts in tokens (`1.5`) for people, base units
+//!   everywhere else.
 //! - [`unix_ms`]: the wall clock, in the unit records and events use.
 //! - [`tensors_hash`], [`token_ids_hash`], [`token_lists_hash`]: the canonical keccak256 of
 //!   named tensors and of token ids that receipts and payments bind.
@@ -13,14 +15,17 @@
 //! - [`PublishAuth`]: the owner-signed (EIP-191) authorisation to publish a model version.
 //! - [`wire`]: the JSON bodies of the HTTP API, shared by server and client.
 //! - [`Address`]: an Ethereum account address (re-exported from alloy).
+//! - [`schema`]: OpenAPI schemas of the string-shaped types (addresses, hashes, amounts).
 //! - [`secp`]: secp256k1 recovery and deterministic signing on libsecp256k1 (payments, receipts).
 
+mod amount;
 mod clock;
 mod error;
 mod hash;
 mod model_id;
 mod model_ref;
 mod publish;
+pub mod schema;
 pub mod secp;
 mod signature;
 mod tensor;
@@ -29,6 +34,7 @@ pub mod openai;
 pub mod wire;
 
 pub use alloy_primitives::Address;
+pub use amount::{TOKEN_DECIMALS, format_amount, parse_amount};
 pub use clock::{time_ordered_id, unix_ms, unix_ms_u64};
 pub use error::{Error, Result};
 pub use hash::{tensors_hash, token_ids_hash, token_lists_hash};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::{ModelListItem, PaymentSummary, ResolvedModel, SignedReceipt};
 
 /// One message of a chat request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessageIn {
     /// `system`, `developer` (read as `system`), `user` or `assistant`.
     pub role: String,
@@ -20,7 +20,7 @@ pub struct ChatMessageIn {
 }
 
 /// Message content: text, or text parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -30,7 +30,7 @@ pub enum Content {
 }
 
 /// One part of a message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContentPart {
     /// Part type; only `text` is served.
     #[serde(rename = "type")]
@@ -41,7 +41,7 @@ pub struct ContentPart {
 }
 
 /// `stop`: one string or several.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Stop {
     /// One.
@@ -61,7 +61,7 @@ impl Stop {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamOptions {
     /// Send a last chunk with `usage` before `[DONE]`.
     #[serde(default)]
@@ -69,7 +69,7 @@ pub struct StreamOptions {
 }
 
 /// What chat and text completions share: sampling, limits, streaming and verinet's extras.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GenerationOptions {
     /// Most tokens to generate (OpenAI's older name).
     #[serde(default)]
@@ -113,7 +113,7 @@ pub struct GenerationOptions {
 }
 
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatCompletionRequest {
     /// Model name, `name@version` or `sha256:<hex>`.
     pub model: String,
@@ -125,7 +125,7 @@ pub struct ChatCompletionRequest {
 }
 
 /// `POST /v1/completions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompletionRequest {
     /// Model.
     pub model: String,
@@ -137,7 +137,7 @@ pub struct CompletionRequest {
 }
 
 /// A completion prompt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Prompt {
     /// One string.
@@ -147,7 +147,7 @@ pub enum Prompt {
 }
 
 /// Token counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Prompt tokens.
     pub prompt_tokens: u32,
@@ -159,7 +159,7 @@ pub struct Usage {
 
 /// What verinet adds to a completion answer: who computed it, at what terms, with the ids
 /// that let anyone recompute the receipt's hashes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompletionProof {
     /// The request.
     pub request_id: String,
@@ -172,6 +172,7 @@ pub struct CompletionProof {
     /// The seed the sampler used.
     pub seed: u64,
     /// Price charged, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub price: String,
     /// How it was paid, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +190,7 @@ pub struct CompletionProof {
 }
 
 /// The assistant's message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessageOut {
     /// `assistant`.
     pub role: String,
@@ -198,7 +199,7 @@ pub struct ChatMessageOut {
 }
 
 /// One chat choice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatChoice {
     /// 0.
     pub index: u32,
@@ -211,7 +212,7 @@ pub struct ChatChoice {
 }
 
 /// `chat.completion`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatCompletion {
     /// `chatcmpl-<request id>`.
     pub id: String,
@@ -232,7 +233,7 @@ pub struct ChatCompletion {
 }
 
 /// A streamed delta.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delta {
     /// `assistant` on the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,7 +244,7 @@ pub struct Delta {
 }
 
 /// One choice of a streamed chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkChoice {
     /// 0.
     pub index: u32,
@@ -256,7 +257,7 @@ pub struct ChunkChoice {
 }
 
 /// `chat.completion.chunk`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatCompletionChunk {
     /// Same for every chunk of a stream.
     pub id: String,
@@ -280,7 +281,7 @@ pub struct ChatCompletionChunk {
 }
 
 /// One text completion choice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TextChoice {
     /// 0.
     pub index: u32,
@@ -293,7 +294,7 @@ pub struct TextChoice {
 }
 
 /// `text_completion` (also each streamed chunk).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TextCompletion {
     /// `cmpl-<request id>`.
     pub id: String,
@@ -316,7 +317,7 @@ pub struct TextCompletion {
 }
 
 /// `POST /v1/embeddings`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingRequest {
     /// Model.
     pub model: String,
@@ -342,7 +343,7 @@ pub struct EmbeddingRequest {
 }
 
 /// Embedding input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     /// One text.
@@ -352,7 +353,7 @@ pub enum EmbeddingInput {
 }
 
 /// One vector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingData {
     /// `embedding`.
     pub object: String,
@@ -363,7 +364,7 @@ pub struct EmbeddingData {
 }
 
 /// Embedding token counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingUsage {
     /// Input tokens (special tokens included).
     pub prompt_tokens: u32,
@@ -372,13 +373,14 @@ pub struct EmbeddingUsage {
 }
 
 /// What verinet adds to an embeddings answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingProof {
     /// The request.
     pub request_id: String,
     /// The model as resolved.
     pub model: ResolvedModel,
     /// Price charged, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub price: String,
     /// How it was paid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -394,7 +396,7 @@ pub struct EmbeddingProof {
 }
 
 /// The embeddings answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingResponse {
     /// `list`.
     pub object: String,
@@ -409,7 +411,7 @@ pub struct EmbeddingResponse {
 }
 
 /// One entry of `GET /v1/models`: OpenAI's fields, then the hub's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelEntry {
     /// The name to call it by.
     pub id: String,
@@ -425,7 +427,7 @@ pub struct ModelEntry {
 }
 
 /// `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelPage {
     /// `list`.
     pub object: String,

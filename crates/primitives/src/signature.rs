@@ -8,7 +8,7 @@ use crate::{DType, TensorMap};
 /// A model's interface, read from its bytes at publish time: the declared inputs and outputs
 /// of an ONNX graph, or, for a language model, its kind and the facts its file states (an LLM
 /// takes messages and answers tokens; an encoder takes texts and answers vectors).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct IoSignature {
     /// Graph inputs that must be fed (initialisers excluded), in graph order (ONNX only).
     pub inputs: Vec<TensorSpec>,
@@ -24,7 +24,7 @@ pub struct IoSignature {
 }
 
 /// The kinds of model the hub stores. Each is one blob, named by its sha256.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// An ONNX graph: tensors in, tensors out.
@@ -70,7 +70,7 @@ impl fmt::Display for ModelKind {
 }
 
 /// One named tensor slot in a signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TensorSpec {
     /// Tensor name in the graph.
     pub name: String,
@@ -81,7 +81,7 @@ pub struct TensorSpec {
 }
 
 /// One dimension: fixed, or a named symbol bound per request (JSON: a number or a string).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Dim {
     /// A fixed size.
@@ -157,6 +157,16 @@ pub enum InputMismatch {
         /// What was required (a number, or `symbol=size`).
         expected: String,
     },
+    /// A bare list's values do not fit the declared dtype (e.g. 1.5 for an int64 input).
+    #[error("input {name:?} (a bare list, read as {expected}): {reason}")]
+    Value {
+        /// Input name.
+        name: String,
+        /// Declared dtype.
+        expected: DType,
+        /// What does not fit.
+        reason: String,
+    },
     /// The request carries more elements than the node allows.
     #[error("inputs have {got} elements in total, the limit is {limit}")]
     TooLarge {
@@ -168,6 +178,22 @@ pub enum InputMismatch {
 }
 
 impl IoSignature {
+    /// Gives each input read from a bare JSON list the dtype its declaration names
+    /// ([`Tensor::conform`](crate::Tensor::conform)); explicit tensors are left for
+    /// [`IoSignature::check_inputs`] to judge.
+    pub fn conform_inputs(&self, inputs: &mut TensorMap) -> Result<(), InputMismatch> {
+        for spec in &self.inputs {
+            if let Some(t) = inputs.get_mut(&spec.name).filter(|t| t.is_loose()) {
+                t.conform(spec.dtype).map_err(|e| InputMismatch::Value {
+                    name: spec.name.clone(),
+                    expected: spec.dtype,
+                    reason: e.to_string().trim_start_matches("invalid tensor: ").to_owned(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks `inputs` against the declared inputs: names, dtypes, ranks, fixed dims, consistent
     /// symbol bindings, zero-sized dims and a total element limit. Returns the symbol bindings.
     pub fn check_inputs(

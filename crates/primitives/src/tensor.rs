@@ -151,11 +151,20 @@ impl<'de> Deserialize<'de> for DType {
 }
 
 /// A dense tensor: dtype, shape and raw little-endian element bytes in row-major order.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Tensor {
     dtype: DType,
     shape: Vec<usize>,
     data: Vec<u8>,
+    /// Read from a bare JSON list, so `dtype` is a guess from the values (int64, float64 or
+    /// bool) until [`Tensor::conform`] gives it the model's. Not part of equality.
+    loose: bool,
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.dtype == other.dtype && self.shape == other.shape && self.data == other.data
+    }
 }
 
 impl Tensor {
@@ -171,7 +180,44 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Self { dtype, shape, data })
+        Ok(Self { dtype, shape, data, loose: false })
+    }
+
+    /// A tensor read from a bare list: its dtype is only what the values look like.
+    pub(crate) fn loose(dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Result<Self> {
+        Ok(Self { loose: true, ..Self::from_raw(dtype, shape, data)? })
+    }
+
+    /// Whether the dtype was guessed from a bare JSON list (see [`Tensor::conform`]).
+    pub fn is_loose(&self) -> bool {
+        self.loose
+    }
+
+    /// A tensor read from a bare list takes the dtype the model declares: each value is
+    /// converted exactly as the explicit form `{"dtype", "shape", "data"}` would read it (a
+    /// float for an integer input, or a value out of range, is refused). Any other tensor is
+    /// left as it is, so an explicit dtype that differs still fails the signature check.
+    pub fn conform(&mut self, dtype: DType) -> Result<()> {
+        if !self.loose || self.dtype == dtype {
+            self.loose = false;
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(self.len() * dtype.size());
+        let b = &self.data;
+        for i in 0..self.len() {
+            let v = match self.dtype {
+                DType::Int64 => crate::tensor_json::Num::I(i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())),
+                DType::Uint64 => crate::tensor_json::Num::U(u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())),
+                DType::Bool => crate::tensor_json::Num::Bool(b[i] != 0),
+                _ => {
+                    let f = f64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+                    if f.is_nan() { crate::tensor_json::Num::Null } else { crate::tensor_json::Num::F(f) }
+                }
+            };
+            crate::tensor_json::push(dtype, i, v, &mut out)?;
+        }
+        *self = Self::from_raw(dtype, std::mem::take(&mut self.shape), out)?;
+        Ok(())
     }
 
     /// A float32 tensor from values.
@@ -292,11 +338,35 @@ impl fmt::Debug for Tensor {
 
 impl Serialize for Tensor {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.loose {
+            // As it came (a bare nested list), so a client that relays it leaves the dtype
+            // to the model, as the user did.
+            let Value::Array(flat) = serde_json::to_value(Elements(self)).map_err(serde::ser::Error::custom)? else {
+                return Err(serde::ser::Error::custom("tensor elements are not a list"));
+            };
+            return nest(flat, &self.shape).serialize(s);
+        }
         let mut m = s.serialize_map(Some(3))?;
         m.serialize_entry("dtype", &self.dtype)?;
         m.serialize_entry("shape", &self.shape)?;
         m.serialize_entry("data", &Elements(self))?;
         m.end()
+    }
+}
+
+/// A flat element list as nested lists of `shape` (a scalar for shape `[]`).
+fn nest(flat: Vec<Value>, shape: &[usize]) -> Value {
+    match shape {
+        [] => flat.into_iter().next().unwrap_or(Value::Null),
+        [_] => Value::Array(flat),
+        [n, rest @ ..] => {
+            let inner: usize = rest.iter().product();
+            if inner == 0 {
+                return Value::Array((0..*n).map(|_| nest(Vec::new(), rest)).collect());
+            }
+            let mut items = flat.into_iter();
+            Value::Array((0..*n).map(|_| nest(items.by_ref().take(inner).collect(), rest)).collect())
+        }
     }
 }
 

@@ -10,6 +10,12 @@
 //!
 //! `data` may be flat (row-major) or nested as numpy's `tolist()` writes it; nested lists must
 //! be regular and their dimensions must be the shape.
+//!
+//! A tensor may also be a bare list (`{"pixels": [[0, 1], [2, 3]]}`, numpy's `tolist()` as it
+//! is) or a bare number: the shape is the nesting, and the dtype is a guess from the values
+//! (int64, float64 or bool) that [`Tensor::conform`] replaces with the model's declared dtype
+//! before the inputs are checked. Bare lists are held as compact numbers while read, so they
+//! get a quarter of the element budget, like data before `dtype`.
 
 use std::cell::Cell;
 use std::fmt;
@@ -319,7 +325,26 @@ impl<'de> Visitor<'de> for TensorVisitor {
     type Value = Tensor;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a tensor: {\"dtype\", \"shape\", \"data\" or \"b64\"}")
+        f.write_str("a tensor: {\"dtype\", \"shape\", \"data\" or \"b64\"}, or a bare (nested) list of numbers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Tensor, A::Error> {
+        let mut data = Self::loose_data();
+        ListSeed { data: &mut data, depth: 0 }.visit_seq(seq)?;
+        spend(data.count);
+        bare(data).map_err(de::Error::custom)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Tensor, E> {
+        Self::scalar(Num::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Tensor, E> {
+        Self::scalar(Num::I(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Tensor, E> {
+        Self::scalar(Num::U(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Tensor, E> {
+        Self::scalar(Num::F(v))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Tensor, A::Error> {
@@ -380,7 +405,52 @@ fn finish(dtype: DType, shape: Vec<usize>, d: Data) -> Result<Tensor> {
 impl<'de> serde::Deserialize<'de> for Tensor {
     /// In bounded memory (see the module doc).
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_map(TensorVisitor)
+        d.deserialize_any(TensorVisitor)
+    }
+}
+
+/// A bare list or number: the shape from the nesting, the dtype from the values.
+fn bare(d: Data) -> Result<Tensor> {
+    let shape = if d.leaf_depth.is_none() && d.dims.is_empty() { Vec::new() } else { d.dims.clone() };
+    let Sink::Loose(vals) = d.sink else { return Err(Error::InvalidTensor("bare list read as typed".into())) };
+    let (mut bools, mut floats, mut big) = (0usize, false, false);
+    for v in &vals {
+        match v {
+            Num::Bool(_) => bools += 1,
+            Num::F(_) | Num::Null => floats = true,
+            Num::U(u) if *u > i64::MAX as u64 => big = true,
+            _ => {}
+        }
+    }
+    if bools > 0 && bools < vals.len() {
+        return Err(Error::InvalidTensor("a bare list mixes booleans and numbers".into()));
+    }
+    let dtype = match () {
+        _ if bools > 0 => DType::Bool,
+        _ if floats => DType::Float64,
+        _ if big => DType::Uint64,
+        _ if vals.is_empty() => DType::Float32,
+        _ => DType::Int64,
+    };
+    let mut out = Vec::with_capacity(vals.len() * dtype.size());
+    for (i, v) in vals.into_iter().enumerate() {
+        push(dtype, i, v, &mut out)?;
+    }
+    Tensor::loose(dtype, shape, out)
+}
+
+impl TensorVisitor {
+    fn loose_data() -> Data {
+        let limit = budget() / LOOSE_COST;
+        Data { sink: Sink::Loose(Vec::new()), count: 0, dims: Vec::new(), leaf_depth: None, limit }
+    }
+
+    fn scalar<E: de::Error>(v: Num) -> std::result::Result<Tensor, E> {
+        let mut data = Self::loose_data();
+        data.leaf::<E>(v, 0)?;
+        data.leaf_depth = None;
+        spend(1);
+        bare(data).map_err(E::custom)
     }
 }
 
@@ -408,6 +478,53 @@ mod tests {
         }
         let twice = r#"{"dtype":"float32","shape":[1],"data":[1],"dtype":"int8"}"#;
         assert!(serde_json::from_str::<Tensor>(twice).unwrap_err().to_string().contains("duplicate field"));
+    }
+
+    #[test]
+    fn bare_lists_guess_then_conform_to_the_declared_dtype() {
+        let read = |v: serde_json::Value| serde_json::from_value::<Tensor>(v);
+        let t = read(json!([[1, 2, 3], [4, 5, 6]])).unwrap();
+        assert!(t.is_loose());
+        assert_eq!((t.dtype(), t.shape()), (DType::Int64, &[2usize, 3][..]));
+        // Relayed (a client parses it, then sends it on), it stays a bare list.
+        assert_eq!(serde_json::to_value(&t).unwrap(), json!([[1, 2, 3], [4, 5, 6]]));
+        assert_eq!(serde_json::to_value(read(json!(7)).unwrap()).unwrap(), json!(7));
+        let mut f = t.clone();
+        f.conform(DType::Float32).unwrap();
+        assert!(!f.is_loose());
+        assert_eq!(f, read(json!({"dtype": "float32", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]})).unwrap());
+        let mut small = t.clone();
+        small.conform(DType::Uint8).unwrap();
+        assert_eq!(small.raw(), &[1, 2, 3, 4, 5, 6]);
+        // Floats are float64 until conformed, so a float64 input keeps every digit.
+        let mut x = read(json!([0.1, null])).unwrap();
+        assert_eq!(x.dtype(), DType::Float64);
+        x.conform(DType::Float64).unwrap();
+        assert_eq!(x.to_f64_vec()[0], 0.1);
+        assert!(x.to_f64_vec()[1].is_nan());
+        let mut y = read(json!([0.1])).unwrap();
+        y.conform(DType::Float32).unwrap();
+        assert_eq!(y.as_f32().unwrap(), vec![0.1f32]);
+        // What does not fit the declared dtype is refused, naming the element.
+        let err = read(json!([1.5])).unwrap().conform(DType::Int64).unwrap_err().to_string();
+        assert!(err.contains("data[0] = 1.5: not an integer for int64"), "{err}");
+        assert!(read(json!([300])).unwrap().conform(DType::Uint8).unwrap_err().to_string().contains("out of range"));
+        let mut b = read(json!([true, false])).unwrap();
+        b.conform(DType::Bool).unwrap();
+        assert_eq!(b.raw(), &[1, 0]);
+        // A number is a scalar; an empty list has no elements.
+        let s = read(json!(7)).unwrap();
+        assert_eq!((s.shape(), s.len()), (&[][..], 1));
+        assert_eq!(read(json!([])).unwrap().shape(), &[0]);
+        assert!(read(json!([true, 1])).unwrap_err().to_string().contains("mixes booleans and numbers"));
+        // An explicit tensor is never conformed: its dtype is the client's word.
+        let mut e = read(json!({"dtype": "int64", "shape": [1], "data": [1]})).unwrap();
+        e.conform(DType::Float32).unwrap();
+        assert_eq!(e.dtype(), DType::Int64);
+        // Bare lists get a quarter of the element budget (held as 16-byte numbers while read).
+        let big = format!("[{}0]", "0,".repeat(100));
+        assert!(with_element_limit(400, || serde_json::from_str::<Tensor>(&big)).unwrap_err().to_string().contains("too many elements"));
+        assert!(with_element_limit(500, || serde_json::from_str::<Tensor>(&big)).is_ok());
     }
 
     #[test]

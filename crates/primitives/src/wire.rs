@@ -8,12 +8,13 @@ use alloy_primitives::B256;
 use crate::{Address, IoSignature, ModelId, TensorMap};
 
 /// Metadata part of `POST /v1/models` (the other part is the ONNX bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// Model name (see [`crate::validate_model_name`]).
     pub name: String,
     /// Semver version.
+    #[schema(value_type = crate::schema::VersionSchema)]
     pub version: semver::Version,
     /// Free text, at most 4096 bytes.
     #[serde(default)]
@@ -26,8 +27,10 @@ pub struct PublishRequest {
     pub license: String,
     /// Creator royalty per call in base units (decimal string; 18 decimals).
     #[serde(default = "zero")]
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub price: String,
     /// The address the publisher claims to be; must equal the recovered signer.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub owner: Address,
     /// Unix seconds the signature was made.
     pub timestamp: u64,
@@ -52,7 +55,7 @@ pub struct PublishRequest {
 
 /// A model version's verification policy, overriding the node's defaults: the sampling rate of
 /// `sampled` requests that name none, and the float tolerance re-execution compares with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPolicy {
     /// Default re-execution probability in `sampled` mode, in [0, 1].
@@ -89,14 +92,16 @@ fn zero() -> String {
 /// A language model's creator royalty per token, set at publish, in base units (18 decimals)
 /// per 1,000 tokens. An embedding model has only input (prompt) tokens. What a call costs is
 /// in [`TokenPrices::royalty`]; the node adds its per-token fees on top.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenPrices {
     /// Per 1,000 prompt (input) tokens; a decimal string on the wire.
     #[serde(with = "decimal")]
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub prompt_per_1k: u128,
     /// Per 1,000 completion tokens (zero for embedding models).
     #[serde(default, with = "decimal")]
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub completion_per_1k: u128,
 }
 
@@ -134,7 +139,7 @@ pub mod decimal {
 }
 
 /// Usage counters of a model or version. Usage, not inventory, is the headline.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageInfo {
     /// Successful calls.
     pub calls: u64,
@@ -145,17 +150,19 @@ pub struct UsageInfo {
 }
 
 /// One published version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelVersionInfo {
     /// Model name.
     pub name: String,
     /// Version.
+    #[schema(value_type = crate::schema::VersionSchema)]
     pub version: semver::Version,
     /// Content id of the ONNX bytes.
     pub sha256: ModelId,
     /// Size in bytes.
     pub size: u64,
     /// Owner address.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub owner: Address,
     /// Description.
     pub description: String,
@@ -179,18 +186,22 @@ pub struct ModelVersionInfo {
 /// Price of one call in base units (decimal strings, 18 decimals), with verification `none`
 /// and no app: `total = royalty + operator_fee + protocol_fee`. Other modes add their
 /// verification fee, apps their markup; every 402 quotes the exact total.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceInfo {
     /// Creator royalty set at publish.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub royalty: String,
     /// This node's compute fee.
     #[serde(default)]
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub operator_fee: String,
     /// Protocol fee (basis points of royalty + compute + verification).
     #[serde(default)]
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub protocol_fee: String,
     /// Total the caller pays (per call; for a model priced by the token, what a call costs
     /// beyond its tokens: an app's markup, else 0).
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub total: String,
     /// For language and embedding models, priced by the token: what 1,000 tokens cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,7 +211,7 @@ pub struct PriceInfo {
 /// What 1,000 tokens of a language or embedding model cost in mode `none` without an app:
 /// the creator's royalty, the node's fee per token and the protocol's share, rounded up as a
 /// call is. Each is a decimal string in base units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenPriceInfo {
     /// Per 1,000 prompt (input) tokens.
     pub prompt: String,
@@ -212,28 +223,32 @@ pub struct TokenPriceInfo {
 }
 
 /// `GET /v1/models/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// Model name.
     pub name: String,
     /// Owner address.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub owner: Address,
     /// The newest version (highest semver).
     pub latest: ModelVersionInfo,
     /// All versions, newest first.
+    #[schema(value_type = Vec<crate::schema::VersionSchema>)]
     pub versions: Vec<semver::Version>,
     /// Usage summed over versions.
     pub usage: UsageInfo,
 }
 
 /// One row of `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelListItem {
     /// Model name.
     pub name: String,
     /// Owner address.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub owner: Address,
     /// Newest version.
+    #[schema(value_type = crate::schema::VersionSchema)]
     pub latest_version: semver::Version,
     /// Its content id.
     pub sha256: ModelId,
@@ -249,6 +264,7 @@ pub struct ModelListItem {
     /// Its tags.
     pub tags: Vec<String>,
     /// Its price per call (total, base units).
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub price: String,
     /// For a language or embedding model: its price per 1,000 tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,14 +276,14 @@ pub struct ModelListItem {
 }
 
 /// `GET /v1/models` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelList {
     /// Matching models, most used first unless another sort was asked.
     pub models: Vec<ModelListItem>,
 }
 
 /// Verification mode of a request (only `none` runs until the verification issue lands).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerificationMode {
     /// Signed receipt only.
@@ -291,7 +307,7 @@ impl VerificationMode {
 }
 
 /// How output tensors are encoded in the response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputEncoding {
     /// `"data": [...]` numbers.
@@ -302,12 +318,13 @@ pub enum OutputEncoding {
 }
 
 /// `POST /v1/infer` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferRequest {
     /// `name`, `name@version` or `sha256:<hex>`.
     pub model: String,
     /// Named input tensors.
+    #[schema(value_type = std::collections::BTreeMap<String, crate::Tensor>)]
     pub inputs: TensorMap,
     /// Application id tagging the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,18 +357,19 @@ impl InferRequest {
 }
 
 /// The model a request resolved to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResolvedModel {
     /// Name.
     pub name: String,
     /// Version.
+    #[schema(value_type = crate::schema::VersionSchema)]
     pub version: semver::Version,
     /// Content id.
     pub sha256: ModelId,
 }
 
 /// Where the time of a request went, in milliseconds (fractional).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimingsMs {
     /// Fetching bytes and compiling the plan (0 when cached).
     pub load: f64,
@@ -367,15 +385,18 @@ pub struct TimingsMs {
 ///
 /// `O` is how the outputs are held: a client reads them as JSON values (the default); a node
 /// writes them straight from its tensors ([`TensorOutputs`]), in the same JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(bound = "")]
 pub struct InferResponse<O = serde_json::Map<String, serde_json::Value>> {
     /// Request id (time-ordered hex).
     pub request_id: String,
     /// Resolved model.
     pub model: ResolvedModel,
     /// Output tensors by name (as JSON: `data` or `b64` form).
+    #[schema(value_type = std::collections::BTreeMap<String, crate::Tensor>)]
     pub outputs: O,
     /// Price charged, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub price: String,
     /// Verification mode applied.
     pub verification: VerificationMode,
@@ -393,43 +414,51 @@ pub struct InferResponse<O = serde_json::Map<String, serde_json::Value>> {
 }
 
 /// How a result was checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckInfo {
     /// `unchecked` (not sampled), `passed` (a validator agreed), `disputed` (a validator refuted
     /// the worker: this is the validator's result, the worker was slashed and the payer
     /// refunded), or `quorum` (a majority agreed; dissenters were slashed).
     pub status: String,
     /// Who agreed with the returned result.
+    #[schema(value_type = Vec<crate::schema::AddressSchema>)]
     pub checked_by: Vec<Address>,
     /// Who was refuted and slashed.
+    #[schema(value_type = Vec<crate::schema::AddressSchema>)]
     pub disputed: Vec<Address>,
 }
 
 /// How a request was paid and settled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentSummary {
     /// `x402` or `session`.
     pub method: String,
     /// Who paid.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub payer: Address,
     /// Amount, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub amount: String,
     /// The escrow transaction.
     pub escrow_tx: String,
-    /// The capture transaction (the fee split).
-    pub capture_tx: String,
+    /// The capture transaction (the fee split): the `settle_tx` of
+    /// `GET /v1/payments/{request_id}` (`capture_tx` before 0.1; still read).
+    #[serde(alias = "capture_tx")]
+    pub settle_tx: String,
 }
 
 /// `GET /v1/payments/{request_id}`: one paid request and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentInfo {
     /// Request id.
     pub request_id: String,
     /// `escrowed`, `captured` or `refunded`.
     pub status: String,
     /// Who paid.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub payer: Address,
     /// Amount, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub amount: String,
     /// Model id.
     pub model: String,
@@ -452,37 +481,49 @@ pub struct PaymentInfo {
 }
 
 /// `GET /v1/accounts/{address}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountInfo {
     /// The account.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub address: Address,
     /// Spendable, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub balance: String,
     /// Held for requests in flight.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub escrow: String,
     /// Bonded.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub stake: String,
     /// Earned so far by role (`creator`, `operator`, `validator`, `protocol`, `app`, `payee`).
+    #[schema(value_type = std::collections::BTreeMap<String, crate::schema::AmountSchema>)]
     pub earnings: std::collections::BTreeMap<String, String>,
+    /// Paid for calls so far (captured payments; refunds are not spent).
+    #[serde(default = "zero")]
+    #[schema(value_type = crate::schema::AmountSchema)]
+    pub spent: String,
 }
 
 /// `POST /v1/faucet` (devnet only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaucetRequest {
     /// Who receives.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub address: Address,
     /// How much, base units; default the node's faucet drip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::AmountSchema>)]
     pub amount: Option<String>,
 }
 
 /// `POST /v1/faucet` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaucetResponse {
     /// The mint transaction.
     pub transaction: String,
     /// Amount minted.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub amount: String,
     /// The account afterwards.
     pub account: AccountInfo,
@@ -490,15 +531,17 @@ pub struct FaucetResponse {
 
 /// `POST /v1/apps`: an owner registers an app (EIP-191 signature over
 /// [`AppRegistration::message`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppRegistration {
     /// Display name (1-64 of `a-z 0-9 - _ .`).
     pub name: String,
     /// Owner, who earns the markup.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub owner: Address,
     /// Markup per call, base units.
     #[serde(default = "zero")]
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub markup: String,
     /// Unix seconds of the signature.
     pub timestamp: u64,
@@ -525,30 +568,34 @@ impl AppRegistration {
 }
 
 /// A registered app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppInfo {
     /// Id requests carry in `app`.
     pub id: String,
     /// Name.
     pub name: String,
     /// Owner.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub owner: Address,
     /// Markup per call, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub markup: String,
     /// Registered, unix ms.
     pub created_at_ms: i64,
 }
 
 /// `POST /v1/sessions` answer: the bearer token is shown once, never stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionInfo {
     /// Session id.
     pub id: String,
     /// `Authorization: Bearer <token>` pays from the budget.
     pub token: String,
     /// Who pays.
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub payer: Address,
     /// Cap, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub max_total: String,
     /// Expiry, unix seconds.
     pub expires_at: u64,
@@ -591,14 +638,14 @@ impl InferResponse {
 }
 
 /// The error body of every non-2xx answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// Machine-readable code plus a human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// snake_case code, stable.
     pub code: String,
@@ -611,7 +658,7 @@ pub struct ErrorDetail {
 }
 
 /// `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// Always `ok` when answering.
     pub status: String,
@@ -621,6 +668,33 @@ pub struct Health {
     pub backend: String,
     /// Storage backend name.
     pub storage: String,
+    /// The token prices and balances are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenInfo>,
+}
+
+/// The token this node's ledger counts in: amounts on the API are base units (decimal
+/// strings); a person reads `amount / 10^decimals` `symbol`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    /// Symbol shown with amounts, e.g. `vUSD`.
+    pub symbol: String,
+    /// Decimals: one token is `10^decimals` base units (18).
+    pub decimals: u32,
+    /// EIP-712 domain name (what x402 authorizations are signed in).
+    pub name: String,
+    /// The token's address (x402 `asset`, EIP-712 `verifyingContract`).
+    #[schema(value_type = crate::schema::AddressSchema)]
+    pub address: Address,
+    /// EIP-155 chain id (x402 network `eip155:<id>`).
+    pub chain_id: u64,
+}
+
+impl TokenInfo {
+    /// `amount` base units as `1.5 vUSD`.
+    pub fn format(&self, base_units: u128) -> String {
+        format!("{} {}", crate::format_amount(base_units, self.decimals), self.symbol)
+    }
 }
 
 /// What a receipt states, in JSON (hex strings for hashes, decimal string for the price).
@@ -628,24 +702,30 @@ pub struct Health {
 /// Signed as EIP-712 typed data `Receipt(string requestId,bytes32 modelHash,bytes32 inputHash,
 /// bytes32 outputHash,address node,string mode,uint256 price,address payer,uint64 timestamp)` in
 /// the domain `{name: "verinet", version: "1", chainId}`; see docs/receipts.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     /// The request.
     pub request_id: String,
     /// sha256 of the model's ONNX bytes (the hex of its `sha256:` id), `0x` hex.
+    #[schema(value_type = crate::schema::Bytes32Schema)]
     pub model_hash: B256,
     /// Canonical keccak256 of the inputs.
+    #[schema(value_type = crate::schema::Bytes32Schema)]
     pub input_hash: B256,
     /// Canonical keccak256 of the outputs returned.
+    #[schema(value_type = crate::schema::Bytes32Schema)]
     pub output_hash: B256,
     /// The node that computed it (the signer).
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub node: Address,
     /// Verification mode: `none`, `sampled` or `quorum`.
     pub mode: String,
     /// Price paid, base units (decimal string).
+    #[schema(value_type = crate::schema::AmountSchema)]
     pub price: String,
     /// Who paid (the zero address for a free call).
+    #[schema(value_type = crate::schema::AddressSchema)]
     pub payer: Address,
     /// Unix milliseconds.
     pub timestamp: u64,
@@ -661,7 +741,7 @@ pub struct ReceiptBody {
 ///
 /// Floats are decimal strings exactly as the sampler read them (Rust's shortest round-trip
 /// form of the `f32`), so the signed text is what a verifier hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionTerms {
     /// Prompt tokens.
@@ -683,7 +763,7 @@ pub struct CompletionTerms {
 }
 
 /// A receipt with its signature and the chain id of its EIP-712 domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedReceipt {
     /// What is stated.
@@ -691,6 +771,7 @@ pub struct SignedReceipt {
     /// EIP-712 domain chain id.
     pub chain_id: u64,
     /// The EIP-712 signing hash (what batches commit to), `0x` hex.
+    #[schema(value_type = crate::schema::Bytes32Schema)]
     pub digest: B256,
     /// 65-byte signature by `receipt.node`, `0x` hex.
     pub signature: String,

@@ -35,6 +35,10 @@ pub trait LedgerStore: Send + Sync {
     /// What an account has earned, by role, since the ledger began.
     async fn earnings(&self, account: Address) -> Result<BTreeMap<Role, u128>>;
 
+    /// What `payer` has spent: the sum its captured payments charged (an `upto` capture
+    /// charges at most what it held). Refunded and open escrows are not spent.
+    async fn spent(&self, payer: Address) -> Result<u128>;
+
     /// Sums over every account, for the ledger invariant `minted == available + escrow + stake`.
     async fn totals(&self) -> Result<LedgerTotals>;
 

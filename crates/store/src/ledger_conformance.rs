@@ -173,6 +173,9 @@ pub async fn escrow_then_capture_splits_and_records_result(s: Arc<dyn LedgerStor
     assert_eq!(p.output_hash.as_deref(), Some("0xout"));
     assert!(p.settle_tx.is_some() && p.settled_at_ms.is_some());
     assert_eq!(s.earnings(addr(0xc1)).await.unwrap().get(&Role::Creator), Some(&7));
+    // Captured is spent; what is merely escrowed or refunded is not.
+    assert_eq!(s.spent(payer).await.unwrap(), 10);
+    assert_eq!(s.spent(addr(0xc1)).await.unwrap(), 0);
     assert_eq!(s.earnings(addr(0x0a)).await.unwrap().get(&Role::Operator), Some(&2));
     assert_eq!(s.request_txs("r1").await.unwrap(), vec![TxKind::Escrow, TxKind::Capture]);
     assert_balanced(&*s).await;

@@ -53,13 +53,15 @@ pub trait ReceiptStore: Send + Sync {
 }
 
 /// A proven mismatch with both results.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DisputeRecord {
     /// The request.
     pub request_id: String,
     /// The worker whose result was wrong.
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub worker: Address,
     /// Who caught it (a validator, or a quorum peer of the majority).
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub validator: Address,
     /// `sampled` or `quorum`.
     pub mode: String,

@@ -247,6 +247,24 @@ impl LedgerStore for SqlStore {
         Ok(out)
     }
 
+    async fn spent(&self, payer: Address) -> Result<u128> {
+        use futures::TryStreamExt;
+        // Streamed: a busy payer's captures are summed without holding them all.
+        let mut rows = sqlx::query("SELECT amount, charged FROM payments WHERE payer = $1 AND status = $2")
+            .bind(address_text(&payer))
+            .bind(PaymentStatus::Captured.to_string())
+            .fetch(&self.pool);
+        let mut total = 0u128;
+        while let Some(r) = rows.try_next().await? {
+            let charged = match r.try_get::<Option<String>, _>("charged")? {
+                Some(c) => c.parse().map_err(|e| StoreError::Corrupt(format!("charged {c:?}: {e}")))?,
+                None => amount(&r, "amount")?,
+            };
+            total = total.checked_add(charged).ok_or_else(|| StoreError::Corrupt("spent overflow".into()))?;
+        }
+        Ok(total)
+    }
+
     async fn totals(&self) -> Result<LedgerTotals> {
         let held = self.held().await;
         let mut sums: BTreeMap<Bucket, i128> = held_sums(held.as_ref().map(HeldView::get).as_deref());

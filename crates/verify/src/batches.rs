@@ -49,7 +49,7 @@ impl Default for BatchConfig {
 const PRUNE_ROUND: u32 = 2048;
 
 /// Where a receipt stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptStatus {
     /// Signed and returned, not yet in a sealed batch.
@@ -62,7 +62,7 @@ pub enum ReceiptStatus {
 }
 
 /// `GET /v1/receipts/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptInfo {
     /// Status.
     pub status: ReceiptStatus,
@@ -76,13 +76,15 @@ pub struct ReceiptInfo {
 
 /// A sealed batch as published: root, size, time and the node's EIP-712 signature over
 /// `ReceiptBatch(bytes32 root,uint256 size,uint64 timestamp)` in the receipt domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchInfo {
     /// Batch id.
     pub id: String,
     /// The sealing node.
+    #[schema(value_type = verinet_primitives::schema::AddressSchema)]
     pub node: Address,
     /// Merkle root (OpenZeppelin StandardMerkleTree, leaf encoding `["bytes32"]`).
+    #[schema(value_type = verinet_primitives::schema::Bytes32Schema)]
     pub root: B256,
     /// Receipts sealed.
     pub size: u64,
@@ -96,17 +98,20 @@ pub struct BatchInfo {
 
 /// `GET /v1/receipts/{id}/proof`: everything needed to check inclusion offline, e.g. with
 /// `StandardMerkleTree.verify(root, ["bytes32"], [digest], proof)` or MerkleProof.sol.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InclusionProof {
     /// Request id.
     pub request_id: String,
     /// The leaf value: the receipt's EIP-712 digest.
+    #[schema(value_type = verinet_primitives::schema::Bytes32Schema)]
     pub digest: B256,
     /// OpenZeppelin leaf encoding.
     pub leaf_encoding: Vec<String>,
     /// The leaf hash (double keccak of the ABI-encoded value).
+    #[schema(value_type = verinet_primitives::schema::Bytes32Schema)]
     pub leaf: B256,
     /// Sibling hashes, bottom-up.
+    #[schema(value_type = Vec<verinet_primitives::schema::Bytes32Schema>)]
     pub proof: Vec<B256>,
     /// The signed batch.
     pub batch: BatchInfo,

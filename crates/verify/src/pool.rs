@@ -24,7 +24,7 @@ use crate::exec::{Execute, LocalExecutor};
 use crate::job::{ExecError, Job, Ran};
 
 /// What an executor does for the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeRole {
     /// Executes requests.
@@ -88,7 +88,7 @@ impl Drop for InFlightGuard {
 }
 
 /// Verification outcomes of one executor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Results served.
     pub served: u64,

@@ -99,7 +99,7 @@ async fn bad_requests_get_clear_4xx_codes() {
         (json!({"model": "digits", "inputs": {}, "surprise": 1}).to_string(), 400, "invalid_json"),
         (json!({"model": "digits", "inputs": {}, "verification": "sampled"}).to_string(), 422, "input_mismatch"),
         (json!({"model": "digits", "inputs": {}, "verification": "majority"}).to_string(), 400, "invalid_json"),
-        (json!({"model": "digits", "inputs": {}, "verification": "sampled", "sample_rate": 1.5}).to_string(), 400, "invalid_json"),
+        (json!({"model": "digits", "inputs": {}, "verification": "sampled", "sample_rate": 1.5}).to_string(), 400, "invalid_parameter"),
         ("x".repeat(2 << 20), 413, "payload_too_large"),
     ];
     for (body, status, code) in raw {
@@ -117,6 +117,42 @@ async fn bad_requests_get_clear_4xx_codes() {
     // Rejected requests are not usage.
     assert_eq!(n.client.model("digits").await.unwrap().usage.calls, 0);
     assert_eq!(n.client.health().await.unwrap().status, "ok");
+}
+
+/// numpy's `tolist()` as it is: `{"pixels": [[...]]}` answers exactly as the explicit form,
+/// the shape taken from the nesting and the dtype from the model; what cannot fit is a 4xx
+/// naming the input.
+#[tokio::test]
+async fn bare_nested_lists_take_the_models_dtype_and_their_shape() {
+    let n = TestNode::start().await;
+    let reference = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
+    let case = &reference.cases[0];
+    let pixels = case.inputs["pixels"].to_f64_vec();
+    let explicit = n.client.infer(&req("digits", case.inputs.clone())).await.unwrap();
+    // Read as int64 or float64 (whatever the values look like), then made float32.
+    let nested: Vec<Vec<f64>> = vec![pixels.clone()];
+    let bare = n.client.infer_raw(json!({"model": "digits", "inputs": {"pixels": nested}}).to_string()).await.unwrap();
+    assert_eq!(bare.outputs, explicit.outputs);
+    // The receipt binds the same canonical input: the typed tensor, not the JSON text.
+    assert_eq!(bare.receipt.unwrap().receipt.input_hash, explicit.receipt.unwrap().receipt.input_hash);
+    let halves: Vec<f64> = pixels.iter().map(|p| p + 0.5).collect();
+    assert!(n.client.infer_raw(json!({"model": "digits", "inputs": {"pixels": [halves]}}).to_string()).await.is_ok());
+    let cases: Vec<(serde_json::Value, u16, &str, &str)> = vec![
+        (json!({"pixels": [[0, 1]]}), 422, "input_mismatch", "dim 1 is 2, expected 64"),
+        (json!({"pixels": pixels}), 422, "input_mismatch", "rank 1, expected 2"),
+        (json!({"pixels": [[true, 1]]}), 400, "invalid_json", "mixes booleans and numbers"),
+        (json!({"pixels": [[1, [2]]]}), 400, "invalid_json", "not regular"),
+        (json!({"pixels": [[1, "a"]]}), 400, "invalid_json", "a number, a boolean, null or a list"),
+    ];
+    for (inputs, status, code, says) in cases {
+        match n.client.infer_raw(json!({"model": "digits", "inputs": inputs}).to_string()).await {
+            Err(ClientError::Api { status: s, code: c, message, .. }) => {
+                assert_eq!((s, c.as_str()), (status, code), "{inputs}: {message}");
+                assert!(message.contains(says), "{inputs}: {message}");
+            }
+            other => panic!("{inputs}: expected {status}, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

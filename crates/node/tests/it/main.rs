@@ -11,6 +11,7 @@ mod limits;
 mod llm_payments;
 mod llm_verification;
 mod network;
+mod openapi;
 mod openai;
 mod payments;
 mod postgres;

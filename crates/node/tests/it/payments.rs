@@ -149,7 +149,12 @@ async fn paid_inference_escrows_captures_and_splits_the_fee() {
         ("exact", "eip155:31337", PRICE.to_string().as_str())
     );
     assert_eq!(accepted.asset.parse::<Address>().unwrap(), devnet_asset());
-    assert_eq!(accepted.extra, json!({"name": "verinet USD", "version": "1"}));
+    // The token's EIP-712 domain, and what a person reads: symbol, decimals, the amount in tokens.
+    assert_eq!(
+        accepted.extra,
+        json!({"name": "verinet USD", "version": "1", "symbol": "vUSD", "decimals": 18,
+               "amountFormatted": verinet_primitives::format_amount(PRICE, 18)})
+    );
     let operator: Address = accepted.pay_to.parse().unwrap();
     // The model detail shows the same breakdown.
     let detail = n.client.model("paid").await.unwrap();
@@ -164,7 +169,7 @@ async fn paid_inference_escrows_captures_and_splits_the_fee() {
     let reference = parse_reference(&repo_root().join("fixtures/digits/reference.json"));
     assert_eq!(resp.tensors().unwrap()["label"], reference.cases[0].outputs["label"], "same class as onnxruntime");
     let payment = resp.payment.clone().expect("payment summary");
-    assert_eq!((payment.method.as_str(), payment.capture_tx.as_str()), ("x402", settled.transaction.as_str()));
+    assert_eq!((payment.method.as_str(), payment.settle_tx.as_str()), ("x402", settled.transaction.as_str()));
 
     // Money: payer -> creator, operator, protocol.
     let treasury = verinet_node::default_protocol_address();
