@@ -14,6 +14,8 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r fixtures/requirements.txt
+# The Python SDK, as a user installs it (pip from the repo path); reinstalled so it is never stale.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./sdk/python
 
 # Tests that drive Python (the official x402 client) use this interpreter.
 export VERINET_TEST_PYTHON="$venv/bin/python"

@@ -16,5 +16,6 @@ mod openai;
 mod payments;
 mod postgres;
 mod prometheus;
+mod python_sdk;
 mod receipts;
 mod verification;
