@@ -259,6 +259,25 @@ pub enum WalletCmd {
     Show(WalletArgs),
     /// Show the wallet's (or --address's) balance, escrow, stake and earnings on a node.
     Balance(BalanceArgs),
+    /// Send tokens from the wallet's available balance to another account (signed).
+    Transfer(TransferArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Who receives (0x address).
+    #[arg(long)]
+    pub to: String,
+    /// Amount in tokens, e.g. 1.5.
+    #[arg(long, value_parser = crate::money::parse_tokens)]
+    pub amount: u128,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// JSON output (base units).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +317,22 @@ pub enum AppCmd {
     Register(AppRegisterArgs),
     /// Show an app.
     Show(AppShowArgs),
+    /// List the wallet's (or --owner's) apps, newest first.
+    Ls(AppLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppLsArgs {
+    /// Owner to list instead of the wallet's.
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wallet: WalletArgs,
+    /// JSON output (base units).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -550,9 +585,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Wallet(WalletCmd::New(w)) => crate::wallet::new(&w),
         Command::Wallet(WalletCmd::Show(w)) => crate::wallet::show(&w),
         Command::Wallet(WalletCmd::Balance(a)) => crate::money::balance(a).await,
+        Command::Wallet(WalletCmd::Transfer(a)) => crate::money::transfer(a).await,
         Command::Faucet(a) => crate::money::faucet(a).await,
         Command::App(AppCmd::Register(a)) => crate::money::app_register(a).await,
         Command::App(AppCmd::Show(a)) => crate::money::app_show(a).await,
+        Command::App(AppCmd::Ls(a)) => crate::money::app_ls(a).await,
         Command::Session(SessionCmd::Create(a)) => crate::money::session_create(a).await,
         Command::Receipt(ReceiptCmd::Verify(a)) => crate::receipt::verify(a),
         Command::Receipt(ReceiptCmd::Proof(a)) => crate::receipt::proof(a).await,

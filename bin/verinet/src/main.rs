@@ -52,6 +52,11 @@ fn main() -> std::process::ExitCode {
 /// error is `{"error": {"code", "message", "status"?}}` on stdout, where the answer would have
 /// been.
 fn report(e: &anyhow::Error, json: bool) {
+    if let Some(shown) = e.downcast_ref::<Shown>() {
+        // The answer (a failed verdict) is already on stdout, as JSON when asked.
+        eprintln!("error: {}", shown.0);
+        return;
+    }
     let client = e.chain().find_map(|c| c.downcast_ref::<verinet_client::ClientError>());
     let (code, message, status) = match client {
         Some(verinet_client::ClientError::Api { status, code, message }) => (code.clone(), message.clone(), Some(*status)),
@@ -81,6 +86,19 @@ fn report(e: &anyhow::Error, json: bool) {
         eprintln!("error: {message}");
     }
 }
+
+/// A failure whose answer the command has already printed (a verdict that does not hold): the
+/// exit code says it failed, and nothing more goes to stdout.
+#[derive(Debug)]
+pub(crate) struct Shown(pub String);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Shown {}
 
 /// Rust ignores SIGPIPE, so writing to a closed pipe (`verinet model show x | head -1`) is an
 /// error every `println!` turns into a panic. The default action ends the process quietly,

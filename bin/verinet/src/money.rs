@@ -13,7 +13,7 @@ use verinet_primitives::{
     wire::{AccountInfo, AppInfo, AppRegistration},
 };
 
-use crate::cli::{AppRegisterArgs, AppShowArgs, BalanceArgs, FaucetArgs, SessionCreateArgs, WalletArgs};
+use crate::cli::{AppLsArgs, AppRegisterArgs, AppShowArgs, BalanceArgs, FaucetArgs, SessionCreateArgs, TransferArgs, WalletArgs};
 
 /// How a node's amounts read: its token's symbol and decimals (`/health`).
 pub struct Units {
@@ -74,6 +74,21 @@ pub async fn balance(a: BalanceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn transfer(a: TransferArgs) -> anyhow::Result<()> {
+    let to: Address = a.to.parse().with_context(|| format!("--to {:?} is not an address", a.to))?;
+    let key = crate::wallet::load(&a.wallet)?;
+    let client = Client::new(&a.node.node);
+    let t = client.transfer(key.signer(), to, a.amount).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(());
+    }
+    let u = Units::of(&client).await;
+    println!("sent {} to {} (tx {})", u.show(&t.amount), t.to, t.tx);
+    print_account(&t.account, &u);
+    Ok(())
+}
+
 pub async fn faucet(a: FaucetArgs) -> anyhow::Result<()> {
     let address = account_of(&a.address, &a.wallet)?;
     let client = Client::new(&a.node.node);
@@ -125,6 +140,24 @@ pub async fn app_show(a: AppShowArgs) -> anyhow::Result<()> {
     } else {
         print_app(&app, &Units::of(&client).await);
     }
+    Ok(())
+}
+
+pub async fn app_ls(a: AppLsArgs) -> anyhow::Result<()> {
+    let owner = account_of(&a.owner, &a.wallet)?;
+    let client = Client::new(&a.node.node);
+    let apps = client.apps(owner).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"apps": apps}))?);
+        return Ok(());
+    }
+    if apps.is_empty() {
+        println!("no apps owned by {owner}: register one with `verinet app register NAME`");
+        return Ok(());
+    }
+    let u = Units::of(&client).await;
+    let rows: Vec<Vec<String>> = apps.iter().map(|app| vec![app.id.clone(), app.name.clone(), u.show(&app.markup)]).collect();
+    crate::output::table(&["ID", "NAME", "MARKUP"], &rows);
     Ok(())
 }
 

@@ -39,7 +39,8 @@ pub fn verify(a: ReceiptVerifyArgs) -> anyhow::Result<()> {
     }
     let failed: Vec<&str> = verdict.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
     if !failed.is_empty() {
-        bail!("INVALID: {} of {} checks failed: {}", failed.len(), verdict.checks.len(), failed.join(", "));
+        let why = format!("INVALID: {} of {} checks failed: {}", failed.len(), verdict.checks.len(), failed.join(", "));
+        return Err(crate::Shown(why).into());
     }
     Ok(())
 }
@@ -637,7 +638,7 @@ pub async fn proof(a: crate::cli::ReceiptProofArgs) -> anyhow::Result<()> {
         }
     }
     if !ok {
-        bail!("the inclusion proof of {} does not check out", p.request_id);
+        return Err(crate::Shown(format!("the inclusion proof of {} does not check out", p.request_id)).into());
     }
     Ok(())
 }

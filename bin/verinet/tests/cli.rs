@@ -199,6 +199,17 @@ fn faucet_pay_balance_and_apps() {
     assert_eq!(balance["earnings"]["app"].as_str(), Some("50000000000000000"));
     let text = with(bin().args(["wallet", "balance"]));
     assert!(text.contains("earned     0.05 vUSD as app") && text.contains("spent      0.55 vUSD"), "{text}");
+    // `app ls` lists the wallet's apps.
+    let listed = with(bin().args(["app", "ls"]));
+    assert!(listed.lines().count() == 2 && listed.contains(&id) && listed.contains("0.05 vUSD"), "{listed}");
+    // `wallet transfer` sends tokens, signed by the wallet.
+    let friend = tmp.path().join("friend.key");
+    let to = String::from_utf8(run(bin().args(["wallet", "new", "--wallet"]).arg(&friend)).stdout).unwrap();
+    let to = to.split_whitespace().find(|w| w.starts_with("0x")).unwrap().to_owned();
+    let text = with(bin().args(["wallet", "transfer", "--to", &to, "--amount", "0.4"]));
+    assert!(text.contains("sent 0.4 vUSD") && text.contains("available  0.6 vUSD"), "{text}");
+    let theirs = String::from_utf8(run(bin().args(["wallet", "balance", "--node", &url, "--wallet"]).arg(&friend)).stdout).unwrap();
+    assert!(theirs.contains("available  0.4 vUSD"), "{theirs}");
 
     // A session: a budget signed once, then calls paid by its bearer token.
     let s: serde_json::Value = serde_json::from_str(&with(bin().args(["session", "create", "--budget", "0.5", "--model", "digits", "--json"]))).unwrap();

@@ -16,7 +16,7 @@ use verinet_payments::{
 };
 use verinet_primitives::{
     Address, validate_model_name,
-    wire::{AccountInfo, AppInfo, AppRegistration, FaucetRequest, FaucetResponse, PaymentInfo, SessionInfo},
+    wire::{AccountInfo, AppInfo, AppList, AppRegistration, FaucetRequest, FaucetResponse, PaymentInfo, SessionInfo, TransferInfo, TransferRequest},
 };
 use verinet_store::{App, SpendingSession, StoreError};
 
@@ -113,6 +113,69 @@ pub(crate) async fn register_app(
     st.ledger.store().insert_app(&app).await?;
     info!(id = %app.id, owner = %app.owner, "app registered");
     Ok((StatusCode::CREATED, Json(app_info(&app))))
+}
+
+/// How many apps `GET /v1/apps` returns at most.
+const MAX_APPS: usize = 1000;
+
+/// `?owner=` of `GET /v1/apps`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AppsQuery {
+    /// The owner's address (required).
+    #[param(value_type = String)]
+    owner: Option<String>,
+}
+
+/// `GET /v1/apps?owner=0x…`: an owner's apps, newest first.
+#[utoipa::path(get, path = "/v1/apps", tag = "money", summary = "An owner's apps, newest first", params(AppsQuery), responses((status = 200, body = AppList), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
+pub(crate) async fn list_apps(
+    State(st): State<AppState>,
+    query: Result<axum::extract::Query<AppsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AppList>, ApiError> {
+    let q = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?.0;
+    let owner = q.owner.ok_or_else(|| ApiError::InvalidParameter("owner is required: GET /v1/apps?owner=0x…".into()))?;
+    let owner: Address = owner.parse().map_err(|_| ApiError::InvalidParameter(format!("owner {owner:?} is not an address")))?;
+    let apps = st.ledger.store().apps_by_owner(owner, MAX_APPS).await?;
+    Ok(Json(AppList { apps: apps.iter().map(app_info).collect() }))
+}
+
+/// `POST /v1/transfers`: the sender's EIP-191 signature moves part of its available balance.
+#[utoipa::path(post, path = "/v1/transfers", tag = "money", summary = "Send tokens to another account (signed by the sender)", request_body = TransferRequest, responses((status = 200, body = TransferInfo), (status = "4XX", description = "Refused: `error.code` says why (docs/api.md, Error codes).", body = verinet_primitives::wire::ErrorBody), (status = "5XX", description = "The node failed or is overloaded (`overloaded`, `busy`, `timeout`, `internal`).", body = verinet_primitives::wire::ErrorBody)))]
+#[instrument(skip_all)]
+pub(crate) async fn transfer(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<TransferInfo>, ApiError> {
+    let req: TransferRequest = parse(body)?;
+    let value = amount(&req.amount, "amount")?;
+    if value == 0 {
+        return Err(ApiError::InvalidAmount("amount must be more than 0".into()));
+    }
+    if req.nonce.is_empty() || req.nonce.len() > 128 {
+        return Err(ApiError::InvalidParameter("nonce must be 1 to 128 characters".into()));
+    }
+    if req.from == req.to {
+        return Err(ApiError::InvalidParameter(format!("a transfer from {} to itself", req.from)));
+    }
+    let now = unix_now();
+    if req.timestamp.abs_diff(now) > MAX_SKEW_SECS {
+        return Err(ApiError::StaleSignature(format!(
+            "timestamp {} is more than {MAX_SKEW_SECS} s from the node's clock ({now})",
+            req.timestamp
+        )));
+    }
+    let sig = verinet_payments::recover(&req.signature, alloy_primitives::eip191_hash_message(req.message()))
+        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
+    if sig != req.from {
+        return Err(ApiError::BadSignature(format!("signed by {sig}, not by sender {}", req.from)));
+    }
+    let tx = st.ledger.send(req.from, req.to, value, &req.nonce).await?;
+    info!(from = %req.from, to = %req.to, amount = value, "transfer");
+    Ok(Json(TransferInfo {
+        tx,
+        from: req.from,
+        to: req.to,
+        amount: value.to_string(),
+        account: account_info(&st.ledger.account(req.from).await?),
+    }))
 }
 
 /// `GET /v1/apps/{id}`.

@@ -12,8 +12,8 @@ use verinet_payments::{
 use verinet_primitives::{
     Address, ModelId,
     wire::{
-        AccountInfo, AppInfo, AppRegistration, ErrorBody, FaucetRequest, FaucetResponse, Health, InferRequest,
-        InferResponse, ModelInfo, ModelList, ModelVersionInfo, PaymentInfo, PublishRequest, SessionInfo,
+        AccountInfo, AppInfo, AppList, AppRegistration, ErrorBody, FaucetRequest, FaucetResponse, Health, InferRequest,
+        InferResponse, ModelInfo, ModelList, ModelVersionInfo, PaymentInfo, PublishRequest, SessionInfo, TransferInfo, TransferRequest,
     },
 };
 
@@ -142,6 +142,35 @@ impl Client {
     /// `GET /v1/apps/{id}`.
     pub async fn app(&self, id: &str) -> Result<AppInfo> {
         decode(self.http.get(self.url(&format!("/v1/apps/{id}"))).send().await?).await
+    }
+
+    /// `GET /v1/apps?owner=`: `owner`'s apps, newest first.
+    pub async fn apps(&self, owner: Address) -> Result<Vec<AppInfo>> {
+        let list: AppList = decode(self.http.get(self.url("/v1/apps")).query(&[("owner", owner.to_string())]).send().await?).await?;
+        Ok(list.apps)
+    }
+
+    /// `POST /v1/transfers`: signs (EIP-191) and sends `amount` base units from `from`'s
+    /// available balance to `to`, with a fresh random nonce.
+    pub async fn transfer(&self, from: &PrivateKeySigner, to: Address, amount: u128) -> Result<TransferInfo> {
+        use alloy_signer::SignerSync;
+        let nonce = rand::random::<[u8; 16]>();
+        let mut req = TransferRequest {
+            from: from.address(),
+            to,
+            amount: amount.to_string(),
+            nonce: format!("0x{}", hex::encode(nonce)),
+            timestamp: unix_now(),
+            signature: String::new(),
+        };
+        let sig = from.sign_message_sync(req.message().as_bytes()).map_err(|e| ClientError::Sign(e.to_string()))?;
+        req.signature = format!("0x{}", hex::encode(sig.as_bytes()));
+        self.send_transfer(&req).await
+    }
+
+    /// `POST /v1/transfers` with a request signed elsewhere.
+    pub async fn send_transfer(&self, req: &TransferRequest) -> Result<TransferInfo> {
+        decode(self.http.post(self.url("/v1/transfers")).json(req).send().await?).await
     }
 
     /// `POST /v1/sessions`: a signed spending cap for a bearer token.

@@ -318,6 +318,20 @@ impl Ledger {
         Ok(t.id)
     }
 
+    /// `from`'s own transfer of `amount` available to `to` (`POST /v1/transfers`), claiming
+    /// `from`'s `nonce` with it so a signed request is applied once, on any gateway.
+    pub async fn send(&self, from: Address, to: Address, amount: u128, nonce: &str) -> Result<String> {
+        let a = positive(amount, "amount")?;
+        let mut t = tx(
+            TxKind::Transfer,
+            vec![Posting::new(from, Bucket::Available, -a), Posting::new(to, Bucket::Available, a)],
+            format!("transfer {amount} from {from} to {to}"),
+        );
+        t.nonce = Some(NonceClaim { payer: from, nonce: format!("transfer:{nonce}") });
+        self.store.commit(&t).await?;
+        Ok(t.id)
+    }
+
     /// Bonds `amount` of `who`'s balance as stake.
     pub async fn stake(&self, who: Address, amount: u128) -> Result<String> {
         let t = stake_tx(who, amount)?;

@@ -567,6 +567,64 @@ impl AppRegistration {
     }
 }
 
+/// `POST /v1/transfers`: the sender's EIP-191 signature over [`TransferRequest::message`] moves
+/// part of its available balance to another account. The nonce is claimed with the transfer,
+/// so the same signed request is applied once (a replay is `409 nonce_used`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// Who pays (and signs).
+    #[schema(value_type = crate::schema::AddressSchema)]
+    pub from: Address,
+    /// Who receives.
+    #[schema(value_type = crate::schema::AddressSchema)]
+    pub to: Address,
+    /// How much, base units.
+    #[schema(value_type = crate::schema::AmountSchema)]
+    pub amount: String,
+    /// 1-128 characters, unique per sender.
+    pub nonce: String,
+    /// Unix seconds of the signature.
+    pub timestamp: u64,
+    /// EIP-191 signature, hex.
+    pub signature: String,
+}
+
+impl TransferRequest {
+    /// The signed text.
+    pub fn message(&self) -> String {
+        format!(
+            "verinet transfer\nfrom: {:#x}\nto: {:#x}\namount: {}\nnonce: {}\ntimestamp: {}",
+            self.from, self.to, self.amount, self.nonce, self.timestamp
+        )
+    }
+}
+
+/// A transfer applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TransferInfo {
+    /// The ledger transaction.
+    pub tx: String,
+    /// Who paid.
+    #[schema(value_type = crate::schema::AddressSchema)]
+    pub from: Address,
+    /// Who received.
+    #[schema(value_type = crate::schema::AddressSchema)]
+    pub to: Address,
+    /// Base units moved.
+    #[schema(value_type = crate::schema::AmountSchema)]
+    pub amount: String,
+    /// The sender's account after it.
+    pub account: AccountInfo,
+}
+
+/// `GET /v1/apps?owner=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppList {
+    /// Newest first.
+    pub apps: Vec<AppInfo>,
+}
+
 /// A registered app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppInfo {

@@ -62,6 +62,9 @@ pub trait LedgerStore: Send + Sync {
     /// One app.
     async fn app(&self, id: &str) -> Result<Option<App>>;
 
+    /// `owner`'s apps, newest first, at most `limit`.
+    async fn apps_by_owner(&self, owner: Address, limit: usize) -> Result<Vec<App>>;
+
     /// The payment opened with `payer`'s authorization `reference` (an x402 nonce), and the
     /// answer kept with its capture while the retention window lasts.
     async fn payment_by_reference(&self, payer: Address, reference: &str) -> Result<Option<(PaymentRecord, Option<KeptAnswer>)>>;

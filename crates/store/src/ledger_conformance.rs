@@ -398,6 +398,13 @@ pub async fn apps_register_once(s: Arc<dyn LedgerStore>) {
     assert_eq!(s.app("app-1").await.unwrap(), Some(app.clone()));
     assert!(matches!(s.insert_app(&app).await, Err(StoreError::AppExists(_))));
     assert!(s.app("nope").await.unwrap().is_none());
+    // An owner's apps, newest first, bounded; nobody else's.
+    let second = App { id: "app-2".into(), name: "Search".into(), created_at_ms: 2, ..app.clone() };
+    s.insert_app(&second).await.unwrap();
+    s.insert_app(&App { id: "app-3".into(), owner: addr(4), ..app.clone() }).await.unwrap();
+    assert_eq!(s.apps_by_owner(addr(3), 10).await.unwrap(), vec![second.clone(), app]);
+    assert_eq!(s.apps_by_owner(addr(3), 1).await.unwrap(), vec![second]);
+    assert!(s.apps_by_owner(addr(5), 10).await.unwrap().is_empty());
 }
 
 /// Recovery finds a gateway's own escrows older than a time, and only those.

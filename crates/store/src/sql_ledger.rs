@@ -455,16 +455,19 @@ impl LedgerStore for SqlStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(App {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                owner: parse_address(&r.try_get::<String, _>("owner")?)?,
-                markup: amount(&r, "markup")?,
-                created_at_ms: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.map(|r| app_row(&r)).transpose()
+    }
+
+    async fn apps_by_owner(&self, owner: Address, limit: usize) -> Result<Vec<App>> {
+        let rows = sqlx::query(
+            "SELECT id, name, owner, markup, created_at FROM apps WHERE owner = $1 \
+             ORDER BY created_at DESC, id LIMIT $2",
+        )
+        .bind(address_text(&owner))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(app_row).collect()
     }
 
     async fn insert_session(&self, s: &SpendingSession) -> Result<()> {
@@ -525,6 +528,16 @@ impl LedgerStore for SqlStore {
 
 const PAYMENT_COLUMNS: &str = "request_id, payer, amount, quote, model, app, gateway, method, reference, status, \
      input_hash, output_hash, reason, escrow_tx, settle_tx, created_at, settled_at";
+
+fn app_row(r: &AnyRow) -> Result<App> {
+    Ok(App {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        owner: parse_address(&r.try_get::<String, _>("owner")?)?,
+        markup: amount(r, "markup")?,
+        created_at_ms: r.try_get("created_at")?,
+    })
+}
 
 fn payment_from_row(r: &AnyRow) -> Result<PaymentRecord> {
     Ok(PaymentRecord {

@@ -18,7 +18,7 @@ use verinet_payments::{
 };
 use verinet_primitives::{
     Address, TensorMap, tensors_hash,
-    wire::{AccountInfo, AppRegistration, InferRequest},
+    wire::{AccountInfo, AppRegistration, InferRequest, TransferRequest},
 };
 use verinet_runtime::test_utils::parse_reference;
 
@@ -374,6 +374,53 @@ async fn apps_add_their_markup_and_earn_it() {
     r.app = Some("app-nope".into());
     let unknown = n.client.infer_paid(&r, &payer).await.unwrap_err();
     assert!(matches!(unknown, ClientError::Api { status: 404, ref code, .. } if code == "unknown_app"), "{unknown}");
+}
+
+fn transfer_req(from: &PrivateKeySigner, to: Address, amount: u128, nonce: &str) -> TransferRequest {
+    let mut t = TransferRequest { from: from.address(), to, amount: amount.to_string(), nonce: nonce.into(), timestamp: now(), signature: String::new() };
+    t.signature = format!("0x{}", hex::encode(from.sign_message_sync(t.message().as_bytes()).unwrap().as_bytes()));
+    t
+}
+
+#[tokio::test]
+async fn transfers_move_available_once_and_apps_list_by_owner() {
+    let n = TestNode::start_with(|_| {}).await;
+    let code = |e: ClientError| match e {
+        ClientError::Api { status, code, .. } => (status, code),
+        other => panic!("{other}"),
+    };
+    let alice = funded(&n.client, 1_000).await;
+    let bob = PrivateKeySigner::random().address();
+    let t = transfer_req(&alice, bob, 300, "n-1");
+    let done = n.client.send_transfer(&t).await.unwrap();
+    assert_eq!((done.amount.as_str(), done.account.balance.as_str()), ("300", "700"));
+    assert_eq!(n.client.account(bob).await.unwrap().balance, "300");
+    // The same signed request again: applied once, on any gateway sharing the ledger.
+    assert_eq!(code(n.client.send_transfer(&t).await.unwrap_err()), (409, "nonce_used".into()));
+    // More than is available: nothing moves.
+    assert_eq!(code(n.client.transfer(&alice, bob, 701).await.unwrap_err()), (402, "insufficient_funds".into()));
+    // Someone else's signature, a changed amount, zero, to oneself: refused.
+    let mut forged = transfer_req(&PrivateKeySigner::random(), bob, 1, "n-2");
+    forged.from = alice.address();
+    assert_eq!(code(n.client.send_transfer(&forged).await.unwrap_err()), (401, "bad_signature".into()));
+    let mut raised = transfer_req(&alice, bob, 1, "n-3");
+    raised.amount = "600".into();
+    assert_eq!(code(n.client.send_transfer(&raised).await.unwrap_err()), (401, "bad_signature".into()));
+    assert_eq!(code(n.client.send_transfer(&transfer_req(&alice, bob, 0, "n-4")).await.unwrap_err()).1, "invalid_amount");
+    assert_eq!(code(n.client.send_transfer(&transfer_req(&alice, alice.address(), 1, "n-5")).await.unwrap_err()).1, "invalid_parameter");
+    assert_eq!(n.client.account(alice.address()).await.unwrap().balance, "700");
+    assert_eq!(n.client.account(bob).await.unwrap().balance, "300");
+    let audit: Value = reqwest::get(format!("{}/v1/ledger/audit", n.node.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(audit["holds"], true, "{audit}");
+
+    // An owner's apps, newest first; `owner` is required.
+    let first = n.client.register_app(&register("one", &alice, 0)).await.unwrap();
+    let second = n.client.register_app(&register("two", &alice, 5)).await.unwrap();
+    let listed = n.client.apps(alice.address()).await.unwrap();
+    assert_eq!(listed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [second.id.as_str(), first.id.as_str()]);
+    assert!(n.client.apps(bob).await.unwrap().is_empty());
+    let r = reqwest::get(format!("{}/v1/apps", n.node.url())).await.unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 pub(crate) fn cap(payer: &PrivateKeySigner, max_total: u128, models: &[&str], expiry: u64) -> SpendingCap {
