@@ -30,6 +30,23 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
+/// An EIP-191 `signature` over `message` made within [`MAX_SKEW_SECS`] of now by `signer`
+/// (the request's `role`: owner, sender).
+fn check_signed(message: &str, signature: &str, timestamp: u64, signer: Address, role: &str) -> Result<(), ApiError> {
+    let now = unix_now();
+    if timestamp.abs_diff(now) > MAX_SKEW_SECS {
+        return Err(ApiError::StaleSignature(format!(
+            "timestamp {timestamp} is more than {MAX_SKEW_SECS} s from the node's clock ({now})"
+        )));
+    }
+    let sig = verinet_payments::recover(signature, alloy_primitives::eip191_hash_message(message))
+        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
+    if sig != signer {
+        return Err(ApiError::BadSignature(format!("signed by {sig}, not by {role} {signer}")));
+    }
+    Ok(())
+}
+
 fn amount(s: &str, what: &str) -> Result<u128, ApiError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::InvalidAmount(format!("{what} {s:?} is not a base-unit integer")));
@@ -97,18 +114,7 @@ pub(crate) async fn register_app(
     let req: AppRegistration = parse(body)?;
     validate_model_name(&req.name).map_err(|e| ApiError::InvalidParameter(format!("app name: {e}")))?;
     let markup = amount(&req.markup, "markup")?;
-    let now = unix_now();
-    if req.timestamp.abs_diff(now) > MAX_SKEW_SECS {
-        return Err(ApiError::StaleSignature(format!(
-            "timestamp {} is more than {MAX_SKEW_SECS} s from the node's clock ({now})",
-            req.timestamp
-        )));
-    }
-    let sig = verinet_payments::recover(&req.signature, alloy_primitives::eip191_hash_message(req.message()))
-        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
-    if sig != req.owner {
-        return Err(ApiError::BadSignature(format!("signed by {sig}, not by owner {}", req.owner)));
-    }
+    check_signed(&req.message(), &req.signature, req.timestamp, req.owner, "owner")?;
     let app = App { id: req.app_id(), name: req.name, owner: req.owner, markup, created_at_ms: verinet_primitives::unix_ms() };
     st.ledger.store().insert_app(&app).await?;
     info!(id = %app.id, owner = %app.owner, "app registered");
@@ -155,18 +161,7 @@ pub(crate) async fn transfer(State(st): State<AppState>, body: Result<Bytes, Byt
     if req.from == req.to {
         return Err(ApiError::InvalidParameter(format!("a transfer from {} to itself", req.from)));
     }
-    let now = unix_now();
-    if req.timestamp.abs_diff(now) > MAX_SKEW_SECS {
-        return Err(ApiError::StaleSignature(format!(
-            "timestamp {} is more than {MAX_SKEW_SECS} s from the node's clock ({now})",
-            req.timestamp
-        )));
-    }
-    let sig = verinet_payments::recover(&req.signature, alloy_primitives::eip191_hash_message(req.message()))
-        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
-    if sig != req.from {
-        return Err(ApiError::BadSignature(format!("signed by {sig}, not by sender {}", req.from)));
-    }
+    check_signed(&req.message(), &req.signature, req.timestamp, req.from, "sender")?;
     let tx = st.ledger.send(req.from, req.to, value, &req.nonce).await?;
     info!(from = %req.from, to = %req.to, amount = value, "transfer");
     Ok(Json(TransferInfo {
