@@ -308,26 +308,23 @@ impl Ledger {
     /// Moves `amount` from `from` to `to` claiming `nonce` (x402 facilitator settle).
     pub async fn transfer(&self, from: Address, to: Address, amount: u128, nonce: &str) -> Result<String> {
         let a = positive(amount, "amount")?;
-        let mut t = tx(
-            TxKind::Transfer,
-            vec![Posting::new(from, Bucket::Available, -a), Posting::earned(to, Role::Payee, a)],
-            format!("x402 settle {amount} from {from} to {to}"),
-        );
-        t.nonce = Some(NonceClaim { payer: from, nonce: nonce.to_owned() });
-        self.store.commit(&t).await?;
-        Ok(t.id)
+        let credit = Posting::earned(to, Role::Payee, a);
+        self.transfer_once(from, credit, format!("x402 settle {amount} from {from} to {to}"), nonce.to_owned()).await
     }
 
     /// `from`'s own transfer of `amount` available to `to` (`POST /v1/transfers`), claiming
     /// `from`'s `nonce` with it so a signed request is applied once, on any gateway.
     pub async fn send(&self, from: Address, to: Address, amount: u128, nonce: &str) -> Result<String> {
         let a = positive(amount, "amount")?;
-        let mut t = tx(
-            TxKind::Transfer,
-            vec![Posting::new(from, Bucket::Available, -a), Posting::new(to, Bucket::Available, a)],
-            format!("transfer {amount} from {from} to {to}"),
-        );
-        t.nonce = Some(NonceClaim { payer: from, nonce: format!("transfer:{nonce}") });
+        let credit = Posting::new(to, Bucket::Available, a);
+        self.transfer_once(from, credit, format!("transfer {amount} from {from} to {to}"), format!("transfer:{nonce}")).await
+    }
+
+    /// Moves `credit`'s amount out of `from`'s available balance into `credit`, claiming
+    /// `from`'s `nonce` in the same transaction.
+    async fn transfer_once(&self, from: Address, credit: Posting, description: String, nonce: String) -> Result<String> {
+        let mut t = tx(TxKind::Transfer, vec![Posting::new(from, Bucket::Available, -credit.delta), credit], description);
+        t.nonce = Some(NonceClaim { payer: from, nonce });
         self.store.commit(&t).await?;
         Ok(t.id)
     }

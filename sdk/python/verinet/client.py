@@ -3,6 +3,7 @@ sessions, publishing, the faucet, balances, receipts and inclusion proofs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -567,29 +568,17 @@ class Client:
         if kind is not None:
             meta["kind"] = kind
         meta_json = json.dumps(meta)
-        timeout = httpx.Timeout(self.upload_timeout)
-        if data is not None:
+        # The bytes given, or the file streamed (never read whole).
+        with contextlib.nullcontext(data) if data is not None else open(path, "rb") as model:
             return self._json(
                 self._send(
                     "POST",
                     "/v1/models",
                     files=[
                         ("metadata", (None, meta_json, "application/json")),
-                        ("model", ("model.onnx", data, "application/octet-stream")),
+                        ("model", ("model.onnx", model, "application/octet-stream")),
                     ],
-                    timeout=timeout,
-                )
-            )
-        with open(path, "rb") as f:
-            return self._json(
-                self._send(
-                    "POST",
-                    "/v1/models",
-                    files=[
-                        ("metadata", (None, meta_json, "application/json")),
-                        ("model", ("model.onnx", f, "application/octet-stream")),
-                    ],
-                    timeout=timeout,
+                    timeout=httpx.Timeout(self.upload_timeout),
                 )
             )
 

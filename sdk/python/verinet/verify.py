@@ -103,6 +103,15 @@ def _same_hex(a: Any, b: Any) -> bool:
     return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
 
 
+def _check_tensors_hash(res: "VerifyResult", name: str, tensors: Mapping, signed: Any, unreadable: str) -> None:
+    """Recomputes the canonical hash of ``tensors`` and records whether it is the ``signed`` one."""
+    try:
+        got = _hex32(tensors_hash(tensors))
+        res._add(name, _same_hex(got, signed), f"recomputed {got}, signed {signed}")
+    except Exception as e:  # noqa: BLE001
+        res._add(name, False, f"{unreadable}: {e}")
+
+
 def _same_address(a: Any, b: Any) -> bool:
     try:
         return to_checksum_address(a) == to_checksum_address(b)
@@ -202,22 +211,14 @@ def verify(
     if not isinstance(outputs, Mapping) or not outputs:
         outputs = doc.get("outputs")
     if isinstance(outputs, Mapping):
-        try:
-            got = _hex32(tensors_hash(outputs))
-            res._add("output_hash", _same_hex(got, body.get("output_hash")), f"recomputed {got}, signed {body.get('output_hash')}")
-        except Exception as e:  # noqa: BLE001
-            res._add("output_hash", False, f"outputs do not decode: {e}")
+        _check_tensors_hash(res, "output_hash", outputs, body.get("output_hash"), "outputs do not decode")
     else:
         res._add("output_hash", False, "the response has no outputs")
 
     if inputs is None:
         inputs = getattr(response_or_receipt, "inputs", None)
     if isinstance(inputs, Mapping) and inputs:
-        try:
-            got = _hex32(tensors_hash(inputs))
-            res._add("input_hash", _same_hex(got, body.get("input_hash")), f"recomputed {got}, signed {body.get('input_hash')}")
-        except Exception as e:  # noqa: BLE001
-            res._add("input_hash", False, f"inputs do not encode: {e}")
+        _check_tensors_hash(res, "input_hash", inputs, body.get("input_hash"), "inputs do not encode")
     else:
         res.not_checked.append("input_hash (the response does not carry its inputs; pass inputs=)")
 
