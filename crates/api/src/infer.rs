@@ -181,7 +181,12 @@ async fn serve(
             (result, settled)
         }
     };
-    let (result, settled) = tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?;
+    let (result, settled) = if escrow.is_some() {
+        tokio::spawn(settle).await.map_err(|e| ApiError::Internal(format!("settlement task: {e}")))?
+    } else {
+        // Free: no escrow to leave half-settled, so no task of its own.
+        settle.await
+    };
     let executed = result?;
     let captured = settled?;
     ev.executor = Some(executed.executor.address());

@@ -379,6 +379,10 @@ pub struct RuntimeSection {
     pub max_plan_expansion: usize,
     /// See `max_plan_expansion`, MiB.
     pub plan_slack_mib: usize,
+    /// A run predicted (from the model's earlier runs) to compute for less than this many
+    /// microseconds runs on the async thread that took the request instead of a blocking
+    /// thread; 0 hands every run off.
+    pub inline_below_us: u64,
 }
 
 impl Default for RuntimeSection {
@@ -394,6 +398,7 @@ impl Default for RuntimeSection {
             max_input_elements: d.max_input_elements,
             max_plan_expansion: d.max_plan_expansion,
             plan_slack_mib: d.plan_slack_bytes >> 20,
+            inline_below_us: d.inline_below.as_micros() as u64,
         }
     }
 }

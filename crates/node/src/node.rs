@@ -346,6 +346,7 @@ pub(crate) fn runtime(config: &Config) -> Result<(Arc<Runtime>, RuntimeConfig)> 
         max_input_elements: rt.max_input_elements,
         max_plan_expansion: rt.max_plan_expansion.max(1),
         plan_slack_bytes: rt.plan_slack_mib << 20,
+        inline_below: Duration::from_micros(rt.inline_below_us),
     };
     Ok((Arc::new(Runtime::new(backend(config, &config.runtime.backend)?, runtime_config.clone())), runtime_config))
 }

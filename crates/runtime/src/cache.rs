@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use verinet_primitives::ModelId;
 
@@ -22,6 +24,36 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+/// A compiled plan as the cache keeps it, with what its runs have cost: a moving average of the
+/// compute time per input element, from which the runtime predicts the next run's.
+pub(crate) struct CachedPlan {
+    pub(crate) plan: Arc<dyn Plan>,
+    /// f64 bits of nanoseconds per input element; 0 until a run has been timed.
+    ns_per_element: AtomicU64,
+}
+
+impl CachedPlan {
+    pub(crate) fn new(plan: Arc<dyn Plan>) -> Self {
+        Self { plan, ns_per_element: AtomicU64::new(0) }
+    }
+
+    /// The compute time a run over `elements` input elements is expected to take; `None`
+    /// before the first run has been timed.
+    pub(crate) fn predicted(&self, elements: usize) -> Option<Duration> {
+        let per = f64::from_bits(self.ns_per_element.load(Ordering::Relaxed));
+        (per > 0.0).then(|| Duration::from_nanos((per * elements.max(1) as f64) as u64))
+    }
+
+    /// Folds a timed run into the average (a quarter weight for the newest; racing updates
+    /// may lose one, which only delays the average).
+    pub(crate) fn timed(&self, elements: usize, compute: Duration) {
+        let now = (compute.as_nanos() as f64 / elements.max(1) as f64).max(f64::MIN_POSITIVE);
+        let old = f64::from_bits(self.ns_per_element.load(Ordering::Relaxed));
+        let new = if old > 0.0 { 0.75 * old + 0.25 * now } else { now };
+        self.ns_per_element.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
 /// A memory-weighted LRU. Few entries (one per hot model), so plain maps are enough: `order`
 /// maps each entry's last use to its id, the first key is the next to go.
 pub(crate) struct PlanCache {
@@ -33,7 +65,7 @@ pub(crate) struct PlanCache {
 }
 
 struct Entry {
-    plan: Arc<dyn Plan>,
+    plan: Arc<CachedPlan>,
     bytes: usize,
     last_use: u64,
 }
@@ -45,7 +77,7 @@ impl PlanCache {
     }
 
     /// The plan for `id`, now the most recently used; counts a hit or a miss.
-    pub(crate) fn get(&mut self, id: &ModelId) -> Option<Arc<dyn Plan>> {
+    pub(crate) fn get(&mut self, id: &ModelId) -> Option<Arc<CachedPlan>> {
         self.clock += 1;
         let Some(entry) = self.entries.get_mut(id) else {
             self.stats.misses += 1;
@@ -57,7 +89,7 @@ impl PlanCache {
         self.stats.hits += 1;
         let plan = entry.plan.clone();
         // Plans may grow as they are used (tract keeps shape-specialised plans): re-weigh.
-        let bytes = plan.memory_bytes();
+        let bytes = plan.plan.memory_bytes();
         self.stats.bytes = self.stats.bytes - entry.bytes + bytes;
         entry.bytes = bytes;
         self.evict_over(self.budget, Some(id));
@@ -67,8 +99,8 @@ impl PlanCache {
     /// Keeps `plan` under `id`, evicting the least recently used plans to make room. A plan larger
     /// than the whole budget is not kept (it serves the request that compiled it); returns whether
     /// it was kept.
-    pub(crate) fn insert(&mut self, id: ModelId, plan: Arc<dyn Plan>) -> bool {
-        let bytes = plan.memory_bytes();
+    pub(crate) fn insert(&mut self, id: ModelId, plan: Arc<CachedPlan>) -> bool {
+        let bytes = plan.plan.memory_bytes();
         if bytes > self.budget {
             tracing::warn!(model = %id, bytes, budget = self.budget, "plan larger than the whole cache; not kept");
             return false;
@@ -134,8 +166,8 @@ mod tests {
         }
     }
 
-    fn plan(bytes: usize) -> Arc<dyn Plan> {
-        Arc::new(Sized(bytes.into(), IoSignature::default()))
+    fn plan(bytes: usize) -> Arc<CachedPlan> {
+        Arc::new(CachedPlan::new(Arc::new(Sized(bytes.into(), IoSignature::default()))))
     }
 
     fn id(n: u8) -> ModelId {
@@ -172,10 +204,23 @@ mod tests {
         let mut c = PlanCache::new(100);
         let growing = Arc::new(Sized(30.into(), IoSignature::default()));
         c.insert(id(1), plan(40));
-        c.insert(id(2), growing.clone());
+        c.insert(id(2), Arc::new(CachedPlan::new(growing.clone())));
         growing.0.store(70, std::sync::atomic::Ordering::Relaxed);
         assert!(c.get(&id(2)).is_some());
         assert_eq!((c.stats().entries, c.stats().bytes, c.stats().evictions), (1, 70, 1), "the other plan made room");
         assert!(c.get(&id(1)).is_none());
+    }
+
+    #[test]
+    fn a_run_is_predicted_from_the_average_cost_per_element() {
+        let p = plan(1);
+        assert_eq!(p.predicted(64), None, "nothing timed yet");
+        p.timed(64, Duration::from_micros(64));
+        assert_eq!(p.predicted(64), Some(Duration::from_micros(64)));
+        assert_eq!(p.predicted(6400), Some(Duration::from_micros(6400)), "a bigger batch costs more");
+        p.timed(64, Duration::from_micros(320));
+        assert_eq!(p.predicted(64), Some(Duration::from_micros(128)), "a quarter of the newest run");
+        p.timed(0, Duration::ZERO);
+        assert_eq!(p.predicted(64), Some(Duration::from_micros(96)), "an empty run counts as a free one");
     }
 }

@@ -11,8 +11,8 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::{Instrument, debug};
 use verinet_primitives::{IoSignature, ModelId, TensorMap};
 
-use crate::cache::{CacheStats, PlanCache};
-use crate::{InferenceBackend, Plan, Result, RuntimeError, graph};
+use crate::cache::{CacheStats, CachedPlan, PlanCache};
+use crate::{InferenceBackend, Result, RuntimeError, graph};
 
 /// Limits of a [`Runtime`].
 #[derive(Clone, Debug)]
@@ -26,7 +26,7 @@ pub struct RuntimeConfig {
     /// Per request, waiting for a slot plus computing; loading and compiling a model on a cache
     /// miss is not counted. Default: 30 s.
     pub timeout: Duration,
-    /// Budget of the plan cache in bytes, weighed by [`Plan::memory_bytes`]. Default: 2 GiB.
+    /// Budget of the plan cache in bytes, weighed by [`crate::Plan::memory_bytes`]. Default: 2 GiB.
     pub cache_bytes: usize,
     /// Most elements a request's inputs may hold in total. Default: 16 Mi.
     pub max_input_elements: usize,
@@ -38,6 +38,12 @@ pub struct RuntimeConfig {
     pub max_plan_expansion: usize,
     /// See [`RuntimeConfig::max_plan_expansion`]. Default: 64 MiB.
     pub plan_slack_bytes: usize,
+    /// A run predicted to compute for less than this (from the model's earlier runs, scaled by
+    /// input size) runs on the calling async thread instead of being handed to a blocking
+    /// thread: for a model of tens of microseconds the hand-off and the wake-up back cost more
+    /// than the model. Still within the concurrency cap. Zero hands every run off. Default:
+    /// 100 µs.
+    pub inline_below: Duration,
 }
 
 impl RuntimeConfig {
@@ -57,6 +63,7 @@ impl Default for RuntimeConfig {
             max_input_elements: 16 << 20,
             max_plan_expansion: 16,
             plan_slack_bytes: 64 << 20,
+            inline_below: Duration::from_micros(100),
         }
     }
 }
@@ -106,7 +113,7 @@ struct State {
     cache: PlanCache,
     /// Models being fetched and compiled; waiters share the cell. The first caller to see the
     /// plan moves it into the cache.
-    compiling: HashMap<ModelId, Arc<OnceCell<Arc<dyn Plan>>>>,
+    compiling: HashMap<ModelId, Arc<OnceCell<Arc<CachedPlan>>>>,
 }
 
 impl Runtime {
@@ -144,7 +151,7 @@ impl Runtime {
     {
         let span = tracing::info_span!("runtime.inspect", model = %id);
         let plan = self.plan(id, || async move { Ok(onnx) }).instrument(span).await?;
-        Ok(plan.signature().clone())
+        Ok(plan.plan.signature().clone())
     }
 
     /// Runs `inputs` on model `id`.
@@ -168,7 +175,7 @@ impl Runtime {
             let started = Instant::now();
             let plan = self.plan(id, load).await?;
             let load = started.elapsed();
-            plan.signature().check_inputs(&inputs, self.shared.config.max_input_elements)?;
+            plan.plan.signature().check_inputs(&inputs, self.shared.config.max_input_elements)?;
             let (outputs, queue, compute) = self.execute(plan, inputs).await?;
             debug!(?load, ?queue, ?compute, "run done");
             Ok(RunOutput { outputs, timings: Timings { load, queue, compute } })
@@ -194,7 +201,7 @@ impl Runtime {
 
     /// The cached plan for `id`, or one compiled from `load()`'s bytes, shared with concurrent
     /// callers for the same id.
-    async fn plan<F, Fut, B>(&self, id: ModelId, load: F) -> Result<Arc<dyn Plan>>
+    async fn plan<F, Fut, B>(&self, id: ModelId, load: F) -> Result<Arc<CachedPlan>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<B>>,
@@ -225,7 +232,7 @@ impl Runtime {
         result
     }
 
-    async fn compile<B>(&self, onnx: B) -> Result<Arc<dyn Plan>>
+    async fn compile<B>(&self, onnx: B) -> Result<Arc<CachedPlan>>
     where
         B: AsRef<[u8]> + Send + 'static,
     {
@@ -251,11 +258,12 @@ impl Runtime {
                 self.shared.config.plan_slack_bytes >> 20,
             )));
         }
-        Ok(plan)
+        Ok(Arc::new(CachedPlan::new(plan)))
     }
 
-    /// Queues for a slot and runs on the blocking pool; returns outputs, queue and compute time.
-    async fn execute(&self, plan: Arc<dyn Plan>, inputs: TensorMap) -> Result<(TensorMap, Duration, Duration)> {
+    /// Queues for a slot and runs, on the calling thread if the run is predicted to be short,
+    /// else on the blocking pool; returns outputs, queue and compute time.
+    async fn execute(&self, plan: Arc<CachedPlan>, inputs: TensorMap) -> Result<(TensorMap, Duration, Duration)> {
         let timeout = self.shared.config.timeout;
         let entered = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -263,13 +271,22 @@ impl Runtime {
         if tokio::time::Instant::now() >= deadline {
             return Err(RuntimeError::Timeout(timeout));
         }
-        let task = tokio::task::spawn_blocking(move || {
+        let elements: usize = inputs.values().map(|t| t.len()).sum();
+        let inline = plan.predicted(elements).is_some_and(|d| d < self.shared.config.inline_below);
+        let run = move || {
             // Dropped when the run really ends, even if the caller has given up on it.
             let _permit: OwnedSemaphorePermit = permit;
             let started = Instant::now();
-            let outputs = graph::guard(|| plan.run(&inputs), RuntimeError::Execution);
-            (outputs, started.duration_since(entered), started.elapsed())
-        });
+            let outputs = graph::guard(|| plan.plan.run(&inputs), RuntimeError::Execution);
+            let compute = started.elapsed();
+            plan.timed(elements, compute);
+            (outputs, started.duration_since(entered), compute)
+        };
+        if inline {
+            let (outputs, queue, compute) = run();
+            return Ok((outputs?, queue, compute));
+        }
+        let task = tokio::task::spawn_blocking(run);
         match tokio::time::timeout_at(deadline, task).await {
             Err(_) => Err(RuntimeError::Timeout(timeout)),
             Ok(Err(e)) => Err(RuntimeError::Execution(format!("inference task failed: {e}"))),
