@@ -801,7 +801,6 @@ impl GenContext {
                 return Err(ApiError::Internal(format!("signing a cut stream's receipt: {e}")));
             }
         };
-        self.st.receipts.record(&receipt);
         ev.completion_tokens = ids.len() as u64;
         self.st.hub.record_call(&self.model, true);
         // What the client was sent, kept as a completion for a retry to find.
@@ -815,7 +814,16 @@ impl GenContext {
         };
         let check = verification::check("unchecked", vec![], vec![]);
         let render = |c: &Capture| Ok(self.completion_body(&cut, self.proof(&cut, Some(c), check, first_token_ms))?.to_string());
-        self.capture(ids.len(), &receipt, executor, " (the client closed the stream)", ev, render).await.map(|_| ())
+        let captured = self.capture(ids.len(), &receipt, executor, " (the client closed the stream)", ev, render).await;
+        self.queue_unless_stored(&receipt, &captured);
+        captured.map(|_| ())
+    }
+
+    /// Queues `receipt` for sealing unless `captured` committed it with the capture.
+    fn queue_unless_stored<T>(&self, receipt: &verinet_primitives::wire::SignedReceipt, captured: &Result<Option<T>, ApiError>) {
+        if !matches!(captured, Ok(Some(_))) {
+            self.st.receipts.record(receipt);
+        }
     }
 
     /// Captures from the escrow the price of the prompt and `completion` tokens under
@@ -943,7 +951,6 @@ impl GenContext {
             self.refund(&why).await;
             return Err(ApiError::WorkersFailed { attempts: 1, last: format!("the worker's receipt does not match its answer: {why}") });
         }
-        self.st.receipts.record(&done.receipt);
         ev.completion_tokens = done.output_ids.len() as u64;
         ev.executor = Some(executor.address());
         let check = match decided {
@@ -953,12 +960,15 @@ impl GenContext {
         ev.disputed = check.disputed.clone();
         ev.check = Some(check.status.clone());
         if check.status == "disputed" {
+            self.st.receipts.record(&done.receipt);
             self.refund("a validator refuted the completion").await;
             return Ok(Settled { capture: None, check, answer: None });
         }
         self.st.hub.record_call(&self.model, true);
         let render = |c: &Capture| Ok(self.completion_body(done, self.proof(done, Some(c), check.clone(), first_token_ms))?.to_string());
-        let captured = self.capture(done.output_ids.len(), &done.receipt, executor, "", ev, render).await?;
+        let captured = self.capture(done.output_ids.len(), &done.receipt, executor, "", ev, render).await;
+        self.queue_unless_stored(&done.receipt, &captured);
+        let captured = captured?;
         let (capture, answer) = captured.map_or((None, None), |(c, a)| (Some(c), Some(a)));
         Ok(Settled { capture, check, answer })
     }

@@ -20,7 +20,7 @@ fn receipt_from_row(r: &AnyRow) -> Result<ReceiptRecord> {
     })
 }
 
-/// Receipts per INSERT (5 binds each) and ids per sealing UPDATE: under every backend's
+/// Receipts per INSERT (6 binds each) and ids per sealing UPDATE: under every backend's
 /// parameter limit (SQLite 32766, PostgreSQL 65535).
 const ROWS_PER_STATEMENT: usize = 200;
 const IDS_PER_STATEMENT: usize = 500;
@@ -40,27 +40,34 @@ pub(crate) async fn insert_receipt(db: &mut sqlx::AnyConnection, r: &ReceiptReco
     Ok(())
 }
 
+/// Inserts `receipts` in statements of many rows, sealed in `batch` or unsealed; a request id
+/// stored before is left as it was. Returns how many were inserted.
+async fn insert_many(tx: &mut sqlx::Transaction<'_, sqlx::Any>, receipts: &[ReceiptRecord], batch: Option<&str>) -> Result<u64> {
+    let mut inserted = 0;
+    // Many rows per statement: one round trip to the database per chunk, not per receipt.
+    for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| i * 6)
+            .map(|b| format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6))
+            .collect();
+        let sql = format!(
+            "INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q.bind(&r.request_id).bind(address_text(&r.node)).bind(&r.digest).bind(&r.body).bind(batch).bind(r.created_at_ms);
+        }
+        inserted += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
 #[async_trait]
 impl ReceiptStore for SqlStore {
     async fn insert_receipts(&self, receipts: &[ReceiptRecord]) -> Result<()> {
-        // Many rows per statement: one round trip to the database per chunk, not per receipt.
         let mut tx = self.pool.begin().await?;
-        for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| i * 5)
-                .map(|b| format!("(${}, ${}, ${}, ${}, NULL, ${})", b + 1, b + 2, b + 3, b + 4, b + 5))
-                .collect();
-            let sql = format!(
-                "INSERT INTO receipts (request_id, node, digest, body, batch_id, created_at) VALUES {} \
-                 ON CONFLICT (request_id) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q.bind(&r.request_id).bind(address_text(&r.node)).bind(&r.digest).bind(&r.body).bind(r.created_at_ms);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        insert_many(&mut tx, receipts, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -84,11 +91,16 @@ impl ReceiptStore for SqlStore {
         rows.iter().map(receipt_from_row).collect()
     }
 
-    async fn seal_batch(&self, batch: &BatchRecord, request_ids: &[String]) -> Result<()> {
+    async fn seal_batch(&self, batch: &BatchRecord, fresh: &[ReceiptRecord], stored_ids: &[String]) -> Result<()> {
         let size = i64::try_from(batch.size).map_err(|_| StoreError::Invalid("batch size out of range".into()))?;
-        if batch.size != request_ids.len() as u64 {
-            return Err(StoreError::Invalid(format!("batch of {} names {} receipts", batch.size, request_ids.len())));
+        if batch.size != (fresh.len() + stored_ids.len()) as u64 {
+            return Err(StoreError::Invalid(format!(
+                "batch of {} names {} receipts",
+                batch.size,
+                fresh.len() + stored_ids.len()
+            )));
         }
+        // Dropping the transaction on an error rolls it back: nothing of this batch is written.
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO receipt_batches (id, node, root, size, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -101,7 +113,14 @@ impl ReceiptStore for SqlStore {
         .bind(batch.created_at_ms)
         .execute(&mut *tx)
         .await?;
-        for chunk in request_ids.chunks(IDS_PER_STATEMENT) {
+        let inserted = insert_many(&mut tx, fresh, Some(&batch.id)).await?;
+        if inserted != fresh.len() as u64 {
+            return Err(StoreError::Invalid(format!(
+                "{} of the batch's new receipts are stored already or named twice",
+                fresh.len() as u64 - inserted
+            )));
+        }
+        for chunk in stored_ids.chunks(IDS_PER_STATEMENT) {
             let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql =
                 format!("UPDATE receipts SET batch_id = $1 WHERE batch_id IS NULL AND request_id IN ({})", ids.join(", "));
@@ -111,9 +130,8 @@ impl ReceiptStore for SqlStore {
             }
             let done = q.execute(&mut *tx).await?;
             if done.rows_affected() != chunk.len() as u64 {
-                // Dropping the transaction rolls it back: nothing of this batch is written.
                 return Err(StoreError::Invalid(format!(
-                    "{} of the batch's receipts are unknown, already sealed or named twice",
+                    "{} of the batch's stored receipts are unknown, already sealed or named twice",
                     chunk.len() as u64 - done.rows_affected()
                 )));
             }

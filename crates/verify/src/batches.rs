@@ -1,7 +1,8 @@
 //! Receipt log: receipts buffered off the request path, stored in bulk, sealed into signed
 //! Merkle batches every N receipts or T seconds; inclusion proofs on demand.
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 use verinet_primitives::wire::SignedReceipt;
-use verinet_store::{BatchRecord, PendingWrites, ReceiptRecord, ReceiptStore};
+use verinet_store::{BatchRecord, ReceiptRecord, ReceiptStore, StoreError};
 
 use crate::{VerifyError, merkle::MerkleTree, receipt_domain};
 
@@ -123,20 +124,28 @@ pub fn batch_hash(root: B256, size: u64, timestamp: u64, chain_id: u64) -> B256 
 }
 
 
-/// Buffers this node's receipts, stores them, seals them into batches, serves proofs.
+/// Buffers this node's receipts, seals them into batches, stores them, serves proofs.
+///
+/// A receipt queued here ([`ReceiptLog::record`]) waits in memory and is written once, already
+/// sealed: its batch is built from memory, so the database never reads it back or updates it.
+/// Receipts committed with a capture (the ledger stores those, unsealed) are sealed from the
+/// store in the same batches.
 pub struct ReceiptLog {
     store: Arc<dyn ReceiptStore>,
     key: Arc<PrivateKeySigner>,
     chain_id: u64,
     config: BatchConfig,
-    pending: PendingWrites<ReceiptRecord>,
+    pending: Mutex<VecDeque<ReceiptRecord>>,
+    /// Held while a seal writes: the receipts it took from memory are in neither place until
+    /// it is done, so a reader waits for it.
+    sealing: tokio::sync::Mutex<()>,
     wake: Notify,
 }
 
 impl ReceiptLog {
     /// A log for receipts signed by `key` in `chain_id`'s domain.
     pub fn new(store: Arc<dyn ReceiptStore>, key: Arc<PrivateKeySigner>, chain_id: u64, config: BatchConfig) -> Self {
-        Self { store, key, chain_id, config, pending: PendingWrites::default(), wake: Notify::new() }
+        Self { store, key, chain_id, config, pending: Mutex::default(), sealing: tokio::sync::Mutex::new(()), wake: Notify::new() }
     }
 
     /// The store below (disputes are recorded there too).
@@ -160,33 +169,66 @@ impl ReceiptLog {
     /// Queues a signed receipt (never waits on the database).
     pub fn record(&self, r: &SignedReceipt) {
         let record = self.record_of(r);
-        if self.pending.push(record) >= self.config.max_receipts as usize {
+        let waiting = {
+            let mut pending = self.pending();
+            pending.push_back(record);
+            pending.len()
+        };
+        if waiting >= self.config.max_receipts as usize {
             self.wake.notify_one();
         }
     }
 
-    /// Writes the buffered receipts.
-    pub async fn flush(&self) -> Result<(), VerifyError> {
-        let store = &self.store;
-        self.pending
-            .flush(|batch| async move { store.insert_receipts(&batch).await.map_err(|e| (batch, VerifyError::from(e))) })
-            .await
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<ReceiptRecord>> {
+        // Plain data, never left half-changed by a panic.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Flushes, then seals up to `max_receipts` pending receipts into one signed batch.
+    /// Seals up to `max_receipts` waiting receipts, those queued here first, then those stored
+    /// unsealed with a capture, into one signed batch, written in one transaction.
     pub async fn seal(&self) -> Result<Option<BatchInfo>, VerifyError> {
-        self.flush().await?;
-        let pending = self.store.unbatched(self.key.address(), self.config.max_receipts).await?;
-        if pending.is_empty() {
+        let _sealing = self.sealing.lock().await;
+        let max = self.config.max_receipts as usize;
+        let fresh: Vec<ReceiptRecord> = {
+            let mut pending = self.pending();
+            let n = pending.len().min(max);
+            pending.drain(..n).collect()
+        };
+        let stored = match fresh.len() < max {
+            true => match self.store.unbatched(self.key.address(), (max - fresh.len()) as u32).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.put_back(fresh);
+                    return Err(e.into());
+                }
+            },
+            false => Vec::new(),
+        };
+        // A receipt both queued and committed with its capture is sealed once, as stored.
+        let ids: HashSet<&str> = stored.iter().map(|r| r.request_id.as_str()).collect();
+        let fresh: Vec<ReceiptRecord> = fresh.into_iter().filter(|r| !ids.contains(r.request_id.as_str())).collect();
+        if fresh.is_empty() && stored.is_empty() {
             return Ok(None);
         }
-        let digests = pending
+        match self.write_batch(&fresh, &stored).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) => {
+                self.requeue_after(fresh, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds, signs and writes the batch over `fresh` and `stored`.
+    async fn write_batch(&self, fresh: &[ReceiptRecord], stored: &[ReceiptRecord]) -> Result<BatchInfo, VerifyError> {
+        let digests = stored
             .iter()
+            .chain(fresh)
             .map(|r| r.digest.parse::<B256>().map_err(|e| VerifyError::Malformed(format!("digest {}: {e}", r.digest))))
             .collect::<Result<Vec<_>, _>>()?;
         let tree = MerkleTree::of(&digests)?;
         let timestamp = verinet_primitives::unix_ms_u64();
-        let size = pending.len() as u64;
+        let size = digests.len() as u64;
         let hash = batch_hash(tree.root(), size, timestamp, self.chain_id);
         let sig = self.key.sign_hash_sync(&hash).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let info = BatchInfo {
@@ -206,10 +248,37 @@ impl ReceiptLog {
             signature: info.signature.clone(),
             created_at_ms: i64::try_from(timestamp).unwrap_or(i64::MAX),
         };
-        let ids: Vec<String> = pending.into_iter().map(|r| r.request_id).collect();
-        self.store.seal_batch(&record, &ids).await?;
+        let fresh: Vec<ReceiptRecord> = fresh.iter().map(|r| ReceiptRecord { batch_id: Some(info.id.clone()), ..r.clone() }).collect();
+        let ids: Vec<String> = stored.iter().map(|r| r.request_id.clone()).collect();
+        self.store.seal_batch(&record, &fresh, &ids).await?;
         debug!(batch = %info.id, size, root = %info.root, "receipts sealed");
-        Ok(Some(info))
+        Ok(info)
+    }
+
+    /// After a failed seal, queues `fresh` again for the next one, but for receipts the store
+    /// already holds (a refusal of the batch): those are sealed or wait there, and queueing
+    /// them again would refuse every later batch.
+    async fn requeue_after(&self, fresh: Vec<ReceiptRecord>, e: &VerifyError) {
+        let mut keep = Vec::with_capacity(fresh.len());
+        if matches!(e, VerifyError::Store(StoreError::Invalid(_))) {
+            for r in fresh {
+                match self.store.receipt(&r.request_id).await {
+                    Ok(Some(_)) => warn!(request_id = %r.request_id, "a queued receipt was stored already; sealed as stored"),
+                    _ => keep.push(r),
+                }
+            }
+        } else {
+            keep = fresh;
+        }
+        self.put_back(keep);
+    }
+
+    /// Puts receipts taken for a seal back at the head of the queue, in their order.
+    fn put_back(&self, records: Vec<ReceiptRecord>) {
+        let mut pending = self.pending();
+        for r in records.into_iter().rev() {
+            pending.push_front(r);
+        }
     }
 
     /// Seals every `interval`, or sooner when `max_receipts` wait, and prunes what is past the
@@ -264,10 +333,20 @@ impl ReceiptLog {
         Ok(pruned)
     }
 
-    /// A receipt and its status (flushes first, so a just-answered request is found).
+    /// A receipt and its status, a just-answered request's (still queued here) included.
     pub async fn receipt(&self, request_id: &str) -> Result<Option<ReceiptInfo>, VerifyError> {
-        self.flush().await?;
-        let Some(r) = self.store.receipt(request_id).await? else { return Ok(None) };
+        let queued = {
+            // A seal in progress has its receipts in neither place: wait for it.
+            let _sealing = self.sealing.lock().await;
+            self.pending().iter().find(|r| r.request_id == request_id).cloned()
+        };
+        let r = match queued {
+            Some(r) => r,
+            None => match self.store.receipt(request_id).await? {
+                Some(r) => r,
+                None => return Ok(None),
+            },
+        };
         let receipt: SignedReceipt =
             serde_json::from_str(&r.body).map_err(|e| VerifyError::Malformed(format!("stored receipt: {e}")))?;
         let disputes = self.store.request_disputes(request_id).await?;
@@ -293,7 +372,6 @@ impl ReceiptLog {
     /// The inclusion proof of a sealed receipt (its body kept or pruned); `None` if unknown or
     /// still pending.
     pub async fn proof(&self, request_id: &str) -> Result<Option<InclusionProof>, VerifyError> {
-        self.flush().await?;
         let Some((batch_id, digest)) = self.store.sealed_leaf(request_id).await? else { return Ok(None) };
         let digest: B256 = digest.parse().map_err(|e| VerifyError::Malformed(format!("digest {digest}: {e}")))?;
         let batch = self
