@@ -410,3 +410,86 @@ impl ReceiptLog {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use alloy_primitives::{Address, B256};
+    use verinet_store::SqlStore;
+
+    use super::*;
+    use verinet_primitives::wire::ReceiptBody;
+
+    use crate::sign_receipt;
+
+    fn signed(key: &PrivateKeySigner, i: u8) -> SignedReceipt {
+        let body = ReceiptBody {
+            request_id: format!("req-{i:03}"),
+            model_hash: B256::repeat_byte(1),
+            input_hash: B256::repeat_byte(i),
+            output_hash: B256::repeat_byte(3),
+            node: key.address(),
+            mode: "none".into(),
+            price: "0".into(),
+            payer: Address::ZERO,
+            timestamp: 1_764_000_000_000 + u64::from(i),
+            completion: None,
+        };
+        sign_receipt(body, key, 31337).unwrap()
+    }
+
+    async fn log(max_receipts: u32) -> (ReceiptLog, Arc<PrivateKeySigner>) {
+        let store: Arc<dyn ReceiptStore> = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+        let key = Arc::new(PrivateKeySigner::random());
+        let config = BatchConfig { max_receipts, ..BatchConfig::default() };
+        (ReceiptLog::new(store, key.clone(), 31337, config), key)
+    }
+
+    /// Queued receipts are pending (from memory) until a seal writes them sealed; their proofs
+    /// check against the signed root; a full queue seals in batches of at most max_receipts.
+    #[tokio::test]
+    async fn queued_receipts_are_pending_then_sealed_with_proofs() {
+        let (log, key) = log(4).await;
+        let receipts: Vec<SignedReceipt> = (0..6).map(|i| signed(&key, i)).collect();
+        receipts.iter().for_each(|r| log.record(r));
+        let info = log.receipt("req-001").await.unwrap().unwrap();
+        assert_eq!((info.status, info.receipt.digest), (ReceiptStatus::Pending, receipts[1].digest));
+        assert!(log.proof("req-001").await.unwrap().is_none(), "not sealed yet");
+        assert!(log.store().receipt("req-001").await.unwrap().is_none(), "not written before its seal");
+
+        assert_eq!(log.seal().await.unwrap().unwrap().size, 4);
+        assert_eq!(log.seal().await.unwrap().unwrap().size, 2);
+        assert!(log.seal().await.unwrap().is_none());
+        for r in &receipts {
+            let id = &r.receipt.request_id;
+            let info = log.receipt(id).await.unwrap().unwrap();
+            assert_eq!((info.status, &info.receipt), (ReceiptStatus::Final, r));
+            let p = log.proof(id).await.unwrap().unwrap();
+            assert!(crate::merkle::verify(p.batch.root, &r.digest, &p.proof), "{id}");
+        }
+    }
+
+    /// A receipt committed with its capture (stored unsealed) is sealed from the store, once,
+    /// even when it was queued too; one queued but already sealed is dropped from the queue
+    /// rather than refusing every later batch.
+    #[tokio::test]
+    async fn stored_receipts_are_sealed_once() {
+        let (log, key) = log(16).await;
+        let (a, b, c) = (signed(&key, 1), signed(&key, 2), signed(&key, 3));
+        log.store().insert_receipts(&[log.record_of(&a)]).await.unwrap();
+        log.record(&a);
+        log.record(&b);
+        let first = log.seal().await.unwrap().unwrap();
+        assert_eq!(first.size, 2, "a once, as stored, and b");
+        assert_eq!(log.store().batch_digests(&first.id).await.unwrap().len(), 2);
+
+        log.record(&b);
+        log.record(&c);
+        assert!(log.seal().await.is_err(), "b is sealed already");
+        let second = log.seal().await.unwrap().unwrap();
+        assert_eq!(second.size, 1, "c alone");
+        assert_eq!(log.receipt("req-003").await.unwrap().unwrap().batch_id.as_deref(), Some(second.id.as_str()));
+        assert!(log.seal().await.unwrap().is_none());
+    }
+}

@@ -164,3 +164,48 @@ async fn a_graph_that_expands_when_compiled_is_refused() {
     let rt = tract_runtime(RuntimeConfig { plan_slack_bytes: 512 << 20, ..RuntimeConfig::default() });
     rt.inspect(id(&bytes), bytes).await.expect("allowed with more slack");
 }
+
+/// Tract, with every run noting the thread it ran on.
+struct ThreadsBackend(verinet_runtime::TractBackend, std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+struct ThreadsPlan(std::sync::Arc<dyn verinet_runtime::Plan>, std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>);
+
+impl verinet_runtime::InferenceBackend for ThreadsBackend {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+    fn prepare(&self, onnx: &[u8]) -> verinet_runtime::Result<std::sync::Arc<dyn verinet_runtime::Plan>> {
+        Ok(std::sync::Arc::new(ThreadsPlan(self.0.prepare(onnx)?, self.1.clone())))
+    }
+}
+
+impl verinet_runtime::Plan for ThreadsPlan {
+    fn signature(&self) -> &verinet_primitives::IoSignature {
+        self.0.signature()
+    }
+    fn run(&self, inputs: &TensorMap) -> verinet_runtime::Result<TensorMap> {
+        self.1.lock().expect("threads").push(std::thread::current().id());
+        self.0.run(inputs)
+    }
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
+    }
+}
+
+/// A model known to be quick runs on the caller's thread once a run has been timed; the
+/// first run, one predicted slow (a big batch), and every run with `inline_below` zero go to
+/// the blocking pool.
+#[tokio::test]
+async fn quick_runs_stay_on_the_calling_thread() {
+    for (inline_below, want_inline) in [(Duration::from_millis(50), true), (Duration::ZERO, false)] {
+        let threads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let backend = std::sync::Arc::new(ThreadsBackend(verinet_runtime::TractBackend::new(), threads.clone()));
+        let rt = Runtime::new(backend, RuntimeConfig { inline_below, ..RuntimeConfig::default() });
+        for _ in 0..3 {
+            run_digits(&rt, digits_input(1)).await.expect("run");
+        }
+        run_digits(&rt, digits_input(HEAVY_BATCH / 10)).await.expect("big run");
+        let here = std::thread::current().id();
+        let on_caller: Vec<bool> = threads.lock().expect("threads").iter().map(|t| *t == here).collect();
+        assert_eq!(on_caller, [false, want_inline, want_inline, false], "inline_below {inline_below:?}");
+    }
+}
