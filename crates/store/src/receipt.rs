@@ -21,9 +21,9 @@ pub trait ReceiptStore: Send + Sync {
     /// Up to `limit` of `node`'s unbatched receipts, oldest first.
     async fn unbatched(&self, node: Address, limit: u32) -> Result<Vec<ReceiptRecord>>;
 
-    /// Seals `batch` over `fresh` receipts, stored now already sealed (the sealer's own, never
-    /// stored before), and the stored unsealed receipts `stored_ids` (those committed with a
-    /// capture). [`crate::StoreError::Invalid`], and nothing written, if a fresh one is stored
+    /// Seals `batch` over `fresh` receipts, stored now already sealed in `batch` whatever their
+    /// own `batch_id` says (the sealer's own, never stored before), and the stored unsealed
+    /// receipts `stored_ids` (those committed with a capture). [`crate::StoreError::Invalid`], and nothing written, if a fresh one is stored
     /// already or a stored one is unknown or sealed, or the batch's size is not their count.
     async fn seal_batch(&self, batch: &BatchRecord, fresh: &[ReceiptRecord], stored_ids: &[String]) -> Result<()>;
 

@@ -248,9 +248,9 @@ impl ReceiptLog {
             signature: info.signature.clone(),
             created_at_ms: i64::try_from(timestamp).unwrap_or(i64::MAX),
         };
-        let fresh: Vec<ReceiptRecord> = fresh.iter().map(|r| ReceiptRecord { batch_id: Some(info.id.clone()), ..r.clone() }).collect();
+        // The store writes `fresh` sealed in `record` (their own `batch_id` is not read).
         let ids: Vec<String> = stored.iter().map(|r| r.request_id.clone()).collect();
-        self.store.seal_batch(&record, &fresh, &ids).await?;
+        self.store.seal_batch(&record, fresh, &ids).await?;
         debug!(batch = %info.id, size, root = %info.root, "receipts sealed");
         Ok(info)
     }
