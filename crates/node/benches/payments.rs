@@ -10,6 +10,7 @@
 //!
 //! cargo bench -p verinet-node --bench payments [-- verify|ledger|request ...]   (default: all three)
 //! (VERINET_TEST_POSTGRES_URL=postgres://verinet:verinet@127.0.0.1:5433/postgres for PostgreSQL rows)
+//! (CAPTURE_FLUSH_MS=5: the paid node answers captures before writing them, `[payments] capture_flush_ms`)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,6 +155,8 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
         c.storage.database_url = url.cloned();
         c.server.listen = "127.0.0.1:0".parse().expect("addr");
         c.payments.operator_fee = fee.into();
+        // CAPTURE_FLUSH_MS: answer captures before writing them (BENCHMARKS.md, issue 13).
+        c.payments.capture_flush_ms = std::env::var("CAPTURE_FLUSH_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         c
     };
     let free = Node::spawn(&node(&dirs.0, "0", urls.as_ref().map(|u| &u.0))).await.expect("free node");

@@ -480,6 +480,14 @@ pub struct PaymentsSection {
     /// How long the answer of a captured payment is kept for a retry with the same payment
     /// to get back (docs/payments.md); the payment and its receipt are kept for good.
     pub answer_retention_secs: u64,
+    /// SQLite: how long a capture or refund may wait in memory, already answered, before it is
+    /// written. 0 (the default): written, and fsynced, before it is answered, so every answer
+    /// a client receives is paid. Above 0, one commit carries many payments (~1.7x the paid
+    /// throughput, BENCHMARKS.md), and a process killed inside the window loses those
+    /// payments whole: the payers keep their money and their authorizations' nonces (a retry
+    /// runs and pays again) and the operator loses the fees of answers already sent. A
+    /// graceful stop writes them first (docs/payments.md).
+    pub capture_flush_ms: u64,
 }
 
 impl Default for PaymentsSection {
@@ -502,6 +510,7 @@ impl Default for PaymentsSection {
             max_timeout_secs: 300,
             // 1000 and 1,000,000 tokens of 18 decimals.
             answer_retention_secs: 86_400,
+            capture_flush_ms: 0,
             faucet_drip: "1000000000000000000000".into(),
             faucet_max: "1000000000000000000000000".into(),
         }

@@ -55,7 +55,8 @@ impl Node {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)?;
         let lock = crate::DataDirLock::acquire(data_dir)?;
-        let store = SqlStore::connect(&config.database_url()).await?;
+        let options = verinet_store::StoreOptions { close_delay: Duration::from_millis(config.payments.capture_flush_ms) };
+        let store = SqlStore::connect_with(&config.database_url(), &options).await?;
         let storage_name = store.backend().to_owned();
         let blobs = ObjectBlobStore::local(&config.blobs_dir())?;
 
@@ -205,6 +206,10 @@ impl Node {
         let _ = stop_events.send(());
         if let Err(e) = event_writer.await {
             tracing::warn!(error = %e, "usage event writer ended badly");
+        }
+        // Captures answered and still in memory are written before the process goes.
+        if let Err(e) = self.state.ledger.store().flush().await {
+            tracing::error!(error = %e, "writing the answered captures at stop failed");
         }
         info!("stopped");
         Ok(())

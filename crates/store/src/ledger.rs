@@ -73,6 +73,13 @@ pub trait LedgerStore: Send + Sync {
     /// ledger and the receipts stay). Returns how many were cleared.
     async fn forget_answers(&self, before_ms: i64) -> Result<u64>;
 
+    /// Makes durable every transaction answered before it was written (captures and refunds
+    /// a SQLite file's writer answers first, [`crate::StoreOptions::close_delay`]); returns
+    /// once they are. A store that writes before it answers has nothing to do.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// What an operator audits: totals per bucket, accounts, negative balances, the payments
     /// still in escrow (count, amount, oldest) and payments per status, read in one snapshot.
     async fn audit(&self) -> Result<LedgerAudit>;

@@ -54,6 +54,6 @@ pub use ledger::{
 pub use pending::PendingWrites;
 pub use receipt::{BatchRecord, DisputeRecord, ReceiptRecord, ReceiptStore};
 pub use model::{ModelQuery, ModelSort, ModelStore, ModelSummary, ModelVersion, ModelWatch, NewModelVersion, Usage};
-pub use sql::SqlStore;
+pub use sql::{SqlStore, StoreOptions};
 #[cfg(any(test, feature = "test-utils"))]
 pub use pg_test::{PG_ENV, PgTestDb, pg_server_url};

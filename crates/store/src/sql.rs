@@ -33,6 +33,18 @@ pub struct SqlStore {
     pg_url: Option<std::sync::Arc<str>>,
 }
 
+/// How a [`SqlStore`] is opened.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// SQLite files: how long the capture or refund of an escrow held in memory may wait to be
+    /// written after it is answered (zero, the default here: written before it is answered).
+    /// Waiting lets one commit carry many payments. A process that dies inside the window loses
+    /// those payments whole, escrow and close: the payers keep their money and their
+    /// authorizations' nonces, the operator loses the fees (docs/payments.md). PostgreSQL
+    /// ignores it: gateways sharing the database must see each other's payments.
+    pub close_delay: std::time::Duration,
+}
+
 /// The PostgreSQL channel a publication is announced on (payload: the model's name).
 const PUBLISHED_CHANNEL: &str = "verinet_models";
 
@@ -42,6 +54,11 @@ impl SqlStore {
     /// `url` is `sqlite://path?mode=rwc` (also `sqlite::memory:`) or `postgres://...`. SQLite
     /// files run in WAL mode with a busy timeout and foreign keys on.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// [`SqlStore::connect`] with options.
+    pub async fn connect_with(url: &str, opts: &StoreOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             "sqlite"
@@ -83,7 +100,7 @@ impl SqlStore {
         MIGRATOR.run(&pool).await?;
         tracing::info!(backend, "store connected, schema up to date");
         let ledger_writer =
-            ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT)).transpose()?;
+            ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT, opts.close_delay)).transpose()?;
         let pg_url = (backend == "postgres").then(|| url.into());
         Ok(Self { pool, backend, ledger_writer, pg_url })
     }
@@ -93,9 +110,22 @@ impl SqlStore {
         self.backend
     }
 
-    /// Closes every pooled connection and waits for them to finish.
+    /// Writes what waits in memory (answered captures and refunds, see [`StoreOptions`]), then
+    /// closes every pooled connection and waits for them to finish.
     pub async fn close(&self) {
+        if let Err(e) = self.flush_ledger().await {
+            tracing::error!(error = %e, "writing the answered captures before closing the store");
+        }
         self.pool.close().await;
+    }
+
+    /// Writes the answered captures and refunds that wait in memory (a SQLite file with a close
+    /// delay); returns once they are durable.
+    pub async fn flush_ledger(&self) -> Result<()> {
+        match &self.ledger_writer {
+            Some(w) => w.flush().await,
+            None => Ok(()),
+        }
     }
 
     async fn fetch_versions(&self, filter: &'static str, key: String) -> Result<Vec<ModelVersion>> {

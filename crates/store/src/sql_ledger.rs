@@ -29,7 +29,7 @@ use crate::{
 impl SqlStore {
     /// The escrows the SQLite writer holds in memory (none on other databases), locked for
     /// reading: hold it across the database read it is combined with.
-    async fn held(&self) -> Option<HeldView<'_>> {
+    pub(crate) async fn held(&self) -> Option<HeldView<'_>> {
         match &self.ledger_writer {
             Some(w) => Some(w.held().await),
             None => None,
@@ -233,14 +233,19 @@ impl LedgerStore for SqlStore {
     }
 
     async fn earnings(&self, account: Address) -> Result<BTreeMap<Role, u128>> {
+        let held = self.held().await;
         let rows = sqlx::query("SELECT role, delta FROM ledger_entries WHERE account = $1 AND role IS NOT NULL")
             .bind(address_text(&account))
             .fetch_all(&self.pool)
             .await?;
+        let mut found = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>("role")?.parse::<Role>()?, amount(r, "delta")?)))
+            .collect::<Result<Vec<_>>>()?;
+        // Captures answered and not written yet.
+        found.extend(held.as_ref().map(|h| h.get().earnings(account)).unwrap_or_default());
         let mut out = BTreeMap::new();
-        for r in &rows {
-            let role: Role = r.try_get::<String, _>("role")?.parse()?;
-            let v = amount(r, "delta")?;
+        for (role, v) in found {
             let e = out.entry(role).or_insert(0u128);
             *e = e.checked_add(v).ok_or_else(|| StoreError::Corrupt("earnings overflow".into()))?;
         }
@@ -249,12 +254,14 @@ impl LedgerStore for SqlStore {
 
     async fn spent(&self, payer: Address) -> Result<u128> {
         use futures::TryStreamExt;
+        let held = self.held().await;
         // Streamed: a busy payer's captures are summed without holding them all.
         let mut rows = sqlx::query("SELECT amount, charged FROM payments WHERE payer = $1 AND status = $2")
             .bind(address_text(&payer))
             .bind(PaymentStatus::Captured.to_string())
             .fetch(&self.pool);
-        let mut total = 0u128;
+        // Captures answered and not written yet.
+        let mut total = held.as_ref().map_or(0, |h| h.get().spent(payer));
         while let Some(r) = rows.try_next().await? {
             let charged = match r.try_get::<Option<String>, _>("charged")? {
                 Some(c) => c.parse().map_err(|e| StoreError::Corrupt(format!("charged {c:?}: {e}")))?,
@@ -298,6 +305,9 @@ impl LedgerStore for SqlStore {
     }
 
     async fn audit(&self) -> Result<LedgerAudit> {
+        // Closes answered and waiting are written first: the audit counts accounts and
+        // negative balances from the database.
+        self.flush_ledger().await?;
         // One read transaction: the sums, the escrowed payments and the counts agree (and
         // agree with the escrows the SQLite writer holds).
         let held = self.held().await;
@@ -345,8 +355,10 @@ impl LedgerStore for SqlStore {
         for r in sqlx::query("SELECT status, COUNT(*) AS n FROM payments GROUP BY status").fetch_all(&mut *db).await? {
             payments.insert(r.try_get::<String, _>("status")?, u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0));
         }
-        if let Some(h) = snapshot.as_ref().filter(|h| h.len() > 0) {
-            *payments.entry(PaymentStatus::Escrowed.as_str().to_owned()).or_insert(0) += h.len() as u64;
+        if let Some(h) = &snapshot {
+            for p in h.records() {
+                *payments.entry(p.status.as_str().to_owned()).or_insert(0) += 1;
+            }
         }
         db.commit().await?;
         drop(held);
@@ -363,8 +375,8 @@ impl LedgerStore for SqlStore {
 
     async fn payment_by_reference(&self, payer: Address, reference: &str) -> Result<Option<(PaymentRecord, Option<KeptAnswer>)>> {
         let held = self.held().await;
-        if let Some(p) = held.as_ref().and_then(|h| h.get().by_reference(payer, reference)) {
-            return Ok(Some((p, None)));
+        if let Some(found) = held.as_ref().and_then(|h| h.get().by_reference(payer, reference)) {
+            return Ok(Some(found));
         }
         let sql = format!("SELECT {PAYMENT_COLUMNS}, answer, charged FROM payments WHERE payer = $1 AND reference = $2");
         let Some(row) =
@@ -379,7 +391,14 @@ impl LedgerStore for SqlStore {
         Ok(Some((payment_from_row(&row)?, kept)))
     }
 
+    async fn flush(&self) -> Result<()> {
+        self.flush_ledger().await
+    }
+
     async fn forget_answers(&self, before_ms: i64) -> Result<u64> {
+        // Answers kept by captures still waiting in memory are written first, so none outlives
+        // its window.
+        self.flush_ledger().await?;
         let done = sqlx::query(
             "UPDATE payments SET answer = NULL WHERE answer IS NOT NULL AND settled_at IS NOT NULL AND settled_at < $1",
         )
@@ -407,8 +426,8 @@ impl LedgerStore for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         let mut found = rows.iter().map(payment_from_row).collect::<Result<Vec<_>>>()?;
-        if let Some(h) = held.as_ref().filter(|_| status == PaymentStatus::Escrowed).map(HeldView::get) {
-            found.extend(h.open().filter(|p| p.gateway == gateway && p.created_at_ms < before_ms));
+        if let Some(h) = held.as_ref().map(HeldView::get) {
+            found.extend(h.records().filter(|p| p.status == status && p.gateway == gateway && p.created_at_ms < before_ms));
             found.sort_by_key(|p| p.created_at_ms);
         }
         Ok(found)
@@ -416,8 +435,8 @@ impl LedgerStore for SqlStore {
 
     async fn request_txs(&self, request_id: &str) -> Result<Vec<TxKind>> {
         let held = self.held().await;
-        if held.as_ref().is_some_and(|h| h.get().escrow(request_id).is_some()) {
-            return Ok(vec![TxKind::Escrow]);
+        if let Some(txs) = held.as_ref().and_then(|h| h.get().request_txs(request_id)) {
+            return Ok(txs);
         }
         let rows = sqlx::query("SELECT kind, created_at FROM ledger_txs WHERE request_id = $1")
             .bind(request_id)

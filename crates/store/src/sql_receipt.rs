@@ -73,6 +73,11 @@ impl ReceiptStore for SqlStore {
     }
 
     async fn receipt(&self, request_id: &str) -> Result<Option<ReceiptRecord>> {
+        // A capture answered and not written yet keeps its receipt in the ledger writer.
+        let held = self.held().await;
+        if let Some(r) = held.as_ref().and_then(|h| h.get().receipt(request_id)) {
+            return Ok(Some(r));
+        }
         let sql = format!("SELECT {RECEIPT_COLUMNS} FROM receipts WHERE request_id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(request_id).fetch_optional(&self.pool).await?;
         row.as_ref().map(receipt_from_row).transpose()

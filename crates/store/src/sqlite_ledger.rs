@@ -17,11 +17,18 @@
 //! Escrows are not written when they open: the writer checks them and holds them in memory
 //! (`held`), answering at once, and writes each with its capture or refund, in one commit (see
 //! `held` for why that loses nothing in a crash and how reads see them).
+//!
+//! With a close delay (`[payments] capture_flush_ms`, [`crate::StoreOptions`]), the capture or
+//! refund of a held escrow is answered at once too: checked, kept with its escrow, and written
+//! with the next group commit, which comes at most that long after the oldest waiting close,
+//! or sooner when any other transaction arrives, [`MAX_GROUP`] closes wait, or the store
+//! flushes ([`LedgerWriter::flush`]). One commit then carries many payments: fewer fsyncs, and
+//! the balances every payment credits (operator, protocol) written once per group.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
 use tokio::sync::{RwLock, RwLockReadGuard, mpsc, oneshot};
@@ -34,7 +41,15 @@ use crate::{
 /// The most ledger transactions one group commit carries.
 const MAX_GROUP: usize = 64;
 
-type Job = (LedgerTx, oneshot::Sender<Result<()>>);
+type Reply = oneshot::Sender<Result<()>>;
+
+/// What the writer thread is asked.
+enum Job {
+    /// Commit (or hold) a transaction.
+    Tx(LedgerTx, Reply),
+    /// Write every answered close now.
+    Flush(Reply),
+}
 
 /// Handle of the writer thread; it stops when the last handle is dropped.
 #[derive(Debug, Clone)]
@@ -69,8 +84,10 @@ impl HeldView<'_> {
 }
 
 impl LedgerWriter {
-    /// Opens `path` (already migrated) and starts the thread.
-    pub(crate) fn spawn(path: &Path, busy_timeout: Duration) -> Result<Self> {
+    /// Opens `path` (already migrated) and starts the thread. `close_delay`: how long an
+    /// answered close of a held escrow may wait to be written (zero: it is written before
+    /// it is answered).
+    pub(crate) fn spawn(path: &Path, busy_timeout: Duration, close_delay: Duration) -> Result<Self> {
         let db = Connection::open(path)?;
         db.busy_timeout(busy_timeout)?;
         // FULL: a COMMIT is on disk (the WAL synced) before any caller hears "done".
@@ -78,8 +95,10 @@ impl LedgerWriter {
         db.set_prepared_statement_cache_capacity(64);
         let (jobs, rx) = mpsc::channel(4 * MAX_GROUP);
         let shared = Arc::new(Shared::default());
-        let mut writer = Writer { db, held: Held::default(), shared: shared.clone() };
-        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || writer.run(rx))?;
+        // A clock for the wait on the queue while closes wait to be written.
+        let clock = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let mut writer = Writer { db, held: Held::default(), shared: shared.clone(), close_delay, waiting: Vec::new(), since: None };
+        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || writer.run(rx, &clock))?;
         Ok(Self { jobs, shared })
     }
 
@@ -98,9 +117,18 @@ impl LedgerWriter {
     /// Commits `tx` with whatever else is waiting; returns once the group's COMMIT is durable
     /// (an escrow: once it is checked and held).
     pub(crate) async fn commit(&self, tx: LedgerTx) -> Result<()> {
+        self.ask(|reply| Job::Tx(tx, reply)).await
+    }
+
+    /// Writes every answered close now; returns once they are durable.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        self.ask(Job::Flush).await
+    }
+
+    async fn ask(&self, job: impl FnOnce(Reply) -> Job) -> Result<()> {
         let (reply, done) = oneshot::channel();
         let stopped = || StoreError::CommitFailed("the ledger writer stopped".into());
-        self.jobs.send((tx, reply)).await.map_err(|_| stopped())?;
+        self.jobs.send(job(reply)).await.map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
     }
 }
@@ -112,11 +140,36 @@ struct Writer {
     held: Held,
     /// The held escrows as reads see them.
     shared: Arc<Shared>,
+    /// How long an answered close may wait to be written (zero: none is answered first).
+    close_delay: Duration,
+    /// The answered closes not written yet, oldest first.
+    waiting: Vec<LedgerTx>,
+    /// When the oldest of them was answered.
+    since: Option<Instant>,
 }
 
 impl Writer {
-    fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
+    fn run(&mut self, mut jobs: mpsc::Receiver<Job>, clock: &tokio::runtime::Runtime) {
+        loop {
+            let first = match self.since {
+                None => jobs.blocking_recv(),
+                Some(since) => {
+                    let left = self.close_delay.saturating_sub(since.elapsed());
+                    match clock.block_on(async { tokio::time::timeout(left, jobs.recv()).await }) {
+                        Ok(job) => job,
+                        Err(_elapsed) => {
+                            // (A failure is logged and the closes wait for the next try.)
+                            let _ = self.write(Vec::new());
+                            continue;
+                        }
+                    }
+                }
+            };
+            // Every handle is gone: write what waits, then stop.
+            let Some(first) = first else {
+                let _ = self.write(Vec::new());
+                return;
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match jobs.try_recv() {
@@ -127,20 +180,94 @@ impl Writer {
             // Escrows first, each answered at once: checked against what is committed and held,
             // they need no transaction and no wait for the others' commit. (The jobs of a group
             // were all waiting at once, so any order of them is one they could have come in.)
-            let (escrows, writes): (Vec<Job>, Vec<Job>) =
-                group.into_iter().partition(|(tx, _)| matches!(tx.payment, Some(PaymentChange::Open(_))));
-            for (tx, reply) in escrows {
-                let _ = reply.send(self.hold(tx));
+            // Then the closes of held escrows, answered at once when a delay is allowed.
+            let (mut writes, mut flushes) = (Vec::new(), Vec::new());
+            let mut closes = Vec::new();
+            for job in group {
+                match job {
+                    Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => {
+                        let _ = reply.send(self.hold(tx));
+                    }
+                    Job::Tx(tx, reply) => match lc::request_id(&tx) {
+                        Some(id) if !self.close_delay.is_zero() && self.held.escrow(id).is_some() => closes.push((tx, reply)),
+                        _ => writes.push((tx, reply)),
+                    },
+                    Job::Flush(reply) => flushes.push(reply),
+                }
             }
-            if writes.is_empty() {
+            for (tx, reply) in closes {
+                let _ = reply.send(self.answer_close(tx));
+            }
+            let due = !writes.is_empty()
+                || !flushes.is_empty()
+                || self.waiting.len() >= MAX_GROUP
+                || self.since.is_some_and(|s| s.elapsed() >= self.close_delay);
+            if !due {
                 continue;
             }
-            let results = self.commit_group(&writes);
-            for ((_, reply), result) in writes.into_iter().zip(results) {
-                // The caller may have gone; its transaction is committed (or not) all the same.
-                let _ = reply.send(result);
+            let flushed = self.write(writes);
+            for reply in flushes {
+                let _ = reply.send(flushed.as_ref().map(|()| ()).map_err(|e| StoreError::CommitFailed(e.to_string())));
             }
         }
+    }
+
+    /// Checks the close `tx` of a held escrow and keeps it with the escrow, to be written with
+    /// the next group.
+    fn answer_close(&mut self, tx: LedgerTx) -> Result<()> {
+        self.held.close(tx.clone())?;
+        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).close(tx.clone())?;
+        self.waiting.push(tx);
+        self.since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// One group commit: the answered closes waiting, then `writes` (each answered). Returns
+    /// whether the closes are now durable. A database failure keeps them waiting (they are
+    /// tried again after another delay); a close refused on its own (never expected: it was
+    /// checked against the held escrow) is dropped from memory and logged.
+    fn write(&mut self, writes: Vec<(LedgerTx, Reply)>) -> Result<()> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let n = waiting.len();
+        if n == 0 && writes.is_empty() {
+            self.since = None;
+            return Ok(());
+        }
+        let (txs, replies): (Vec<LedgerTx>, Vec<Reply>) = writes.into_iter().unzip();
+        let group: Vec<LedgerTx> = waiting.into_iter().chain(txs).collect();
+        let (results, failed) = match self.commit_group(&group) {
+            Ok(results) => (results, None),
+            Err(e) => (group.iter().map(|_| Err(StoreError::CommitFailed(e.clone()))).collect(), Some(e)),
+        };
+        let mut results = results.into_iter();
+        let mut group = group.into_iter();
+        let mut outcome = Ok(());
+        for _ in 0..n {
+            let (close, result) = (group.next(), results.next());
+            let (Some(close), Some(result)) = (close, result) else { break };
+            match (result, &failed) {
+                (Ok(()), _) => {}
+                (Err(e), Some(_)) => {
+                    outcome = Err(e);
+                    self.waiting.push(close);
+                }
+                (Err(e), None) => {
+                    let id = lc::request_id(&close).unwrap_or_default().to_owned();
+                    tracing::error!(request_id = %id, error = %e, "an answered close was refused when written; dropped");
+                    self.held.remove(&id);
+                    self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                }
+            }
+        }
+        if let Some(e) = &failed {
+            tracing::warn!(error = %e, waiting = self.waiting.len(), "the ledger group commit failed; answered closes wait for the next");
+        }
+        self.since = if self.waiting.is_empty() { None } else { Some(Instant::now()) };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have gone; its transaction is committed (or not) all the same.
+            let _ = reply.send(result);
+        }
+        outcome
     }
 
     /// Checks the escrow `tx` as its write would and holds it.
@@ -165,24 +292,24 @@ impl Writer {
     /// refused, that attempt is rolled back whole and the group runs again with a savepoint
     /// each, in the same order, so each transaction meets the same balances and gets the same
     /// outcome.
-    fn commit_group(&mut self, group: &[Job]) -> Vec<Result<()>> {
+    /// `Err`: the group failed as a whole (the database), nothing of it is written.
+    fn commit_group(&mut self, group: &[LedgerTx]) -> std::result::Result<Vec<Result<()>>, String> {
         let mut written = Vec::new();
         let mut outcome = self.attempt(group, false, &mut written);
         if let Ok(Err(refused)) = outcome {
             // Alone, the refused transaction's attempt was all there was to roll back.
             if group.len() == 1 {
-                return vec![Err(refused)];
+                return Ok(vec![Err(refused)]);
             }
             outcome = self.attempt(group, true, &mut written);
         }
-        let failed = |why: String| group.iter().map(|_| Err(StoreError::CommitFailed(why.clone()))).collect();
         match outcome {
-            Ok(Ok(results)) => results,
+            Ok(Ok(results)) => Ok(results),
             // With savepoints a refusal rolls back alone; this is not reached.
-            Ok(Err(refused)) => failed(format!("refused with savepoints: {refused}")),
+            Ok(Err(refused)) => Err(format!("refused with savepoints: {refused}")),
             Err(e) => {
                 hold_again(&mut self.held, &mut written, 0);
-                failed(e.to_string())
+                Err(e.to_string())
             }
         }
     }
@@ -191,10 +318,10 @@ impl Writer {
     /// transaction rolls back alone; without, the first refusal rolls back the attempt (and
     /// holds again the escrows it wrote) and is returned. `written` collects the held escrows
     /// written with their close.
-    fn attempt(&mut self, group: &[Job], savepoints: bool, written: &mut Vec<LedgerTx>) -> rusqlite::Result<Result<Vec<Result<()>>>> {
+    fn attempt(&mut self, group: &[LedgerTx], savepoints: bool, written: &mut Vec<Taken>) -> rusqlite::Result<Result<Vec<Result<()>>>> {
         let txn = self.db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(group.len());
-        for (tx, _) in group {
+        for tx in group {
             if savepoints {
                 txn.execute_batch("SAVEPOINT ledger_tx")?;
             }
@@ -226,7 +353,7 @@ impl Writer {
         // A failure here drops `txn`, which rolls the group back.
         txn.commit()?;
         let mut set = self.shared.set.lock().unwrap_or_else(PoisonError::into_inner);
-        for escrow in written.drain(..) {
+        for (escrow, _) in written.drain(..) {
             if let Some(id) = lc::request_id(&escrow) {
                 set.remove(id);
             }
@@ -235,17 +362,21 @@ impl Writer {
     }
 }
 
-/// Holds again the escrows of `written[mark..]`: their writes were rolled back.
-fn hold_again(held: &mut Held, written: &mut Vec<LedgerTx>, mark: usize) {
-    for escrow in written.drain(mark..) {
-        held.add(escrow);
+/// A held escrow taken out to be written, with its answered close if any.
+type Taken = (LedgerTx, Option<LedgerTx>);
+
+/// Holds again the escrows (and answered closes) of `written[mark..]`: their writes were
+/// rolled back.
+fn hold_again(held: &mut Held, written: &mut Vec<Taken>, mark: usize) {
+    for taken in written.drain(mark..) {
+        held.restore(taken);
     }
 }
 
 /// One write inside the open transaction: the close of a held escrow writes both; anything else
 /// is written after the checks the held escrows add (their nonces and reserved balances), and
 /// after the held escrows it reaches into are written.
-fn step(db: &Connection, tx: &LedgerTx, held: &mut Held, written: &mut Vec<LedgerTx>) -> Result<()> {
+fn step(db: &Connection, tx: &LedgerTx, held: &mut Held, written: &mut Vec<Taken>) -> Result<()> {
     if let Some(PaymentChange::Close { request_id, .. }) = &tx.payment
         && let Some(escrow) = held.escrow(request_id)
     {
@@ -262,9 +393,10 @@ fn step(db: &Connection, tx: &LedgerTx, held: &mut Held, written: &mut Vec<Ledge
     // A transaction that reaches into held escrows (debits a payer's escrow, releases a
     // session's budget) meets them written, as escrows in the database.
     for id in held.reached_by(tx) {
-        if let Some(escrow) = held.remove(&id) {
-            let result = commit_in(db, &escrow);
-            written.push(escrow);
+        if let Some((escrow, close)) = held.remove(&id) {
+            // (Answered closes are written first in their group, so `close` is `None` here.)
+            let result = commit_in(db, &escrow).and_then(|()| close.as_ref().map_or(Ok(()), |c| commit_in(db, c)));
+            written.push((escrow, close));
             result?;
         }
     }
@@ -313,11 +445,14 @@ fn check_escrow(db: &Connection, tx: &LedgerTx, p: &NewPayment, held: &Held) -> 
 }
 
 /// Refuses `tx` if a balance it debits would go below what the held escrows reserve of it.
-/// `all`: check every debit (an escrow to hold, which writes nothing now); else only the
-/// balances held escrows reserve from (the write checks the rest).
+/// `all`: check every debit (an escrow to hold, which writes nothing now) against the balance
+/// with everything held, answered closes' credits included (they will be written); else only
+/// the balances held escrows reserve from (the write checks the rest; answered closes are
+/// written ahead of it in its group).
 fn check_balances(db: &Connection, tx: &LedgerTx, held: &Held, all: bool) -> Result<()> {
     for c in lc::changes(tx)? {
-        let reserved = held.delta(c.account, c.bucket).min(0);
+        let delta = held.delta(c.account, c.bucket);
+        let reserved = if all { delta } else { delta.min(0) };
         let system = c.bucket == Bucket::Minted && c.account == MINT_ACCOUNT;
         if c.delta >= 0 || system || (reserved == 0 && !all) {
             continue;

@@ -561,7 +561,18 @@ async fn official_python_x402_client_pays_unchanged() {
 /// stored with the capture. Sent for other inputs, it is refused and names the request it paid.
 #[tokio::test]
 async fn a_spent_payment_sent_again_gets_its_answer_not_a_second_charge() {
-    let Paid { n, creator } = paid_node(|_| {}).await;
+    spent_payment_sent_again(0).await;
+}
+
+/// The same with captures answered before they are written (`capture_flush_ms`), the window
+/// long enough that every read before the audit meets the capture in the writer's memory.
+#[tokio::test]
+async fn a_spent_payment_sent_again_gets_its_answer_when_captures_are_answered_first() {
+    spent_payment_sent_again(60_000).await;
+}
+
+async fn spent_payment_sent_again(capture_flush_ms: u64) {
+    let Paid { n, creator } = paid_node(|c| c.payments.capture_flush_ms = capture_flush_ms).await;
     let url = n.node.url();
     let payer = funded(&n.client, 10_000).await;
     let accepted = n.client.quote(&req("paid")).await.unwrap().accepts[0].clone();
