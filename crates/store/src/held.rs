@@ -62,10 +62,10 @@ impl Held {
             return Err(StoreError::Invalid("only a capture or refund closes a held escrow".into()));
         };
         if !self.escrows.contains_key(request_id) {
-            return Err(crate::ledger_commit::not_escrowed(request_id, None));
+            return Err(not_escrowed(request_id, "absent"));
         }
         if let Some(done) = self.closes.get(request_id) {
-            return Err(crate::ledger_commit::not_escrowed(request_id, Some(closed_status(done).as_str().to_owned())));
+            return Err(not_escrowed(request_id, closed_status(done).as_str()));
         }
         let id = request_id.clone();
         self.apply(&close, 1);
@@ -233,6 +233,11 @@ impl Held {
             _ => None,
         }
     }
+}
+
+/// The refusal of closing a payment that is `found` (the one `ledger_commit` gives).
+fn not_escrowed(request_id: &str, found: &str) -> StoreError {
+    StoreError::PaymentState { request_id: request_id.to_owned(), expected: PaymentStatus::Escrowed.to_string(), found: found.to_owned() }
 }
 
 /// The status a close moves its payment to.

@@ -65,12 +65,13 @@ fn tx(kind: TxKind, postings: Vec<Posting>) -> LedgerTx {
 }
 
 async fn mint(s: &dyn LedgerStore, to: Address, amount: u128) {
+    s.commit(&mint_tx(to, amount)).await.unwrap();
+}
+
+/// New money: `amount` minted to `to`'s available balance.
+pub fn mint_tx(to: Address, amount: u128) -> LedgerTx {
     let a = amount as i128;
-    let t = tx(TxKind::Mint, vec![
-        Posting::new(MINT_ACCOUNT, Bucket::Minted, -a),
-        Posting::new(to, Bucket::Available, a),
-    ]);
-    s.commit(&t).await.unwrap();
+    tx(TxKind::Mint, vec![Posting::new(MINT_ACCOUNT, Bucket::Minted, -a), Posting::new(to, Bucket::Available, a)])
 }
 
 /// An escrow of `amount` from `payer` for `request_id`, claiming `nonce`.
@@ -96,7 +97,9 @@ pub fn escrow_tx(payer: Address, amount: u128, request_id: &str, nonce: &str) ->
     t
 }
 
-fn capture_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
+/// The capture of [`escrow_tx`]'s `amount`: `amount - 3` to the creator `0xc1…`, 2 to the
+/// operator `0x0a…`, 1 to the protocol `0x02…`.
+pub fn capture_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
     let a = amount as i128;
     let mut t = tx(TxKind::Capture, vec![
         Posting::new(payer, Bucket::Escrow, -a),
@@ -114,7 +117,8 @@ fn capture_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
     t
 }
 
-fn refund_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
+/// The refund of [`escrow_tx`]'s `amount` to the payer.
+pub fn refund_tx(payer: Address, amount: u128, request_id: &str) -> LedgerTx {
     let a = amount as i128;
     let mut t = tx(TxKind::Refund, vec![
         Posting::new(payer, Bucket::Escrow, -a),

@@ -96,36 +96,11 @@ async fn a_kept_receipt_is_stored_with_its_capture_answered_first() {
 /// capture together, so the payer keeps the money and the nonce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_capture_is_written_within_the_delay_or_lost_whole() {
-    use verinet_store::{Bucket, LedgerTx, PaymentChange, PaymentStatus, Posting, TxKind, ledger_conformance::escrow_tx};
+    use verinet_store::{PaymentStatus, TxKind, ledger_conformance::{capture_tx, escrow_tx, mint_tx}};
     let dir = tempfile::tempdir().unwrap();
     let payer = verinet_primitives::Address::repeat_byte(1);
-    let creator = verinet_primitives::Address::repeat_byte(2);
-    let mint = LedgerTx {
-        id: format!("0x{:064x}", 1),
-        kind: TxKind::Mint,
-        postings: vec![Posting::new(verinet_store::MINT_ACCOUNT, Bucket::Minted, -10), Posting::new(payer, Bucket::Available, 10)],
-        memo: String::new(),
-        at_ms: 1,
-        nonce: None,
-        payment: None,
-        session_spend: None,
-    };
-    let capture = |request: &str, id: u64| LedgerTx {
-        id: format!("0x{id:064x}"),
-        kind: TxKind::Capture,
-        postings: vec![Posting::new(payer, Bucket::Escrow, -6), Posting::new(creator, Bucket::Available, 6)],
-        memo: String::new(),
-        at_ms: 2,
-        nonce: None,
-        payment: Some(PaymentChange::Close {
-            request_id: request.into(),
-            to: PaymentStatus::Captured,
-            output_hash: Some("0x01".into()),
-            reason: None,
-            kept: None,
-        }),
-        session_spend: None,
-    };
+    // capture_tx's creator.
+    let creator = verinet_primitives::Address::repeat_byte(0xc1);
     let on_disk = |sql: &'static str| {
         let url = url(&dir);
         async move {
@@ -137,18 +112,18 @@ async fn an_answered_capture_is_written_within_the_delay_or_lost_whole() {
     let slow = verinet_store::StoreOptions { close_delay: std::time::Duration::from_secs(3600) };
     {
         let store = SqlStore::connect_with(&url(&dir), &slow).await.unwrap();
-        store.commit(&mint).await.unwrap();
+        store.commit(&mint_tx(payer, 10)).await.unwrap();
         store.commit(&escrow_tx(payer, 6, "r1", &n1)).await.unwrap();
-        store.commit(&capture("r1", 3)).await.unwrap();
+        store.commit(&capture_tx(payer, 6, "r1")).await.unwrap();
         // Answered: every read sees it, the file does not have it.
         assert_eq!(store.payment("r1").await.unwrap().unwrap().status, PaymentStatus::Captured);
-        assert_eq!(store.balances(creator).await.unwrap().available, 6);
+        assert_eq!(store.balances(creator).await.unwrap().available, 3);
         assert_eq!(store.balances(payer).await.unwrap().available, 4);
         assert!(store.nonce_used(payer, &n1).await.unwrap());
         assert_eq!(store.request_txs("r1").await.unwrap(), vec![TxKind::Escrow, TxKind::Capture]);
         assert_eq!(store.spent(payer).await.unwrap(), 6);
         assert!(store.totals().await.unwrap().balanced());
-        assert!(store.commit(&capture("r1", 4)).await.is_err(), "a payment closes once");
+        assert!(store.commit(&capture_tx(payer, 6, "r1")).await.is_err(), "a payment closes once");
         assert_eq!(on_disk("SELECT COUNT(*) FROM ledger_txs").await, 1, "only the mint is on disk");
         // Dropped with the capture in memory, as a killed process would be (the writer
         // thread is stopped before it can write: the store is forgotten, not dropped).
@@ -161,55 +136,29 @@ async fn an_answered_capture_is_written_within_the_delay_or_lost_whole() {
 
     // Written by a flush (a graceful stop), or by the next transaction that is not a close.
     store.commit(&escrow_tx(payer, 6, "r2", &n2)).await.unwrap();
-    store.commit(&capture("r2", 5)).await.unwrap();
+    store.commit(&capture_tx(payer, 6, "r2")).await.unwrap();
     assert_eq!(on_disk("SELECT COUNT(*) FROM ledger_txs").await, 1);
     // The audit writes what waits before it reads.
     let audit = store.audit().await.unwrap();
-    assert_eq!((audit.open_escrows, audit.payments.get("captured").copied(), audit.accounts), (0, Some(1), 3));
+    // The mint account, the payer and the capture's three payees.
+    assert_eq!((audit.open_escrows, audit.payments.get("captured").copied(), audit.accounts), (0, Some(1), 5));
     assert_eq!(on_disk("SELECT COUNT(*) FROM ledger_txs").await, 3);
     LedgerStore::flush(&store).await.unwrap();
     assert_eq!(on_disk("SELECT COUNT(*) FROM payments WHERE status = 'captured'").await, 1);
-    assert_eq!(store.balances(creator).await.unwrap().available, 6, "seen once, from the file");
+    assert_eq!(store.balances(creator).await.unwrap().available, 3, "seen once, from the file");
     assert!(store.totals().await.unwrap().balanced());
 }
 
 /// With a short delay the capture reaches the file by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_capture_reaches_the_file_after_the_delay() {
-    use verinet_store::ledger_conformance::escrow_tx;
+    use verinet_store::ledger_conformance::{escrow_tx, mint_tx, refund_tx};
     let dir = tempfile::tempdir().unwrap();
     let store = SqlStore::connect_with(&url(&dir), &closing_late()).await.unwrap();
     let payer = verinet_primitives::Address::repeat_byte(1);
-    let mint = verinet_store::LedgerTx {
-        id: format!("0x{:064x}", 1),
-        kind: verinet_store::TxKind::Mint,
-        postings: vec![
-            verinet_store::Posting::new(verinet_store::MINT_ACCOUNT, verinet_store::Bucket::Minted, -10),
-            verinet_store::Posting::new(payer, verinet_store::Bucket::Available, 10),
-        ],
-        memo: String::new(),
-        at_ms: 1,
-        nonce: None,
-        payment: None,
-        session_spend: None,
-    };
-    store.commit(&mint).await.unwrap();
+    store.commit(&mint_tx(payer, 10)).await.unwrap();
     store.commit(&escrow_tx(payer, 6, "r1", &format!("0x{:064x}", 7))).await.unwrap();
-    let mut refund = escrow_tx(payer, 6, "r1", "unused");
-    refund.kind = verinet_store::TxKind::Refund;
-    refund.id = format!("0x{:064x}", 3);
-    refund.nonce = None;
-    refund.postings = vec![
-        verinet_store::Posting::new(payer, verinet_store::Bucket::Escrow, -6),
-        verinet_store::Posting::new(payer, verinet_store::Bucket::Available, 6),
-    ];
-    refund.payment = Some(verinet_store::PaymentChange::Close {
-        request_id: "r1".into(),
-        to: verinet_store::PaymentStatus::Refunded,
-        output_hash: None,
-        reason: Some("test".into()),
-        kept: None,
-    });
+    let refund = refund_tx(payer, 6, "r1");
     let answered = std::time::Instant::now();
     store.commit(&refund).await.unwrap();
     let mut conn = SqliteConnection::connect(&url(&dir)).await.unwrap();
