@@ -44,6 +44,7 @@ const MAX_GROUP: usize = 64;
 type Reply = oneshot::Sender<Result<()>>;
 
 /// What the writer thread is asked.
+#[allow(clippy::large_enum_variant, reason = "nearly every job is a transaction; boxing it would allocate for each")]
 enum Job {
     /// Commit (or hold) a transaction.
     Tx(LedgerTx, Reply),
@@ -207,7 +208,7 @@ impl Writer {
             }
             let flushed = self.write(writes);
             for reply in flushes {
-                let _ = reply.send(flushed.as_ref().map(|()| ()).map_err(|e| StoreError::CommitFailed(e.to_string())));
+                let _ = reply.send(flushed.as_ref().copied().map_err(|e| StoreError::CommitFailed(e.to_string())));
             }
         }
     }
