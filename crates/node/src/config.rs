@@ -482,7 +482,7 @@ pub struct PaymentsSection {
     pub answer_retention_secs: u64,
     /// SQLite: how long a capture or refund may wait in memory, already answered, before it is
     /// written. 0 (the default): written, and fsynced, before it is answered, so every answer
-    /// a client receives is paid. Above 0, one commit carries many payments (~1.7x the paid
+    /// a client receives is paid. Above 0, one commit carries many payments (~1.6x the paid
     /// throughput, BENCHMARKS.md), and a process killed inside the window loses those
     /// payments whole: the payers keep their money and their authorizations' nonces (a retry
     /// runs and pays again) and the operator loses the fees of answers already sent. A

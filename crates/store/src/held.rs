@@ -122,8 +122,6 @@ impl Held {
         }
     }
 
-
-
     /// The held escrow transaction of `request_id`.
     pub(crate) fn escrow(&self, request_id: &str) -> Option<&LedgerTx> {
         self.escrows.get(request_id)
@@ -201,8 +199,11 @@ impl Held {
     pub(crate) fn spent(&self, payer: Address) -> u128 {
         self.closes
             .iter()
-            .filter(|(id, c)| closed_status(c) == PaymentStatus::Captured && self.payer(id) == Some(payer))
-            .map(|(id, c)| kept(c).map_or_else(|| self.payment(id).map_or(0, |p| p.amount), |k| k.charged))
+            .filter(|(_, c)| closed_status(c) == PaymentStatus::Captured)
+            .filter_map(|(id, c)| match &self.escrows.get(id)?.payment {
+                Some(PaymentChange::Open(p)) if p.payer == payer => Some(kept(c).map_or(p.amount, |k| k.charged)),
+                _ => None,
+            })
             .sum()
     }
 
@@ -225,13 +226,6 @@ impl Held {
     pub(crate) fn request_txs(&self, request_id: &str) -> Option<Vec<TxKind>> {
         self.escrows.get(request_id)?;
         Some(std::iter::once(TxKind::Escrow).chain(self.closes.get(request_id).map(|c| c.kind)).collect())
-    }
-
-    fn payer(&self, request_id: &str) -> Option<Address> {
-        match &self.escrows.get(request_id)?.payment {
-            Some(PaymentChange::Open(p)) => Some(p.payer),
-            _ => None,
-        }
     }
 }
 
