@@ -415,6 +415,10 @@ async fn transfers_move_available_once_and_apps_list_by_owner() {
 
     // An owner's apps, newest first; `owner` is required.
     let first = n.client.register_app(&register("one", &alice, 0)).await.unwrap();
+    // Registration time is in milliseconds; apps registered in the same one list in id order.
+    while verinet_primitives::unix_ms() <= first.created_at_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     let second = n.client.register_app(&register("two", &alice, 5)).await.unwrap();
     let listed = n.client.apps(alice.address()).await.unwrap();
     assert_eq!(listed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [second.id.as_str(), first.id.as_str()]);
