@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use verinet_primitives::Address;
 
 use crate::{
-    Bucket, LedgerTx, PaymentChange, Result, Role, SessionSpend, StoreError, ledger::MINT_ACCOUNT, sql::address_text,
+    Bucket, LedgerTx, PaymentChange, Posting, Result, Role, SessionSpend, StoreError, ledger::MINT_ACCOUNT, sql::address_text,
 };
 
 pub(crate) const INSERT_TX: &str =
@@ -67,8 +67,13 @@ pub(crate) struct Change {
 /// The net change per balance of `tx`, in lock order (account text, then bucket): two
 /// transactions lock shared balances in the same order and never wait on each other in a cycle.
 pub(crate) fn changes(tx: &LedgerTx) -> Result<Vec<Change>> {
+    changes_of(&tx.postings)
+}
+
+/// The net change per balance of `postings` (of one or more transactions), in lock order.
+pub(crate) fn changes_of<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> Result<Vec<Change>> {
     let mut net: BTreeMap<(String, Bucket), (Address, i128)> = BTreeMap::new();
-    for p in &tx.postings {
+    for p in postings {
         let e = net.entry((address_text(&p.account), p.bucket)).or_insert((p.account, 0));
         e.1 = e.1.checked_add(p.delta).ok_or_else(|| StoreError::Invalid("posting overflows".into()))?;
     }

@@ -381,8 +381,7 @@ fn step(db: &Connection, tx: &LedgerTx, held: &mut Held, written: &mut Vec<Taken
     if let Some(PaymentChange::Close { request_id, .. }) = &tx.payment
         && let Some(escrow) = held.escrow(request_id)
     {
-        commit_in(db, escrow)?;
-        commit_in(db, tx)?;
+        commit_pair_in(db, escrow, tx)?;
         written.extend(held.remove(request_id));
         return Ok(());
     }
@@ -490,18 +489,7 @@ const BALANCE: &str = "SELECT amount FROM ledger_balances WHERE account = $1 AND
 /// Applies `tx` inside the open transaction: the statements of the sqlx path, in its order.
 fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
     db.prepare_cached(lc::INSERT_TX)?.execute(params![tx.id, tx.kind.as_str(), lc::request_id(tx), tx.memo, tx.at_ms])?;
-
-    if let Some(n) = &tx.nonce {
-        let claimed = db.prepare_cached(lc::CLAIM_NONCE)?.execute(params![
-            address_text(&n.payer),
-            n.nonce.to_lowercase(),
-            tx.id,
-            tx.at_ms
-        ])?;
-        if claimed == 0 {
-            return Err(StoreError::NonceUsed { payer: n.payer, nonce: n.nonce.clone() });
-        }
-    }
+    claim_nonce(db, tx)?;
 
     match &tx.payment {
         Some(PaymentChange::Open(p)) => {
@@ -543,48 +531,147 @@ fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
                     .optional()?;
                 return Err(lc::not_escrowed(request_id, found));
             }
-            if let Some(k) = kept {
-                let r = &k.receipt;
-                db.prepare_cached(lc::INSERT_RECEIPT)?.execute(params![
-                    r.request_id,
-                    address_text(&r.node),
-                    r.digest,
-                    r.body,
-                    r.created_at_ms
-                ])?;
-            }
+            insert_receipt(db, kept.as_deref())?;
         }
         None => {}
     }
 
-    if let Some(spend) = &tx.session_spend {
-        let row = db
-            .prepare_cached(lc::SESSION_BUDGET)?
-            .query_row(params![spend.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        let after = lc::session_after(spend, row, tx.at_ms)?;
-        db.prepare_cached(lc::SESSION_SPENT)?.execute(params![after.to_string(), spend.id])?;
-    }
+    spend_session(db, tx)?;
+    move_balances(db, &lc::changes(tx)?)?;
+    insert_entries(db, &[tx])
+}
 
-    let changes = lc::changes(tx)?;
-    if !changes.is_empty() {
-        let keys = changes.iter().flat_map(|c| [c.account_text.as_str(), c.bucket.as_str()]);
-        let mut lock = db.prepare_cached(&lc::lock_balances_sql(changes.len()))?;
-        let mut rows = lock.query(params_from_iter(keys))?;
-        let mut old = HashMap::with_capacity(changes.len());
-        while let Some(r) = rows.next()? {
-            old.insert((r.get(0)?, r.get(1)?), r.get::<_, String>(2)?);
-        }
-        drop(rows);
-        let moved = lc::apply(&changes, &old)?;
-        if !moved.is_empty() {
-            let values = moved.iter().flat_map(|(account, bucket, amount)| [*account, bucket.as_str(), amount.as_str()]);
-            db.prepare_cached(&lc::write_balances_sql(moved.len()))?.execute(params_from_iter(values))?;
-        }
+/// A held escrow and its close, written together: the rows and balances of `commit_in(escrow)`
+/// then `commit_in(close)`, in 7 statements rather than 12. Both ledger transactions in one
+/// insert, the payment inserted already closed (no insert then update of its row and indexes),
+/// the balances both touch locked and written once, net of both, and every leg in one insert.
+///
+/// The balances are checked net of the pair, not after the escrow alone: the escrow's debit was
+/// checked when it was held, against the balance net of every held escrow, and nothing has
+/// moved that balance below its reservations since (`check_balances`).
+fn commit_pair_in(db: &Connection, escrow: &LedgerTx, close: &LedgerTx) -> Result<()> {
+    let (Some(PaymentChange::Open(p)), Some(PaymentChange::Close { request_id, to, output_hash, reason, kept })) =
+        (&escrow.payment, &close.payment)
+    else {
+        return commit_in(db, escrow).and_then(|()| commit_in(db, close));
+    };
+    if close.nonce.is_some() || *request_id != p.request_id {
+        return commit_in(db, escrow).and_then(|()| commit_in(db, close));
     }
+    db.prepare_cached(INSERT_TWO_TXS)?.execute(params![
+        escrow.id,
+        escrow.kind.as_str(),
+        p.request_id,
+        escrow.memo,
+        escrow.at_ms,
+        close.id,
+        close.kind.as_str(),
+        request_id,
+        close.memo,
+        close.at_ms
+    ])?;
+    claim_nonce(db, escrow)?;
+    let inserted = db.prepare_cached(INSERT_CLOSED_PAYMENT)?.execute(params![
+        p.request_id,
+        address_text(&p.payer),
+        p.amount.to_string(),
+        p.quote,
+        p.model,
+        p.app,
+        address_text(&p.gateway),
+        p.method,
+        p.reference,
+        to.as_str(),
+        p.input_hash,
+        escrow.id,
+        escrow.at_ms,
+        output_hash,
+        reason,
+        close.id,
+        close.at_ms,
+        kept.as_ref().map(|k| k.answer.as_str()),
+        kept.as_ref().map(|k| k.charged.to_string())
+    ])?;
+    if inserted == 0 {
+        return Err(lc::opened_twice(&p.request_id));
+    }
+    insert_receipt(db, kept.as_deref())?;
+    spend_session(db, escrow)?;
+    spend_session(db, close)?;
+    move_balances(db, &lc::changes_of(escrow.postings.iter().chain(&close.postings))?)?;
+    insert_entries(db, &[escrow, close])
+}
 
-    if !tx.postings.is_empty() {
-        let mut values = Vec::with_capacity(tx.postings.len() * 6);
+/// Both ledger transactions of a pair.
+const INSERT_TWO_TXS: &str =
+    "INSERT INTO ledger_txs (id, kind, request_id, memo, created_at) VALUES ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)";
+
+/// A payment opened and closed by one insert (`OPEN_PAYMENT`'s columns and `CLOSE_PAYMENT`'s).
+const INSERT_CLOSED_PAYMENT: &str = "INSERT INTO payments (request_id, payer, amount, quote, model, app, gateway, method, \
+     reference, status, input_hash, escrow_tx, created_at, output_hash, reason, settle_tx, settled_at, answer, charged) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+     ON CONFLICT (request_id) DO NOTHING";
+
+/// Claims `tx`'s nonce, if it carries one; refuses one claimed before.
+fn claim_nonce(db: &Connection, tx: &LedgerTx) -> Result<()> {
+    let Some(n) = &tx.nonce else { return Ok(()) };
+    let claimed =
+        db.prepare_cached(lc::CLAIM_NONCE)?.execute(params![address_text(&n.payer), n.nonce.to_lowercase(), tx.id, tx.at_ms])?;
+    if claimed == 0 {
+        return Err(StoreError::NonceUsed { payer: n.payer, nonce: n.nonce.clone() });
+    }
+    Ok(())
+}
+
+/// Stores the receipt kept with a capture, if any.
+fn insert_receipt(db: &Connection, kept: Option<&crate::Kept>) -> Result<()> {
+    if let Some(k) = kept {
+        let r = &k.receipt;
+        db.prepare_cached(lc::INSERT_RECEIPT)?.execute(params![r.request_id, address_text(&r.node), r.digest, r.body, r.created_at_ms])?;
+    }
+    Ok(())
+}
+
+/// Debits (or releases) `tx`'s spending session, if any, within its cap.
+fn spend_session(db: &Connection, tx: &LedgerTx) -> Result<()> {
+    let Some(spend) = &tx.session_spend else { return Ok(()) };
+    let row =
+        db.prepare_cached(lc::SESSION_BUDGET)?.query_row(params![spend.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+    let after = lc::session_after(spend, row, tx.at_ms)?;
+    db.prepare_cached(lc::SESSION_SPENT)?.execute(params![after.to_string(), spend.id])?;
+    Ok(())
+}
+
+/// Locks and reads the balances `changes` touch in one statement, checks them, and writes those
+/// that move in one more.
+fn move_balances(db: &Connection, changes: &[lc::Change]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let keys = changes.iter().flat_map(|c| [c.account_text.as_str(), c.bucket.as_str()]);
+    let mut lock = db.prepare_cached(&lc::lock_balances_sql(changes.len()))?;
+    let mut rows = lock.query(params_from_iter(keys))?;
+    let mut old = HashMap::with_capacity(changes.len());
+    while let Some(r) = rows.next()? {
+        old.insert((r.get(0)?, r.get(1)?), r.get::<_, String>(2)?);
+    }
+    drop(rows);
+    let moved = lc::apply(changes, &old)?;
+    if !moved.is_empty() {
+        let values = moved.iter().flat_map(|(account, bucket, amount)| [*account, bucket.as_str(), amount.as_str()]);
+        db.prepare_cached(&lc::write_balances_sql(moved.len()))?.execute(params_from_iter(values))?;
+    }
+    Ok(())
+}
+
+/// Every leg of `txs` in one insert.
+fn insert_entries(db: &Connection, txs: &[&LedgerTx]) -> Result<()> {
+    let legs: usize = txs.iter().map(|t| t.postings.len()).sum();
+    if legs == 0 {
+        return Ok(());
+    }
+    let mut values = Vec::with_capacity(legs * 6);
+    for tx in txs {
         for (idx, account, bucket, delta, role) in lc::entry_rows(tx) {
             values.extend([
                 Value::Text(tx.id.clone()),
@@ -595,7 +682,7 @@ fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
                 role.map_or(Value::Null, |r| Value::Text(r.to_owned())),
             ]);
         }
-        db.prepare_cached(&lc::entries_sql(tx.postings.len()))?.execute(params_from_iter(values))?;
     }
+    db.prepare_cached(&lc::entries_sql(legs))?.execute(params_from_iter(values))?;
     Ok(())
 }

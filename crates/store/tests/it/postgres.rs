@@ -115,3 +115,76 @@ async fn tallies_and_events_age_out() {
     })
     .await;
 }
+
+/// The rows of every ledger table, each column as text, in a fixed order.
+async fn ledger_rows(url: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::{AnyConnection, Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut c = AnyConnection::connect(url).await.expect("connect");
+    let queries = [
+        "SELECT id, kind, request_id, memo, CAST(created_at AS TEXT) FROM ledger_txs ORDER BY id",
+        "SELECT tx_id, CAST(idx AS TEXT), account, bucket, delta, role FROM ledger_entries ORDER BY tx_id, idx",
+        "SELECT account, bucket, amount FROM ledger_balances ORDER BY account, bucket",
+        "SELECT payer, nonce, tx_id, CAST(created_at AS TEXT) FROM payment_nonces ORDER BY payer, nonce",
+        "SELECT request_id, payer, amount, quote, model, app, gateway, method, reference, status, input_hash, escrow_tx, \
+         CAST(created_at AS TEXT), output_hash, reason, settle_tx, CAST(settled_at AS TEXT), answer, charged \
+         FROM payments ORDER BY request_id",
+        "SELECT request_id, node, digest, body, batch_id, CAST(created_at AS TEXT) FROM receipts ORDER BY request_id",
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        for r in sqlx::query(q).fetch_all(&mut c).await.expect(q) {
+            out.push((0..r.len()).map(|i| r.try_get::<Option<String>, _>(i).expect("text")).collect());
+        }
+        out.push(vec![Some(format!("-- end of {q}"))]);
+    }
+    out
+}
+
+/// The SQLite writer writes a held escrow with its close in fewer statements than two
+/// transactions (the payment inserted closed, balances and legs once for the pair): the rows
+/// must be exactly those the sqlx path writes for the same transactions on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_writer_writes_an_escrow_and_its_close_as_the_sqlx_path_does() {
+    use verinet_primitives::Address;
+    use verinet_store::{Kept, PaymentChange, ReceiptRecord, ledger_conformance::{capture_tx, escrow_tx, mint_tx, refund_tx}};
+    let payer = Address::repeat_byte(0x31);
+    let nonce = |n: u8| format!("0x{n:064x}");
+    let mut kept_capture = capture_tx(payer, 10, "r-kept");
+    if let Some(PaymentChange::Close { kept, .. }) = &mut kept_capture.payment {
+        let receipt = ReceiptRecord {
+            request_id: "r-kept".into(),
+            node: Address::repeat_byte(0xee),
+            digest: "0xd1".into(),
+            body: "{\"receipt\":1}".into(),
+            batch_id: None,
+            created_at_ms: 1_000,
+        };
+        *kept = Some(Box::new(Kept { answer: "{\"outputs\":{}}".into(), charged: 10, receipt }));
+    }
+    let txs = [
+        mint_tx(payer, 100),
+        escrow_tx(payer, 10, "r-kept", &nonce(1)),
+        kept_capture,
+        escrow_tx(payer, 20, "r-captured", &nonce(2)),
+        capture_tx(payer, 20, "r-captured"),
+        escrow_tx(payer, 30, "r-refunded", &nonce(3)),
+        refund_tx(payer, 30, "r-refunded"),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display());
+    let sqlite = SqlStore::connect(&file).await.expect("sqlite");
+    on_fresh_db(|db| async move {
+        let pg = SqlStore::connect(&db.url).await.expect("postgres");
+        for tx in &txs {
+            sqlite.commit(tx).await.expect("sqlite commit");
+            pg.commit(tx).await.expect("postgres commit");
+        }
+        sqlite.close().await;
+        pg.close().await;
+        let (a, b) = (ledger_rows(&file).await, ledger_rows(&db.url).await);
+        assert!(a.len() > 20, "{a:?}");
+        assert_eq!(a, b);
+    })
+    .await;
+}
