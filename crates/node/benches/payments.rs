@@ -168,11 +168,12 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
     let accepted = paid_client.quote(&req).await.expect("402").accepts[0].clone();
     let bearer = Arc::new(open_session(&paid_client, &payer).await);
 
+    // REQUESTS: calls per cell (default 1500); more for a profile of one cell.
+    let n: usize = std::env::var("REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     for conc in [1usize, 4] {
-        const N: usize = 1500;
         // Headers signed ahead: the bench measures what the node does with a payment.
         let headers: Vec<String> =
-            (0..N + 40).map(|_| encode_header(&sign_payment(&accepted, None, &payer, unix_now()).expect("sign"))).collect();
+            (0..n + 40).map(|_| encode_header(&sign_payment(&accepted, None, &payer, unix_now()).expect("sign"))).collect();
         let headers = Arc::new(std::sync::Mutex::new(headers));
         let f = infer_call(&free_client, &req);
         let x = {
@@ -194,10 +195,20 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
                 }
             }
         };
+        // PROFILE=free|x402|session: only that path at 4 in flight, for a profiler to attach to.
+        if let Ok(path) = std::env::var("PROFILE") {
+            let st = match path.as_str() {
+                "free" => drive(4, n, f).await,
+                "x402" => drive(4, n, x).await,
+                _ => drive(4, n, s).await,
+            };
+            println!("| {path} at 4 | {db} | {:.0} req/s | p50 {:.3} ms |", st.rps, ms(st.p50));
+            break;
+        }
         drive(2, 20, f.clone()).await;
         drive(2, 20, x.clone()).await;
         drive(2, 20, s.clone()).await;
-        let (fr, xr, sr) = (drive(conc, N, f).await, drive(conc, N, x).await, drive(conc, N, s).await);
+        let (fr, xr, sr) = (drive(conc, n, f).await, drive(conc, n, x).await, drive(conc, n, s).await);
         println!(
             "| digits | {db} | {conc} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} |",
             fr.rps,
