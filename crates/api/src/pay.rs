@@ -125,8 +125,7 @@ pub(crate) async fn take(
     } else if let Some(token) = bearer(headers) {
         let session = st
             .ledger
-            .store()
-            .session_by_token(&token_hash(token))
+            .session(&token_hash(token))
             .await?
             .ok_or_else(|| refuse(PaymentError::SessionInvalid("unknown bearer token".into())))?;
         if !session.models.is_empty()
@@ -137,7 +136,7 @@ pub(crate) async fn take(
                 model.name
             ))));
         }
-        (session.payer, PaidBy::Session { id: session.id }, "session")
+        (session.payer, PaidBy::Session { id: session.id.clone() }, "session")
     } else {
         return Err(refuse(PaymentError::Required { amount: quote.total }));
     };

@@ -1,5 +1,5 @@
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -18,7 +18,24 @@ use crate::{LedgerError, Quote, Result};
 #[derive(Clone)]
 pub struct Ledger {
     store: Arc<dyn LedgerStore>,
+    /// Open sessions' terms by token hash, as read once (see [`Ledger::session`]).
+    sessions: Arc<Mutex<HashMap<String, Arc<SessionTerms>>>>,
 }
+
+/// What a spending session's bearer token stands for: the fields fixed when it opens. What it
+/// has spent, its cap and its expiry are checked by the store at each escrow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTerms {
+    /// Session id.
+    pub id: String,
+    /// Who pays.
+    pub payer: Address,
+    /// Allowed model names or ids; empty means any.
+    pub models: Vec<String>,
+}
+
+/// The most sessions [`Ledger::session`] keeps; past it the memory starts over.
+const SESSIONS_KEPT: usize = 10_000;
 
 /// A paid request held in escrow: what the capture or refund needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +167,26 @@ pub struct EscrowRequest<'a> {
 impl Ledger {
     /// A ledger over `store`.
     pub fn new(store: Arc<dyn LedgerStore>) -> Self {
-        Self { store }
+        Self { store, sessions: Arc::default() }
+    }
+
+    /// The session whose bearer token hashes to `token_hash`, if one is open: read from the
+    /// store once, then kept in memory (its terms never change; a token not found is not kept,
+    /// so a session opened on another gateway is found at its first use). A paid call by
+    /// session then reads nothing before its escrow, which checks the budget and expiry.
+    pub async fn session(&self, token_hash: &str) -> Result<Option<Arc<SessionTerms>>> {
+        let kept = |s: &Self| s.sessions.lock().unwrap_or_else(PoisonError::into_inner).get(token_hash).cloned();
+        if let Some(t) = kept(self) {
+            return Ok(Some(t));
+        }
+        let Some(s) = self.store.session_by_token(token_hash).await? else { return Ok(None) };
+        let terms = Arc::new(SessionTerms { id: s.id, payer: s.payer, models: s.models });
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if sessions.len() >= SESSIONS_KEPT {
+            sessions.clear();
+        }
+        sessions.insert(token_hash.to_owned(), terms.clone());
+        Ok(Some(terms))
     }
 
     /// The store below (reads, tests).
@@ -423,5 +459,44 @@ impl Ledger {
             info!("no stale escrows");
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use verinet_store::{SpendingSession, SqlStore};
+
+    /// A session is read once and kept; a token not found is asked again (the session may open
+    /// later, or on another gateway).
+    #[tokio::test]
+    async fn a_session_is_read_once_and_an_unknown_token_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+        let store: Arc<dyn LedgerStore> = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let ledger = Ledger::new(store.clone());
+        assert!(ledger.session("h1").await.unwrap().is_none());
+        let payer = Address::repeat_byte(7);
+        store
+            .insert_session(&SpendingSession {
+                id: "s1".into(),
+                token_hash: "h1".into(),
+                payer,
+                max_total: 10,
+                spent: 0,
+                expires_at: i64::MAX / 1000,
+                models: vec!["digits".into()],
+                nonce: "n1".into(),
+                created_at_ms: 1,
+            })
+            .await
+            .unwrap();
+        let first = ledger.session("h1").await.unwrap().unwrap();
+        assert_eq!(*first, SessionTerms { id: "s1".into(), payer, models: vec!["digits".into()] });
+        let again = ledger.session("h1").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second lookup read the store again");
+        assert!(ledger.clone().session("h2").await.unwrap().is_none());
     }
 }

@@ -13,5 +13,5 @@ mod ledger;
 mod pricing;
 
 pub use error::{LedgerError, Result};
-pub use ledger::{AccountView, Escrow, EscrowRequest, Keep, Ledger, PaidBy, new_tx_id};
+pub use ledger::{AccountView, Escrow, EscrowRequest, Keep, Ledger, PaidBy, SessionTerms, new_tx_id};
 pub use pricing::{FeeSchedule, Payees, Quote};
