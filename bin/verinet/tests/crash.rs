@@ -143,6 +143,62 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     node.wait().unwrap();
 }
 
+/// With `[payments] capture_flush_ms` above 0 (opt-in) a capture is answered before it is
+/// written, so a SIGKILL inside the window loses answered payments: each one whole (no payment
+/// record, no ledger transaction, no money moved), never half. Everything that did reach the file
+/// is captured once with its result, and the ledger balances after recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_with_captures_answered_first_loses_each_payment_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("verinet.toml");
+    // A window long enough that the kill lands inside it.
+    std::fs::write(&config, format!("[payments]\noperator_fee = \"{FEE}\"\ncapture_flush_ms = 3000\n")).unwrap();
+
+    let (mut node, url) = up(&data, &config);
+    let client = Client::new(&url);
+    let payer = PrivateKeySigner::random();
+    const FUNDS: u128 = 1_000_000;
+    client.faucet(payer.address(), Some(FUNDS)).await.unwrap();
+    let req = InferRequest::new("digits", sample());
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let (resp, settled) = client.infer_paid(&req, &payer).await.unwrap();
+        assert!(settled.unwrap().success);
+        answers.push(resp);
+    }
+    node.kill().unwrap(); // SIGKILL, well inside the window
+    node.wait().unwrap();
+
+    let (mut node, url) = up(&data, &config);
+    let client = Client::new(&url);
+    let (after, _) = client.infer_paid(&req, &payer).await.unwrap();
+    node.kill().unwrap(); // and again: the answer just served is lost whole too
+    node.wait().unwrap();
+
+    let store = SqlStore::connect(&format!("sqlite://{}?mode=rw", data.join("verinet.db").display())).await.unwrap();
+    let totals = store.totals().await.unwrap();
+    assert!(totals.balanced(), "ledger invariant broken: {totals:?}");
+    assert_eq!(totals.escrow, 0, "escrow left: {totals:?}");
+    let mut written = 0u128;
+    for resp in answers.iter().chain([&after]) {
+        match store.payment(&resp.request_id).await.unwrap() {
+            None => assert!(store.request_txs(&resp.request_id).await.unwrap().is_empty(), "half a payment: {}", resp.request_id),
+            Some(p) => {
+                assert_eq!(p.status, PaymentStatus::Captured);
+                assert_eq!(p.output_hash, Some(format!("{:#x}", tensors_hash(&resp.tensors().unwrap()))));
+                assert_eq!(store.request_txs(&resp.request_id).await.unwrap(), vec![TxKind::Escrow, TxKind::Capture]);
+                written += 1;
+            }
+        }
+    }
+    assert!(written < 21, "no answered capture was lost: the window did not hold them");
+    // The payer paid for exactly the payments written, and for nothing else.
+    let spent = FUNDS - store.balances(payer.address()).await.unwrap().available;
+    assert_eq!(spent, written * FEE);
+    store.close().await;
+}
+
 /// A free port on 127.0.0.1, so that a restarted node comes back where its clients are.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
