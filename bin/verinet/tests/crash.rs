@@ -44,18 +44,26 @@ fn up_listening(data: &Path, config: &Path, listen: &str) -> (Child, String) {
     (child, url)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_mid_stream_loses_and_doubles_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("verinet.toml");
-    std::fs::write(&config, format!("[payments]\noperator_fee = \"{FEE}\"\n")).unwrap();
+/// What each payer is given.
+const FUNDS: u128 = 1_000_000;
 
-    let (mut node, url) = up(&data, &config);
+/// A node on a fresh data dir (`data` and `verinet.toml` in the returned dir; `[payments]` gets
+/// `payments` after the fee), and a payer it has funded.
+async fn funded_node(payments: &str) -> (tempfile::TempDir, Child, Client, PrivateKeySigner) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("verinet.toml");
+    std::fs::write(&config, format!("[payments]\noperator_fee = \"{FEE}\"\n{payments}")).unwrap();
+    let (node, url) = up(&tmp.path().join("data"), &config);
     let client = Client::new(&url);
     let payer = PrivateKeySigner::random();
-    const FUNDS: u128 = 1_000_000;
     client.faucet(payer.address(), Some(FUNDS)).await.unwrap();
+    (tmp, node, client, payer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_stream_loses_and_doubles_nothing() {
+    let (tmp, mut node, client, payer) = funded_node("").await;
+    let (data, config) = (tmp.path().join("data"), tmp.path().join("verinet.toml"));
     let req = InferRequest::new("digits", sample());
 
     // Four clients pay in a loop until the node dies under them.
@@ -149,17 +157,9 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
 /// is captured once with its result, and the ledger balances after recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_with_captures_answered_first_loses_each_payment_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("verinet.toml");
     // A window long enough that the kill lands inside it.
-    std::fs::write(&config, format!("[payments]\noperator_fee = \"{FEE}\"\ncapture_flush_ms = 3000\n")).unwrap();
-
-    let (mut node, url) = up(&data, &config);
-    let client = Client::new(&url);
-    let payer = PrivateKeySigner::random();
-    const FUNDS: u128 = 1_000_000;
-    client.faucet(payer.address(), Some(FUNDS)).await.unwrap();
+    let (tmp, mut node, client, payer) = funded_node("capture_flush_ms = 3000\n").await;
+    let (data, config) = (tmp.path().join("data"), tmp.path().join("verinet.toml"));
     let req = InferRequest::new("digits", sample());
     let mut answers = Vec::new();
     for _ in 0..20 {

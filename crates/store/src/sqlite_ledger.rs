@@ -493,21 +493,8 @@ fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
 
     match &tx.payment {
         Some(PaymentChange::Open(p)) => {
-            let opened = db.prepare_cached(lc::OPEN_PAYMENT)?.execute(params![
-                p.request_id,
-                address_text(&p.payer),
-                p.amount.to_string(),
-                p.quote,
-                p.model,
-                p.app,
-                address_text(&p.gateway),
-                p.method,
-                p.reference,
-                PaymentStatus::Escrowed.as_str(),
-                p.input_hash,
-                tx.id,
-                tx.at_ms
-            ])?;
+            let opened =
+                db.prepare_cached(lc::OPEN_PAYMENT)?.execute(params_from_iter(opened_row(p, PaymentStatus::Escrowed, tx)))?;
             if opened == 0 {
                 return Err(lc::opened_twice(&p.request_id));
             }
@@ -571,27 +558,16 @@ fn commit_pair_in(db: &Connection, escrow: &LedgerTx, close: &LedgerTx) -> Resul
         close.at_ms
     ])?;
     claim_nonce(db, escrow)?;
-    let inserted = db.prepare_cached(INSERT_CLOSED_PAYMENT)?.execute(params![
-        p.request_id,
-        address_text(&p.payer),
-        p.amount.to_string(),
-        p.quote,
-        p.model,
-        p.app,
-        address_text(&p.gateway),
-        p.method,
-        p.reference,
-        to.as_str(),
-        p.input_hash,
-        escrow.id,
-        escrow.at_ms,
-        output_hash,
-        reason,
-        close.id,
-        close.at_ms,
-        kept.as_ref().map(|k| k.answer.as_str()),
-        kept.as_ref().map(|k| k.charged.to_string())
-    ])?;
+    let mut row = opened_row(p, *to, escrow);
+    row.extend([
+        text(output_hash.clone()),
+        text(reason.clone()),
+        Value::Text(close.id.clone()),
+        Value::Integer(close.at_ms),
+        text(kept.as_ref().map(|k| k.answer.clone())),
+        text(kept.as_ref().map(|k| k.charged.to_string())),
+    ]);
+    let inserted = db.prepare_cached(INSERT_CLOSED_PAYMENT)?.execute(params_from_iter(row))?;
     if inserted == 0 {
         return Err(lc::opened_twice(&p.request_id));
     }
@@ -611,6 +587,30 @@ const INSERT_CLOSED_PAYMENT: &str = "INSERT INTO payments (request_id, payer, am
      reference, status, input_hash, escrow_tx, created_at, output_hash, reason, settle_tx, settled_at, answer, charged) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
      ON CONFLICT (request_id) DO NOTHING";
+
+/// The columns `OPEN_PAYMENT` binds, for the payment `p` opened by `tx` in `status`.
+fn opened_row(p: &NewPayment, status: PaymentStatus, tx: &LedgerTx) -> Vec<Value> {
+    vec![
+        Value::Text(p.request_id.clone()),
+        Value::Text(address_text(&p.payer)),
+        Value::Text(p.amount.to_string()),
+        Value::Text(p.quote.clone()),
+        Value::Text(p.model.clone()),
+        text(p.app.clone()),
+        Value::Text(address_text(&p.gateway)),
+        Value::Text(p.method.clone()),
+        Value::Text(p.reference.clone()),
+        Value::Text(status.as_str().to_owned()),
+        Value::Text(p.input_hash.clone()),
+        Value::Text(tx.id.clone()),
+        Value::Integer(tx.at_ms),
+    ]
+}
+
+/// Text, or NULL.
+fn text(v: Option<String>) -> Value {
+    v.map_or(Value::Null, Value::Text)
+}
 
 /// Claims `tx`'s nonce, if it carries one; refuses one claimed before.
 fn claim_nonce(db: &Connection, tx: &LedgerTx) -> Result<()> {
