@@ -560,12 +560,12 @@ fn commit_pair_in(db: &Connection, escrow: &LedgerTx, close: &LedgerTx) -> Resul
     claim_nonce(db, escrow)?;
     let mut row = opened_row(p, *to, escrow);
     row.extend([
-        text(output_hash.clone()),
-        text(reason.clone()),
+        text_or_null(output_hash.clone()),
+        text_or_null(reason.clone()),
         Value::Text(close.id.clone()),
         Value::Integer(close.at_ms),
-        text(kept.as_ref().map(|k| k.answer.clone())),
-        text(kept.as_ref().map(|k| k.charged.to_string())),
+        text_or_null(kept.as_ref().map(|k| k.answer.clone())),
+        text_or_null(kept.as_ref().map(|k| k.charged.to_string())),
     ]);
     let inserted = db.prepare_cached(INSERT_CLOSED_PAYMENT)?.execute(params_from_iter(row))?;
     if inserted == 0 {
@@ -596,7 +596,7 @@ fn opened_row(p: &NewPayment, status: PaymentStatus, tx: &LedgerTx) -> Vec<Value
         Value::Text(p.amount.to_string()),
         Value::Text(p.quote.clone()),
         Value::Text(p.model.clone()),
-        text(p.app.clone()),
+        text_or_null(p.app.clone()),
         Value::Text(address_text(&p.gateway)),
         Value::Text(p.method.clone()),
         Value::Text(p.reference.clone()),
@@ -608,7 +608,7 @@ fn opened_row(p: &NewPayment, status: PaymentStatus, tx: &LedgerTx) -> Vec<Value
 }
 
 /// Text, or NULL.
-fn text(v: Option<String>) -> Value {
+fn text_or_null(v: Option<String>) -> Value {
     v.map_or(Value::Null, Value::Text)
 }
 
