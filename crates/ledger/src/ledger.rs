@@ -175,8 +175,7 @@ impl Ledger {
     /// so a session opened on another gateway is found at its first use). A paid call by
     /// session then reads nothing before its escrow, which checks the budget and expiry.
     pub async fn session(&self, token_hash: &str) -> Result<Option<Arc<SessionTerms>>> {
-        let kept = |s: &Self| s.sessions.lock().unwrap_or_else(PoisonError::into_inner).get(token_hash).cloned();
-        if let Some(t) = kept(self) {
+        if let Some(t) = self.sessions.lock().unwrap_or_else(PoisonError::into_inner).get(token_hash).cloned() {
             return Ok(Some(t));
         }
         let Some(s) = self.store.session_by_token(token_hash).await? else { return Ok(None) };

@@ -62,10 +62,10 @@ impl Held {
             return Err(StoreError::Invalid("only a capture or refund closes a held escrow".into()));
         };
         if !self.escrows.contains_key(request_id) {
-            return Err(not_escrowed(request_id, "absent"));
+            return Err(StoreError::not_escrowed(request_id, "absent"));
         }
         if let Some(done) = self.closes.get(request_id) {
-            return Err(not_escrowed(request_id, closed_status(done).as_str()));
+            return Err(StoreError::not_escrowed(request_id, closed_status(done).as_str()));
         }
         let id = request_id.clone();
         self.apply(&close, 1);
@@ -194,7 +194,6 @@ impl Held {
         self.records().filter(|p| p.status == PaymentStatus::Escrowed)
     }
 
-
     /// What the answered captures of `payer` charged.
     pub(crate) fn spent(&self, payer: Address) -> u128 {
         self.closes
@@ -227,11 +226,6 @@ impl Held {
         self.escrows.get(request_id)?;
         Some(std::iter::once(TxKind::Escrow).chain(self.closes.get(request_id).map(|c| c.kind)).collect())
     }
-}
-
-/// The refusal of closing a payment that is `found` (the one `ledger_commit` gives).
-fn not_escrowed(request_id: &str, found: &str) -> StoreError {
-    StoreError::PaymentState { request_id: request_id.to_owned(), expected: PaymentStatus::Escrowed.to_string(), found: found.to_owned() }
 }
 
 /// The status a close moves its payment to.

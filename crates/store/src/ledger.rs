@@ -157,6 +157,18 @@ pub enum PaymentStatus {
     Refunded,
 }
 
+impl StoreError {
+    /// The refusal of closing the payment of `request_id`, found `found` (a status, or
+    /// `absent`) rather than escrowed.
+    pub(crate) fn not_escrowed(request_id: &str, found: &str) -> Self {
+        Self::PaymentState {
+            request_id: request_id.to_owned(),
+            expected: PaymentStatus::Escrowed.to_string(),
+            found: found.to_owned(),
+        }
+    }
+}
+
 macro_rules! text_enum {
     ($t:ty { $($v:ident = $s:literal),+ $(,)? }) => {
         impl $t {

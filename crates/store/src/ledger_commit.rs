@@ -173,9 +173,5 @@ pub(crate) fn opened_twice(request_id: &str) -> StoreError {
 
 /// The refusal of closing a payment found in status `found` (`None`: absent).
 pub(crate) fn not_escrowed(request_id: &str, found: Option<String>) -> StoreError {
-    StoreError::PaymentState {
-        request_id: request_id.to_owned(),
-        expected: crate::PaymentStatus::Escrowed.to_string(),
-        found: found.unwrap_or_else(|| "absent".into()),
-    }
+    StoreError::not_escrowed(request_id, found.as_deref().unwrap_or("absent"))
 }

@@ -23,7 +23,7 @@
 //! with the next group commit, which comes at most that long after the oldest waiting close,
 //! or sooner when any other transaction arrives, [`MAX_GROUP`] closes wait, or the store
 //! flushes ([`LedgerWriter::flush`]). One commit then carries many payments: fewer fsyncs, and
-//! the balances every payment credits (operator, protocol) written once per group.
+//! the pages of the balances every payment credits (operator, protocol) written once per group.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -537,14 +537,15 @@ fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
 /// checked when it was held, against the balance net of every held escrow, and nothing has
 /// moved that balance below its reservations since (`check_balances`).
 fn commit_pair_in(db: &Connection, escrow: &LedgerTx, close: &LedgerTx) -> Result<()> {
-    let (Some(PaymentChange::Open(p)), Some(PaymentChange::Close { request_id, to, output_hash, reason, kept })) =
-        (&escrow.payment, &close.payment)
-    else {
-        return commit_in(db, escrow).and_then(|()| commit_in(db, close));
+    let (p, to, output_hash, reason, kept) = match (&escrow.payment, &close.payment) {
+        (Some(PaymentChange::Open(p)), Some(PaymentChange::Close { request_id, to, output_hash, reason, kept }))
+            if close.nonce.is_none() && *request_id == p.request_id =>
+        {
+            (p, to, output_hash, reason, kept)
+        }
+        // Anything but an escrow and a plain close of that payment is written as two.
+        _ => return commit_in(db, escrow).and_then(|()| commit_in(db, close)),
     };
-    if close.nonce.is_some() || *request_id != p.request_id {
-        return commit_in(db, escrow).and_then(|()| commit_in(db, close));
-    }
     db.prepare_cached(INSERT_TWO_TXS)?.execute(params![
         escrow.id,
         escrow.kind.as_str(),
@@ -553,7 +554,7 @@ fn commit_pair_in(db: &Connection, escrow: &LedgerTx, close: &LedgerTx) -> Resul
         escrow.at_ms,
         close.id,
         close.kind.as_str(),
-        request_id,
+        p.request_id,
         close.memo,
         close.at_ms
     ])?;

@@ -62,9 +62,9 @@ mod ledger_conformance_sqlite {
     verinet_store::ledger_store_conformance!(with_ledger);
 }
 
-/// The node's default: captures and refunds of held escrows are answered first and written
-/// with the next group commit, up to 50 ms later here (long enough that the suite's reads
-/// meet them in memory).
+/// The node's opt-in `[payments] capture_flush_ms`: captures and refunds of held escrows are
+/// answered first and written with the next group commit, up to 50 ms later here (long enough
+/// that the suite's reads meet them in memory).
 async fn with_ledger_closing_late<F, Fut>(test: F)
 where
     F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
@@ -91,6 +91,12 @@ async fn a_kept_receipt_is_stored_with_its_capture_answered_first() {
     verinet_store::ledger_conformance::kept_receipt_is_stored(store.clone(), store).await;
 }
 
+/// What `sql` (a count) reads from the file itself, through a connection of its own.
+async fn count_on_disk(dir: &tempfile::TempDir, sql: &'static str) -> i64 {
+    let mut conn = SqliteConnection::connect(&url(dir)).await.unwrap();
+    sqlx::query(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>(0)
+}
+
 /// A capture answered before it is written: reads see it at once; it reaches the file with the
 /// next group commit (the delay, or a flush); a process that dies first loses escrow and
 /// capture together, so the payer keeps the money and the nonce.
@@ -101,13 +107,7 @@ async fn an_answered_capture_is_written_within_the_delay_or_lost_whole() {
     let payer = verinet_primitives::Address::repeat_byte(1);
     // capture_tx's creator.
     let creator = verinet_primitives::Address::repeat_byte(0xc1);
-    let on_disk = |sql: &'static str| {
-        let url = url(&dir);
-        async move {
-            let mut conn = SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>(0)
-        }
-    };
+    let on_disk = |sql: &'static str| count_on_disk(&dir, sql);
     let (n1, n2) = (format!("0x{:064x}", 7), format!("0x{:064x}", 8));
     let slow = verinet_store::StoreOptions { close_delay: std::time::Duration::from_secs(3600) };
     {
@@ -196,13 +196,7 @@ async fn an_escrow_held_when_the_process_dies_leaves_nothing() {
     assert!(store.payment("r1").await.unwrap().is_none());
     assert!(!store.nonce_used(payer, &nonce).await.unwrap());
     assert!(store.payments_with_status(verinet_store::PaymentStatus::Escrowed, gateway, i64::MAX).await.unwrap().is_empty());
-    let on_disk = |sql: &'static str| {
-        let url = url(&dir);
-        async move {
-            let mut conn = SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query(sql).fetch_one(&mut conn).await.unwrap().get::<i64, _>(0)
-        }
-    };
+    let on_disk = |sql: &'static str| count_on_disk(&dir, sql);
     assert_eq!(on_disk("SELECT COUNT(*) FROM payments").await, 0);
 
     // The same authorization sent again opens, and its refund writes both transactions.
