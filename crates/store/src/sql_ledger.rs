@@ -6,6 +6,9 @@
 //! transactions never wait on each other in a cycle, and several gateways sharing the database
 //! spend a balance once. Its transactions run here, through sqlx.
 //!
+//! On PostgreSQL the transaction is one statement on its own (`pg_ledger`): its balances stay
+//! locked while the server runs it, not across round trips.
+//!
 //! A SQLite file's ledger transactions go to one writer thread instead (`sqlite_ledger`), which
 //! groups whatever is waiting into one database transaction. An in-memory SQLite database (one
 //! connection, tests) runs them here too, taking the write lock up front (`BEGIN IMMEDIATE`).
@@ -179,8 +182,13 @@ impl LedgerStore for SqlStore {
         if let Some(writer) = &self.ledger_writer {
             return writer.commit(tx.clone()).await;
         }
+        if self.backend == "postgres" && crate::pg_ledger::commit_alone(&mut *self.pool.acquire().await?, tx).await? {
+            return Ok(());
+        }
+        // Refused on its own (PostgreSQL), or SQLite in memory: in a transaction that says why.
         let mut db = self.begin_write().await?;
-        match self.commit_in(&mut db, tx).await {
+        let done = if self.backend == "postgres" { crate::pg_ledger::commit_in(&mut db, tx).await } else { self.commit_in(&mut db, tx).await };
+        match done {
             Ok(()) => Ok(db.commit().await?),
             Err(e) => {
                 if let Err(rollback) = db.rollback().await {
