@@ -64,6 +64,23 @@ pub(crate) struct Change {
     pub delta: i128,
 }
 
+impl Change {
+    /// Whether this is the mint's counter-balance, the one balance allowed below zero.
+    pub(crate) fn may_go_negative(&self) -> bool {
+        self.bucket == Bucket::Minted && self.account == MINT_ACCOUNT
+    }
+
+    /// The refusal of this change, which would take a balance that held `before` below zero.
+    pub(crate) fn insufficient(&self, before: i128) -> StoreError {
+        StoreError::Insufficient {
+            account: self.account,
+            bucket: self.bucket.to_string(),
+            needed: self.delta.unsigned_abs(),
+            available: before.max(0).unsigned_abs(),
+        }
+    }
+}
+
 /// The net change per balance of `tx`, in lock order (account text, then bucket): two
 /// transactions lock shared balances in the same order and never wait on each other in a cycle.
 pub(crate) fn changes(tx: &LedgerTx) -> Result<Vec<Change>> {
@@ -131,14 +148,8 @@ pub(crate) fn apply<'a>(changes: &'a [Change], old: &HashMap<(String, String), S
         })?;
         let before: i128 = text.parse().map_err(|e| StoreError::Corrupt(format!("amount {text:?}: {e}")))?;
         let after = before.checked_add(c.delta).ok_or_else(|| StoreError::Invalid("balance overflows".into()))?;
-        let system = c.bucket == Bucket::Minted && c.account == MINT_ACCOUNT;
-        if after < 0 && !system {
-            return Err(StoreError::Insufficient {
-                account: c.account,
-                bucket: c.bucket.to_string(),
-                needed: c.delta.unsigned_abs(),
-                available: before.max(0).unsigned_abs(),
-            });
+        if after < 0 && !c.may_go_negative() {
+            return Err(c.insufficient(before));
         }
         if c.delta != 0 {
             out.push((c.account_text.as_str(), c.bucket, after.to_string()));
@@ -174,4 +185,17 @@ pub(crate) fn opened_twice(request_id: &str) -> StoreError {
 /// The refusal of closing a payment found in status `found` (`None`: absent).
 pub(crate) fn not_escrowed(request_id: &str, found: Option<String>) -> StoreError {
     StoreError::not_escrowed(request_id, found.as_deref().unwrap_or("absent"))
+}
+
+/// The refusal of closing `request_id`, which the close's update did not find escrowed: reads
+/// its status in the open transaction `db` (sqlx).
+pub(crate) async fn not_escrowed_in(db: &mut sqlx::AnyConnection, request_id: &str) -> Result<StoreError> {
+    use sqlx::Row;
+    let found = sqlx::query(PAYMENT_STATUS)
+        .bind(request_id)
+        .fetch_optional(&mut *db)
+        .await?
+        .map(|r| r.try_get::<String, _>("status"))
+        .transpose()?;
+    Ok(not_escrowed(request_id, found))
 }

@@ -265,15 +265,7 @@ async fn run(db: &mut AnyConnection, tx: &LedgerTx, guarded: bool) -> Result<()>
     if row.try_get::<i64, _>("changed")? == 0 {
         return Err(match &tx.payment {
             Some(PaymentChange::Open(p)) => lc::opened_twice(&p.request_id),
-            Some(PaymentChange::Close { request_id, .. }) => {
-                let found = sqlx::query(lc::PAYMENT_STATUS)
-                    .bind(request_id)
-                    .fetch_optional(&mut *db)
-                    .await?
-                    .map(|r| r.try_get::<String, _>("status"))
-                    .transpose()?;
-                lc::not_escrowed(request_id, found)
-            }
+            Some(PaymentChange::Close { request_id, .. }) => lc::not_escrowed_in(db, request_id).await?,
             None => StoreError::Corrupt("a payment change without a payment".into()),
         });
     }
@@ -307,15 +299,9 @@ async fn run(db: &mut AnyConnection, tx: &LedgerTx, guarded: bool) -> Result<()>
             })?;
             // Beyond i128 only when a delta overflowed it.
             let now: i128 = text.parse().map_err(|_| StoreError::Invalid(format!("balance overflows: {text}")))?;
-            let system = c.bucket == Bucket::Minted && c.account == MINT_ACCOUNT;
-            if now < 0 && !system {
+            if now < 0 && !c.may_go_negative() {
                 let before = now.checked_sub(c.delta).ok_or_else(|| StoreError::Invalid("balance overflows".into()))?;
-                return Err(StoreError::Insufficient {
-                    account: c.account,
-                    bucket: c.bucket.to_string(),
-                    needed: c.delta.unsigned_abs(),
-                    available: before.max(0).unsigned_abs(),
-                });
+                return Err(c.insufficient(before));
             }
         }
     }

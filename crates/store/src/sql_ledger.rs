@@ -109,13 +109,7 @@ impl SqlStore {
                     .execute(&mut *db)
                     .await?;
                 if closed.rows_affected() == 0 {
-                    let found = sqlx::query(lc::PAYMENT_STATUS)
-                        .bind(request_id)
-                        .fetch_optional(&mut *db)
-                        .await?
-                        .map(|r| r.try_get::<String, _>("status"))
-                        .transpose()?;
-                    return Err(lc::not_escrowed(request_id, found));
+                    return Err(lc::not_escrowed_in(db, request_id).await?);
                 }
                 if let Some(k) = kept {
                     crate::sql_receipt::insert_receipt(db, &k.receipt).await?;

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::V
 use tokio::sync::{RwLock, RwLockReadGuard, mpsc, oneshot};
 
 use crate::{
-    Bucket, LedgerTx, NewPayment, NonceClaim, PaymentChange, PaymentStatus, Result, StoreError, held::Held, ledger::MINT_ACCOUNT,
+    LedgerTx, NewPayment, NonceClaim, PaymentChange, PaymentStatus, Result, StoreError, held::Held,
     ledger_commit as lc, sql::address_text,
 };
 
@@ -453,8 +453,7 @@ fn check_balances(db: &Connection, tx: &LedgerTx, held: &Held, all: bool) -> Res
     for c in lc::changes(tx)? {
         let delta = held.delta(c.account, c.bucket);
         let reserved = if all { delta } else { delta.min(0) };
-        let system = c.bucket == Bucket::Minted && c.account == MINT_ACCOUNT;
-        if c.delta >= 0 || system || (reserved == 0 && !all) {
+        if c.delta >= 0 || c.may_go_negative() || (reserved == 0 && !all) {
             continue;
         }
         let text: Option<String> = db
@@ -467,12 +466,7 @@ fn check_balances(db: &Connection, tx: &LedgerTx, held: &Held, all: bool) -> Res
         };
         let before = stored.saturating_add(reserved);
         if before.saturating_add(c.delta) < 0 {
-            return Err(StoreError::Insufficient {
-                account: c.account,
-                bucket: c.bucket.to_string(),
-                needed: c.delta.unsigned_abs(),
-                available: before.max(0).unsigned_abs(),
-            });
+            return Err(c.insufficient(before));
         }
     }
     Ok(())
