@@ -201,7 +201,8 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
             let st = match path.as_str() {
                 "free" => drive(4, n, f).await,
                 "x402" => drive(4, n, x).await,
-                _ => drive(4, n, s).await,
+                "session" => drive(4, n, s).await,
+                other => panic!("PROFILE={other}: free, x402 or session"),
             };
             let cpu_us = (process_cpu_secs() - cpu) / n as f64 * 1e6;
             println!("| {path} at 4 | {db} | {:.0} req/s | p50 {:.3} ms | {cpu_us:.0} us CPU per call (client and node) |", st.rps, ms(st.p50));

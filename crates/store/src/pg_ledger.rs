@@ -279,7 +279,11 @@ async fn run(db: &mut AnyConnection, tx: &LedgerTx, guarded: bool) -> Result<()>
                 let (spent, max, expires) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
                 let corrupt = |what: &str| StoreError::Corrupt(format!("session {} {what}: {s:?}", spend.id));
                 let spent: i128 = spent.parse().map_err(|_| corrupt("spent"))?;
-                let before = spent - spend.amount as i128 + spend.released as i128;
+                let before = i128::try_from(spend.amount)
+                    .ok()
+                    .zip(i128::try_from(spend.released).ok())
+                    .and_then(|(amount, released)| spent.checked_sub(amount)?.checked_add(released))
+                    .ok_or_else(|| corrupt("spent"))?;
                 Ok::<_, StoreError>((before.to_string(), max.to_owned(), expires.parse::<i64>().map_err(|_| corrupt("expiry"))?))
             })
             .transpose()?;
