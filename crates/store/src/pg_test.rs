@@ -64,12 +64,34 @@ impl PgTestDb {
     }
 
     /// Drops the database, disconnecting whoever still uses it.
+    ///
+    /// `WITH (FORCE)` refuses (SQLSTATE 42501) when the database holds a backend that a role
+    /// without superuser may not signal: an autovacuum worker, which a test's burst of writes can
+    /// start, or a connection still starting. So on a refusal this ends the sessions of its own
+    /// role and runs a plain `DROP DATABASE`, which asks autovacuum to stop and waits for it, and
+    /// tries again for a few seconds before it fails loudly.
     pub async fn drop_db(self) {
         let mut admin = PgConnection::connect(&self.server).await.expect("connect to drop");
-        admin
-            .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
+        let force = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let plain = format!("DROP DATABASE IF EXISTS \"{}\"", self.name);
+        let mut last = None;
+        for _ in 0..20 {
+            let Err(refused) = admin.execute(AssertSqlSafe(force.clone())).await else { return };
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .execute(&mut admin)
             .await
-            .expect("drop database");
+            .ok();
+            match admin.execute(AssertSqlSafe(plain.clone())).await {
+                Ok(_) => return,
+                Err(plain) => last = Some((refused, plain)),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("drop database {}: (force, plain) {last:?}", self.name);
     }
 
     /// Runs `test` against a fresh database; drops it even if the test panics.
