@@ -195,17 +195,19 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
                 }
             }
         };
-        // PROFILE=free|x402|session: only that path at 4 in flight, for a profiler to attach to.
+        // PROFILE=free|x402|session: only that path at INFLIGHT (default 4) in flight, for a
+        // profiler to attach to.
         if let Ok(path) = std::env::var("PROFILE") {
+            let inflight: usize = std::env::var("INFLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
             let cpu = process_cpu_secs();
             let st = match path.as_str() {
-                "free" => drive(4, n, f).await,
-                "x402" => drive(4, n, x).await,
-                "session" => drive(4, n, s).await,
+                "free" => drive(inflight, n, f).await,
+                "x402" => drive(inflight, n, x).await,
+                "session" => drive(inflight, n, s).await,
                 other => panic!("PROFILE={other}: free, x402 or session"),
             };
             let cpu_us = (process_cpu_secs() - cpu) / n as f64 * 1e6;
-            println!("| {path} at 4 | {db} | {:.0} req/s | p50 {:.3} ms | {cpu_us:.0} us CPU per call (client and node) |", st.rps, ms(st.p50));
+            println!("| {path} at {inflight} | {db} | {:.0} req/s | p50 {:.3} ms | {cpu_us:.0} us CPU per call (client and node) |", st.rps, ms(st.p50));
             break;
         }
         drive(2, 20, f.clone()).await;

@@ -55,7 +55,11 @@ impl Node {
         let data_dir = &config.storage.data_dir;
         std::fs::create_dir_all(data_dir)?;
         let lock = crate::DataDirLock::acquire(data_dir)?;
-        let options = verinet_store::StoreOptions { close_delay: Duration::from_millis(config.payments.capture_flush_ms) };
+        #[allow(clippy::needless_update, reason = "the store's test-utils builds have one more (test) option")]
+        let options = verinet_store::StoreOptions {
+            close_delay: Duration::from_millis(config.payments.capture_flush_ms),
+            ..Default::default()
+        };
         let store = SqlStore::connect_with(&config.database_url(), &options).await?;
         let storage_name = store.backend().to_owned();
         let blobs = ObjectBlobStore::local(&config.blobs_dir())?;

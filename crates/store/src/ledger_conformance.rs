@@ -29,7 +29,8 @@ macro_rules! ledger_store_conformance {
             concurrent_escrows_never_overspend, concurrent_same_nonce_has_one_winner,
             concurrent_closes_capture_once, session_budget_caps_spending, apps_register_once,
             stale_escrows_are_found_per_gateway, a_capture_keeps_its_answer_and_receipt,
-            audit_sees_what_the_ledger_holds, escrowed_funds_and_nonces_are_spoken_for);
+            audit_sees_what_the_ledger_holds, escrowed_funds_and_nonces_are_spoken_for,
+            a_balance_that_covers_every_request_pays_them_all);
     };
     (@tests $harness:path; $($test:ident),* $(,)?) => {
         $(
@@ -302,6 +303,45 @@ pub async fn concurrent_escrows_never_overspend(s: Arc<dyn LedgerStore>) {
     }
     assert_eq!(ok, 5);
     assert_eq!(s.balances(payer).await.unwrap(), bal(0, 5, 0));
+    assert_balanced(&*s).await;
+}
+
+/// Payers whose balances cover their requests exactly, one after another, each paying with
+/// four paced requests in flight: every request is paid and nothing is left. A store that counted an
+/// escrow twice while writing it (held, and already in the database) would refuse a payer's
+/// last requests.
+pub async fn a_balance_that_covers_every_request_pays_them_all(s: Arc<dyn LedgerStore>) {
+    const PAYERS: u8 = 8;
+    const EACH: u64 = 40;
+    const AMOUNT: u128 = 10;
+    let payer = |p: u8| Address::repeat_byte(0x40 + p);
+    for p in 0..PAYERS {
+        mint(&*s, payer(p), u128::from(EACH) * AMOUNT).await;
+    }
+    for p in 0..PAYERS {
+        let next = Arc::new(AtomicU64::new(0));
+        let workers = (0..4).map(|_| {
+            let (s, next) = (s.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= EACH {
+                        return;
+                    }
+                    let id = format!("payer{p}-{i}");
+                    let n = nonce(u64::from(p) * EACH + i);
+                    s.commit(&escrow_tx(payer(p), AMOUNT, &id, &n)).await.unwrap_or_else(|e| panic!("escrow {id}: {e}"));
+                    s.commit(&capture_tx(payer(p), AMOUNT, &id)).await.unwrap_or_else(|e| panic!("capture {id}: {e}"));
+                    // Paced, so that a store writing in groups writes some while others come.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            })
+        });
+        for worker in futures::future::join_all(workers).await {
+            worker.expect("a worker panicked");
+        }
+        assert_eq!(s.balances(payer(p)).await.unwrap(), bal(0, 0, 0));
+    }
     assert_balanced(&*s).await;
 }
 

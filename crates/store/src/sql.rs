@@ -43,6 +43,11 @@ pub struct StoreOptions {
     /// authorizations' nonces, the operator loses the fees (docs/payments.md). PostgreSQL
     /// ignores it: gateways sharing the database must see each other's payments.
     pub close_delay: std::time::Duration,
+    /// Tests only: how long the SQLite committer thread waits after a group's COMMIT before it
+    /// reports it, which widens the window in which an escrow check meets a written escrow both
+    /// in the database and still held.
+    #[cfg(feature = "test-utils")]
+    pub commit_report_pause: std::time::Duration,
 }
 
 /// The PostgreSQL channel a publication is announced on (payload: the model's name).
@@ -100,7 +105,7 @@ impl SqlStore {
         MIGRATOR.run(&pool).await?;
         tracing::info!(backend, "store connected, schema up to date");
         let ledger_writer =
-            ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT, opts.close_delay)).transpose()?;
+            ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT, opts)).transpose()?;
         let pg_url = (backend == "postgres").then(|| url.into());
         Ok(Self { pool, backend, ledger_writer, pg_url })
     }

@@ -85,21 +85,57 @@ impl HeldView<'_> {
 }
 
 impl LedgerWriter {
-    /// Opens `path` (already migrated) and starts the thread. `close_delay`: how long an
-    /// answered close of a held escrow may wait to be written (zero: it is written before
+    /// Opens `path` (already migrated) and starts the thread. `options.close_delay`: how long
+    /// an answered close of a held escrow may wait to be written (zero: it is written before
     /// it is answered).
-    pub(crate) fn spawn(path: &Path, busy_timeout: Duration, close_delay: Duration) -> Result<Self> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(busy_timeout)?;
-        // FULL: a COMMIT is on disk (the WAL synced) before any caller hears "done".
-        db.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY")?;
-        db.set_prepared_statement_cache_capacity(64);
+    pub(crate) fn spawn(path: &Path, busy_timeout: Duration, options: &crate::StoreOptions) -> Result<Self> {
+        let close_delay = options.close_delay;
+        #[cfg(feature = "test-utils")]
+        let pause = options.commit_report_pause;
+        let open = || -> Result<Connection> {
+            let db = Connection::open(path)?;
+            db.busy_timeout(busy_timeout)?;
+            // FULL: a COMMIT is on disk (the WAL synced) before any caller hears "done".
+            db.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY")?;
+            db.set_prepared_statement_cache_capacity(64);
+            Ok(db)
+        };
         let (jobs, rx) = mpsc::channel(4 * MAX_GROUP);
         let shared = Arc::new(Shared::default());
+        // With a close delay, groups of answered closes are written by a second thread on a
+        // second connection, so that escrows and closes are answered while one commits.
+        let (committer, done) = if close_delay.is_zero() {
+            (None, None)
+        } else {
+            let (send, work) = std::sync::mpsc::channel::<(Vec<LedgerTx>, Held)>();
+            let (finished, done) = mpsc::unbounded_channel();
+            let mut group_writer = Committer { db: open()?, shared: shared.clone() };
+            std::thread::Builder::new().name("verinet-ledger-commit".into()).spawn(move || {
+                for (group, mut held) in work {
+                    let outcome = group_writer.commit_group(&group, &mut held);
+                    #[cfg(feature = "test-utils")]
+                    std::thread::sleep(pause);
+                    if finished.send(outcome).is_err() {
+                        return;
+                    }
+                }
+            })?;
+            (Some(send), Some(done))
+        };
         // A clock for the wait on the queue while closes wait to be written.
         let clock = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-        let mut writer = Writer { db, held: Held::default(), shared: shared.clone(), close_delay, waiting: Vec::new(), since: None };
-        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || writer.run(rx, &clock))?;
+        let mut writer = Writer {
+            own: Committer { db: open()?, shared: shared.clone() },
+            held: Held::default(),
+            shared: shared.clone(),
+            close_delay,
+            waiting: Vec::new(),
+            since: None,
+            committer,
+            writing: None,
+            parked: Vec::new(),
+        };
+        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || writer.run(rx, done, &clock))?;
         Ok(Self { jobs, shared })
     }
 
@@ -135,8 +171,21 @@ impl LedgerWriter {
 }
 
 /// The writer thread's state: its connection, and the escrows it holds.
+///
+/// With a close delay, a group made only of answered closes (the paid path's steady state) is
+/// written by the committer thread on its own connection while this thread goes on answering
+/// escrows and closes: before, every escrow that arrived during a group's writes and its
+/// COMMIT (fsync included) waited for them, which left the cores idle for about a third of
+/// the time at 4 paid requests in flight. While such a group is being written:
+/// - the escrows it writes stay in `held` until it is committed, so an escrow checked in the
+///   meantime counts them once if its read predates the COMMIT, and twice (on the safe side)
+///   if it follows it; a refusal then waits for the commit and is checked again, so that
+///   counting twice never refuses what counting once would allow;
+/// - anything else (a write, a close of an escrow not held, a flush) waits for the commit, so
+///   the committer's group never meets a change it was not given.
 struct Writer {
-    db: Connection,
+    /// This thread's connection: the escrow checks' reads, and groups that are not only closes.
+    own: Committer,
     /// The held escrows as the open transaction sees them (ahead of `shared` until it commits).
     held: Held,
     /// The held escrows as reads see them.
@@ -147,29 +196,62 @@ struct Writer {
     waiting: Vec<LedgerTx>,
     /// When the oldest of them was answered.
     since: Option<Instant>,
+    /// The committer thread's queue (with a close delay only).
+    committer: Option<std::sync::mpsc::Sender<(Vec<LedgerTx>, Held)>>,
+    /// The closes the committer is writing now.
+    writing: Option<Vec<LedgerTx>>,
+    /// Jobs that wait for the committer's group to be committed.
+    parked: Vec<Job>,
 }
 
+/// What the writer thread waits for.
+#[allow(clippy::large_enum_variant, reason = "one per job, moved once, as `Job` itself")]
+enum Event {
+    Job(Job),
+    /// The committer's outcome for the group in `writing`.
+    Committed(GroupOutcome),
+    /// The oldest waiting close is due.
+    Due,
+    /// Every handle is gone.
+    Closed,
+}
+
+/// A group's results, or why it failed as a whole.
+type GroupOutcome = std::result::Result<Vec<Result<()>>, String>;
+
 impl Writer {
-    fn run(&mut self, mut jobs: mpsc::Receiver<Job>, clock: &tokio::runtime::Runtime) {
+    fn run(&mut self, mut jobs: mpsc::Receiver<Job>, mut done: Option<mpsc::UnboundedReceiver<GroupOutcome>>, clock: &tokio::runtime::Runtime) {
         loop {
-            let first = match self.since {
-                None => jobs.blocking_recv(),
-                Some(since) => {
-                    let left = self.close_delay.saturating_sub(since.elapsed());
-                    match clock.block_on(async { tokio::time::timeout(left, jobs.recv()).await }) {
-                        Ok(job) => job,
-                        Err(_elapsed) => {
-                            // (A failure is logged and the closes wait for the next try.)
-                            let _ = self.write(Vec::new());
-                            continue;
-                        }
+            let event = self.next(&mut jobs, done.as_mut(), clock);
+            let first = match event {
+                Event::Committed(outcome) => {
+                    self.committed(outcome);
+                    // What waited for the commit is taken now, as one group, in its order.
+                    let parked = std::mem::take(&mut self.parked);
+                    if !parked.is_empty() {
+                        self.handle(parked);
                     }
+                    continue;
                 }
-            };
-            // Every handle is gone: write what waits, then stop.
-            let Some(first) = first else {
-                let _ = self.write(Vec::new());
-                return;
+                Event::Due => {
+                    // (A failure is logged and the closes wait for the next try.)
+                    let _ = self.write(Vec::new());
+                    continue;
+                }
+                Event::Closed => {
+                    // Every handle is gone: let the committer finish, write what waits, stop.
+                    if self.writing.is_some()
+                        && let Some(outcome) = done.as_mut().and_then(|d| d.blocking_recv())
+                    {
+                        self.committed(outcome);
+                    }
+                    let parked = std::mem::take(&mut self.parked);
+                    self.handle(parked);
+                    self.committer = None;
+                    let _ = self.write_here(Vec::new());
+                    return;
+                }
+                Event::Job(job) => job,
             };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -178,38 +260,114 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // Escrows first, each answered at once: checked against what is committed and held,
-            // they need no transaction and no wait for the others' commit. (The jobs of a group
-            // were all waiting at once, so any order of them is one they could have come in.)
-            // Then the closes of held escrows, answered at once when a delay is allowed.
-            let (mut writes, mut flushes) = (Vec::new(), Vec::new());
-            let mut closes = Vec::new();
-            for job in group {
-                match job {
-                    Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => {
-                        let _ = reply.send(self.hold(tx));
-                    }
-                    Job::Tx(tx, reply) => match lc::request_id(&tx) {
-                        Some(id) if !self.close_delay.is_zero() && self.held.escrow(id).is_some() => closes.push((tx, reply)),
-                        _ => writes.push((tx, reply)),
-                    },
-                    Job::Flush(reply) => flushes.push(reply),
+            if self.writing.is_some() {
+                self.meanwhile(group);
+            } else {
+                self.handle(group);
+            }
+        }
+    }
+
+    /// Waits for a job, the committer's outcome, or the oldest waiting close to fall due.
+    fn next(&self, jobs: &mut mpsc::Receiver<Job>, done: Option<&mut mpsc::UnboundedReceiver<GroupOutcome>>, clock: &tokio::runtime::Runtime) -> Event {
+        let due = match (&self.writing, self.since) {
+            (None, Some(since)) => Some(self.close_delay.saturating_sub(since.elapsed())),
+            _ => None,
+        };
+        let done = done.filter(|_| self.writing.is_some());
+        if due.is_none() && done.is_none() {
+            return jobs.blocking_recv().map_or(Event::Closed, Event::Job);
+        }
+        clock.block_on(async {
+            let committed = async {
+                match done {
+                    Some(d) => d.recv().await,
+                    None => std::future::pending().await,
                 }
+            };
+            let timer = async {
+                match due {
+                    Some(left) => tokio::time::sleep(left).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                outcome = committed => match outcome {
+                    Some(outcome) => Event::Committed(outcome),
+                    // The committer thread is gone (it panicked): its group is not known to be
+                    // written; its closes stay held and wait.
+                    None => Event::Committed(Err("the ledger committer thread stopped".into())),
+                },
+                job = jobs.recv() => job.map_or(Event::Closed, Event::Job),
+                () = timer => Event::Due,
             }
-            for (tx, reply) in closes {
-                let _ = reply.send(self.answer_close(tx));
+        })
+    }
+
+    /// Jobs that come while the committer writes: escrows and closes of held escrows answered
+    /// (a refused escrow waits and is checked again after the commit), the rest parked.
+    fn meanwhile(&mut self, group: Vec<Job>) {
+        for job in group {
+            match job {
+                Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => {
+                    let retry = tx.clone();
+                    match self.hold(tx) {
+                        Ok(()) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Err(_) => self.parked.push(Job::Tx(retry, reply)),
+                    }
+                }
+                Job::Tx(tx, reply)
+                    if lc::request_id(&tx).is_some_and(|id| self.held.escrow(id).is_some())
+                        && self.parked.is_empty() =>
+                {
+                    let _ = reply.send(self.answer_close(tx));
+                }
+                other => self.parked.push(other),
             }
-            let due = !writes.is_empty()
-                || !flushes.is_empty()
-                || self.waiting.len() >= MAX_GROUP
-                || self.since.is_some_and(|s| s.elapsed() >= self.close_delay);
-            if !due {
-                continue;
+        }
+    }
+
+    /// One group of jobs, no commit in progress: escrows and closes answered, then the writes
+    /// (and the waiting closes) written when due.
+    fn handle(&mut self, group: Vec<Job>) {
+        // Escrows first, each answered at once: checked against what is committed and held,
+        // they need no transaction and no wait for the others' commit. (The jobs of a group
+        // were all waiting at once, so any order of them is one they could have come in.)
+        // Then the closes of held escrows, answered at once when a delay is allowed.
+        let (mut writes, mut flushes) = (Vec::new(), Vec::new());
+        let mut closes = Vec::new();
+        for job in group {
+            match job {
+                Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => {
+                    let _ = reply.send(self.hold(tx));
+                }
+                Job::Tx(tx, reply) => match lc::request_id(&tx) {
+                    Some(id) if !self.close_delay.is_zero() && self.held.escrow(id).is_some() => closes.push((tx, reply)),
+                    _ => writes.push((tx, reply)),
+                },
+                Job::Flush(reply) => flushes.push(reply),
             }
-            let flushed = self.write(writes);
-            for reply in flushes {
-                let _ = reply.send(flushed.as_ref().copied().map_err(|e| StoreError::CommitFailed(e.to_string())));
-            }
+        }
+        for (tx, reply) in closes {
+            let _ = reply.send(self.answer_close(tx));
+        }
+        let due = !writes.is_empty()
+            || !flushes.is_empty()
+            || self.waiting.len() >= MAX_GROUP
+            || self.since.is_some_and(|s| s.elapsed() >= self.close_delay);
+        if !due {
+            return;
+        }
+        if writes.is_empty() && flushes.is_empty() {
+            let _ = self.write(Vec::new());
+            return;
+        }
+        let flushed = self.write_here(writes);
+        for reply in flushes {
+            let _ = reply.send(flushed.as_ref().copied().map_err(|e| StoreError::CommitFailed(e.to_string())));
         }
     }
 
@@ -223,11 +381,70 @@ impl Writer {
         Ok(())
     }
 
-    /// One group commit: the answered closes waiting, then `writes` (each answered). Returns
-    /// whether the closes are now durable. A database failure keeps them waiting (they are
-    /// tried again after another delay); a close refused on its own (never expected: it was
-    /// checked against the held escrow) is dropped from memory and logged.
+    /// Writes the waiting closes, and `writes`: on the committer thread when there are only
+    /// closes and a committer, else here.
     fn write(&mut self, writes: Vec<(LedgerTx, Reply)>) -> Result<()> {
+        if !writes.is_empty() || self.waiting.is_empty() || self.writing.is_some() {
+            return self.write_here(writes);
+        }
+        let Some(committer) = &self.committer else { return self.write_here(writes) };
+        // The committer gets the pairs it writes, each escrow with its close.
+        let mut pairs = Held::default();
+        for close in &self.waiting {
+            if let Some(escrow) = lc::request_id(close).and_then(|id| self.held.escrow(id)) {
+                pairs.add(escrow.clone());
+                let _ = pairs.close(close.clone());
+            }
+        }
+        let group = std::mem::take(&mut self.waiting);
+        match committer.send((group.clone(), pairs)) {
+            Ok(()) => {
+                self.writing = Some(group);
+                self.since = None;
+                Ok(())
+            }
+            Err(_) => {
+                // The committer thread is gone: write here from now on.
+                self.committer = None;
+                self.waiting = group;
+                self.write_here(Vec::new())
+            }
+        }
+    }
+
+    /// The committer's outcome for the group in `writing`: the closes written leave the held
+    /// set (the committer took them out of the shared view when it committed); on a failure
+    /// they wait again, first.
+    fn committed(&mut self, outcome: GroupOutcome) {
+        let group = self.writing.take().unwrap_or_default();
+        let n = group.len();
+        match outcome {
+            Ok(results) => {
+                for (close, result) in group.into_iter().zip(results) {
+                    let id = lc::request_id(&close).unwrap_or_default().to_owned();
+                    if let Err(e) = result {
+                        tracing::error!(request_id = %id, error = %e, "an answered close was refused when written; dropped");
+                        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                    }
+                    self.held.remove(&id);
+                }
+            }
+            Err(e) => {
+                let newer = std::mem::replace(&mut self.waiting, group);
+                self.waiting.extend(newer);
+                tracing::warn!(error = %e, waiting = n, "the ledger group commit failed; answered closes wait for the next");
+            }
+        }
+        if !self.waiting.is_empty() && self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// One group commit on this thread: the answered closes waiting, then `writes` (each
+    /// answered). Returns whether the closes are now durable. A database failure keeps them
+    /// waiting (they are tried again after another delay); a close refused on its own (never
+    /// expected: it was checked against the held escrow) is dropped from memory and logged.
+    fn write_here(&mut self, writes: Vec<(LedgerTx, Reply)>) -> Result<()> {
         let waiting = std::mem::take(&mut self.waiting);
         let n = waiting.len();
         if n == 0 && writes.is_empty() {
@@ -236,7 +453,7 @@ impl Writer {
         }
         let (txs, replies): (Vec<LedgerTx>, Vec<Reply>) = writes.into_iter().unzip();
         let group: Vec<LedgerTx> = waiting.into_iter().chain(txs).collect();
-        let (results, failed) = match self.commit_group(&group) {
+        let (results, failed) = match self.own.commit_group(&group, &mut self.held) {
             Ok(results) => (results, None),
             Err(e) => (group.iter().map(|_| Err(StoreError::CommitFailed(e.clone()))).collect(), Some(e)),
         };
@@ -277,14 +494,23 @@ impl Writer {
             return Err(StoreError::Invalid("only an escrow that opens a payment is held".into()));
         };
         // One read transaction (one WAL snapshot) for the checks' reads.
-        let read = self.db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+        let read = self.own.db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
         check_escrow(&read, &tx, p, &self.held)?;
         read.commit()?;
         self.held.add(tx.clone());
         self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).add(tx);
         Ok(())
     }
+}
 
+/// A connection that writes groups, with the held set's shared view it updates on commit: the
+/// writer thread's own, or the committer thread's (see [`Writer`]).
+struct Committer {
+    db: Connection,
+    shared: Arc<Shared>,
+}
+
+impl Committer {
     /// One database transaction for the whole group.
     ///
     /// Refusals are rare (a nonce reused, a balance short), so the group first runs without
@@ -294,22 +520,22 @@ impl Writer {
     /// each, in the same order, so each transaction meets the same balances and gets the same
     /// outcome.
     /// `Err`: the group failed as a whole (the database), nothing of it is written.
-    fn commit_group(&mut self, group: &[LedgerTx]) -> std::result::Result<Vec<Result<()>>, String> {
+    fn commit_group(&mut self, group: &[LedgerTx], held: &mut Held) -> std::result::Result<Vec<Result<()>>, String> {
         let mut written = Vec::new();
-        let mut outcome = self.attempt(group, false, &mut written);
+        let mut outcome = self.attempt(group, false, &mut written, held);
         if let Ok(Err(refused)) = outcome {
             // Alone, the refused transaction's attempt was all there was to roll back.
             if group.len() == 1 {
                 return Ok(vec![Err(refused)]);
             }
-            outcome = self.attempt(group, true, &mut written);
+            outcome = self.attempt(group, true, &mut written, held);
         }
         match outcome {
             Ok(Ok(results)) => Ok(results),
             // With savepoints a refusal rolls back alone; this is not reached.
             Ok(Err(refused)) => Err(format!("refused with savepoints: {refused}")),
             Err(e) => {
-                hold_again(&mut self.held, &mut written, 0);
+                hold_again(held, &mut written, 0);
                 Err(e.to_string())
             }
         }
@@ -319,7 +545,13 @@ impl Writer {
     /// transaction rolls back alone; without, the first refusal rolls back the attempt (and
     /// holds again the escrows it wrote) and is returned. `written` collects the held escrows
     /// written with their close.
-    fn attempt(&mut self, group: &[LedgerTx], savepoints: bool, written: &mut Vec<Taken>) -> rusqlite::Result<Result<Vec<Result<()>>>> {
+    fn attempt(
+        &mut self,
+        group: &[LedgerTx],
+        savepoints: bool,
+        written: &mut Vec<Taken>,
+        held: &mut Held,
+    ) -> rusqlite::Result<Result<Vec<Result<()>>>> {
         let txn = self.db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(group.len());
         for tx in group {
@@ -327,16 +559,16 @@ impl Writer {
                 txn.execute_batch("SAVEPOINT ledger_tx")?;
             }
             let mark = written.len();
-            let result = match step(&txn, tx, &mut self.held, written) {
+            let result = match step(&txn, tx, held, written) {
                 Ok(()) => Ok(()),
                 Err(refused) if savepoints => {
                     txn.execute_batch("ROLLBACK TO SAVEPOINT ledger_tx")?;
-                    hold_again(&mut self.held, written, mark);
+                    hold_again(held, written, mark);
                     Err(refused)
                 }
                 Err(refused) => {
                     txn.rollback()?;
-                    hold_again(&mut self.held, written, 0);
+                    hold_again(held, written, 0);
                     return Ok(Err(refused));
                 }
             };

@@ -76,12 +76,35 @@ where
 }
 
 fn closing_late() -> verinet_store::StoreOptions {
-    verinet_store::StoreOptions { close_delay: std::time::Duration::from_millis(50) }
+    verinet_store::StoreOptions { close_delay: std::time::Duration::from_millis(50), ..Default::default() }
 }
 
 mod ledger_conformance_sqlite_closing_late {
     use super::with_ledger_closing_late;
     verinet_store::ledger_store_conformance!(with_ledger_closing_late);
+}
+
+/// The same with a 1 ms delay: groups of closes are nearly always being written by the
+/// committer thread while the suite's escrows, closes and reads arrive.
+async fn with_ledger_closing_soon<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Each commit is reported 3 ms after it lands: escrows checked in between meet the
+    // escrows it wrote both in the file and still held.
+    let soon = verinet_store::StoreOptions {
+        close_delay: std::time::Duration::from_millis(1),
+        commit_report_pause: std::time::Duration::from_millis(3),
+    };
+    let store = SqlStore::connect_with(&url(&dir), &soon).await.expect("connect sqlite");
+    test(Arc::new(store)).await;
+}
+
+mod ledger_conformance_sqlite_closing_soon {
+    use super::with_ledger_closing_soon;
+    verinet_store::ledger_store_conformance!(with_ledger_closing_soon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -109,7 +132,7 @@ async fn an_answered_capture_is_written_within_the_delay_or_lost_whole() {
     let creator = verinet_primitives::Address::repeat_byte(0xc1);
     let on_disk = |sql: &'static str| count_on_disk(&dir, sql);
     let (n1, n2) = (format!("0x{:064x}", 7), format!("0x{:064x}", 8));
-    let slow = verinet_store::StoreOptions { close_delay: std::time::Duration::from_secs(3600) };
+    let slow = verinet_store::StoreOptions { close_delay: std::time::Duration::from_secs(3600), ..Default::default() };
     {
         let store = SqlStore::connect_with(&url(&dir), &slow).await.unwrap();
         store.commit(&mint_tx(payer, 10)).await.unwrap();
