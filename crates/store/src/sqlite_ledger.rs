@@ -239,15 +239,15 @@ impl Writer {
                     continue;
                 }
                 Event::Closed => {
-                    // Every handle is gone: let the committer finish, write what waits, stop.
-                    if self.writing.is_some()
-                        && let Some(outcome) = done.as_mut().and_then(|d| d.blocking_recv())
-                    {
-                        self.committed(outcome);
+                    // Every handle is gone: let the committer finish, then write what waits
+                    // here (with no committer left to hand a group to), and stop.
+                    if self.writing.is_some() {
+                        let outcome = done.as_mut().and_then(|d| d.blocking_recv());
+                        self.committed(outcome.unwrap_or_else(|| Err("the ledger committer thread stopped".into())));
                     }
+                    self.committer = None;
                     let parked = std::mem::take(&mut self.parked);
                     self.handle(parked);
-                    self.committer = None;
                     let _ = self.write_here(Vec::new());
                     return;
                 }
