@@ -1,4 +1,5 @@
-//! The SQLite ledger writer: one thread, one rusqlite connection, group commit.
+//! The SQLite ledger writer: one thread, one rusqlite connection, group commit (and, with a
+//! close delay, a committer thread for groups of answered closes).
 //!
 //! Every ledger transaction on a SQLite file comes here. The thread takes whatever is waiting
 //! (up to [`MAX_GROUP`]) into one database transaction and one COMMIT (one fsync) for the
@@ -24,6 +25,8 @@
 //! or sooner when any other transaction arrives, [`MAX_GROUP`] closes wait, or the store
 //! flushes ([`LedgerWriter::flush`]). One commit then carries many payments: fewer fsyncs, and
 //! the pages of the balances every payment credits (operator, protocol) written once per group.
+//! Such a group of closes alone is written by a second thread on a second connection (the
+//! committer), while this thread answers escrows and closes (see [`Writer`] for the rules).
 
 use std::collections::HashMap;
 use std::path::Path;
