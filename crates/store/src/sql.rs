@@ -19,6 +19,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// How long a SQLite connection waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is used again.
+const PG_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// The SQL store: one code path over SQLite and PostgreSQL through sqlx's `Any` driver.
 ///
 /// Queries are portable SQL with `$n` placeholders (SQLite accepts them too); the only
@@ -98,6 +101,19 @@ impl SqlStore {
                         format!("PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON", SQLITE_BUSY_TIMEOUT.as_millis());
                     conn.execute(AssertSqlSafe(pragmas)).await?;
                     Ok(())
+                })
+            });
+        }
+        if backend == "postgres" {
+            // sqlx pings a connection on every acquire by default: one more round trip per
+            // query. A connection used within the last second is taken as it is; one idle longer
+            // is pinged first, and a failed ping gets another connection.
+            options = options.test_before_acquire(false).before_acquire(|conn: &mut AnyConnection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PG_PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
                 })
             });
         }
