@@ -127,6 +127,11 @@ impl Held {
         self.escrows.get(request_id)
     }
 
+    /// The close answered for the held escrow of `request_id`, not written yet.
+    pub(crate) fn answered(&self, request_id: &str) -> Option<&LedgerTx> {
+        self.closes.get(request_id)
+    }
+
     /// The held escrows `tx` reaches into, which must be written before it: those of a payer
     /// whose escrow balance it debits, and those of a session whose budget it releases.
     /// (A capture or refund of a held escrow writes that escrow itself; this is for any other

@@ -201,8 +201,9 @@ struct Writer {
     since: Option<Instant>,
     /// The committer thread's queue (with a close delay only).
     committer: Option<std::sync::mpsc::Sender<(Vec<LedgerTx>, Held)>>,
-    /// The closes the committer is writing now.
-    writing: Option<Vec<LedgerTx>>,
+    /// The request ids of the closes the committer is writing now (the closes themselves stay
+    /// in `held` until it reports).
+    writing: Option<Vec<String>>,
     /// Jobs that wait for the committer's group to be committed.
     parked: Vec<Job>,
 }
@@ -238,7 +239,7 @@ impl Writer {
                 }
                 Event::Due => {
                     // (A failure is logged and the closes wait for the next try.)
-                    let _ = self.write(Vec::new());
+                    let _ = self.write_closes();
                     continue;
                 }
                 Event::Closed => {
@@ -313,15 +314,13 @@ impl Writer {
     fn meanwhile(&mut self, group: Vec<Job>) {
         for job in group {
             match job {
-                Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => {
-                    let retry = tx.clone();
-                    match self.hold(tx) {
-                        Ok(()) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Err(_) => self.parked.push(Job::Tx(retry, reply)),
+                Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => match self.check_hold(&tx) {
+                    Ok(()) => {
+                        self.keep(tx);
+                        let _ = reply.send(Ok(()));
                     }
-                }
+                    Err(_) => self.parked.push(Job::Tx(tx, reply)),
+                },
                 Job::Tx(tx, reply)
                     if lc::request_id(&tx).is_some_and(|id| self.held.escrow(id).is_some())
                         && self.parked.is_empty() =>
@@ -365,7 +364,7 @@ impl Writer {
             return;
         }
         if writes.is_empty() && flushes.is_empty() {
-            let _ = self.write(Vec::new());
+            let _ = self.write_closes();
             return;
         }
         let flushed = self.write_here(writes);
@@ -384,29 +383,33 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the waiting closes, and `writes`: on the committer thread when there are only
-    /// closes and a committer, else here.
-    fn write(&mut self, writes: Vec<(LedgerTx, Reply)>) -> Result<()> {
-        if !writes.is_empty() || self.waiting.is_empty() || self.writing.is_some() {
-            return self.write_here(writes);
+    /// Writes the waiting closes: on the committer thread when there is one and it is free,
+    /// else here.
+    fn write_closes(&mut self) -> Result<()> {
+        if self.waiting.is_empty() || self.writing.is_some() {
+            return self.write_here(Vec::new());
         }
-        let Some(committer) = &self.committer else { return self.write_here(writes) };
+        let Some(committer) = &self.committer else { return self.write_here(Vec::new()) };
         // The committer gets the pairs it writes, each escrow with its close.
         let mut pairs = Held::default();
+        let mut ids = Vec::with_capacity(self.waiting.len());
         for close in &self.waiting {
-            if let Some(escrow) = lc::request_id(close).and_then(|id| self.held.escrow(id)) {
+            let id = lc::request_id(close).unwrap_or_default();
+            if let Some(escrow) = self.held.escrow(id) {
                 pairs.add(escrow.clone());
                 let _ = pairs.close(close.clone());
             }
+            // One per close, in the group's order: the committer's results are in that order.
+            ids.push(id.to_owned());
         }
         let group = std::mem::take(&mut self.waiting);
-        match committer.send((group.clone(), pairs)) {
+        match committer.send((group, pairs)) {
             Ok(()) => {
-                self.writing = Some(group);
+                self.writing = Some(ids);
                 self.since = None;
                 Ok(())
             }
-            Err(_) => {
+            Err(std::sync::mpsc::SendError((group, _))) => {
                 // The committer thread is gone: write here from now on.
                 self.committer = None;
                 self.waiting = group;
@@ -419,23 +422,23 @@ impl Writer {
     /// set (the committer took them out of the shared view when it committed); on a failure
     /// they wait again, first.
     fn committed(&mut self, outcome: GroupOutcome) {
-        let group = self.writing.take().unwrap_or_default();
-        let n = group.len();
+        let ids = self.writing.take().unwrap_or_default();
         match outcome {
             Ok(results) => {
-                for (close, result) in group.into_iter().zip(results) {
-                    let id = lc::request_id(&close).unwrap_or_default().to_owned();
-                    if let Err(e) = result {
-                        tracing::error!(request_id = %id, error = %e, "an answered close was refused when written; dropped");
-                        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                for (id, result) in ids.iter().zip(results) {
+                    match result {
+                        Ok(()) => {
+                            self.held.remove(id);
+                        }
+                        Err(e) => self.drop_refused(id, &e),
                     }
-                    self.held.remove(&id);
                 }
             }
             Err(e) => {
-                let newer = std::mem::replace(&mut self.waiting, group);
+                let again: Vec<LedgerTx> = ids.iter().filter_map(|id| self.held.answered(id).cloned()).collect();
+                let newer = std::mem::replace(&mut self.waiting, again);
                 self.waiting.extend(newer);
-                tracing::warn!(error = %e, waiting = n, "the ledger group commit failed; answered closes wait for the next");
+                tracing::warn!(error = %e, waiting = ids.len(), "the ledger group commit failed; answered closes wait for the next");
             }
         }
         if !self.waiting.is_empty() && self.since.is_none() {
@@ -472,12 +475,7 @@ impl Writer {
                     outcome = Err(e);
                     self.waiting.push(close);
                 }
-                (Err(e), None) => {
-                    let id = lc::request_id(&close).unwrap_or_default().to_owned();
-                    tracing::error!(request_id = %id, error = %e, "an answered close was refused when written; dropped");
-                    self.held.remove(&id);
-                    self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-                }
+                (Err(e), None) => self.drop_refused(lc::request_id(&close).unwrap_or_default(), &e),
             }
         }
         if let Some(e) = &failed {
@@ -491,18 +489,38 @@ impl Writer {
         outcome
     }
 
+    /// A close refused when written (never expected: it was checked against the held escrow)
+    /// is dropped from memory, with its escrow, and logged.
+    fn drop_refused(&mut self, request_id: &str, e: &StoreError) {
+        tracing::error!(request_id = %request_id, error = %e, "an answered close was refused when written; dropped");
+        self.held.remove(request_id);
+        self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).remove(request_id);
+    }
+
     /// Checks the escrow `tx` as its write would and holds it.
     fn hold(&mut self, tx: LedgerTx) -> Result<()> {
+        self.check_hold(&tx)?;
+        self.keep(tx);
+        Ok(())
+    }
+
+    /// The checks the escrow `tx`'s own write would make, against the database and the held
+    /// escrows. Reads only.
+    fn check_hold(&mut self, tx: &LedgerTx) -> Result<()> {
         let Some(PaymentChange::Open(p)) = &tx.payment else {
             return Err(StoreError::Invalid("only an escrow that opens a payment is held".into()));
         };
         // One read transaction (one WAL snapshot) for the checks' reads.
         let read = self.own.db.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-        check_escrow(&read, &tx, p, &self.held)?;
+        check_escrow(&read, tx, p, &self.held)?;
         read.commit()?;
+        Ok(())
+    }
+
+    /// Holds the checked escrow `tx`.
+    fn keep(&mut self, tx: LedgerTx) {
         self.held.add(tx.clone());
         self.shared.set.lock().unwrap_or_else(PoisonError::into_inner).add(tx);
-        Ok(())
     }
 }
 
