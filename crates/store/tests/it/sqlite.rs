@@ -62,6 +62,17 @@ mod ledger_conformance_sqlite {
     verinet_store::ledger_store_conformance!(with_ledger);
 }
 
+/// The ledger on a fresh file opened with `options`.
+async fn with_ledger_opened<F, Fut>(options: verinet_store::StoreOptions, test: F)
+where
+    F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::connect_with(&url(&dir), &options).await.expect("connect sqlite");
+    test(Arc::new(store)).await;
+}
+
 /// The node's opt-in `[payments] capture_flush_ms`: captures and refunds of held escrows are
 /// answered first and written with the next group commit, up to 50 ms later here (long enough
 /// that the suite's reads meet them in memory).
@@ -70,9 +81,7 @@ where
     F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqlStore::connect_with(&url(&dir), &closing_late()).await.expect("connect sqlite");
-    test(Arc::new(store)).await;
+    with_ledger_opened(closing_late(), test).await;
 }
 
 fn closing_late() -> verinet_store::StoreOptions {
@@ -85,21 +94,19 @@ mod ledger_conformance_sqlite_closing_late {
 }
 
 /// The same with a 1 ms delay: groups of closes are nearly always being written by the
-/// committer thread while the suite's escrows, closes and reads arrive.
+/// committer thread while the suite's escrows, closes and reads arrive. Each commit is
+/// reported 3 ms after it lands: escrows checked in between meet the escrows it wrote both in
+/// the file and still held.
 async fn with_ledger_closing_soon<F, Fut>(test: F)
 where
     F: FnOnce(Arc<dyn LedgerStore>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // Each commit is reported 3 ms after it lands: escrows checked in between meet the
-    // escrows it wrote both in the file and still held.
     let soon = verinet_store::StoreOptions {
         close_delay: std::time::Duration::from_millis(1),
         commit_report_pause: std::time::Duration::from_millis(3),
     };
-    let store = SqlStore::connect_with(&url(&dir), &soon).await.expect("connect sqlite");
-    test(Arc::new(store)).await;
+    with_ledger_opened(soon, test).await;
 }
 
 mod ledger_conformance_sqlite_closing_soon {
