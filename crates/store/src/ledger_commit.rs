@@ -33,7 +33,11 @@ pub(crate) const OPEN_PAYMENT: &str = "INSERT INTO payments (request_id, payer, 
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (request_id) DO NOTHING";
 
 pub(crate) const CLOSE_PAYMENT: &str = "UPDATE payments SET status = $1, output_hash = $2, reason = $3, settle_tx = $4, \
-     settled_at = $5, answer = $6, charged = $7 WHERE request_id = $8 AND status = $9";
+     settled_at = $5, charged = $6 WHERE request_id = $7 AND status = $8";
+
+/// The answer kept with a capture (migration 0015: in a table of its own, so that payment rows
+/// stay small).
+pub(crate) const INSERT_ANSWER: &str = "INSERT INTO payment_answers (request_id, answer) VALUES ($1, $2)";
 
 pub(crate) const PAYMENT_STATUS: &str = "SELECT status FROM payments WHERE request_id = $1";
 

@@ -168,13 +168,13 @@ async fn run(db: &mut AnyConnection, tx: &LedgerTx, guarded: bool) -> Result<()>
                     opt(reason.clone()),
                     text(&tx.id),
                     Arg::Int(tx.at_ms),
-                    opt(kept.as_ref().map(|k| k.answer.clone())),
                     opt(kept.as_ref().map(|k| k.charged.to_string())),
                     text(request_id),
                     text(PaymentStatus::Escrowed.as_str()),
                 ],
             );
             if let Some(k) = kept {
+                st.part("a", lc::INSERT_ANSWER, [text(request_id), text(&k.answer)]);
                 let r = &k.receipt;
                 st.part(
                     "r",

@@ -102,7 +102,6 @@ impl SqlStore {
                     .bind(reason.as_deref())
                     .bind(&tx.id)
                     .bind(tx.at_ms)
-                    .bind(kept.as_ref().map(|k| k.answer.as_str()))
                     .bind(kept.as_ref().map(|k| k.charged.to_string()))
                     .bind(request_id)
                     .bind(PaymentStatus::Escrowed.as_str())
@@ -112,6 +111,7 @@ impl SqlStore {
                     return Err(lc::not_escrowed_in(db, request_id).await?);
                 }
                 if let Some(k) = kept {
+                    sqlx::query(lc::INSERT_ANSWER).bind(request_id).bind(&k.answer).execute(&mut *db).await?;
                     crate::sql_receipt::insert_receipt(db, &k.receipt).await?;
                 }
             }
@@ -380,7 +380,10 @@ impl LedgerStore for SqlStore {
         if let Some(found) = held.as_ref().and_then(|h| h.get().by_reference(payer, reference)) {
             return Ok(Some(found));
         }
-        let sql = format!("SELECT {PAYMENT_COLUMNS}, answer, charged FROM payments WHERE payer = $1 AND reference = $2");
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS}, a.answer, charged FROM payments LEFT JOIN payment_answers a USING (request_id) \
+             WHERE payer = $1 AND reference = $2"
+        );
         let Some(row) =
             sqlx::query(AssertSqlSafe(sql)).bind(address_text(&payer)).bind(reference).fetch_optional(&self.pool).await?
         else {
@@ -402,7 +405,8 @@ impl LedgerStore for SqlStore {
         // its window.
         self.flush_ledger().await?;
         let done = sqlx::query(
-            "UPDATE payments SET answer = NULL WHERE answer IS NOT NULL AND settled_at IS NOT NULL AND settled_at < $1",
+            "DELETE FROM payment_answers WHERE request_id IN \
+             (SELECT request_id FROM payments WHERE settled_at IS NOT NULL AND settled_at < $1)",
         )
         .bind(before_ms)
         .execute(&self.pool)

@@ -753,7 +753,6 @@ fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
                 reason,
                 tx.id,
                 tx.at_ms,
-                kept.as_ref().map(|k| k.answer.as_str()),
                 kept.as_ref().map(|k| k.charged.to_string()),
                 request_id,
                 PaymentStatus::Escrowed.as_str()
@@ -765,7 +764,7 @@ fn commit_in(db: &Connection, tx: &LedgerTx) -> Result<()> {
                     .optional()?;
                 return Err(lc::not_escrowed(request_id, found));
             }
-            insert_receipt(db, kept.as_deref())?;
+            insert_kept(db, request_id, kept.as_deref())?;
         }
         None => {}
     }
@@ -812,14 +811,13 @@ fn commit_pair_in(db: &Connection, escrow: &LedgerTx, close: &LedgerTx) -> Resul
         text_or_null(reason.clone()),
         Value::Text(close.id.clone()),
         Value::Integer(close.at_ms),
-        text_or_null(kept.as_ref().map(|k| k.answer.clone())),
         text_or_null(kept.as_ref().map(|k| k.charged.to_string())),
     ]);
     let inserted = db.prepare_cached(INSERT_CLOSED_PAYMENT)?.execute(params_from_iter(row))?;
     if inserted == 0 {
         return Err(lc::opened_twice(&p.request_id));
     }
-    insert_receipt(db, kept.as_deref())?;
+    insert_kept(db, &p.request_id, kept.as_deref())?;
     spend_session(db, escrow)?;
     spend_session(db, close)?;
     move_balances(db, &lc::changes_of(escrow.postings.iter().chain(&close.postings))?)?;
@@ -832,8 +830,8 @@ const INSERT_TWO_TXS: &str =
 
 /// A payment opened and closed by one insert (`OPEN_PAYMENT`'s columns and `CLOSE_PAYMENT`'s).
 const INSERT_CLOSED_PAYMENT: &str = "INSERT INTO payments (request_id, payer, amount, quote, model, app, gateway, method, \
-     reference, status, input_hash, escrow_tx, created_at, output_hash, reason, settle_tx, settled_at, answer, charged) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+     reference, status, input_hash, escrow_tx, created_at, output_hash, reason, settle_tx, settled_at, charged) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
      ON CONFLICT (request_id) DO NOTHING";
 
 /// The columns `OPEN_PAYMENT` binds, for the payment `p` opened by `tx` in `status`.
@@ -871,9 +869,10 @@ fn claim_nonce(db: &Connection, tx: &LedgerTx) -> Result<()> {
     Ok(())
 }
 
-/// Stores the receipt kept with a capture, if any.
-fn insert_receipt(db: &Connection, kept: Option<&crate::Kept>) -> Result<()> {
+/// Stores the answer and the receipt kept with the capture of `request_id`, if any.
+fn insert_kept(db: &Connection, request_id: &str, kept: Option<&crate::Kept>) -> Result<()> {
     if let Some(k) = kept {
+        db.prepare_cached(lc::INSERT_ANSWER)?.execute(params![request_id, k.answer])?;
         let r = &k.receipt;
         db.prepare_cached(lc::INSERT_RECEIPT)?.execute(params![r.request_id, address_text(&r.node), r.digest, r.body, r.created_at_ms])?;
     }

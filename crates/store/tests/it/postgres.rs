@@ -127,8 +127,9 @@ async fn ledger_rows(url: &str) -> Vec<Vec<Option<String>>> {
         "SELECT account, bucket, amount FROM ledger_balances ORDER BY account, bucket",
         "SELECT payer, nonce, tx_id, CAST(created_at AS TEXT) FROM payment_nonces ORDER BY payer, nonce",
         "SELECT request_id, payer, amount, quote, model, app, gateway, method, reference, status, input_hash, escrow_tx, \
-         CAST(created_at AS TEXT), output_hash, reason, settle_tx, CAST(settled_at AS TEXT), answer, charged \
+         CAST(created_at AS TEXT), output_hash, reason, settle_tx, CAST(settled_at AS TEXT), charged \
          FROM payments ORDER BY request_id",
+        "SELECT request_id, answer FROM payment_answers ORDER BY request_id",
         "SELECT request_id, node, digest, body, batch_id, CAST(created_at AS TEXT) FROM receipts ORDER BY request_id",
     ];
     let mut out = Vec::new();
