@@ -13,11 +13,8 @@ impl EventStore for SqlStore {
     async fn insert_events(&self, events: &[EventRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
-                .collect();
-            let sql =
-                format!("INSERT INTO usage_events (id, at, kind, data) VALUES {} ON CONFLICT (id) DO NOTHING", rows.join(", "));
+            let rows = self.placeholders().rows(chunk.len(), 4);
+            let sql = format!("INSERT INTO usage_events (id, at, kind, data) VALUES {rows} ON CONFLICT (id) DO NOTHING");
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for e in chunk {
                 q = q.bind(&e.id).bind(e.at_ms).bind(&e.kind).bind(&e.data);
@@ -52,7 +49,7 @@ impl EventStore for SqlStore {
 
     async fn add_tallies(&self, tier: u32, rows: &[TallyRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert_tallies(&mut tx, tier, rows).await?;
+        insert_tallies(self, &mut tx, tier, rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -82,7 +79,7 @@ impl EventStore for SqlStore {
             .bind(to_ms)
             .execute(&mut *tx)
             .await?;
-        insert_tallies(&mut tx, tier, rows).await?;
+        insert_tallies(self, &mut tx, tier, rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -106,12 +103,10 @@ impl EventStore for SqlStore {
     }
 }
 
-async fn insert_tallies(tx: &mut sqlx::Transaction<'_, sqlx::Any>, tier: u32, rows: &[TallyRecord]) -> Result<()> {
+async fn insert_tallies(store: &SqlStore, tx: &mut sqlx::Transaction<'_, sqlx::Any>, tier: u32, rows: &[TallyRecord]) -> Result<()> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
-            .collect();
-        let sql = format!("INSERT INTO usage_tallies (tier, bucket, key, data) VALUES {}", values.join(", "));
+        let values = store.placeholders().rows(chunk.len(), 4);
+        let sql = format!("INSERT INTO usage_tallies (tier, bucket, key, data) VALUES {values}");
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for r in chunk {
             q = q.bind(i64::from(tier)).bind(r.bucket_ms).bind(&r.key).bind(&r.data);

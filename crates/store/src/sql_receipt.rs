@@ -42,18 +42,17 @@ pub(crate) async fn insert_receipt(db: &mut sqlx::AnyConnection, r: &ReceiptReco
 
 /// Inserts `receipts` in statements of many rows, sealed in `batch` or unsealed; a request id
 /// stored before is left as it was. Returns how many were inserted.
-async fn insert_many(tx: &mut sqlx::Transaction<'_, sqlx::Any>, receipts: &[ReceiptRecord], batch: Option<&str>) -> Result<u64> {
+async fn insert_many(
+    store: &SqlStore,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    receipts: &[ReceiptRecord],
+    batch: Option<&str>,
+) -> Result<u64> {
     let mut inserted = 0;
     // Many rows per statement: one round trip to the database per chunk, not per receipt.
     for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| i * 6)
-            .map(|b| format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6))
-            .collect();
-        let sql = format!(
-            "INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES {} ON CONFLICT (request_id) DO NOTHING",
-            rows.join(", ")
-        );
+        let rows = store.placeholders().rows(chunk.len(), 6);
+        let sql = format!("INSERT INTO receipts ({RECEIPT_COLUMNS}) VALUES {rows} ON CONFLICT (request_id) DO NOTHING");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
             q = q.bind(&r.request_id).bind(address_text(&r.node)).bind(&r.digest).bind(&r.body).bind(batch).bind(r.created_at_ms);
@@ -67,7 +66,7 @@ async fn insert_many(tx: &mut sqlx::Transaction<'_, sqlx::Any>, receipts: &[Rece
 impl ReceiptStore for SqlStore {
     async fn insert_receipts(&self, receipts: &[ReceiptRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert_many(&mut tx, receipts, None).await?;
+        insert_many(self, &mut tx, receipts, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -118,7 +117,7 @@ impl ReceiptStore for SqlStore {
         .bind(batch.created_at_ms)
         .execute(&mut *tx)
         .await?;
-        let inserted = insert_many(&mut tx, fresh, Some(&batch.id)).await?;
+        let inserted = insert_many(self, &mut tx, fresh, Some(&batch.id)).await?;
         if inserted != fresh.len() as u64 {
             return Err(StoreError::Invalid(format!(
                 "{} of the batch's new receipts are stored already or named twice",
@@ -126,9 +125,9 @@ impl ReceiptStore for SqlStore {
             )));
         }
         for chunk in stored_ids.chunks(IDS_PER_STATEMENT) {
-            let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql =
-                format!("UPDATE receipts SET batch_id = $1 WHERE batch_id IS NULL AND request_id IN ({})", ids.join(", "));
+            let mut marks = self.placeholders();
+            let (batch_id, ids) = (marks.list(1), marks.list(chunk.len()));
+            let sql = format!("UPDATE receipts SET batch_id = {batch_id} WHERE batch_id IS NULL AND request_id IN ({ids})");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&batch.id);
             for id in chunk {
                 q = q.bind(id);
