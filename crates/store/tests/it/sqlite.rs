@@ -272,6 +272,53 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     assert_eq!(store.latest("persisted").await.unwrap().unwrap().id, v.id);
 }
 
+/// Migration 0015 moves the answers kept with captures out of `payments` into a table of their
+/// own: a file written before it keeps every answer, and forgets them as before.
+#[tokio::test]
+async fn answers_kept_before_migration_0015_are_kept_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The file as the migrations before 0015 leave it, with two captures: one answer kept.
+    let before = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0015" {
+            std::fs::copy(&path, before.path().join(&name)).unwrap();
+        }
+    }
+    let payer = verinet_primitives::Address::repeat_byte(0x42);
+    let mut conn = SqliteConnection::connect(&url(&dir)).await.unwrap();
+    sqlx::migrate::Migrator::new(before.path()).await.unwrap().run(&mut conn).await.unwrap();
+    for (id, nonce, answer) in [("r1", "0x01", Some("{\"outputs\":[1]}")), ("r2", "0x02", None)] {
+        sqlx::query(
+            "INSERT INTO payments (request_id, payer, amount, quote, model, gateway, method, reference, status, \
+             input_hash, escrow_tx, created_at, settled_at, answer, charged) \
+             VALUES ($1, $2, '10', '{}', 'm', $2, 'x402', $3, 'captured', '0xab', 't', 1000, 2000, $4, '10')",
+        )
+        .bind(id)
+        .bind(format!("{payer:#x}"))
+        .bind(nonce)
+        .bind(answer)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = SqlStore::connect(&url(&dir)).await.unwrap();
+    let kept = |found: Option<(verinet_store::PaymentRecord, Option<verinet_store::KeptAnswer>)>| {
+        let (record, kept) = found.expect("the payment is found");
+        (record.request_id, kept.map(|k| (k.answer, k.charged)))
+    };
+    let r1 = kept(store.payment_by_reference(payer, "0x01").await.unwrap());
+    assert_eq!(r1, ("r1".to_owned(), Some(("{\"outputs\":[1]}".to_owned(), 10))));
+    assert_eq!(kept(store.payment_by_reference(payer, "0x02").await.unwrap()), ("r2".to_owned(), None));
+    assert_eq!(store.forget_answers(2000).await.unwrap(), 0, "settled at 2000, not before");
+    assert_eq!(store.forget_answers(2001).await.unwrap(), 1);
+    assert_eq!(kept(store.payment_by_reference(payer, "0x01").await.unwrap()), ("r1".to_owned(), None));
+    store.close().await;
+}
+
 #[tokio::test]
 async fn in_memory_database_works() {
     let store = SqlStore::connect("sqlite::memory:").await.unwrap();
