@@ -138,8 +138,12 @@ async fn settle_rates(config: &X402Config, payers: &[PrivateKeySigner], db: &str
 async fn request_paths() {
     println!("\n| POST /v1/infer digits | database | concurrency | free req/s | x402 req/s | session req/s | free p50 ms | x402 p50 ms | session p50 ms | x402 p99 ms | x402 adds p50 ms | free/x402 throughput | x402/free | session/free |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    request_path("SQLite", None).await;
-    if std::env::var(verinet_store::PG_ENV).is_ok() {
+    // DB=postgres: PostgreSQL alone (for a profile of it); DB=sqlite: SQLite alone.
+    let db = std::env::var("DB").unwrap_or_default();
+    if db != "postgres" {
+        request_path("SQLite", None).await;
+    }
+    if std::env::var(verinet_store::PG_ENV).is_ok() && db != "sqlite" {
         let dbs = (verinet_store::PgTestDb::create().await, verinet_store::PgTestDb::create().await);
         request_path("PostgreSQL 15", Some((dbs.0.url.clone(), dbs.1.url.clone()))).await;
         dbs.0.drop_db().await;
