@@ -176,13 +176,12 @@ impl LedgerStore for SqlStore {
         if let Some(writer) = &self.ledger_writer {
             return writer.commit(tx.clone()).await;
         }
-        if self.backend == "postgres" && crate::pg_ledger::commit_alone(&mut *self.pool.acquire().await?, tx).await? {
-            return Ok(());
+        if let Some(groups) = &self.pg_groups {
+            return if crate::pg_group::groupable(tx) { groups.commit(&self.pool, tx).await } else { crate::pg_ledger::commit_one(&self.pool, tx).await };
         }
-        // Refused on its own (PostgreSQL), or SQLite in memory: in a transaction that says why.
+        // SQLite in memory: in a transaction that takes the write lock first.
         let mut db = self.begin_write().await?;
-        let done = if self.backend == "postgres" { crate::pg_ledger::commit_in(&mut db, tx).await } else { self.commit_in(&mut db, tx).await };
-        match done {
+        match self.commit_in(&mut db, tx).await {
             Ok(()) => Ok(db.commit().await?),
             Err(e) => {
                 if let Err(rollback) = db.rollback().await {
