@@ -33,7 +33,6 @@ mod ledger_commit;
 pub mod ledger_conformance;
 mod model;
 mod pending;
-mod pg_group;
 mod pg_ledger;
 mod receipt;
 #[cfg(any(test, feature = "test-utils"))]

@@ -99,33 +99,15 @@ fn move_balances_sql(n: usize) -> String {
 }
 
 /// The SQLSTATE of the guard's refusal (`division_by_zero`): nothing else in the statement divides.
-pub(crate) const GUARD_REFUSED: &str = "22012";
+const GUARD_REFUSED: &str = "22012";
 
 /// i128's bound: a balance at or beyond it overflowed.
 const I128_BOUND: &str = "170141183460469231731687303715884105728";
 
-/// Commits `tx` on its own: one guarded statement, and only when that refuses, the statement
-/// again in a transaction of its own that says why (and rolls back).
-pub(crate) async fn commit_one(pool: &sqlx::AnyPool, tx: &LedgerTx) -> Result<()> {
-    if commit_alone(&mut *pool.acquire().await?, tx).await? {
-        return Ok(());
-    }
-    let mut db = pool.begin().await?;
-    match commit_in(&mut db, tx).await {
-        Ok(()) => Ok(db.commit().await?),
-        Err(e) => {
-            if let Err(rollback) = db.rollback().await {
-                tracing::warn!(%rollback, "rolling back a refused ledger transaction");
-            }
-            Err(e)
-        }
-    }
-}
-
 /// Commits `tx` as one statement on its own (PostgreSQL's implicit transaction), guarded:
 /// `Ok(false)` when it would be refused, and then nothing of it is written. The caller learns
 /// why from [`commit_in`] in a transaction of its own.
-async fn commit_alone(db: &mut AnyConnection, tx: &LedgerTx) -> Result<bool> {
+pub(crate) async fn commit_alone(db: &mut AnyConnection, tx: &LedgerTx) -> Result<bool> {
     match run(db, tx, true).await {
         Err(StoreError::Database(sqlx::Error::Database(e))) if e.code().as_deref() == Some(GUARD_REFUSED) => Ok(false),
         Ok(()) => Ok(true),
@@ -138,7 +120,7 @@ async fn commit_alone(db: &mut AnyConnection, tx: &LedgerTx) -> Result<bool> {
 
 /// Applies `tx` inside the open PostgreSQL transaction `db`; on a refusal, says why (the caller
 /// rolls back).
-async fn commit_in(db: &mut AnyConnection, tx: &LedgerTx) -> Result<()> {
+pub(crate) async fn commit_in(db: &mut AnyConnection, tx: &LedgerTx) -> Result<()> {
     run(db, tx, false).await
 }
 

@@ -32,8 +32,6 @@ pub struct SqlStore {
     pub(crate) backend: &'static str,
     /// A SQLite file only: the writer thread every ledger transaction goes through.
     pub(crate) ledger_writer: Option<crate::sqlite_ledger::LedgerWriter>,
-    /// PostgreSQL only: the group committer of escrows and closes (`pg_group`).
-    pub(crate) pg_groups: Option<std::sync::Arc<crate::pg_group::Groups>>,
     /// PostgreSQL only: where [`ModelStore::watch`] listens for other gateways' publications.
     pg_url: Option<std::sync::Arc<str>>,
 }
@@ -125,8 +123,7 @@ impl SqlStore {
         let ledger_writer =
             ledger_file.map(|path| crate::sqlite_ledger::LedgerWriter::spawn(&path, SQLITE_BUSY_TIMEOUT, opts)).transpose()?;
         let pg_url = (backend == "postgres").then(|| url.into());
-        let pg_groups = (backend == "postgres").then(Default::default);
-        Ok(Self { pool, backend, ledger_writer, pg_groups, pg_url })
+        Ok(Self { pool, backend, ledger_writer, pg_url })
     }
 
     /// `"sqlite"` or `"postgres"`.

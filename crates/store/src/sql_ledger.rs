@@ -176,12 +176,13 @@ impl LedgerStore for SqlStore {
         if let Some(writer) = &self.ledger_writer {
             return writer.commit(tx.clone()).await;
         }
-        if let Some(groups) = &self.pg_groups {
-            return if crate::pg_group::groupable(tx) { groups.commit(&self.pool, tx).await } else { crate::pg_ledger::commit_one(&self.pool, tx).await };
+        if self.backend == "postgres" && crate::pg_ledger::commit_alone(&mut *self.pool.acquire().await?, tx).await? {
+            return Ok(());
         }
-        // SQLite in memory: in a transaction that takes the write lock first.
+        // Refused on its own (PostgreSQL), or SQLite in memory: in a transaction that says why.
         let mut db = self.begin_write().await?;
-        match self.commit_in(&mut db, tx).await {
+        let done = if self.backend == "postgres" { crate::pg_ledger::commit_in(&mut db, tx).await } else { self.commit_in(&mut db, tx).await };
+        match done {
             Ok(()) => Ok(db.commit().await?),
             Err(e) => {
                 if let Err(rollback) = db.rollback().await {
