@@ -290,8 +290,14 @@ pub(crate) async fn capture_kept(
 pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address, keep: Option<Keep>) -> Result<String, ApiError> {
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
+    let stored = keep.as_ref().map(|k| k.receipt.clone());
     match st.ledger.capture(&escrow, output_hash, keep).await {
-        Ok(tx) => Ok(tx),
+        Ok(tx) => {
+            if let Some(r) = &stored {
+                st.receipts.record_stored(r);
+            }
+            Ok(tx)
+        }
         Err(err) => {
             error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");
             refund(st, e, "capture failed").await;
@@ -315,8 +321,14 @@ pub(crate) async fn capture_used(
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
     used.payees.operator = operator;
+    let stored = keep.as_ref().map(|k| k.receipt.clone());
     match st.ledger.capture_used(&escrow, &used, output_hash, memo, keep).await {
-        Ok(tx) => Ok((tx, used)),
+        Ok(tx) => {
+            if let Some(r) = &stored {
+                st.receipts.record_stored(r);
+            }
+            Ok((tx, used))
+        }
         Err(err) => {
             error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");
             refund(st, e, "capture failed").await;

@@ -104,6 +104,11 @@ impl ReceiptStore for SqlStore {
                 fresh.len() + stored_ids.len()
             )));
         }
+        if !stored_ids.is_empty() {
+            // A capture answered before it is written (a SQLite file with a close delay) has
+            // its receipt stored by the next group commit: write what waits first.
+            self.flush_ledger().await?;
+        }
         // Dropping the transaction on an error rolls it back: nothing of this batch is written.
         let mut tx = self.pool.begin().await?;
         sqlx::query(

@@ -124,18 +124,34 @@ pub fn batch_hash(root: B256, size: u64, timestamp: u64, chain_id: u64) -> B256 
 }
 
 
+/// How often a seal searches the store for unsealed receipts it was not handed.
+pub const SEARCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Plain data, never left half-changed by a panic.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Buffers this node's receipts, seals them into batches, stores them, serves proofs.
 ///
 /// A receipt queued here ([`ReceiptLog::record`]) waits in memory and is written once, already
 /// sealed: its batch is built from memory, so the database never reads it back or updates it.
-/// Receipts committed with a capture (the ledger stores those, unsealed) are sealed from the
-/// store in the same batches.
+/// Receipts committed with a capture (the ledger stores those, unsealed) are sealed in the same
+/// batches, by id: the capture hands this log their id and digest
+/// ([`ReceiptLog::record_stored`]), so a seal does not read them back. The store is searched
+/// for unsealed receipts this log was not handed (a run before this one) at the first seal,
+/// then every [`SEARCH_EVERY`], and again after a search that found some.
 pub struct ReceiptLog {
     store: Arc<dyn ReceiptStore>,
     key: Arc<PrivateKeySigner>,
     chain_id: u64,
     config: BatchConfig,
     pending: Mutex<VecDeque<ReceiptRecord>>,
+    /// Receipts their capture stored unsealed, without their bodies (a seal needs the id and
+    /// the digest).
+    stored: Mutex<VecDeque<ReceiptRecord>>,
+    /// When the store was last searched for unsealed receipts; `None`: at the next seal.
+    searched: Mutex<Option<std::time::Instant>>,
     /// Held while a seal writes: the receipts it took from memory are in neither place until
     /// it is done, so a reader waits for it.
     sealing: tokio::sync::Mutex<()>,
@@ -145,7 +161,17 @@ pub struct ReceiptLog {
 impl ReceiptLog {
     /// A log for receipts signed by `key` in `chain_id`'s domain.
     pub fn new(store: Arc<dyn ReceiptStore>, key: Arc<PrivateKeySigner>, chain_id: u64, config: BatchConfig) -> Self {
-        Self { store, key, chain_id, config, pending: Mutex::default(), sealing: tokio::sync::Mutex::new(()), wake: Notify::new() }
+        Self {
+            store,
+            key,
+            chain_id,
+            config,
+            pending: Mutex::default(),
+            stored: Mutex::default(),
+            searched: Mutex::default(),
+            sealing: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+        }
     }
 
     /// The store below (disputes are recorded there too).
@@ -179,9 +205,39 @@ impl ReceiptLog {
         }
     }
 
+    /// Takes note of a receipt its capture has stored unsealed (`record`, as
+    /// [`ReceiptLog::record_of`] made it), to seal it without reading it back.
+    pub fn record_stored(&self, record: &ReceiptRecord) {
+        let light = ReceiptRecord {
+            request_id: record.request_id.clone(),
+            node: record.node,
+            digest: record.digest.clone(),
+            body: String::new(),
+            batch_id: None,
+            created_at_ms: record.created_at_ms,
+        };
+        let waiting = {
+            let mut stored = lock(&self.stored);
+            stored.push_back(light);
+            stored.len() + self.pending().len()
+        };
+        if waiting >= self.config.max_receipts as usize {
+            self.wake.notify_one();
+        }
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<ReceiptRecord>> {
-        // Plain data, never left half-changed by a panic.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.pending)
+    }
+
+    /// Whether a seal searches the store now, and if so, notes the time.
+    fn search_due(&self) -> bool {
+        let mut searched = lock(&self.searched);
+        let due = searched.is_none_or(|at| at.elapsed() >= SEARCH_EVERY);
+        if due {
+            *searched = Some(std::time::Instant::now());
+        }
+        due
     }
 
     /// Seals up to `max_receipts` waiting receipts, those queued here first, then those stored
@@ -194,16 +250,31 @@ impl ReceiptLog {
             let n = pending.len().min(max);
             pending.drain(..n).collect()
         };
-        let stored = match fresh.len() < max {
-            true => match self.store.unbatched(self.key.address(), (max - fresh.len()) as u32).await {
-                Ok(s) => s,
+        let mut stored: Vec<ReceiptRecord> = {
+            let mut stored = lock(&self.stored);
+            let n = stored.len().min(max - fresh.len());
+            stored.drain(..n).collect()
+        };
+        let room = max - fresh.len() - stored.len();
+        if room > 0 && self.search_due() {
+            // The oldest unsealed, which may be those just taken: ask for enough to fill the room.
+            match self.store.unbatched(self.key.address(), (room + stored.len()) as u32).await {
+                Ok(found) => {
+                    let known: HashSet<String> = stored.iter().map(|r| r.request_id.clone()).collect();
+                    let others: Vec<ReceiptRecord> = found.into_iter().filter(|r| !known.contains(&r.request_id)).take(room).collect();
+                    if !others.is_empty() {
+                        // More may wait: search again at the next seal.
+                        *lock(&self.searched) = None;
+                    }
+                    stored.extend(others);
+                }
                 Err(e) => {
                     self.put_back(fresh);
+                    self.put_back_stored(stored);
                     return Err(e.into());
                 }
-            },
-            false => Vec::new(),
-        };
+            }
+        }
         // A receipt both queued and committed with its capture is sealed once, as stored.
         let ids: HashSet<&str> = stored.iter().map(|r| r.request_id.as_str()).collect();
         let fresh: Vec<ReceiptRecord> = fresh.into_iter().filter(|r| !ids.contains(r.request_id.as_str())).collect();
@@ -214,6 +285,7 @@ impl ReceiptLog {
             Ok(info) => Ok(Some(info)),
             Err(e) => {
                 self.requeue_after(fresh, &e).await;
+                self.requeue_stored_after(stored, &e).await;
                 Err(e)
             }
         }
@@ -271,6 +343,32 @@ impl ReceiptLog {
             keep = fresh;
         }
         self.put_back(keep);
+    }
+
+    /// After a failed seal, takes note of the stored receipts it took again, but for those the
+    /// store does not hold unsealed (a refusal of the batch: a capture that never committed,
+    /// or a receipt sealed meanwhile), which would refuse every later batch.
+    async fn requeue_stored_after(&self, stored: Vec<ReceiptRecord>, e: &VerifyError) {
+        let mut keep = Vec::with_capacity(stored.len());
+        if matches!(e, VerifyError::Store(StoreError::Invalid(_))) {
+            for r in stored {
+                match self.store.receipt(&r.request_id).await {
+                    Ok(Some(found)) if found.batch_id.is_none() => keep.push(r),
+                    Ok(_) => warn!(request_id = %r.request_id, "a stored receipt is sealed already or absent; not sealed again"),
+                    Err(_) => keep.push(r),
+                }
+            }
+        } else {
+            keep = stored;
+        }
+        self.put_back_stored(keep);
+    }
+
+    fn put_back_stored(&self, records: Vec<ReceiptRecord>) {
+        let mut stored = lock(&self.stored);
+        for r in records.into_iter().rev() {
+            stored.push_front(r);
+        }
     }
 
     /// Puts receipts taken for a seal back at the head of the queue, in their order.
@@ -491,5 +589,35 @@ mod tests {
         assert_eq!(second.size, 1, "c alone");
         assert_eq!(log.receipt("req-003").await.unwrap().unwrap().batch_id.as_deref(), Some(second.id.as_str()));
         assert!(log.seal().await.unwrap().is_none());
+    }
+
+    /// Receipts their capture stored are sealed by id from what the capture handed over, at any
+    /// seal. Those it was not handed (stored by a run before this one) are found by searching
+    /// the store: at the first seal, then again while a search finds some. One handed over that
+    /// the store does not hold unsealed is dropped after the refusal, rather than refusing every
+    /// later batch.
+    #[tokio::test]
+    async fn stored_receipts_are_sealed_from_what_their_capture_handed_over() {
+        let (log, key) = log(2).await;
+        let earlier: Vec<ReceiptRecord> = (1..=3).map(|i| log.record_of(&signed(&key, i))).collect();
+        log.store().insert_receipts(&earlier).await.unwrap();
+        assert_eq!(log.seal().await.unwrap().unwrap().size, 2, "found by the first seal's search");
+        assert_eq!(log.seal().await.unwrap().unwrap().size, 1, "the search found some, so the next seal searches again");
+        assert!(log.seal().await.unwrap().is_none());
+
+        let handed = log.record_of(&signed(&key, 4));
+        let unhanded = log.record_of(&signed(&key, 5));
+        log.store().insert_receipts(&[handed.clone(), unhanded]).await.unwrap();
+        log.record_stored(&handed);
+        let batch = log.seal().await.unwrap().unwrap();
+        assert_eq!(batch.size, 1, "the handed one, though no search is due for a minute");
+        assert_eq!(log.receipt("req-004").await.unwrap().unwrap().batch_id.as_deref(), Some(batch.id.as_str()));
+        assert_eq!(log.receipt("req-005").await.unwrap().unwrap().batch_id, None, "waits for the next search");
+        let p = log.proof("req-004").await.unwrap().unwrap();
+        assert!(crate::merkle::verify(p.batch.root, &handed.digest.parse().unwrap(), &p.proof));
+
+        log.record_stored(&log.record_of(&signed(&key, 6)));
+        assert!(log.seal().await.is_err(), "handed over, never stored");
+        assert!(log.seal().await.unwrap().is_none(), "dropped after the refusal");
     }
 }
