@@ -175,9 +175,11 @@ async fn request_path(db: &str, urls: Option<(String, String)>) {
     // REQUESTS: calls per cell (default 1500); more for a profile of one cell.
     let n: usize = std::env::var("REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     for conc in [1usize, 4] {
-        // Headers signed ahead: the bench measures what the node does with a payment.
+        // Headers signed ahead: the bench measures what the node does with a payment. A profile
+        // of another path signs none, so a profiler sees only the path it measures.
+        let signed = std::env::var("PROFILE").map_or(n + 40, |p| if p == "x402" { n } else { 0 });
         let headers: Vec<String> =
-            (0..n + 40).map(|_| encode_header(&sign_payment(&accepted, None, &payer, unix_now()).expect("sign"))).collect();
+            (0..signed).map(|_| encode_header(&sign_payment(&accepted, None, &payer, unix_now()).expect("sign"))).collect();
         let headers = Arc::new(std::sync::Mutex::new(headers));
         let f = infer_call(&free_client, &req);
         let x = {
