@@ -290,11 +290,11 @@ pub(crate) async fn capture_kept(
 pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, operator: Address, keep: Option<Keep>) -> Result<String, ApiError> {
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
-    let stored = keep.as_ref().map(|k| k.receipt.clone());
+    let note = keep.as_ref().map(|k| verinet_verify::ReceiptLog::stored_note(&k.receipt));
     match st.ledger.capture(&escrow, output_hash, keep).await {
         Ok(tx) => {
-            if let Some(r) = &stored {
-                st.receipts.record_stored(r);
+            if let Some(n) = note {
+                st.receipts.record_stored(n);
             }
             Ok(tx)
         }
@@ -321,11 +321,11 @@ pub(crate) async fn capture_used(
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
     used.payees.operator = operator;
-    let stored = keep.as_ref().map(|k| k.receipt.clone());
+    let note = keep.as_ref().map(|k| verinet_verify::ReceiptLog::stored_note(&k.receipt));
     match st.ledger.capture_used(&escrow, &used, output_hash, memo, keep).await {
         Ok(tx) => {
-            if let Some(r) = &stored {
-                st.receipts.record_stored(r);
+            if let Some(n) = note {
+                st.receipts.record_stored(n);
             }
             Ok((tx, used))
         }

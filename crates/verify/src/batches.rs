@@ -132,6 +132,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Puts `records` at the head of `queue`, in their order.
+fn push_front_all(queue: &mut VecDeque<ReceiptRecord>, records: Vec<ReceiptRecord>) {
+    for r in records.into_iter().rev() {
+        queue.push_front(r);
+    }
+}
+
 /// Buffers this node's receipts, seals them into batches, stores them, serves proofs.
 ///
 /// A receipt queued here ([`ReceiptLog::record`]) waits in memory and is written once, already
@@ -205,23 +212,28 @@ impl ReceiptLog {
         }
     }
 
-    /// Takes note of a receipt its capture has stored unsealed (`record`, as
-    /// [`ReceiptLog::record_of`] made it), to seal it without reading it back.
-    pub fn record_stored(&self, record: &ReceiptRecord) {
-        let light = ReceiptRecord {
+    /// What a seal needs of a receipt a capture stores (`record`, as [`ReceiptLog::record_of`]
+    /// made it): all but its body. Taken before the capture, which keeps the record.
+    pub fn stored_note(record: &ReceiptRecord) -> ReceiptRecord {
+        ReceiptRecord {
             request_id: record.request_id.clone(),
             node: record.node,
             digest: record.digest.clone(),
             body: String::new(),
             batch_id: None,
             created_at_ms: record.created_at_ms,
-        };
-        let waiting = {
+        }
+    }
+
+    /// Takes note of a receipt its capture has stored unsealed (`note`, from
+    /// [`ReceiptLog::stored_note`]), to seal it without reading it back.
+    pub fn record_stored(&self, note: ReceiptRecord) {
+        let stored = {
             let mut stored = lock(&self.stored);
-            stored.push_back(light);
-            stored.len() + self.pending().len()
+            stored.push_back(note);
+            stored.len()
         };
-        if waiting >= self.config.max_receipts as usize {
+        if stored + self.pending().len() >= self.config.max_receipts as usize {
             self.wake.notify_one();
         }
     }
@@ -365,18 +377,12 @@ impl ReceiptLog {
     }
 
     fn put_back_stored(&self, records: Vec<ReceiptRecord>) {
-        let mut stored = lock(&self.stored);
-        for r in records.into_iter().rev() {
-            stored.push_front(r);
-        }
+        push_front_all(&mut lock(&self.stored), records);
     }
 
     /// Puts receipts taken for a seal back at the head of the queue, in their order.
     fn put_back(&self, records: Vec<ReceiptRecord>) {
-        let mut pending = self.pending();
-        for r in records.into_iter().rev() {
-            pending.push_front(r);
-        }
+        push_front_all(&mut self.pending(), records);
     }
 
     /// Seals every `interval`, or sooner when `max_receipts` wait, and prunes what is past the
@@ -608,7 +614,7 @@ mod tests {
         let handed = log.record_of(&signed(&key, 4));
         let unhanded = log.record_of(&signed(&key, 5));
         log.store().insert_receipts(&[handed.clone(), unhanded]).await.unwrap();
-        log.record_stored(&handed);
+        log.record_stored(ReceiptLog::stored_note(&handed));
         let batch = log.seal().await.unwrap().unwrap();
         assert_eq!(batch.size, 1, "the handed one, though no search is due for a minute");
         assert_eq!(log.receipt("req-004").await.unwrap().unwrap().batch_id.as_deref(), Some(batch.id.as_str()));
@@ -616,7 +622,7 @@ mod tests {
         let p = log.proof("req-004").await.unwrap().unwrap();
         assert!(crate::merkle::verify(p.batch.root, &handed.digest.parse().unwrap(), &p.proof));
 
-        log.record_stored(&log.record_of(&signed(&key, 6)));
+        log.record_stored(ReceiptLog::stored_note(&log.record_of(&signed(&key, 6))));
         assert!(log.seal().await.is_err(), "handed over, never stored");
         assert!(log.seal().await.unwrap().is_none(), "dropped after the refusal");
     }
