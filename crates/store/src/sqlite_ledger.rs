@@ -53,6 +53,9 @@ enum Job {
     Tx(LedgerTx, Reply),
     /// Write every answered close now.
     Flush(Reply),
+    /// Look at the state again: a caller answered a close on its own thread, and the first
+    /// close waiting or a full group changes when the next commit is due.
+    Nudge,
 }
 
 /// Handle of the writer thread; it stops when the last handle is dropped.
@@ -61,6 +64,24 @@ pub(crate) struct LedgerWriter {
     jobs: mpsc::Sender<Job>,
     /// The escrows held, for reads.
     shared: Arc<Shared>,
+    /// The writer's state: taken by the thread for each job, and by a caller that finds it
+    /// free to answer an escrow or a close at once on its own thread (see [`LedgerWriter::commit`]).
+    state: Arc<State>,
+}
+
+/// The writer's state behind its lock.
+struct State(Mutex<Writer>);
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("State(..)")
+    }
 }
 
 /// The held escrows as reads see them.
@@ -127,7 +148,7 @@ impl LedgerWriter {
         };
         // A clock for the wait on the queue while closes wait to be written.
         let clock = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-        let mut writer = Writer {
+        let writer = Writer {
             own: Committer { db: open()?, shared: shared.clone() },
             held: Held::default(),
             shared: shared.clone(),
@@ -137,9 +158,12 @@ impl LedgerWriter {
             committer,
             writing: None,
             parked: Vec::new(),
+            stopped: false,
         };
-        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || writer.run(rx, done, &clock))?;
-        Ok(Self { jobs, shared })
+        let state = Arc::new(State(Mutex::new(writer)));
+        let thread_state = state.clone();
+        std::thread::Builder::new().name("verinet-ledger".into()).spawn(move || run(&thread_state, rx, done, &clock))?;
+        Ok(Self { jobs, shared, state })
     }
 
     /// The held escrows for a read that combines them with the database: hold the view across
@@ -156,8 +180,32 @@ impl LedgerWriter {
 
     /// Commits `tx` with whatever else is waiting; returns once the group's COMMIT is durable
     /// (an escrow: once it is checked and held).
+    ///
+    /// An escrow, or the close of a held escrow that may wait to be written, needs no write
+    /// now: when the writer thread is not using the state, it is answered here, on the
+    /// caller's thread, with the checks the thread would make. That saves two thread hand-offs
+    /// per payment step (BENCHMARKS.md, "Escrows and closes answered on the caller's thread").
+    /// Anything else, or a state in use, goes to the thread.
     pub(crate) async fn commit(&self, tx: LedgerTx) -> Result<()> {
+        let tx = match self.answer_here(tx) {
+            Ok(answer) => return answer,
+            Err(tx) => tx,
+        };
         self.ask(|reply| Job::Tx(tx, reply)).await
+    }
+
+    /// `tx` answered on this thread, or given back for the writer thread.
+    #[allow(clippy::result_large_err, reason = "the transaction is given back as it came, moved once, not boxed")]
+    fn answer_here(&self, tx: LedgerTx) -> std::result::Result<Result<()>, LedgerTx> {
+        // Never wait: the thread may be in a group commit (fsync included).
+        let Ok(mut writer) = self.state.0.try_lock() else { return Err(tx) };
+        let (answer, nudge) = writer.answer_now(tx)?;
+        drop(writer);
+        if nudge {
+            // A full queue means the thread has jobs to wake for anyway.
+            let _ = self.jobs.try_send(Job::Nudge);
+        }
+        Ok(answer)
     }
 
     /// Writes every answered close now; returns once they are durable.
@@ -206,6 +254,8 @@ struct Writer {
     writing: Option<Vec<String>>,
     /// Jobs that wait for the committer's group to be committed.
     parked: Vec<Job>,
+    /// Every handle is gone and what waited is written: the thread ends.
+    stopped: bool,
 }
 
 /// What the writer thread waits for.
@@ -223,90 +273,147 @@ enum Event {
 /// A group's results, or why it failed as a whole.
 type GroupOutcome = std::result::Result<Vec<Result<()>>, String>;
 
-impl Writer {
-    fn run(&mut self, mut jobs: mpsc::Receiver<Job>, mut done: Option<mpsc::UnboundedReceiver<GroupOutcome>>, clock: &tokio::runtime::Runtime) {
-        loop {
-            let event = self.next(&mut jobs, done.as_mut(), clock);
-            let first = match event {
-                Event::Committed(outcome) => {
-                    self.committed(outcome);
-                    // What waited for the commit is taken now, as one group, in its order.
-                    let parked = std::mem::take(&mut self.parked);
-                    if !parked.is_empty() {
-                        self.handle(parked);
-                    }
-                    continue;
-                }
-                Event::Due => {
-                    // (A failure is logged and the closes wait for the next try.)
-                    let _ = self.write_closes();
-                    continue;
-                }
-                Event::Closed => {
-                    // Every handle is gone: let the committer finish, then write what waits
-                    // here (with no committer left to hand a group to), and stop.
-                    if self.writing.is_some() {
-                        let outcome = done.as_mut().and_then(|d| d.blocking_recv());
-                        self.committed(outcome.unwrap_or_else(|| Err("the ledger committer thread stopped".into())));
-                    }
-                    self.committer = None;
-                    let parked = std::mem::take(&mut self.parked);
-                    self.handle(parked);
-                    let _ = self.write_here(Vec::new());
-                    return;
-                }
-                Event::Job(job) => job,
-            };
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
-            if self.writing.is_some() {
-                self.meanwhile(group);
-            } else {
-                self.handle(group);
-            }
+/// The writer thread: waits (the state's lock released), then takes the state for what came.
+fn run(state: &State, mut jobs: mpsc::Receiver<Job>, mut done: Option<mpsc::UnboundedReceiver<GroupOutcome>>, clock: &tokio::runtime::Runtime) {
+    loop {
+        let wait = state.lock().wait();
+        let event = next(wait, &mut jobs, done.as_mut(), clock);
+        let mut writer = state.lock();
+        writer.take(event, &mut jobs, &mut done);
+        if writer.stopped {
+            return;
         }
     }
+}
 
-    /// Waits for a job, the committer's outcome, or the oldest waiting close to fall due.
-    fn next(&self, jobs: &mut mpsc::Receiver<Job>, done: Option<&mut mpsc::UnboundedReceiver<GroupOutcome>>, clock: &tokio::runtime::Runtime) -> Event {
+/// What the writer thread waits for besides jobs: the oldest waiting close falling due, and
+/// the committer's outcome.
+struct Wait {
+    due: Option<Duration>,
+    committing: bool,
+}
+
+/// Waits for a job, the committer's outcome, or the oldest waiting close to fall due.
+fn next(wait: Wait, jobs: &mut mpsc::Receiver<Job>, done: Option<&mut mpsc::UnboundedReceiver<GroupOutcome>>, clock: &tokio::runtime::Runtime) -> Event {
+    let Wait { due, committing } = wait;
+    let done = done.filter(|_| committing);
+    if due.is_none() && done.is_none() {
+        return jobs.blocking_recv().map_or(Event::Closed, Event::Job);
+    }
+    clock.block_on(async {
+        let committed = async {
+            match done {
+                Some(d) => d.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let timer = async {
+            match due {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            outcome = committed => match outcome {
+                Some(outcome) => Event::Committed(outcome),
+                // The committer thread is gone (it panicked): its group is not known to be
+                // written; its closes stay held and wait.
+                None => Event::Committed(Err("the ledger committer thread stopped".into())),
+            },
+            job = jobs.recv() => job.map_or(Event::Closed, Event::Job),
+            () = timer => Event::Due,
+        }
+    })
+}
+
+impl Writer {
+    /// What to wait for now.
+    fn wait(&self) -> Wait {
         let due = match (&self.writing, self.since) {
             (None, Some(since)) => Some(self.close_delay.saturating_sub(since.elapsed())),
             _ => None,
         };
-        let done = done.filter(|_| self.writing.is_some());
-        if due.is_none() && done.is_none() {
-            return jobs.blocking_recv().map_or(Event::Closed, Event::Job);
-        }
-        clock.block_on(async {
-            let committed = async {
-                match done {
-                    Some(d) => d.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let timer = async {
-                match due {
-                    Some(left) => tokio::time::sleep(left).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                outcome = committed => match outcome {
-                    Some(outcome) => Event::Committed(outcome),
-                    // The committer thread is gone (it panicked): its group is not known to be
-                    // written; its closes stay held and wait.
-                    None => Event::Committed(Err("the ledger committer thread stopped".into())),
-                },
-                job = jobs.recv() => job.map_or(Event::Closed, Event::Job),
-                () = timer => Event::Due,
+        Wait { due, committing: self.writing.is_some() }
+    }
+
+    /// Answers `tx` now if it is an escrow, or the close of a held escrow that may wait to be
+    /// written (as the thread would: see [`Writer::handle`] and [`Writer::meanwhile`]), with
+    /// whether the thread must look at the state again; gives it back otherwise. An escrow
+    /// refused while the committer writes is given back: the thread checks it again after
+    /// the commit.
+    #[allow(clippy::result_large_err, reason = "the transaction is given back as it came, moved once, not boxed")]
+    fn answer_now(&mut self, tx: LedgerTx) -> std::result::Result<(Result<()>, bool), LedgerTx> {
+        if matches!(tx.payment, Some(PaymentChange::Open(_))) {
+            if self.writing.is_none() {
+                return Ok((self.hold(tx), false));
             }
-        })
+            return match self.check_hold(&tx) {
+                Ok(()) => {
+                    self.keep(tx);
+                    Ok((Ok(()), false))
+                }
+                Err(_) => Err(tx),
+            };
+        }
+        // A full group goes to the thread, which hands it to be written (as it would have).
+        let held_close = !self.close_delay.is_zero()
+            && self.parked.is_empty()
+            && self.waiting.len() < MAX_GROUP
+            && lc::request_id(&tx).is_some_and(|id| self.held.escrow(id).is_some());
+        if !held_close {
+            return Err(tx);
+        }
+        let first = self.since.is_none();
+        let answer = self.answer_close(tx);
+        Ok((answer, first || self.waiting.len() >= MAX_GROUP))
+    }
+
+    /// What the thread does with `event`.
+    fn take(&mut self, event: Event, jobs: &mut mpsc::Receiver<Job>, done: &mut Option<mpsc::UnboundedReceiver<GroupOutcome>>) {
+        let first = match event {
+            Event::Committed(outcome) => {
+                self.committed(outcome);
+                // What waited for the commit is taken now, as one group, in its order.
+                let parked = std::mem::take(&mut self.parked);
+                if !parked.is_empty() {
+                    self.handle(parked);
+                }
+                return;
+            }
+            Event::Due => {
+                // (A failure is logged and the closes wait for the next try.)
+                let _ = self.write_closes();
+                return;
+            }
+            Event::Closed => {
+                // Every handle is gone: let the committer finish, then write what waits
+                // here (with no committer left to hand a group to), and stop.
+                if self.writing.is_some() {
+                    let outcome = done.as_mut().and_then(|d| d.blocking_recv());
+                    self.committed(outcome.unwrap_or_else(|| Err("the ledger committer thread stopped".into())));
+                }
+                self.committer = None;
+                let parked = std::mem::take(&mut self.parked);
+                self.handle(parked);
+                let _ = self.write_here(Vec::new());
+                self.stopped = true;
+                return;
+            }
+            Event::Job(job) => job,
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if self.writing.is_some() {
+            self.meanwhile(group);
+        } else {
+            self.handle(group);
+        }
     }
 
     /// Jobs that come while the committer writes: escrows and closes of held escrows answered
@@ -327,6 +434,8 @@ impl Writer {
                 {
                     let _ = reply.send(self.answer_close(tx));
                 }
+                // Nothing to do while the committer writes: its outcome wakes the thread.
+                Job::Nudge => {}
                 other => self.parked.push(other),
             }
         }
@@ -351,6 +460,8 @@ impl Writer {
                     _ => writes.push((tx, reply)),
                 },
                 Job::Flush(reply) => flushes.push(reply),
+                // The closes answered on callers' threads are due as any others (below).
+                Job::Nudge => {}
             }
         }
         for (tx, reply) in closes {
