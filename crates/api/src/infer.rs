@@ -291,19 +291,8 @@ pub(crate) async fn capture(st: &AppState, e: &pay::Paid, output_hash: &str, ope
     let mut escrow = e.escrow.clone();
     escrow.quote.payees.operator = operator;
     let note = keep.as_ref().map(|k| verinet_verify::ReceiptLog::stored_note(&k.receipt));
-    match st.ledger.capture(&escrow, output_hash, keep).await {
-        Ok(tx) => {
-            if let Some(n) = note {
-                st.receipts.record_stored(n);
-            }
-            Ok(tx)
-        }
-        Err(err) => {
-            error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");
-            refund(st, e, "capture failed").await;
-            Err(err.into())
-        }
-    }
+    let result = st.ledger.capture(&escrow, output_hash, keep).await;
+    captured(st, e, note, result).await
 }
 
 /// Captures `used` (a quote of what the call used, at most the escrowed one) for the executor
@@ -322,12 +311,24 @@ pub(crate) async fn capture_used(
     escrow.quote.payees.operator = operator;
     used.payees.operator = operator;
     let note = keep.as_ref().map(|k| verinet_verify::ReceiptLog::stored_note(&k.receipt));
-    match st.ledger.capture_used(&escrow, &used, output_hash, memo, keep).await {
+    let result = st.ledger.capture_used(&escrow, &used, output_hash, memo, keep).await;
+    captured(st, e, note, result).await.map(|tx| (tx, used))
+}
+
+/// What follows a capture of `e`: once it committed, the receipt it stored (`note`) goes to
+/// the receipt log, to be sealed by id; if it failed, the escrow is refunded.
+async fn captured(
+    st: &AppState,
+    e: &pay::Paid,
+    note: Option<verinet_store::ReceiptRecord>,
+    result: verinet_ledger::Result<String>,
+) -> Result<String, ApiError> {
+    match result {
         Ok(tx) => {
             if let Some(n) = note {
                 st.receipts.record_stored(n);
             }
-            Ok((tx, used))
+            Ok(tx)
         }
         Err(err) => {
             error!(request_id = %e.escrow.request_id, %err, "capture failed; refunding");

@@ -158,7 +158,6 @@ impl LedgerWriter {
             committer,
             writing: None,
             parked: Vec::new(),
-            stopped: false,
         };
         let state = Arc::new(State(Mutex::new(writer)));
         let thread_state = state.clone();
@@ -254,8 +253,6 @@ struct Writer {
     writing: Option<Vec<String>>,
     /// Jobs that wait for the committer's group to be committed.
     parked: Vec<Job>,
-    /// Every handle is gone and what waited is written: the thread ends.
-    stopped: bool,
 }
 
 /// What the writer thread waits for.
@@ -278,9 +275,7 @@ fn run(state: &State, mut jobs: mpsc::Receiver<Job>, mut done: Option<mpsc::Unbo
     loop {
         let wait = state.lock().wait();
         let event = next(wait, &mut jobs, done.as_mut(), clock);
-        let mut writer = state.lock();
-        writer.take(event, &mut jobs, &mut done);
-        if writer.stopped {
+        if !state.lock().take(event, &mut jobs, &mut done) {
             return;
         }
     }
@@ -348,20 +343,10 @@ impl Writer {
             if self.writing.is_none() {
                 return Ok((self.hold(tx), false));
             }
-            return match self.check_hold(&tx) {
-                Ok(()) => {
-                    self.keep(tx);
-                    Ok((Ok(()), false))
-                }
-                Err(_) => Err(tx),
-            };
+            return self.hold_meanwhile(tx).map(|()| (Ok(()), false));
         }
         // A full group goes to the thread, which hands it to be written (as it would have).
-        let held_close = !self.close_delay.is_zero()
-            && self.parked.is_empty()
-            && self.waiting.len() < MAX_GROUP
-            && lc::request_id(&tx).is_some_and(|id| self.held.escrow(id).is_some());
-        if !held_close {
+        if self.waiting.len() >= MAX_GROUP || !self.answers_close(&tx) {
             return Err(tx);
         }
         let first = self.since.is_none();
@@ -369,8 +354,9 @@ impl Writer {
         Ok((answer, first || self.waiting.len() >= MAX_GROUP))
     }
 
-    /// What the thread does with `event`.
-    fn take(&mut self, event: Event, jobs: &mut mpsc::Receiver<Job>, done: &mut Option<mpsc::UnboundedReceiver<GroupOutcome>>) {
+    /// What the thread does with `event`; `false` once every handle is gone and what waited
+    /// is written (the thread ends).
+    fn take(&mut self, event: Event, jobs: &mut mpsc::Receiver<Job>, done: &mut Option<mpsc::UnboundedReceiver<GroupOutcome>>) -> bool {
         let first = match event {
             Event::Committed(outcome) => {
                 self.committed(outcome);
@@ -379,12 +365,12 @@ impl Writer {
                 if !parked.is_empty() {
                     self.handle(parked);
                 }
-                return;
+                return true;
             }
             Event::Due => {
                 // (A failure is logged and the closes wait for the next try.)
                 let _ = self.write_closes();
-                return;
+                return true;
             }
             Event::Closed => {
                 // Every handle is gone: let the committer finish, then write what waits
@@ -397,8 +383,7 @@ impl Writer {
                 let parked = std::mem::take(&mut self.parked);
                 self.handle(parked);
                 let _ = self.write_here(Vec::new());
-                self.stopped = true;
-                return;
+                return false;
             }
             Event::Job(job) => job,
         };
@@ -414,6 +399,7 @@ impl Writer {
         } else {
             self.handle(group);
         }
+        true
     }
 
     /// Jobs that come while the committer writes: escrows and closes of held escrows answered
@@ -421,17 +407,13 @@ impl Writer {
     fn meanwhile(&mut self, group: Vec<Job>) {
         for job in group {
             match job {
-                Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => match self.check_hold(&tx) {
+                Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => match self.hold_meanwhile(tx) {
                     Ok(()) => {
-                        self.keep(tx);
                         let _ = reply.send(Ok(()));
                     }
-                    Err(_) => self.parked.push(Job::Tx(tx, reply)),
+                    Err(tx) => self.parked.push(Job::Tx(tx, reply)),
                 },
-                Job::Tx(tx, reply)
-                    if lc::request_id(&tx).is_some_and(|id| self.held.escrow(id).is_some())
-                        && self.parked.is_empty() =>
-                {
+                Job::Tx(tx, reply) if self.answers_close(&tx) => {
                     let _ = reply.send(self.answer_close(tx));
                 }
                 // Nothing to do while the committer writes: its outcome wakes the thread.
@@ -455,10 +437,8 @@ impl Writer {
                 Job::Tx(tx, reply) if matches!(tx.payment, Some(PaymentChange::Open(_))) => {
                     let _ = reply.send(self.hold(tx));
                 }
-                Job::Tx(tx, reply) => match lc::request_id(&tx) {
-                    Some(id) if !self.close_delay.is_zero() && self.held.escrow(id).is_some() => closes.push((tx, reply)),
-                    _ => writes.push((tx, reply)),
-                },
+                Job::Tx(tx, reply) if self.answers_close(&tx) => closes.push((tx, reply)),
+                Job::Tx(tx, reply) => writes.push((tx, reply)),
                 Job::Flush(reply) => flushes.push(reply),
                 // The closes answered on callers' threads are due as any others (below).
                 Job::Nudge => {}
@@ -481,6 +461,29 @@ impl Writer {
         let flushed = self.write_here(writes);
         for reply in flushes {
             let _ = reply.send(flushed.as_ref().copied().map_err(|e| StoreError::CommitFailed(e.to_string())));
+        }
+    }
+
+    /// Whether `tx` is the close of a held escrow that is answered now and written with a later
+    /// group: closes may wait, and no job waits before it for the committer's commit (`parked`
+    /// is empty but while the committer writes).
+    fn answers_close(&self, tx: &LedgerTx) -> bool {
+        !self.close_delay.is_zero()
+            && self.parked.is_empty()
+            && lc::request_id(tx).is_some_and(|id| self.held.escrow(id).is_some())
+    }
+
+    /// Holds the escrow `tx` while the committer writes, if its checks pass; gives it back
+    /// otherwise, to be checked again after the commit (counted twice, it may be refused only
+    /// for now).
+    #[allow(clippy::result_large_err, reason = "the transaction is given back as it came, moved once, not boxed")]
+    fn hold_meanwhile(&mut self, tx: LedgerTx) -> std::result::Result<(), LedgerTx> {
+        match self.check_hold(&tx) {
+            Ok(()) => {
+                self.keep(tx);
+                Ok(())
+            }
+            Err(_) => Err(tx),
         }
     }
 
