@@ -28,3 +28,8 @@ pub use lock::DataDirLock;
 pub use node::{Node, Overrides, RunningNode, WrapExecutor, default_protocol_address};
 pub use serve::{ConnLimits, serve};
 pub use worker::WorkerNode;
+
+/// Every process that links the node (the `verinet` binary, its tests and benches) allocates
+/// with mimalloc. See docs/architecture.md, "The allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
