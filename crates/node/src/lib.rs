@@ -30,6 +30,6 @@ pub use serve::{ConnLimits, serve};
 pub use worker::WorkerNode;
 
 /// Every process that links the node (the `verinet` binary, its tests and benches) allocates
-/// with mimalloc. See docs/architecture.md, "The allocator".
+/// with mimalloc. See docs/architecture.md, "The allocator is mimalloc".
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
