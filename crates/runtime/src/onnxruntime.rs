@@ -113,31 +113,38 @@ impl InferenceBackend for OrtBackend {
             || {
                 let (proto, rewritten) = graph::normalize(onnx)?;
                 let onnx = rewritten.as_deref().unwrap_or(onnx);
-                // What building the session made resident (folded constants included): onnxruntime
+                // What building the session added (folded constants included): onnxruntime
                 // reports no plan size, and a graph that expands when compiled must show it.
+                // One measured build at a time in this process, so that one reading never holds
+                // another model's session.
+                let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
                 let measured = || -> Result<(Session, usize)> {
-                    let before = resident_bytes();
+                    let before = held_bytes();
                     let session = new_session(&self.env, onnx).map_err(RuntimeError::InvalidModel)?;
-                    Ok((session, resident_bytes().saturating_sub(before)))
+                    Ok((session, held_bytes().saturating_sub(before)))
                 };
-                let (session, mut grown) = measured()?;
-                let mut idle = vec![session];
-                // The resident set is the process's: other work (other requests, other tests in
-                // one process) can grow it meanwhile. A large reading is taken again, up to twice,
-                // and the smallest kept (the extra sessions are kept too): a graph that really
+                let (mut session, mut grown) = measured()?;
+                // Other threads' work can still grow the count meanwhile. A large reading is
+                // taken again, up to twice, and the smallest kept, with its session alone (the
+                // others are dropped, so the plan holds what its size says): a graph that really
                 // expands shows it every time, a busy neighbour rarely three times running.
                 let large = onnx.len().saturating_mul(4).saturating_add(32 << 20);
-                while grown > large && idle.len() < 3 {
+                for _ in 0..2 {
+                    if grown <= large {
+                        break;
+                    }
                     let (again, reading) = measured()?;
-                    grown = grown.min(reading);
-                    idle.push(again);
+                    if reading < grown {
+                        (session, grown) = (again, reading);
+                    }
                 }
+                let idle = vec![session];
                 let signature = graph::signature(&proto, &|i| inferred_output(&idle[0], i))?;
                 Ok(OrtPlan {
                     signature,
                     env: self.env.clone(),
                     onnx: onnx.into(),
-                    sessions: AtomicUsize::new(idle.len()),
+                    sessions: AtomicUsize::new(1),
                     idle: Mutex::new(idle),
                     session_bytes: grown.max(onnx.len()),
                 })
@@ -158,9 +165,20 @@ struct OrtPlan {
     idle: Mutex<Vec<Session>>,
     /// Sessions built so far, each holding its own copy of the weights.
     sessions: AtomicUsize,
-    /// Resident bytes the first session added (at least the model's size): the estimate per
-    /// session. Process-wide, so concurrent work can inflate it; never deflate it.
+    /// Bytes the first session added (at least the model's size, by [`held_bytes`]): the
+    /// estimate per session. Process-wide, so concurrent work can inflate it.
     session_bytes: usize,
+}
+
+/// Held while a session is built and measured (see [`OrtBackend::prepare`]).
+static MEASURING: Mutex<()> = Mutex::new(());
+
+/// The memory the process holds, by the most exact count there is: the bytes in use in glibc's
+/// heap, where onnxruntime allocates, or else the resident set. The heap counts what is held,
+/// not what the allocator keeps after a free; and where Rust allocates elsewhere (the node's
+/// mimalloc), other threads' Rust work does not show in it.
+fn held_bytes() -> usize {
+    heap_bytes().unwrap_or_else(resident_bytes)
 }
 
 /// The process's resident set, from `VmRSS` in `/proc/self/status` (in kB, whatever the page
@@ -169,6 +187,21 @@ fn resident_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<usize>().ok());
     kb.unwrap_or(0) * 1024
+}
+
+/// Bytes glibc's malloc has handed out and not had back, in its arenas and in blocks it mapped
+/// on its own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code, reason = "an FFI call into glibc that takes nothing and returns counters by value")]
+fn heap_bytes() -> Option<usize> {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's counters (glibc 2.33+).
+    let info = unsafe { libc::mallinfo2() };
+    Some(info.uordblks.saturating_add(info.hblkhd))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_bytes() -> Option<usize> {
+    None
 }
 
 impl OrtPlan {

@@ -159,8 +159,8 @@ async fn a_model_that_expands_when_compiled_is_refused_at_publish() {
     match n.client.publish_bytes(&meta, bytes).await {
         Err(verinet_client::ClientError::Api { status: 422, code, message, .. }) => {
             assert_eq!(code, "invalid_model");
-            // tract counts the folded constant (256 MiB); onnxruntime's sessions show it in the
-            // resident set (256 MiB or more per session).
+            // tract counts the folded constant (256 MiB); onnxruntime's session shows it in the
+            // heap it allocates from (256 MiB or more).
             assert!(message.contains("allows 64 MiB"), "{message}");
             let held: usize = message.split(" holds ").nth(1).and_then(|m| m.split(" MiB").next()?.parse().ok()).unwrap();
             assert!(held >= 256, "{message}");
