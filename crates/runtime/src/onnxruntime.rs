@@ -170,7 +170,8 @@ struct OrtPlan {
     session_bytes: usize,
 }
 
-/// Held while a session is built and measured (see [`OrtBackend::prepare`]).
+/// Held while a session is built and measured (see [`OrtBackend::prepare`]), and while a plan's
+/// sessions are dropped.
 static MEASURING: Mutex<()> = Mutex::new(());
 
 /// The memory the process holds, by the most exact count there is: the bytes in use in glibc's
@@ -207,6 +208,16 @@ fn heap_bytes() -> Option<usize> {
 impl OrtPlan {
     fn idle(&self) -> MutexGuard<'_, Vec<Session>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for OrtPlan {
+    /// A session's memory going back to the heap while another model's build is measured would
+    /// make that reading low (and a bomb look smaller than it is), so sessions are dropped only
+    /// between measurements.
+    fn drop(&mut self) {
+        let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+        self.idle.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

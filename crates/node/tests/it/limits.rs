@@ -160,10 +160,11 @@ async fn a_model_that_expands_when_compiled_is_refused_at_publish() {
         Err(verinet_client::ClientError::Api { status: 422, code, message, .. }) => {
             assert_eq!(code, "invalid_model");
             // tract counts the folded constant (256 MiB); onnxruntime's session shows it in the
-            // heap it allocates from (256 MiB or more).
+            // heap it allocates from, which is the process's: other tests' runs freeing memory
+            // meanwhile can take a MiB or so off the reading.
             assert!(message.contains("allows 64 MiB"), "{message}");
             let held: usize = message.split(" holds ").nth(1).and_then(|m| m.split(" MiB").next()?.parse().ok()).unwrap();
-            assert!(held >= 256, "{message}");
+            assert!(held >= 240, "{message}");
         }
         other => panic!("the expansion bomb must be refused, got {other:?}"),
     }
