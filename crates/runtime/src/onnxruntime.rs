@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -138,14 +138,13 @@ impl InferenceBackend for OrtBackend {
                         (session, grown) = (again, reading);
                     }
                 }
-                let idle = vec![session];
-                let signature = graph::signature(&proto, &|i| inferred_output(&idle[0], i))?;
+                let signature = graph::signature(&proto, &|i| inferred_output(&session, i))?;
                 Ok(OrtPlan {
                     signature,
                     env: self.env.clone(),
                     onnx: onnx.into(),
                     sessions: AtomicUsize::new(1),
-                    idle: Mutex::new(idle),
+                    idle: Mutex::new(vec![session]),
                     session_bytes: grown.max(onnx.len()),
                 })
             },
@@ -214,10 +213,28 @@ impl OrtPlan {
 impl Drop for OrtPlan {
     /// A session's memory going back to the heap while another model's build is measured would
     /// make that reading low (and a bomb look smaller than it is), so sessions are dropped only
-    /// between measurements.
+    /// between measurements. A plan is often dropped on an async worker (evicted from the cache),
+    /// which must not wait for a build that can take seconds: while one is measured, the
+    /// sessions wait for it on a thread of their own.
     fn drop(&mut self) {
-        let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-        self.idle.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        let sessions = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if sessions.is_empty() {
+            return;
+        }
+        match MEASURING.try_lock() {
+            Ok(_measuring) => drop(sessions),
+            Err(TryLockError::Poisoned(e)) => {
+                let _measuring = e.into_inner();
+                drop(sessions);
+            }
+            Err(TryLockError::WouldBlock) => {
+                // (Where no thread can be made, the closure and its sessions drop here.)
+                let _ = std::thread::Builder::new().name("ort-drop".into()).spawn(move || {
+                    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+                    drop(sessions);
+                });
+            }
+        }
     }
 }
 
